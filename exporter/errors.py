@@ -1,0 +1,79 @@
+"""The error hierarchy every manager raises from.
+
+Each error carries a message meant for a person and the exit code the CLI uses for it.
+Causes are chained with ``raise ... from``.
+"""
+from __future__ import annotations
+
+
+class OpsError(Exception):
+    """Base of every error opsstack raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(OpsError):
+    """A setting has a value that cannot be used. Names the key, where it came from, the value."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, source: str, value: object, reason: str) -> None:
+        self.key = key
+        self.source = source
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{key}={value!r} (from {source}): {reason}")
+
+
+class NotEnabledError(OpsError):
+    """A call that needs a manager to be enabled was made while it is off."""
+
+
+class LoggingSetupError(OpsError):
+    """The logger manager could not open its files (missing or read-only directory, ...)."""
+
+
+class ShippingError(OpsError):
+    """Log shipping to Elasticsearch failed in a way the caller must know about."""
+
+
+class AlertError(OpsError):
+    """An alert, subscriber or channel was used wrongly."""
+
+
+class ChannelConfigError(ConfigError):
+    """A notification channel lacks a setting it needs (token, URL, address)."""
+
+
+class DeliveryError(OpsError):
+    """A notification channel could not deliver a message (retryable)."""
+
+
+class BackupError(OpsError):
+    """A backup could not be created, listed, restored or cleaned up."""
+
+
+class BackupNotFoundError(BackupError):
+    """No backup has the requested name."""
+
+
+class BackupLockedError(BackupError):
+    """Another live process holds the lock of this backup set."""
+
+
+class IntegrityError(OpsError):
+    """Data (an archive, a manifest, a file) does not match its recorded hashes or structure."""
+
+    exit_code = 3
+
+
+class UnsafeArchiveError(IntegrityError):
+    """An archive member would escape the restore target (absolute, ``..``, link, device)."""
+
+
+class DecryptionError(IntegrityError):
+    """An encrypted backup could not be decrypted: wrong key or tampered data."""
+
+
+class RecoveryError(OpsError):
+    """A repair or auto-recovery could not be carried out."""

@@ -1,0 +1,78 @@
+"""A small threaded HTTP server on loopback that can stop and start again on the same port."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable
+
+
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """Hands each request to the owning server's ``route(method, path, headers, body)``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        status, payload = self.server.owner.route(method, self.path, dict(self.headers), body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (keep tests quiet)
+        pass
+
+
+class LoopbackServer:
+    """Base class: subclasses implement ``route``; ``url`` stays the same across restarts."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def route(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, object]:
+        raise NotImplementedError
+
+    def start(self) -> "LoopbackServer":
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), JsonHandler)
+        httpd.daemon_threads = True
+        httpd.owner = self
+        self.port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name=type(self).__name__,
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Poll ``predicate`` (e.g. on received messages) until true or ``timeout``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()

@@ -1,0 +1,59 @@
+"""Importing the package or any of its modules opens no file, socket or thread."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+PROBE = textwrap.dedent("""
+    import os, pkgutil, importlib, sys, threading
+
+    events = []
+    def audit(event, args):
+        if event.startswith("socket.") or event in ("_thread.start_new_thread", "os.mkdir", "os.chmod"):
+            events.append(event)
+        elif event == "open" and args[1] and any(c in str(args[1]) for c in "wax+"):
+            events.append(f"open for writing {args[0]}")
+    sys.addaudithook(audit)
+    fds_before = set(os.listdir("/proc/self/fd"))
+
+    import exporter
+    names = [m.name for m in pkgutil.walk_packages(exporter.__path__, "exporter.")]
+    for name in names:
+        if not name.endswith("__main__"):
+            importlib.import_module(name)
+
+    fds_after = set(os.listdir("/proc/self/fd"))
+    print("modules", len(names))
+    print("threads", threading.active_count())
+    print("new_fds", len(fds_after - fds_before))
+    print("events", events)
+    print("cwd_entries", os.listdir("."))
+""")
+
+HEAVY = textwrap.dedent("""
+    import sys
+    import exporter.logger_manager, exporter.alert_manager, exporter.backup_manager
+    import exporter.profiler, exporter.recovery_manager, exporter.tracing, exporter.config
+    heavy = ["elasticsearch", "httpx", "opentelemetry.sdk", "grpc", "aiosmtpd", "smtplib"]
+    print([name for name in heavy if name in sys.modules])
+""")
+
+
+def test_import_opens_nothing(tmp_path):
+    result = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert int(report["modules"]) >= 10
+    assert report["threads"] == "1"
+    assert report["new_fds"] == "0"
+    assert report["events"] == "[]"
+    assert report["cwd_entries"] == "[]"
+
+
+def test_managers_do_not_load_heavy_clients_at_import(tmp_path):
+    result = subprocess.run([sys.executable, "-c", HEAVY], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
