@@ -65,6 +65,23 @@ def elasticsearch(services_dir: Path):
     node.stop()
 
 
+@pytest.fixture
+def start_elasticsearch(tmp_path: Path):
+    """A dedicated node for one test, which may stop it and start it again (same port, data)."""
+    from tests.harness import elasticsearch as es_harness
+
+    started = []
+
+    def start():
+        node = _start("Elasticsearch", lambda: es_harness.start(tmp_path / f"elasticsearch-{len(started)}"))
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
 @pytest.fixture(scope="session")
 def otel_collector(services_dir: Path, elasticsearch):
     from tests.harness import otelcol

@@ -83,3 +83,33 @@ def test_telegram_stand_in_answers_like_the_bot_api(telegram_api):
 def test_markdown_v2_check_accepts_escaped_text():
     assert markdown_v2_error(r"*Backup failed* on host\-1 \(disk 95\.0%\)") is None
     assert markdown_v2_error("*unclosed") is not None
+
+
+def test_elasticsearch_indexes_and_finds_a_document(elasticsearch):
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(elasticsearch.url)
+    assert client.cluster.health(wait_for_status="yellow", timeout="10s")["status"] in ("yellow", "green")
+    client.index(index="smoke-test", id="doc-1", document={"message": "the harness is real"}, refresh=True)
+    hits = client.search(index="smoke-test", query={"match": {"message": "harness"}})["hits"]
+    assert hits["total"]["value"] == 1 and hits["hits"][0]["_id"] == "doc-1"
+
+
+def test_collector_receives_an_otlp_span(otel_collector):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "harness-smoke"}))
+    provider.add_span_processor(SimpleSpanProcessor(
+        OTLPSpanExporter(endpoint=f"http://{otel_collector.grpc_endpoint}", insecure=True, timeout=5)))
+    with provider.get_tracer("smoke").start_as_current_span("smoke-span") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if any(s["traceId"] == trace_id and s["name"] == "smoke-span" for s in otel_collector.spans()):
+            break
+        time.sleep(0.2)
+    assert any(s["traceId"] == trace_id for s in otel_collector.spans())

@@ -1,20 +1,24 @@
-"""PLACEHOLDER owned by the logger-manager work: replaced by the real manager.
+"""ECS JSON logging for the bot: files, console, shipping sinks, custom events, redaction.
 
-Contract other managers rely on (keep it):
     from exporter.logger_manager import logger_manager
+    logger_manager.enable()                       # settings from load_settings()
+    logging.getLogger("bot.downloads").info(...)  # every logger now writes ECS JSON
+    logger_manager.log_download(task_id="download_123", filename="large_file.zip",
+                                size_bytes=1073741824, duration=3600.0, speed=298261.0,
+                                status="completed")
     logger_manager.log_event(action, outcome, message=None, *, level=logging.INFO, **fields)
-never raises and does nothing while the manager is disabled. ``fields`` use ECS dotted names
-given with underscores replaced (``file_name=...`` -> ``file.name``) or land under labels.
-Plain ``logging.getLogger("exporter.<module>")`` calls come out as ECS once it is enabled.
+
+Contract for other managers: ``log_event`` never raises and does nothing while disabled.
+``fields`` use ECS names with underscores for dots (``file_name=...`` -> ``file.name``), or land
+under ``labels.*`` (text) / ``bot.*`` (numbers). Importing this package opens nothing.
 """
 from __future__ import annotations
 
+from ._fields import ECS_VERSION
+from ._formatter import ECSFormatter
+from ._redact import Redactor
+from .manager import ERROR_FILE, LOG_FILE, LoggerManager, logger_manager
+from .sink import LogSink
 
-class _Placeholder:
-    enabled = False
-
-    def log_event(self, action, outcome, message=None, **fields):
-        return None
-
-
-logger_manager = _Placeholder()
+__all__ = ["ECS_VERSION", "ECSFormatter", "ERROR_FILE", "LOG_FILE", "LogSink", "LoggerManager", "Redactor",
+           "logger_manager"]

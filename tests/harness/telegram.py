@@ -46,6 +46,13 @@ def markdown_v2_error(text: str) -> str | None:
     return None
 
 
+def _chat_id(value: object) -> object:
+    try:
+        return int(str(value))
+    except ValueError:
+        return value  # "@channelusername"
+
+
 class TelegramBotAPI(LoopbackServer):
     """``url`` is the base to configure as TELEGRAM_API_URL; ``messages`` what was sent."""
 
@@ -78,7 +85,8 @@ class TelegramBotAPI(LoopbackServer):
         message = {
             "message_id": next(self._ids),
             "date": int(time.time()),
-            "chat": {"id": params["chat_id"], "type": "private"},
+            # Telegram answers with a numeric chat id (clients such as telebot require it).
+            "chat": {"id": _chat_id(params["chat_id"]), "type": "private"},
             "text": text,
         }
         with self.lock:

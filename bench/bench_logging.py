@@ -1,0 +1,126 @@
+"""Caller-side cost per log record: plain stdlib vs ecs-logging vs logger_manager, same run.
+
+    .venv/bin/python bench/bench_logging.py [--records 100000] [--repeat 3]
+
+(a) stdlib logging, ``%(message)s`` formatter, ``logging.FileHandler``          (the baseline)
+(b) stdlib logging, ``ecs_logging.StdlibFormatter``, ``logging.FileHandler``
+(c) ``logger_manager`` to its files (bot.json + errors.json), console off, redaction on
+(c+span) the same inside an active OpenTelemetry span (trace.id / span.id on every line)
+
+Variants are entries of ``VARIANTS``: ``(directory, count) -> seconds`` spent by the caller.
+
+Every variant logs the same records through a child logger to handlers on the root logger, the
+way a bot's ``logging.getLogger(__name__)`` calls reach them. The best of ``--repeat`` runs is
+printed, with the ratio to (a). Goal: (c) within 1.5x of (a).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exporter.config import load_settings  # noqa: E402
+from exporter.logger_manager import LoggerManager  # noqa: E402
+from exporter.metrics import Metrics  # noqa: E402
+
+MESSAGES = ("processed update %d from chat %s", "download progress %d%% of %s", "cache miss for key %d in %s")
+
+
+def _log_records(logger: logging.Logger, count: int) -> float:
+    started = time.perf_counter()
+    for number in range(count):
+        logger.info(MESSAGES[number % 3], number, "batch-7")
+    return time.perf_counter() - started
+
+
+def _with_root_handler(handler: logging.Handler, count: int) -> float:
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        return _log_records(logging.getLogger("bench.worker"), count)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+        handler.close()
+
+
+def plain(directory: Path, count: int) -> float:
+    handler = logging.FileHandler(directory / "plain.log")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return _with_root_handler(handler, count)
+
+
+def ecs_logging_formatter(directory: Path, count: int) -> float:
+    import ecs_logging
+
+    handler = logging.FileHandler(directory / "ecs.json")
+    handler.setFormatter(ecs_logging.StdlibFormatter())
+    return _with_root_handler(handler, count)
+
+
+def _manager(directory: Path, **flags: object) -> LoggerManager:
+    """A manager writing under ``directory``; ``flags`` add settings (``ELASTICSEARCH_URL=...``)."""
+    settings = load_settings({"LOG_DIR": str(directory / "managed"), "LOG_CONSOLE": False,
+                              "LOG_MAX_SIZE": 1024 * 1024 * 1024, **flags}, environ={})
+    return LoggerManager(settings, Metrics())
+
+
+def manager(directory: Path, count: int) -> float:
+    lm = _manager(directory)
+    lm.enable()
+    try:
+        return _log_records(logging.getLogger("bench.worker"), count)
+    finally:
+        lm.disable()
+
+
+def manager_in_span(directory: Path, count: int) -> float:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("bench")
+    lm = _manager(directory)
+    lm.enable()
+    try:
+        with tracer.start_as_current_span("bench"):
+            return _log_records(logging.getLogger("bench.worker"), count)
+    finally:
+        lm.disable()
+
+
+VARIANTS: dict[str, Callable[[Path, int], float]] = {
+    "(a) stdlib %(message)s -> file": plain,
+    "(b) stdlib + ecs-logging -> file": ecs_logging_formatter,
+    "(c) logger_manager -> file": manager,
+    "(c+span) logger_manager, in a span": manager_in_span,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    best: dict[str, float] = {}
+    for _ in range(args.repeat):
+        for name, variant in VARIANTS.items():
+            with tempfile.TemporaryDirectory() as directory:
+                seconds = variant(Path(directory), args.records)
+            best[name] = min(best.get(name, seconds), seconds)
+    baseline = best["(a) stdlib %(message)s -> file"]
+    print(f"{args.records} records, best of {args.repeat} runs, caller-side cost per record")
+    for name, seconds in best.items():
+        per_record = seconds / args.records * 1e6
+        print(f"  {name:40s} {per_record:7.2f} us/record  {seconds / baseline:5.2f}x of (a)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

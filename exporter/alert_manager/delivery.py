@@ -1,0 +1,234 @@
+"""Delivery to channels and subscribers: one lane per receiver, so a slow one delays only itself.
+
+A channel lane keeps its jobs in order, sends the head with a timeout, retries it with
+exponential backoff while the channel fails, and waits for its rate limit. Pending jobs of
+every channel make up the outbox, which is persisted (temp file, fsync, replace) so a restart
+loses nothing. Lanes are bounded: when one is full its oldest waiting job is dropped and
+counted (``bot_alert_notifications_total{outcome="dropped"}``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import DeliveryError
+from ..metrics import Metrics
+from .model import Alert
+from .store import read_jsonl, write_atomic
+
+log = logging.getLogger("exporter.alert_manager")
+
+OUTBOX_FILE = "alert_outbox.jsonl"
+DROP_LOG_INTERVAL = 10.0  # seconds between "queue full" warnings of one channel
+FIRING, RESOLVED = "firing", "resolved"
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """What a notification backend implements (see ``exporter/channels``)."""
+
+    name: str
+
+    async def send(self, alert: Alert) -> None:
+        """Deliver ``alert``; raise :class:`DeliveryError` (retried) on failure."""
+
+    async def send_resolved(self, alert: Alert) -> None:
+        """Tell the receiver ``alert`` is resolved (may do nothing)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass
+class Job:
+    channel: str
+    kind: str
+    alert: dict[str, Any]
+    created: float
+    attempts: int = 0
+    next_at: float = 0.0
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+
+class RateLimiter:
+    """Token bucket: ``per_minute`` messages a minute, bursts up to the same number."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def delay(self) -> float:
+        """Seconds until a token is available (0 when one is)."""
+        self._refill()
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self._refill()
+        self.tokens -= 1
+
+
+class Outbox:
+    """Every channel's pending jobs, persisted when changed (coalesced by the worker)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lanes: dict[str, ChannelLane] = {}
+        self.dirty = False
+
+    def pending(self) -> int:
+        return sum(len(lane.jobs) for lane in self.lanes.values())
+
+    def load(self) -> list[Job]:
+        records, bad = read_jsonl(self.path)
+        if bad:
+            log.warning("alert outbox: skipped %d unreadable line(s)", bad)
+        jobs = []
+        for record in records:
+            try:
+                jobs.append(Job(**record))
+            except TypeError:
+                log.warning("alert outbox: skipped a malformed job")
+        return jobs
+
+    def save(self) -> None:
+        lines = [json.dumps(asdict(job), separators=(",", ":")) + "\n"
+                 for lane in self.lanes.values() for job in lane.jobs]
+        write_atomic(self.path, lines)
+        self.dirty = False
+
+
+class ChannelLane:
+    """The ordered, bounded, retried queue of one channel, drained by one task."""
+
+    def __init__(self, channel: Channel, outbox: Outbox, metrics: Metrics, *, max_jobs: int,
+                 rate_per_minute: int, send_timeout: float, retry_base: float, retry_max: float,
+                 max_age: float, clock: Callable[[], float]) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.outbox = outbox
+        self.metrics = metrics
+        self.jobs: deque[Job] = deque()
+        self.max_jobs = max_jobs
+        self.limiter = RateLimiter(rate_per_minute)
+        self.send_timeout = send_timeout
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.max_age = max_age
+        self.clock = clock
+        self.in_flight = False
+        self.wakeup = asyncio.Event()
+        self.delivered = 0
+        self.last_error: str | None = None
+        self.dropped = 0
+        self.last_drop_log = float("-inf")
+        self.stopping = False  # checked as well as cancellation: wait_for may swallow a cancel (3.11)
+
+    def put(self, job: Job) -> None:
+        if len(self.jobs) >= self.max_jobs:
+            victim = 1 if self.in_flight and len(self.jobs) > 1 else 0
+            if not (self.in_flight and len(self.jobs) == 1):
+                del self.jobs[victim]
+                self.metrics.alert_notifications.labels(self.name, "dropped").inc()
+                self.dropped += 1
+                now = time.monotonic()
+                if now - self.last_drop_log >= DROP_LOG_INTERVAL:  # one line per interval, not per drop
+                    log.warning("alert channel %s: queue full, dropped %d notification(s) so far",
+                                self.name, self.dropped)
+                    self.last_drop_log = now
+        self.jobs.append(job)
+        self.outbox.dirty = True
+        self.metrics.alert_delivery_queue.set(self.outbox.pending())
+        self.wakeup.set()
+
+    def backoff(self, attempts: int) -> float:
+        return min(self.retry_max, self.retry_base * (2 ** max(0, attempts - 1)))
+
+    async def _attempt(self, job: Job) -> bool | None:
+        """True: delivered. False: failed, retry later. None: refused for good, drop it."""
+        alert = Alert.from_dict(job.alert)
+        send = self.channel.send if job.kind == FIRING else self.channel.send_resolved
+        try:
+            await asyncio.wait_for(send(alert), self.send_timeout)
+        except asyncio.TimeoutError:
+            reason = f"no answer within {self.send_timeout:g}s"
+        except DeliveryError as exc:
+            reason = str(exc)
+            if getattr(exc, "permanent", False):
+                self.last_error = reason
+                self.metrics.alert_notifications.labels(self.name, "failure").inc()
+                self.metrics.alert_notifications.labels(self.name, "dropped").inc()
+                log.error("alert channel %s refused a notification for good, dropped it: %s", self.name, reason)
+                return None
+        except Exception as exc:  # plug-in boundary: a channel bug must not stop the lane
+            reason = f"{type(exc).__name__} in the channel"
+        else:
+            return True
+        job.attempts += 1
+        self.last_error = reason
+        delay = self.backoff(job.attempts)
+        job.next_at = self.clock() + delay
+        self.metrics.alert_notifications.labels(self.name, "failure").inc()
+        log.warning("alert channel %s: delivery failed (attempt %d, retry in %.1fs): %s",
+                    self.name, job.attempts, delay, reason)
+        return False
+
+    async def run(self) -> None:
+        while not self.stopping:
+            if not self.jobs:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            job = self.jobs[0]
+            now = self.clock()
+            if self.max_age and now - job.created > self.max_age:
+                self.jobs.popleft()
+                self.outbox.dirty = True
+                self.metrics.alert_notifications.labels(self.name, "dropped").inc()
+                continue
+            delay = max(job.next_at - now, self.limiter.delay())
+            if delay > 0:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self.limiter.take()
+            self.in_flight = True
+            try:
+                ok = await self._attempt(job)
+            finally:
+                self.in_flight = False
+            if ok is not False:
+                if self.jobs and self.jobs[0] is job:
+                    self.jobs.popleft()
+                self.outbox.dirty = True
+                if ok:
+                    self.delivered += 1
+                    self.metrics.alert_notifications.labels(self.name, "success").inc()
+                self.metrics.alert_delivery_queue.set(self.outbox.pending())
+
+    def idle(self) -> bool:
+        return not self.jobs and not self.in_flight
+
+    def retry_now(self) -> None:
+        """Forget the backoff of waiting jobs (used when the caller knows the receiver is back)."""
+        for job in self.jobs:
+            job.next_at = 0.0
+        self.wakeup.set()

@@ -1,0 +1,102 @@
+"""Helpers shared by the channels: required settings, HTTP posting, secret masking, text."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..config import Secret, Settings
+from ..errors import ChannelConfigError, DeliveryError
+
+_masked: set[str] = set()
+_masked_lock = threading.Lock()
+
+
+class _MaskSecrets(logging.Filter):
+    """Replaces registered secrets in records of the HTTP client's loggers (URLs carry tokens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _masked:
+            message = record.getMessage()
+            for secret in _masked:
+                message = message.replace(secret, "****")
+            record.msg, record.args = message, None
+        return True
+
+
+_filter = _MaskSecrets()
+
+
+def mask(secret: Secret | str) -> None:
+    """Never let ``secret`` reach a log line of httpx/httpcore."""
+    value = secret.get() if isinstance(secret, Secret) else secret
+    with _masked_lock:
+        _masked.add(value)
+        for name in ("httpx", "httpcore"):
+            logger = logging.getLogger(name)
+            if _filter not in logger.filters:
+                logger.addFilter(_filter)
+
+
+def require(settings: Settings, channel: str, key: str, attr: str, what: str) -> Any:
+    value = getattr(settings.alerts, attr)
+    if value in (None, "", ()):
+        source = settings.sources.get(key, "default")
+        raise ChannelConfigError(key, source, None, f"the {channel} alert channel needs {what}; set {key}")
+    return value
+
+
+# Answers that mean "this message will never be accepted": retrying them would block the queue.
+PERMANENT_STATUS = frozenset({400, 404, 405, 413, 422})
+
+
+def delivery_error(message: str, permanent: bool = False) -> DeliveryError:
+    """A DeliveryError; ``permanent`` ones are dropped (and counted) instead of retried."""
+    error = DeliveryError(message)
+    error.permanent = permanent
+    return error
+
+
+SEVERITY_MARK = {"low": "ℹ️", "medium": "⚠️", "high": "🔶", "critical": "🚨"}
+
+
+def plain_text(alert, resolved: bool = False) -> str:
+    """A short human message used by e-mail, Slack and the log."""
+    head = "RESOLVED" if resolved else alert.severity.value.upper()
+    lines = [f"[{head}] {alert.title}", alert.message, f"type: {alert.type.value}"]
+    if alert.task_id:
+        lines.append(f"task: {alert.task_id}")
+    if alert.repeat_count > 1:
+        lines.append(f"repeated {alert.repeat_count} times since {alert.to_dict()['first_seen_iso']}")
+    for key, value in sorted(alert.details.items()):
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+class HttpPoster:
+    """One lazily created ``httpx.AsyncClient`` (made on the worker loop on first use)."""
+
+    def __init__(self, channel: str, timeout: float = 10.0) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        self._client = None
+
+    async def post(self, url: str, payload: Any, check: bool = True) -> Any:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        try:
+            response = await self._client.post(url, json=payload)
+        except httpx.HTTPError as exc:
+            # The exception text holds the URL, which may carry a token: keep only its kind.
+            raise DeliveryError(f"{self.channel}: {type(exc).__name__} (receiver unreachable)") from None
+        if check and response.status_code >= 400:
+            raise delivery_error(f"{self.channel}: the receiver answered HTTP {response.status_code}",
+                                 permanent=response.status_code in PERMANENT_STATUS)
+        return response
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

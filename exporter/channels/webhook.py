@@ -1,0 +1,27 @@
+"""The ``webhook`` channel: a JSON POST ``{"status": "firing"|"resolved", "alert": {...}}``."""
+from __future__ import annotations
+
+from ..config import Settings
+from ._common import HttpPoster, mask, require
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(self, url, timeout: float = 10.0) -> None:
+        self._url = url  # a Secret: webhook URLs often carry a token
+        mask(url)
+        self._http = HttpPoster(self.name, timeout)
+
+    async def send(self, alert) -> None:
+        await self._http.post(self._url.get(), {"status": "firing", "alert": alert.to_dict()})
+
+    async def send_resolved(self, alert) -> None:
+        await self._http.post(self._url.get(), {"status": "resolved", "alert": alert.to_dict()})
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def from_settings(settings: Settings) -> WebhookChannel:
+    return WebhookChannel(require(settings, "webhook", "ALERT_WEBHOOK_URL", "webhook_url", "a URL"))

@@ -1,0 +1,354 @@
+"""A fast ECS formatter that writes what ``ecs_logging.StdlibFormatter`` writes, for ECS 8.
+
+``ecs_logging`` builds nested dicts and runs ``json.dumps`` on every record (about 8x the cost of
+a plain ``%(message)s`` formatter). Here the common record (no ``extra``, no exception) is
+assembled from cached JSON fragments: the timestamp prefix per second, the logger/origin part per
+(logger, file, function), the process part per (process, thread). Records with extras or an
+exception take the general path, which builds the same document as ``ecs_logging``.
+
+Differences from ``ecs_logging`` (on purpose): ``ecs.version`` is the ECS 8 version, there is no
+``log.original`` (ECS 8 dropped it), an ``extra`` field that is not ECS moves under ``labels.*``
+or ``bot.*`` (see ``_fields``), secrets are masked, and a value that cannot be serialised still
+gives a valid JSON line.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii as _quote
+from traceback import format_tb
+from typing import Any
+
+from ._fields import ECS_VERSION, place, relocate
+from ._redact import MASK, Redactor
+
+_PLAIN_RECORD = logging.LogRecord("", logging.INFO, "", 0, "", (), None)
+_BASE_ATTRIBUTES = len(_PLAIN_RECORD.__dict__)
+# Attributes of a LogRecord that are not ``extra`` (as ecs_logging decides it).
+STANDARD_ATTRIBUTES = frozenset(_PLAIN_RECORD.__dict__) | frozenset(dir(_PLAIN_RECORD)) | {
+    "message", "asctime", "taskName"}
+
+_CACHE_LIMIT = 4096
+_SCALARS = (int, float, bool)
+_MAX_DEPTH = 32
+
+TraceIds = Callable[[], "tuple[str, str] | None"]
+
+
+class ECSFormatter(logging.Formatter):
+    """ECS 8 JSON lines, one per record.
+
+    ``redactor`` masks secrets (``on_redact(count)`` is told how many); ``trace_ids`` returns
+    the hex ``(trace.id, span.id)`` of the active span or None.
+    """
+
+    def __init__(self, *, redactor: Redactor | None = None, on_redact: Callable[[int], None] | None = None,
+                 trace_ids: TraceIds | None = None) -> None:
+        super().__init__()
+        self._redactor = redactor
+        self._on_redact = on_redact
+        self._trace_ids = trace_ids
+        self._second: tuple[int, str] = (-1, "")
+        self._levels: dict[str, str] = {}
+        self._origins: dict[tuple, tuple[str, str]] = {}
+        self._processes: dict[tuple, str] = {}
+        self._trace_part: tuple[object, str] = (None, "")
+        self._secret_names: dict[str, bool] = {}
+        self._head_tail = ',"ecs.version":' + _quote(ECS_VERSION) + ',"log":{"logger":'
+
+    # ------------------------------------------------------------------ public
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._format(record)
+        except Exception as exc:  # plug-in boundary: a record must never break logging
+            return self._emergency(record, exc)
+
+    def format_to_ecs(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The document as a dict (the general path), for callers that want to add fields."""
+        return json.loads(self._format(record, general=True))
+
+    # ------------------------------------------------------------------ the two paths
+    def _format(self, record: logging.LogRecord, general: bool = False) -> str:
+        message = record.getMessage()
+        if self._redactor is not None:
+            message = self._redact(message)
+        attributes = record.__dict__
+        extras = attributes.keys() - STANDARD_ATTRIBUTES if len(attributes) != _BASE_ATTRIBUTES else None
+        ids = self._trace_ids() if self._trace_ids is not None else None
+        if general or extras or record.exc_info or record.stack_info:
+            return self._general(record, message, extras, ids)
+        # cached fragments; a miss builds them (None when a value is missing: general path)
+        origin = self._origins.get((record.name, record.filename, record.funcName)) or self._origin(record)
+        process = (self._processes.get((record.process, record.processName, record.thread, record.threadName))
+                   or self._process(record))
+        if origin is None or process is None or record.lineno is None:
+            return self._general(record, message, extras, ids)
+        second = self._second
+        if second[0] != int(record.created):
+            second = self._new_second(record)
+        if ids is None:
+            tail = "}"
+        else:
+            tail = self._trace_part
+            if tail[0] is not ids:  # ids is the same tuple for every line of one span
+                tail = (ids, ',"span":{"id":' + _quote(ids[1]) + '},"trace":{"id":' + _quote(ids[0]) + "}}")
+                self._trace_part = tail
+            tail = tail[1]
+        return '{"@timestamp":"%s%03dZ","log.level":%s,"message":%s%s%s%d%s%s%s' % (
+            second[1], record.msecs, self._levels.get(record.levelname) or self._level(record), _quote(message),
+            self._head_tail, origin[0], record.lineno, origin[1], process, tail)
+
+    def _general(self, record: logging.LogRecord, message: str, extras, ids) -> str:
+        document: dict[str, Any] = {"ecs.version": ECS_VERSION}
+        name, line, file_name, function = record.name, record.lineno, record.filename, record.funcName
+        if name is not None and line is not None and file_name is not None and function is not None:
+            document["log"] = {"logger": name, "origin": {"file": {"line": line, "name": file_name},
+                                                          "function": function}}
+        else:
+            document.update(_without_none({"log": {"logger": name, "origin": {
+                "file": {"line": line, "name": file_name}, "function": function}}}))
+        process = {"name": record.processName, "pid": record.process,
+                   "thread": {"id": record.thread, "name": record.threadName}}
+        if None in (record.processName, record.process, record.thread, record.threadName):
+            process = _without_none(process)
+        if process:
+            document["process"] = process
+        error = self._error(record)
+        if error:
+            document["error"] = error
+
+        flat: dict[str, Any] = {}
+        if extras:
+            attributes = record.__dict__
+            try:
+                ordered = sorted(extras)  # sorted: clashes resolve the same way every time
+            except TypeError:  # a non-string key put into the record's __dict__ by hand
+                ordered = sorted(extras, key=str)
+            for key in ordered:
+                value = attributes[key]
+                if isinstance(value, Mapping):
+                    _flatten(key, value, flat, 0)
+                elif isinstance(key, str):
+                    flat.setdefault(key, value)
+                else:
+                    flat.setdefault(str(key), value)
+        if ids is not None:
+            flat.setdefault("trace.id", ids[0])
+            flat.setdefault("span.id", ids[1])
+        secret_names = self._secret_names
+        for key, value in flat.items():
+            if value is None:
+                continue
+            secret = secret_names.get(key)
+            if secret is None:
+                secret = self._is_secret_field(key)
+            if secret:
+                value = MASK  # {"password": ...}, {"headers": {"Authorization": ...}}
+                if self._on_redact is not None:
+                    self._on_redact(1)
+            elif value.__class__ is str:
+                if self._redactor is not None:
+                    value = self._redact(value)
+            elif value.__class__ not in _SCALARS:
+                value = self._clean(value, 0, set())
+            name, value = place(key, value)
+            if not _merge(document, name, value):
+                name, value = relocate(key, value)
+                if not _merge(document, name, value):
+                    _merge(document, "labels." + name.replace(".", "_"), str(value))
+        head = ('{"@timestamp":"' + self._timestamp(record) + '","log.level":' + self._level(record)
+                + ',"message":' + _quote(message) + ",")
+        return head + self._dumps(document)[1:]
+
+    # ------------------------------------------------------------------ pieces
+    def _new_second(self, record: logging.LogRecord) -> tuple[int, str]:
+        second = (int(record.created), time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(record.created)))
+        self._second = second
+        return second
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = self._second
+        if second[0] != int(record.created):
+            second = self._new_second(record)
+        return "%s%03dZ" % (second[1], record.msecs)
+
+    def _level(self, record: logging.LogRecord) -> str:
+        level = self._levels.get(record.levelname)
+        if level is None:
+            level = _quote(str(record.levelname).lower())
+            self._levels[str(record.levelname)] = level
+        return level
+
+    def _origin(self, record: logging.LogRecord) -> tuple[str, str] | None:
+        if record.name is None or record.filename is None or record.funcName is None:
+            return None
+        origin = (_quote(str(record.name)) + ',"origin":{"file":{"line":',
+                  ',"name":' + _quote(str(record.filename)) + '},"function":' + _quote(str(record.funcName))
+                  + "}},")
+        if len(self._origins) > _CACHE_LIMIT:
+            self._origins.clear()
+        self._origins[(record.name, record.filename, record.funcName)] = origin
+        return origin
+
+    def _process(self, record: logging.LogRecord) -> str | None:
+        if None in (record.process, record.processName, record.thread, record.threadName):
+            return None
+        process = ('"process":{"name":' + _quote(str(record.processName)) + ',"pid":' + str(int(record.process))
+                   + ',"thread":{"id":' + str(int(record.thread)) + ',"name":' + _quote(str(record.threadName))
+                   + "}}")
+        if len(self._processes) > _CACHE_LIMIT:
+            self._processes.clear()
+        self._processes[(record.process, record.processName, record.thread, record.threadName)] = process
+        return process
+
+    def _error(self, record: logging.LogRecord) -> dict[str, Any]:
+        error: dict[str, Any] = {}
+        exc_info = record.exc_info
+        if exc_info:
+            if isinstance(exc_info, bool):
+                exc_info = sys.exc_info()
+            if isinstance(exc_info, (list, tuple)):
+                if exc_info[0] is not None:
+                    error["type"] = exc_info[0].__name__
+                if exc_info[1]:
+                    error["message"] = self._redact(str(exc_info[1]))
+                if len(exc_info) > 2 and exc_info[2] is not None:
+                    trace = "".join(format_tb(exc_info[2]))
+                    if trace:
+                        error["stack_trace"] = self._redact(trace)
+                        return error
+        if record.stack_info:
+            error["stack_trace"] = self._redact(str(record.stack_info))
+        return error
+
+    def _is_secret_field(self, key: str) -> bool:
+        secret = self._redactor is not None and self._redactor.is_secret_name(key.rpartition(".")[2])
+        if len(self._secret_names) > _CACHE_LIMIT:
+            self._secret_names.clear()
+        self._secret_names[key] = secret
+        return secret
+
+    def _redact(self, text: str) -> str:
+        if self._redactor is None:
+            return text
+        text, count = self._redactor.redact(text)
+        if count and self._on_redact is not None:
+            self._on_redact(count)
+        return text
+
+    def _clean(self, value: Any, depth: int, active: set[int]) -> Any:
+        """Masks strings inside a value; breaks cycles and very deep nesting."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, (int, float, bool)) or value is None:
+            return value
+        if isinstance(value, (list, tuple, Mapping)):
+            if id(value) in active or depth >= _MAX_DEPTH:
+                return "[recursive]" if id(value) in active else "[too deep]"
+            active.add(id(value))
+            try:
+                if isinstance(value, Mapping):
+                    return {str(key): self._clean(item, depth + 1, active) for key, item in value.items()}
+                return [self._clean(item, depth + 1, active) for item in value]
+            finally:
+                active.discard(id(value))
+        return self._fallback(value)  # bytes, sets, objects: their repr, as ecs_logging writes them
+
+    def _fallback(self, value: Any) -> str:
+        try:
+            text = repr(value)
+        except Exception as exc:  # a broken __repr__ must not lose the record
+            text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+        return self._redact(text)
+
+    def _dumps(self, document: dict[str, Any]) -> str:
+        try:
+            return json.dumps(document, sort_keys=True, separators=(",", ":"), default=self._fallback,
+                              allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            return json.dumps(_safe(document, self._fallback), sort_keys=True, separators=(",", ":"),
+                              allow_nan=False)
+
+    def _emergency(self, record: logging.LogRecord, exc: Exception) -> str:
+        try:
+            message = self._redact(f"{record.msg!r} {record.args!r}"[:2000])
+        except Exception:
+            message = "<unprintable log record>"
+        document = {
+            "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "log.level": str(getattr(record, "levelname", "error")).lower(),
+            "message": message,
+            "ecs.version": ECS_VERSION,
+            "log": {"logger": str(getattr(record, "name", ""))},
+            "error": {"type": type(exc).__name__,
+                      "message": self._redact(f"log record could not be formatted: {exc}")},
+        }
+        return json.dumps(document, separators=(",", ":"), default=repr)
+
+
+def _without_none(tree: dict[str, Any]) -> dict[str, Any]:
+    """A copy without None values and without the dicts left empty (as ecs_logging omits them)."""
+    result = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _without_none(value)
+            if value:
+                result[key] = value
+        elif value is not None:
+            result[key] = value
+    return result
+
+
+def _flatten(key: str, value: Any, into: dict[str, Any], depth: int, active: frozenset[int] = frozenset()) -> None:
+    """``{"http": {"method": "GET"}}`` -> ``{"http.method": "GET"}`` (as ecs_logging), cycles cut."""
+    if isinstance(value, Mapping) and value and depth < _MAX_DEPTH:
+        if id(value) in active:
+            into.setdefault(str(key), "[recursive]")
+            return
+        inner = active | {id(value)}
+        for sub, item in list(value.items()):
+            _flatten(f"{key}.{sub}", item, into, depth + 1, inner)
+    else:
+        into.setdefault(str(key), value)
+
+
+def _merge(document: dict[str, Any], name: str, value: Any) -> bool:
+    """Put ``value`` at dotted ``name``; False when it would clash with a field already there."""
+    node = document
+    parts = _PARTS.get(name)
+    if parts is None:
+        if len(_PARTS) > _CACHE_LIMIT:
+            _PARTS.clear()
+        parts = _PARTS[name] = (tuple(name.split(".")[:-1]), name.rpartition(".")[2])
+    for part in parts[0]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif child.__class__ is not dict:
+            return False
+        node = child
+    if parts[1] in node:
+        return False
+    node[parts[1]] = value
+    return True
+
+
+_PARTS: dict[str, tuple[tuple[str, ...], str]] = {}
+
+
+def _safe(value: Any, fallback: Callable[[Any], str]) -> Any:
+    """A copy in which every value json can serialise without error (NaN and odd keys included)."""
+    if isinstance(value, dict):
+        return {key if isinstance(key, str) else fallback(key): _safe(item, fallback)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_safe(item, fallback) for item in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return fallback(value)

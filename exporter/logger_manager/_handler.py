@@ -1,0 +1,183 @@
+"""The one handler the manager puts on the root logger, and the outputs it writes to.
+
+A record is formatted once and the same line goes to every output whose level it reaches: the
+size-rotating ``bot.json``, the errors-only ``errors.json``, the console and the sinks. An output
+that fails is counted in ``bot_log_handler_errors_total{handler=...}`` and reported once on
+stderr; the record still reaches the other outputs and the caller never sees the error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from ..metrics import Metrics
+from .sink import LogSink
+
+FILE_MODE = 0o600
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
+               (logging.INFO, "info"), (logging.NOTSET, "debug"))
+
+
+def level_name(levelno: int) -> str:
+    """The metric label of a level: custom levels count with the standard level below them."""
+    for threshold, name in LEVEL_NAMES:
+        if levelno >= threshold:
+            return name
+    return "debug"
+
+
+class RotatingFile:
+    """An append-only JSON-lines file that rotates by size (``name``, ``name.1`` ... ``name.N``).
+
+    Written with ``os.write`` on an ``O_APPEND`` descriptor: one system call per line, no
+    buffer to lose, and the size is counted rather than asked from the file system. With
+    ``backup_count`` 0 the file is emptied instead of rotated, so it stays within ``max_bytes``.
+    """
+
+    def __init__(self, name: str, path: Path, max_bytes: int, backup_count: int, level: int) -> None:
+        self.name = name
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self.level = level
+        self.written = 0
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        fd = os.open(self.path, _OPEN_FLAGS, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            raise OSError(f"{self.path} is closed")
+        if self._size + len(data) > self.max_bytes and self._size > 0:
+            self._rotate()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+        self.written += len(data)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        if self.backup_count > 0:
+            for number in range(self.backup_count - 1, 0, -1):
+                source = self.path.with_name(f"{self.path.name}.{number}")
+                if source.exists():
+                    os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            os.truncate(self.path, 0)
+        self._fd = self._open()
+        self._size = 0
+
+    def files(self) -> list[Path]:
+        """The current file and its rotated copies that exist."""
+        return existing_files(self.path)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def existing_files(path: Path) -> list[Path]:
+    found = [path] if path.exists() else []
+    if path.parent.is_dir():
+        rotated = []
+        for candidate in path.parent.glob(path.name + ".*"):
+            suffix = candidate.name[len(path.name) + 1:]
+            if suffix.isdigit():
+                rotated.append((int(suffix), candidate))
+        found += [candidate for _, candidate in sorted(rotated)]
+    return found
+
+
+class ECSHandler(logging.Handler):
+    """Formats each record once and fans the line out to files, console and sinks."""
+
+    def __init__(self, formatter: logging.Formatter, files: list[RotatingFile], *, console: bool,
+                 sinks: list[LogSink], metrics: Metrics, level: int) -> None:
+        super().__init__(level)
+        self.setFormatter(formatter)
+        self.files = files
+        self.console = console
+        self.sinks = sinks
+        self.metrics = metrics
+        self.records_by_level = {name: 0 for _, name in LEVEL_NAMES}
+        self.errors = {"file": 0, "errors": 0, "console": 0, "sink": 0}
+        self._level_children: dict[int, tuple[str, object]] = {}
+        self._reported: set[str] = set()
+        self._report_lock = threading.Lock()
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.formatter.format(record)
+        levelno = record.levelno
+        counted = self._level_children.get(levelno)
+        if counted is None:
+            name = level_name(levelno)
+            counted = (name, self.metrics.log_records.labels(name))
+            self._level_children[levelno] = counted
+        self.records_by_level[counted[0]] += 1
+        counted[1].inc()
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        for output in self.files:
+            if levelno >= output.level:
+                try:
+                    output.write(data)
+                except Exception as exc:  # plug-in boundary: an output never breaks the bot
+                    self._failed(output.name, exc)
+        if self.console:
+            try:
+                sys.stderr.write(line + "\n")
+            except Exception as exc:  # plug-in boundary
+                self._failed("console", exc)
+        if self.sinks and not self._local.__dict__:
+            payload = data[:-1]
+            self._local.submitting = True  # a sink that logs while submitting does not loop
+            try:
+                self._submit(payload, levelno)
+            finally:
+                del self._local.submitting
+
+    def _submit(self, payload: bytes, levelno: int) -> None:
+        for sink in self.sinks:
+            try:
+                sink.submit(payload, levelno)
+            except Exception as exc:  # plug-in boundary
+                self._failed("sink", exc)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        self.errors[name] = self.errors.get(name, 0) + 1
+        self.metrics.log_handler_errors.labels(name).inc()
+        with self._report_lock:
+            if name in self._reported:
+                return
+            self._reported.add(name)
+        try:
+            sys.stderr.write(f"opsstack: log output {name!r} failed: {type(exc).__name__}: {exc} "
+                             "(reported once; further failures are counted in bot_log_handler_errors_total)\n")
+        except Exception:  # stderr itself is gone: the metric still counts it
+            return
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            for output in self.files:
+                output.close()
+        finally:
+            self.release()
+        super().close()

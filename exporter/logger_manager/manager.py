@@ -1,0 +1,326 @@
+"""The logger manager: ECS JSON logs for the whole process, custom events, stats and cleanup."""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import SECRET_KEYS, Settings, load_settings
+from ..errors import LoggingSetupError
+from ..metrics import Metrics, default_metrics
+from . import _events
+from ._formatter import ECSFormatter
+from ._handler import LEVEL_NAMES, ECSHandler, RotatingFile, existing_files
+from ._redact import Redactor, secret_literals
+from ._trace import trace_ids_function
+from .sink import LogSink
+
+LOG_FILE = "bot.json"
+ERROR_FILE = "errors.json"
+DIR_MODE = 0o700
+EVENTS_LOGGER = "exporter.events"
+
+
+class LoggerManager:
+    """ECS JSON logging on the root logger, so every ``logging.getLogger(...)`` is covered.
+
+    While disabled every event method returns at once; ``get_log_stats`` and
+    ``cleanup_old_logs`` work on ``LOG_DIR`` either way (``opsstack logs`` uses them).
+    """
+
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+        self.enabled = False
+        self._settings = settings
+        self._metrics = metrics
+        self._lock = threading.RLock()
+        self._handler: ECSHandler | None = None
+        self._active: Settings | None = None
+        self._added_sinks: list[LogSink] = []
+        self._saved_root_level: int | None = None
+        self._set_root_level: int | None = None
+        self._events: logging.Logger | None = None
+        self._redactions = 0
+        self._last_counts: dict[str, int] | None = None
+        self._last_errors: dict[str, int] | None = None
+        self._downloads: dict[str, Any] = {}
+        self._uploads: dict[str, Any] = {}
+        self._api_calls: dict[str, Any] = {}
+        self._transferred: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def enable(self, settings: Settings | None = None) -> None:
+        """Install the handler on the root logger and open the files (idempotent).
+
+        Raises :class:`LoggingSetupError` naming the path when ``LOG_DIR`` or its files cannot be
+        used; nothing stays installed or open then.
+        """
+        with self._lock:
+            if self.enabled:
+                return
+            settings = settings or self._settings or load_settings()
+            metrics = self._metrics or default_metrics()
+            config = settings.logging
+            level = logging.getLevelName(config.level)
+            log_dir = _prepare_dir(Path(config.dir))
+            files: list[RotatingFile] = []
+            sinks: list[LogSink] = []
+            try:
+                for name, file_name, file_level in (("file", LOG_FILE, level),
+                                                    ("errors", ERROR_FILE, logging.ERROR)):
+                    path = log_dir / file_name
+                    try:
+                        files.append(RotatingFile(name, path, config.max_size, config.backup_count, file_level))
+                    except OSError as exc:
+                        raise LoggingSetupError(f"cannot open log file {path}: {exc.strerror or exc}") from exc
+                sinks = list(self._added_sinks)
+                if settings.shipping.url is not None:
+                    sinks.append(_elasticsearch_sink(settings, metrics))
+            except BaseException:
+                for output in files:
+                    output.close()
+                raise
+            redactor = None
+            if config.redact:
+                values = [settings.value(name) for name in sorted(SECRET_KEYS)]
+                redactor = Redactor(secret_literals(value.get() for value in values if value is not None))
+            self._redactions = 0
+            redaction_counter = metrics.log_redactions
+
+            def on_redact(count: int) -> None:
+                self._redactions += count
+                redaction_counter.inc(count)
+
+            formatter = ECSFormatter(redactor=redactor, on_redact=on_redact, trace_ids=trace_ids_function())
+            handler = ECSHandler(formatter, files, console=config.console, sinks=sinks, metrics=metrics,
+                                 level=level)
+            self._count_children(metrics)
+            root = logging.getLogger()
+            root.addHandler(handler)
+            if root.level > level:  # let records down to LOG_LEVEL through; never raise it
+                self._saved_root_level = root.level
+                self._set_root_level = level
+                root.setLevel(level)
+            self._events = logging.getLogger(EVENTS_LOGGER)
+            self._handler = handler
+            self._active = settings
+            self._added_sinks = []
+            metrics.feature_enabled.labels("logging").set(1)
+            # A bot that exits without disable() still gets its sinks flushed (before logging's
+            # own exit hook, which was registered earlier and so runs later).
+            atexit.register(self.disable)
+            self.enabled = True
+
+    def disable(self) -> None:
+        """Remove exactly what :meth:`enable` added, close the files, flush and close the sinks."""
+        with self._lock:
+            if not self.enabled:
+                return
+            self.enabled = False
+            atexit.unregister(self.disable)
+            handler = self._handler
+            settings = self._active
+            root = logging.getLogger()
+            root.removeHandler(handler)
+            if self._set_root_level is not None and root.level == self._set_root_level:
+                root.setLevel(self._saved_root_level)
+            self._saved_root_level = self._set_root_level = None
+            handler.close()
+            for sink in handler.sinks:
+                try:
+                    sink.close(settings.shipping.shutdown_timeout)
+                except Exception as exc:  # plug-in boundary: stopping must go on
+                    handler._failed("sink", exc)
+            self._last_counts = dict(handler.records_by_level)
+            self._last_errors = dict(handler.errors)
+            self._handler = None
+            handler.metrics.feature_enabled.labels("logging").set(0)
+
+    def add_sink(self, sink: LogSink) -> None:
+        """Attach a sink now (enabled) or at the next :meth:`enable`; it is closed by :meth:`disable`."""
+        with self._lock:
+            if self._handler is not None:
+                self._handler.sinks = [*self._handler.sinks, sink]
+            else:
+                self._added_sinks.append(sink)
+
+    # ------------------------------------------------------------------ custom events
+    def log_download(self, task_id: Any, filename: Any, size_bytes: Any, duration: Any, speed: Any,
+                     status: Any) -> None:
+        """A finished download: ``duration`` in seconds, ``speed`` in bytes per second."""
+        if not self.enabled:
+            return
+        self._transfer("download", task_id, filename, size_bytes, duration, speed, status)
+
+    def log_upload(self, task_id: Any, filename: Any, size_bytes: Any, duration: Any, speed: Any,
+                   status: Any) -> None:
+        """A finished upload, same shape as :meth:`log_download`."""
+        if not self.enabled:
+            return
+        self._transfer("upload", task_id, filename, size_bytes, duration, speed, status)
+
+    def log_api_call(self, method: Any, duration: Any, status: Any, status_code: Any = None, *,
+                     url: Any = None, error: Any = None, task_id: Any = None, **fields: Any) -> None:
+        """An API call (``method`` such as ``sendMessage``) that took ``duration`` seconds."""
+        if not self.enabled:
+            return
+        try:
+            level, message, built = _events.api_call(method, duration, status, status_code, url=url,
+                                                     error=error, task_id=task_id, fields=fields)
+            child = self._api_calls.get(built["event.outcome"])
+            if child is not None:
+                child.inc()
+            self._emit(level, message, built)
+        except Exception as exc:  # never raises: an event is telemetry
+            self._event_failed(exc)
+
+    def log_event(self, action: Any, outcome: Any, message: Any = None, *, level: int = logging.INFO,
+                  **fields: Any) -> None:
+        """Any action with an outcome; ``fields`` as described in ``_events.event_fields``."""
+        if not self.enabled:
+            return
+        try:
+            text, built = _events.event(action, outcome, message, fields)
+            self._emit(level, text, built)
+        except Exception as exc:  # never raises: an event is telemetry
+            self._event_failed(exc)
+
+    def _transfer(self, direction: str, *args: Any) -> None:
+        try:
+            level, message, built = _events.transfer(direction, *args)
+            outcome = built["event.outcome"]
+            child = (self._downloads if direction == "download" else self._uploads).get(outcome)
+            if child is not None:
+                child.inc()
+            if outcome == "success" and built.get("file.size", 0) > 0:
+                self._transferred[direction].inc(built["file.size"])
+            self._emit(level, message, built, depth=4)
+        except Exception as exc:  # never raises: an event is telemetry
+            self._event_failed(exc)
+
+    def _emit(self, level: int, message: str, fields: dict[str, Any], depth: int = 3) -> None:
+        # ``depth`` frames up is the bot's line that called log_download / log_event: its file,
+        # function and line become log.origin.
+        events = self._events
+        if events is not None and events.isEnabledFor(level):
+            events.log(level, "%s", message, extra=fields, stacklevel=depth)
+
+    def _event_failed(self, exc: Exception) -> None:
+        handler = self._handler
+        if handler is not None:
+            handler._failed("events", exc)
+
+    def _count_children(self, metrics: Metrics) -> None:
+        self._downloads = {outcome: metrics.downloads.labels(outcome) for outcome in ("success", "failure")}
+        self._uploads = {outcome: metrics.uploads.labels(outcome) for outcome in ("success", "failure")}
+        self._api_calls = {outcome: metrics.api_calls.labels(outcome) for outcome in ("success", "failure")}
+        self._transferred = {direction: metrics.transferred_bytes.labels(direction)
+                             for direction in ("download", "upload")}
+
+    # ------------------------------------------------------------------ stats and cleanup
+    def get_log_stats(self) -> dict[str, Any]:
+        """Files and bytes per handler, records by level since enable, redactions, errors, shipping."""
+        settings = self._active or self._settings or load_settings()
+        log_dir = Path(settings.logging.dir)
+        handlers: dict[str, Any] = {}
+        for name, file_name in (("file", LOG_FILE), ("errors", ERROR_FILE)):
+            paths = existing_files(log_dir / file_name)
+            handlers[name] = {"path": str(log_dir / file_name), "files": len(paths),
+                              "bytes": sum(_size(path) for path in paths)}
+        handler = self._handler
+        if handler is not None:
+            counts, errors = dict(handler.records_by_level), dict(handler.errors)
+            sinks = handler.sinks
+        else:
+            counts = self._last_counts or {name: 0 for _, name in LEVEL_NAMES}
+            errors = self._last_errors or {"file": 0, "errors": 0, "console": 0, "sink": 0}
+            sinks = []
+        shipping = None
+        if len(sinks) == 1:
+            shipping = sinks[0].stats()
+        elif sinks:
+            shipping = {f"{type(sink).__name__}#{number}": sink.stats() for number, sink in enumerate(sinks)}
+        return {
+            "enabled": self.enabled,
+            "log_dir": str(log_dir),
+            "log_file_count": sum(entry["files"] for entry in handlers.values()),
+            "total_bytes": sum(entry["bytes"] for entry in handlers.values()),
+            "handlers": handlers,
+            "console": bool(settings.logging.console),
+            "records_by_level": counts,
+            "redactions": self._redactions,
+            "handler_errors": errors,
+            "shipping": shipping,
+        }
+
+    def cleanup_old_logs(self, days: float) -> int:
+        """Delete rotated files (``bot.json.N``, ``errors.json.N``) older than ``days``; the count.
+
+        The files being written are never deleted.
+        """
+        if days < 0:
+            raise ValueError("days must not be negative")
+        settings = self._active or self._settings or load_settings()
+        log_dir = Path(settings.logging.dir)
+        cutoff = time.time() - days * 86400
+        deleted = 0
+        for file_name in (LOG_FILE, ERROR_FILE):
+            active = log_dir / file_name
+            for path in existing_files(active):
+                if path == active:
+                    continue
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        deleted += 1
+                except FileNotFoundError:
+                    continue
+        return deleted
+
+
+def _elasticsearch_sink(settings: Settings, metrics: Metrics) -> LogSink:
+    try:
+        from ..sinks.elasticsearch import ElasticsearchSink
+    except ImportError as exc:
+        raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch sink cannot be loaded: {exc}"
+                                ) from exc
+    return ElasticsearchSink(settings, metrics)
+
+
+def _prepare_dir(path: Path) -> Path:
+    """``LOG_DIR`` as a directory of mode 0700: created when its parent exists, else an error."""
+    path = path.expanduser()
+    if not path.is_dir():
+        if path.exists():
+            raise LoggingSetupError(f"LOG_DIR {path} exists but is not a directory")
+        parent = path.absolute().parent
+        if not parent.is_dir():
+            raise LoggingSetupError(f"LOG_DIR {path}: parent directory {parent} does not exist")
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # created meanwhile by another process
+            if not path.is_dir():
+                raise LoggingSetupError(f"LOG_DIR {path} exists but is not a directory") from None
+        except OSError as exc:
+            raise LoggingSetupError(f"cannot create LOG_DIR {path}: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise LoggingSetupError(f"LOG_DIR {path} is not writable")
+    with contextlib.suppress(OSError):  # not ours or a read-only mount: opening the files tells
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o777 != DIR_MODE:
+            os.chmod(path, DIR_MODE)
+    return path
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+logger_manager = LoggerManager()

@@ -1,0 +1,90 @@
+"""Turn on, from the settings, every manager whose flag is set, and stop them again.
+
+    from exporter import runtime
+    handle = runtime.start()          # reads the environment / OPSSTACK_CONFIG
+    ...
+    handle.stop()                     # bounded: flushes logs, spans and alerts with deadlines
+
+Each manager can also be enabled on its own with ``<manager>.enable()``; this module only
+saves the bot from writing the same six lines.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .config import Settings, load_settings
+from .metrics import Metrics, default_metrics
+
+log = logging.getLogger("exporter.runtime")
+
+
+@dataclass
+class Runtime:
+    """What :func:`start` turned on, so that :meth:`stop` turns off exactly that."""
+
+    settings: Settings
+    metrics: Metrics
+    enabled: list[str] = field(default_factory=list)
+    metrics_server: object | None = None
+    _managers: list[object] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        from . import tracing
+
+        # Reverse order: the logger goes last so the others can still log while stopping.
+        for manager in reversed(self._managers):
+            manager.disable()
+        self._managers.clear()
+        tracing.shutdown()
+        self.enabled.clear()
+
+
+def _managers_by_flag(settings: Settings) -> list[tuple[str, bool, object]]:
+    from .alert_manager import alert_manager
+    from .backup_manager import backup_manager
+    from .logger_manager import logger_manager
+    from .profiler import profiler
+    from .recovery_manager import recovery_manager
+
+    return [
+        ("logging", settings.logging.enabled, logger_manager),
+        ("alerts", settings.alerts.enabled, alert_manager),
+        ("profiler", settings.profiler.enabled, profiler),
+        ("backups", settings.backups.enabled, backup_manager),
+        ("recovery", settings.recovery.enabled, recovery_manager),
+    ]
+
+
+def start(settings: Settings | None = None, metrics: Metrics | None = None) -> Runtime:
+    """Enable the managers whose flags are on; serve /metrics when ``METRICS_PORT`` is set."""
+    from . import tracing
+
+    settings = settings if settings is not None else load_settings()
+    metrics = metrics if metrics is not None else default_metrics()
+    runtime = Runtime(settings=settings, metrics=metrics)
+    try:
+        if settings.tracing.enabled:
+            tracing.setup(settings)
+            runtime.enabled.append("tracing")
+        for name, wanted, manager in _managers_by_flag(settings):
+            if wanted:
+                manager.enable(settings)
+                runtime._managers.append(manager)
+                runtime.enabled.append(name)
+        for feature in runtime.enabled:
+            metrics.feature_enabled.labels(feature).set(1)
+        if settings.shipping.url is not None and settings.logging.enabled:
+            metrics.feature_enabled.labels("shipping").set(1)
+        if settings.metrics.port is not None and runtime.enabled:
+            from .exposition import start_metrics_server
+
+            runtime.metrics_server = start_metrics_server(settings, metrics)
+    except BaseException:
+        runtime.stop()
+        raise
+    log.info("opsstack started: %s", ", ".join(runtime.enabled) or "nothing enabled")
+    return runtime

@@ -1,0 +1,642 @@
+"""The alert manager with in-process channels (no services): dedup, lanes, retries, history."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+from exporter.alert_manager import (Alert, AlertManager, AlertSeverity, AlertType, fingerprint,
+                                    normalise_message, read_history)
+from exporter.config import load_settings
+from exporter.errors import AlertError, ChannelConfigError, DeliveryError, NotEnabledError
+from exporter.metrics import Metrics
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingChannel:
+    """A channel that records, fails ``fail`` times first, or hangs until ``release`` is set."""
+
+    def __init__(self, name: str = "webhook", fail: int = 0, hang: bool = False) -> None:
+        self.name = name
+        self.sent: list[Alert] = []
+        self.resolved: list[Alert] = []
+        self.fail = fail
+        self.hang = hang
+        self.release = threading.Event()
+
+    async def _maybe_fail(self) -> None:
+        if self.hang:
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+        if self.fail > 0:
+            self.fail -= 1
+            raise DeliveryError(f"{self.name}: receiver down")
+
+    async def send(self, alert: Alert) -> None:
+        await self._maybe_fail()
+        self.sent.append(alert)
+
+    async def send_resolved(self, alert: Alert) -> None:
+        await self._maybe_fail()
+        self.resolved.append(alert)
+
+    async def close(self) -> None:
+        pass
+
+
+def make_settings(tmp_path, **flags):
+    base = {"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state")}
+    base.update(flags)
+    return load_settings(base, environ={})
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+def manager_with(metrics, channels: dict | None = None, **options) -> AlertManager:
+    factories = {name: (lambda settings, ch=channel: ch) for name, channel in (channels or {}).items()}
+    options.setdefault("monitor_resources", False)
+    options.setdefault("retry_base", 0.05)
+    options.setdefault("retry_max", 0.2)
+    return AlertManager(metrics=metrics, channel_factories=factories, **options)
+
+
+def value(metrics: Metrics, name: str, **labels) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def running(tmp_path, metrics):
+    started = []
+
+    def start(channels=None, flags=None, **options):
+        manager = manager_with(metrics, channels, **options)
+        manager.enable(make_settings(tmp_path, **(flags or {})))
+        started.append(manager)
+        return manager
+
+    yield start
+    for manager in started:
+        manager.disable(timeout=0.5)
+
+
+# --------------------------------------------------------------------------- disabled, bad input
+
+
+def test_disabled_manager_does_nothing_and_opens_nothing(tmp_path, metrics):
+    manager = manager_with(metrics)
+    assert manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m") is None
+    assert asyncio.run(manager.trigger_alert(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m")) is None
+    assert manager.resolve_alert("nothing") is None
+    with pytest.raises(NotEnabledError):
+        manager.get_alerts()
+    assert not (tmp_path / "state").exists()
+    assert value(metrics, "bot_alerts_total", type="custom", severity="low") == 0
+
+
+def test_bad_names_and_callbacks_are_refused_clearly(running):
+    manager = running()
+    with pytest.raises(AlertError, match="'disk_fill'"):
+        manager.subscribe("disk_fill", print)
+    with pytest.raises(TypeError, match="callable"):
+        manager.subscribe(AlertType.DISK_FULL, "not a function")
+    with pytest.raises(TypeError, match="callable"):
+        manager.register_handler(42)
+    with pytest.raises(AlertError, match="'urgent'"):
+        asyncio.run(manager.trigger_alert(AlertType.CUSTOM, "urgent", "t", "m"))
+    # the sync form never raises: it logs and returns None
+    assert manager.trigger_alert_sync("nope", AlertSeverity.LOW, "t", "m") is None
+    # names are accepted in any case, by value or by member name
+    alert = manager.trigger_alert_sync("Disk_Full", "CRITICAL", "t", "m")
+    assert alert.type is AlertType.DISK_FULL and alert.severity is AlertSeverity.CRITICAL
+
+
+def test_unknown_severity_in_settings_names_the_value(tmp_path):
+    from exporter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'urgent'"):
+        make_settings(tmp_path, ALERT_CHANNELS={"urgent": ["log"]})
+    with pytest.raises(ConfigError, match="'pager'"):
+        make_settings(tmp_path, ALERT_CHANNELS={"critical": ["pager"]})
+
+
+@pytest.mark.parametrize("channel,key", [
+    ("telegram", "TELEGRAM_BOT_TOKEN"), ("email", "SMTP_HOST"), ("webhook", "ALERT_WEBHOOK_URL"),
+    ("slack", "SLACK_WEBHOOK_URL"), ("alertmanager", "ALERTMANAGER_URL"),
+])
+def test_misconfigured_channel_names_channel_and_key(tmp_path, metrics, channel, key):
+    manager = AlertManager(metrics=metrics, monitor_resources=False)
+    with pytest.raises(ChannelConfigError) as caught:
+        manager.enable(make_settings(tmp_path, ALERT_CHANNELS={"critical": [channel]}))
+    assert caught.value.key == key
+    assert channel in str(caught.value) and key in str(caught.value)
+    assert not manager.enabled
+
+
+def test_telegram_needs_chat_id_too(tmp_path, metrics):
+    settings = load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path),
+                              "ALERT_CHANNELS": {"high": ["telegram"]}},
+                             environ={"TELEGRAM_BOT_TOKEN": "123:abc"})
+    with pytest.raises(ChannelConfigError, match="TELEGRAM_CHAT_ID"):
+        AlertManager(metrics=metrics, monitor_resources=False).enable(settings)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_state_files_are_private(running, tmp_path):
+    manager = running()
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m")
+    assert manager.flush(5)
+    manager.disable()
+    state = tmp_path / "state"
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    for name in ("alerts.jsonl", "alert_outbox.jsonl"):
+        assert stat.S_IMODE(os.stat(state / name).st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def test_normalised_message_and_fingerprint():
+    assert normalise_message("Retry  after 3 s for ID 9f8e7d6c5b4a") == "retry after <n> s for id <id>"
+    a = fingerprint(AlertType.RATE_LIMITED, "retry after 3 s")
+    assert a == fingerprint(AlertType.RATE_LIMITED, "Retry after 15 s")
+    assert a != fingerprint(AlertType.API_ERROR, "retry after 3 s")
+    assert a != fingerprint(AlertType.RATE_LIMITED, "retry after 3 s", task_id="t1")
+
+
+def test_repeats_inside_the_window_are_counted_not_resent(running, metrics):
+    clock = Clock()
+    channel = RecordingChannel()
+    manager = running({"webhook": channel}, {"ALERT_CHANNELS": {"high": ["webhook"]}, "ALERT_DEDUP_WINDOW": 60},
+                      clock=clock)
+    seen = []
+    manager.subscribe(AlertType.RATE_LIMITED, seen.append)
+    first = manager.trigger_alert_sync(AlertType.RATE_LIMITED, AlertSeverity.HIGH, "429", "retry after 3 s")
+    for seconds in range(4, 10):
+        clock.now += 1
+        again = manager.trigger_alert_sync(AlertType.RATE_LIMITED, AlertSeverity.HIGH, "429",
+                                           f"retry after {seconds} s")
+    assert manager.flush(5)
+    assert again.id == first.id and again.repeat_count == 7
+    assert again.first_seen == first.first_seen and again.last_seen == first.first_seen + 6
+    assert len(channel.sent) == 1 and len(seen) == 1
+    assert value(metrics, "bot_alerts_deduplicated_total", type="rate_limited") == 6
+    assert value(metrics, "bot_alerts_total", type="rate_limited", severity="high") == 7
+    # after the window the same problem is sent again, with its count
+    clock.now += 61
+    manager.trigger_alert_sync(AlertType.RATE_LIMITED, AlertSeverity.HIGH, "429", "retry after 1 s")
+    assert manager.flush(5)
+    assert len(channel.sent) == 2 and channel.sent[1].repeat_count == 8
+    # a higher severity is sent at once
+    manager.trigger_alert_sync(AlertType.RATE_LIMITED, AlertSeverity.CRITICAL, "429", "retry after 1 s")
+    assert manager.flush(5)
+    assert len(seen) == 3 and seen[-1].severity is AlertSeverity.CRITICAL
+    assert value(metrics, "bot_alerts_active", severity="critical") == 1
+    assert value(metrics, "bot_alerts_active", severity="high") == 0
+
+
+def test_other_task_is_another_alert(running):
+    manager = running()
+    a = manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "t", "reset", task_id="d1")
+    b = manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "t", "reset", task_id="d2")
+    assert a.id != b.id
+    assert len(manager.get_alerts()) == 2
+
+
+# --------------------------------------------------------------------------- subscribers
+
+
+async def test_async_subscriber_runs_on_the_callers_loop_and_handlers_see_every_type(running):
+    manager = running()
+    loop = asyncio.get_running_loop()
+    seen_loops, handled = [], []
+
+    async def on_failed(alert):
+        seen_loops.append(asyncio.get_running_loop())
+
+    manager.subscribe(AlertType.DOWNLOAD_FAILED, on_failed)
+    manager.register_handler(lambda alert: handled.append(alert.type))
+    await manager.trigger_alert(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Download failed", "reset")
+    await manager.trigger_alert(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+    assert await manager.wait_idle(5)
+    assert seen_loops == [loop]
+    assert sorted(handled) == [AlertType.API_ERROR, AlertType.DOWNLOAD_FAILED]
+    assert manager.unsubscribe(AlertType.DOWNLOAD_FAILED, on_failed)
+    await manager.trigger_alert(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Download failed", "other")
+    assert await manager.wait_idle(5)
+    assert len(seen_loops) == 1
+
+
+def test_raising_and_hanging_subscribers_do_not_stop_the_others(running, metrics):
+    manager = running(callback_timeout=0.2)
+    good, release = [], threading.Event()
+
+    def broken(alert):
+        raise RuntimeError("subscriber bug")
+
+    async def hangs(alert):
+        await asyncio.sleep(3600)
+
+    manager.subscribe(AlertType.CUSTOM, broken)
+    manager.subscribe(AlertType.CUSTOM, hangs)
+    manager.subscribe(AlertType.CUSTOM, lambda alert: release.wait(10))  # blocks a pool thread
+    manager.subscribe(AlertType.CUSTOM, good.append)
+    for index in ("one", "two"):
+        assert manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, index, index) is not None
+    deadline = time.monotonic() + 10
+    while len(good) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [alert.title for alert in good] == ["one", "two"]
+    assert manager.flush(10)
+    release.set()
+    # two raises, two hangs, two blocked sync calls
+    assert value(metrics, "bot_alert_callback_errors_total") == 6
+
+
+# --------------------------------------------------------------------------- channels, retries, limits
+
+
+def test_routes_by_severity_and_resolve_reaches_the_same_channels(running, metrics):
+    critical, info = RecordingChannel("telegram"), RecordingChannel("webhook")
+    manager = running({"telegram": critical, "webhook": info},
+                      {"ALERT_CHANNELS": {"critical": ["telegram"], "low": ["webhook"], "high": [],
+                                          "medium": []}})
+    disk = manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.CRITICAL, "Disk", "1% free")
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "FYI", "note")
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.HIGH, "nobody", "no channel")
+    assert value(metrics, "bot_alerts_active", severity="critical") == 1
+    resolved = manager.resolve_alert(disk.id)
+    assert resolved.resolved and resolved.resolved_at is not None
+    assert manager.resolve_alert(disk.id) is None
+    assert manager.flush(5)
+    assert [a.title for a in critical.sent] == ["Disk"] and [a.title for a in critical.resolved] == ["Disk"]
+    assert [a.title for a in info.sent] == ["FYI"] and info.resolved == []
+    assert value(metrics, "bot_alerts_active", severity="critical") == 0
+    assert value(metrics, "bot_alert_notifications_total", channel="telegram", outcome="success") == 2
+    # a resolved problem that comes back is a new alert
+    again = manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.CRITICAL, "Disk", "1% free")
+    assert again.id != disk.id
+
+
+def test_failed_delivery_is_retried_with_backoff(running, metrics):
+    channel = RecordingChannel(fail=3)
+    manager = running({"webhook": channel}, {"ALERT_CHANNELS": {"high": ["webhook"]}})
+    manager.trigger_alert_sync(AlertType.UPLOAD_FAILED, AlertSeverity.HIGH, "Upload failed", "timeout")
+    assert manager.flush(10)
+    assert len(channel.sent) == 1
+    assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="failure") == 3
+    assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="success") == 1
+    assert value(metrics, "bot_alert_delivery_queue_size") == 0
+
+
+def test_rate_limit_holds_messages_back(running):
+    channel = RecordingChannel()
+    manager = running({"webhook": channel}, {"ALERT_CHANNELS": {"high": ["webhook"]}, "ALERT_RATE_LIMIT": 3})
+    for index in range(6):
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.HIGH, "API", f"error {index}",
+                                   task_id=f"call-{index}")
+    assert not manager.flush(1.0)
+    assert len(channel.sent) == 3
+    assert manager.channel_stats()["webhook"] == {"delivered": 3, "pending": 3}
+
+
+def test_pending_notifications_survive_a_restart(tmp_path, metrics):
+    down = RecordingChannel(fail=10**6)
+    flags = {"ALERT_CHANNELS": {"critical": ["webhook"]}}
+    first = manager_with(metrics, {"webhook": down})
+    first.enable(make_settings(tmp_path, **flags))
+    for index in range(3):
+        first.trigger_alert_sync(AlertType.BACKUP_FAILED, AlertSeverity.CRITICAL, "Backup failed",
+                                 f"disk error on volume {index}", task_id=f"b{index}")
+    assert not first.flush(0.5)
+    first.disable(timeout=0.2)
+    saved = (tmp_path / "state" / "alert_outbox.jsonl").read_text().splitlines()
+    assert len(saved) == 3 and all(json.loads(line)["channel"] == "webhook" for line in saved)
+
+    up = RecordingChannel()
+    second = manager_with(Metrics(), {"webhook": up})
+    second.enable(make_settings(tmp_path, **flags))
+    try:
+        assert second.flush(5)
+        assert sorted(a.task_id for a in up.sent) == ["b0", "b1", "b2"]
+        assert len(second.get_alerts()) == 3  # the history came back too
+    finally:
+        second.disable()
+    assert (tmp_path / "state" / "alert_outbox.jsonl").read_text() == ""
+
+
+# --------------------------------------------------------------------------- history and queries
+
+
+def test_history_survives_restart_and_retention_prunes(tmp_path, metrics):
+    clock = Clock()
+    flags = {"ALERT_RETENTION_HOURS": 2}
+    manager = manager_with(metrics, clock=clock)
+    manager.enable(make_settings(tmp_path, **flags))
+    old = manager.trigger_alert_sync(AlertType.BACKUP_FAILED, AlertSeverity.CRITICAL, "old", "old one")
+    clock.now += 3 * 3600
+    new = manager.trigger_alert_sync(AlertType.INTEGRITY_FAILED, AlertSeverity.CRITICAL, "new", "new one")
+    manager.disable()
+
+    again = manager_with(Metrics(), clock=clock)
+    again.enable(make_settings(tmp_path, **flags))
+    try:
+        ids = [alert.id for alert in again.get_alerts()]
+        assert ids == [new.id] and old.id not in ids
+    finally:
+        again.disable()
+    lines = (tmp_path / "state" / "alerts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [new.id]
+    assert [a.id for a in read_history(make_settings(tmp_path, **flags), clock=clock).query()] == [new.id]
+
+
+def test_torn_last_line_is_skipped(tmp_path, metrics):
+    manager = manager_with(metrics)
+    manager.enable(make_settings(tmp_path))
+    kept = manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "kept", "kept")
+    manager.disable()
+    with open(tmp_path / "state" / "alerts.jsonl", "a") as handle:
+        handle.write('{"type": "custom", "sev')  # a crash in the middle of a write
+    again = manager_with(Metrics())
+    again.enable(make_settings(tmp_path))
+    try:
+        assert [a.id for a in again.get_alerts()] == [kept.id]
+    finally:
+        again.disable()
+
+
+def test_get_alerts_filters_and_summary_counts(running):
+    clock = Clock()
+    manager = running(clock=clock)
+    manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "d", "reset", task_id="a")
+    clock.now += 2 * 3600
+    start = clock.now
+    for _ in range(4):
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "api", "502 bad gateway")
+    low = manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "fyi", "note")
+    manager.resolve_alert(low)
+
+    assert [a.type for a in manager.get_alerts(severity="high")] == [AlertType.DOWNLOAD_FAILED]
+    assert [a.type for a in manager.get_alerts(type=AlertType.API_ERROR)] == [AlertType.API_ERROR]
+    assert {a.type for a in manager.get_alerts(since=start)} == {AlertType.API_ERROR, AlertType.CUSTOM}
+    assert AlertType.CUSTOM not in {a.type for a in manager.get_alerts(include_resolved=False)}
+    assert len(manager.get_alerts(limit=1)) == 1
+    with pytest.raises(AlertError, match="'huge'"):
+        manager.get_alerts(severity="huge")
+
+    summary = manager.get_alert_summary()
+    assert summary["total"] == 6 and summary["distinct"] == 3
+    assert summary["by_type"]["api_error"] == 4 and summary["by_severity"]["high"] == 1
+    assert summary["last_hour"]["total"] == 5 and summary["last_hour"]["by_type"]["download_failed"] == 0
+    assert summary["active"] == 2
+    assert summary["top_repeating"][0]["type"] == "api_error" and summary["top_repeating"][0]["count"] == 4
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_secrets_never_reach_alert_text_or_history(tmp_path, metrics):
+    token = "987654:SECRET-token-value"
+    settings = load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state")},
+                             environ={"TELEGRAM_BOT_TOKEN": token})
+    channel = RecordingChannel()
+    manager = manager_with(metrics, {"log": channel})
+    manager.enable(settings)
+    try:
+        alert = manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.LOW, f"call with {token}",
+                                           f"GET /bot{token}/getMe failed", details={"url": f"/bot{token}/x"})
+        assert manager.flush(5)
+    finally:
+        manager.disable()
+    assert token not in alert.title + alert.message + json.dumps(alert.details)
+    assert "****" in alert.message
+    assert token not in (tmp_path / "state" / "alerts.jsonl").read_text()
+    assert token not in channel.sent[0].message
+
+
+# --------------------------------------------------------------------------- resource monitors
+
+
+class FakeProbe:
+    def __init__(self) -> None:
+        self.free, self.used, self.rss = 0.5, 0.3, 100 * 2**20
+
+    def disk_free_ratio(self, path):
+        return self.free
+
+    def memory_used_ratio(self):
+        return self.used
+
+    def process_rss(self):
+        return self.rss
+
+
+def test_resource_monitor_raises_and_resolves(tmp_path, metrics):
+    from exporter.alert_manager.monitors import ResourceMonitor
+
+    probe = FakeProbe()
+    manager = manager_with(metrics)
+    settings = make_settings(tmp_path, DISK_FREE_MIN_PERCENT=10, MEMORY_MAX_PERCENT=90, PROCESS_MEMORY_MAX="1GiB")
+    manager.enable(settings)
+    try:
+        monitor = ResourceMonitor(manager, settings, metrics, probe)
+        monitor.check()
+        assert manager.get_alerts() == []
+        path = str(monitor.paths[0])
+        assert value(metrics, "bot_disk_free_ratio", path=path) == 0.5
+        probe.free, probe.used, probe.rss = 0.05, 0.95, 2 * 2**30
+        monitor.check()
+        monitor.check()  # still bad: no second alert
+        active = manager.get_alerts(include_resolved=False)
+        assert sorted(a.type.value for a in active) == ["disk_full"] * len(monitor.paths) + ["memory_high"] * 2
+        assert value(metrics, "bot_system_memory_used_ratio") == 0.95
+        assert value(metrics, "bot_process_resident_memory_bytes") == 2 * 2**30
+        probe.free, probe.used, probe.rss = 0.5, 0.3, 100 * 2**20
+        monitor.check()
+        assert manager.get_alerts(include_resolved=False) == []
+    finally:
+        manager.disable()
+
+
+def test_monitor_runs_periodically_when_enabled(tmp_path, metrics):
+    probe = FakeProbe()
+    probe.free = 0.01
+    manager = AlertManager(metrics=metrics, resource_probe=probe)
+    manager.enable(make_settings(tmp_path, RESOURCE_CHECK_INTERVAL=0.05))
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not manager.get_alerts(type="disk_full"):
+            time.sleep(0.02)
+        assert manager.get_alerts(type="disk_full")
+    finally:
+        manager.disable()
+
+
+# --------------------------------------------------------------------------- the burst
+
+
+def test_burst_of_ten_thousand_with_ten_subscribers_and_a_hanging_channel(tmp_path, metrics):
+    hanging = RecordingChannel("slack", hang=True)
+    good = RecordingChannel("webhook")
+    manager = manager_with(metrics, {"slack": hanging, "webhook": good}, send_timeout=0.5)
+    manager.enable(make_settings(tmp_path, ALERT_CHANNELS={"high": ["slack", "webhook"]}))
+    calls = [[] for _ in range(10)]
+    for bucket in calls:
+        manager.subscribe(AlertType.DOWNLOAD_FAILED, bucket.append)
+    tracemalloc.start()
+    try:
+        def burst(offset):
+            for index in range(2500):
+                manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Download failed",
+                                           f"connection reset after {offset + index} bytes")
+
+        threads = [threading.Thread(target=burst, args=(n * 2500,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads), "a caller was blocked"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(good.sent) < 1 or any(len(c) < 1 for c in calls)):
+            time.sleep(0.02)
+        assert [len(bucket) for bucket in calls] == [1] * 10
+        assert len(good.sent) == 1
+        assert hanging.sent == []
+        summary = manager.get_alert_summary()
+        assert summary["total"] == 10_000 and summary["distinct"] == 1
+        assert summary["top_repeating"][0]["count"] == 10_000
+        assert value(metrics, "bot_alerts_deduplicated_total", type="download_failed") == 9_999
+        assert peak < 20 * 2**20, f"burst used {peak / 2**20:.1f} MiB"
+    finally:
+        hanging.release.set()
+        manager.disable(timeout=0.5)
+
+
+def test_distinct_alerts_beyond_the_bounds_are_dropped_and_counted(tmp_path, metrics):
+    hanging = RecordingChannel("webhook", hang=True)
+    manager = manager_with(metrics, {"webhook": hanging}, lane_size=50, max_alerts=100, send_timeout=30)
+    manager.enable(make_settings(tmp_path, ALERT_CHANNELS={"low": ["webhook"]}))
+    try:
+        for index in range(1000):
+            manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m", task_id=f"task-{index}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and \
+                value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") < 950:
+            time.sleep(0.02)
+        assert manager.channel_stats()["webhook"]["pending"] <= 50
+        assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") >= 950
+        summary = manager.get_alert_summary()
+        assert summary["distinct"] == 100 and summary["evicted"] == 900
+    finally:
+        hanging.release.set()
+        manager.disable(timeout=0.5)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_list_summary_and_test(tmp_path, metrics, capsys, monkeypatch, webhook_receiver):
+    from exporter.cli import main
+
+    manager = manager_with(metrics)
+    manager.enable(make_settings(tmp_path))
+    manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Download failed", "reset", task_id="d1")
+    manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+    manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "503")
+    manager.disable()
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"{webhook_receiver.url}/hook")
+
+    assert main(["alerts", "list", "--json", "--severity", "high"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [a["task_id"] for a in listed] == ["d1"]
+    assert main(["alerts", "list"]) == 0
+    assert "api_error        API x2: 502" in capsys.readouterr().out
+    assert main(["alerts", "summary", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["total"] == 3 and summary["by_type"]["api_error"] == 2
+    assert main(["alerts", "list", "--severity", "urgent"]) == 1
+    assert "'urgent'" in capsys.readouterr().err
+    assert main(["alerts", "list", "--since", "yesterday-ish"]) == 1
+
+    monkeypatch.setenv("ALERT_CHANNELS", '{"critical": ["webhook", "log"]}')
+    assert main(["alerts", "test", "--json", "--timeout", "10"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["channels"]["webhook"] == {"delivered": True, "error": None}
+    assert webhook_receiver.requests[0]["json"]["alert"]["title"] == "opsstack test alert"
+    webhook_receiver.stop()
+    assert main(["alerts", "test", "--timeout", "1.5"]) == 1
+    captured = capsys.readouterr()
+    assert "webhook       FAILED: webhook: ConnectError" in captured.out
+    assert "did not reach: webhook" in captured.err
+    assert "/hook" not in captured.out + captured.err
+
+
+def test_a_notification_refused_for_good_is_dropped_not_retried(running, metrics):
+    class Refusing(RecordingChannel):
+        async def send(self, alert):
+            if alert.title == "bad":
+                from exporter.channels._common import delivery_error
+
+                raise delivery_error("webhook: the receiver answered HTTP 400", permanent=True)
+            self.sent.append(alert)
+
+    channel = Refusing()
+    manager = running({"webhook": channel}, {"ALERT_CHANNELS": {"high": ["webhook"]}})
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.HIGH, "bad", "first")
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.HIGH, "good", "second")
+    assert manager.flush(5)  # the refused one does not block the one behind it
+    assert [a.title for a in channel.sent] == ["good"]
+    assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") == 1
+    assert manager.channel_errors()["webhook"] == "webhook: the receiver answered HTTP 400"
+
+
+def test_unusable_state_dir_is_a_clear_error(tmp_path, metrics):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    manager = manager_with(metrics)
+    with pytest.raises(AlertError, match="STATE_DIR"):
+        manager.enable(load_settings({"STATE_DIR": str(blocker / "state")}, environ={}))
+    assert not manager.enabled
+
+
+def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monkeypatch):
+    from exporter.alert_manager import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "COMPACT_SLACK_LINES", 5)
+    clock = Clock()
+    manager = manager_with(metrics, clock=clock)
+    manager.enable(make_settings(tmp_path, ALERT_DEDUP_WINDOW=3600))
+    path = tmp_path / "state" / "alerts.jsonl"
+    try:
+        for step in range(20):
+            clock.now += 1
+            manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+            manager._worker.run(asyncio.sleep(0.21))  # let the persist loop see each repeat
+        lines = path.read_text().splitlines()
+        assert len(lines) < 10
+        assert json.loads(lines[-1])["repeat_count"] == 20
+    finally:
+        manager.disable()
+    assert [a.repeat_count for a in read_history(make_settings(tmp_path), clock=clock).query()] == [20]

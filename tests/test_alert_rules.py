@@ -1,0 +1,193 @@
+"""The Prometheus rules, their promtool tests, and the Alertmanager routing (amtool)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = sorted((ROOT / "alert_rules").glob("*.yml"))
+RULE_TESTS = sorted((ROOT / "alert_rules" / "tests").glob("*.yml"))
+AM_DIR = ROOT / "deploy" / "alertmanager"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def run(*command: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
+def alerting_rules() -> list[dict]:
+    rules = []
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules.extend(rule for rule in group["rules"] if "alert" in rule)
+    return rules
+
+
+def recording_rules() -> list[dict]:
+    rules = []
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules.extend(rule for rule in group["rules"] if "record" in rule)
+    return rules
+
+
+# --------------------------------------------------------------------------- promtool
+
+
+def test_rules_pass_promtool_check(promtool):
+    assert RULES
+    result = run(promtool, "check", "rules", *map(str, RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rule_unit_tests_pass(promtool):
+    assert RULE_TESTS
+    result = run(promtool, "test", "rules", *map(str, RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_prometheus_config_of_the_stack_is_valid(promtool):
+    config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    result = run(promtool, "check", "config", "--syntax-only", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    parsed = yaml.safe_load(config.read_text())
+    bot = next(job for job in parsed["scrape_configs"] if job["job_name"] == "bot")
+    assert bot["static_configs"][0]["targets"] == ["bot:9464"]
+    assert parsed["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert parsed["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def test_every_alert_follows_the_conventions():
+    names = set()
+    for rule in alerting_rules():
+        name = rule["alert"]
+        names.add(name)
+        assert re.fullmatch(r"Bot([A-Z][a-z0-9]+)+", name), name
+        assert rule.get("for"), f"{name} has no for:"
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}, name
+        assert "{{" not in rule["annotations"]["summary"], f"{name}: summary must be fixed"
+        assert "{{" in rule["annotations"]["description"] or name in ("BotExporterAbsent", "BotWatchdog",
+                                                                         "BotBackupVerifyFailed",
+                                                                         "BotIntegrityCheckFailed"), name
+    required = {"BotExporterDown", "BotExporterAbsent", "BotBackupTooOld", "BotBackupFailing",
+                "BotBackupVerifyFailed", "BotIntegrityCheckFailed", "BotOperationsSlow", "BotErrorLogRateHigh",
+                "BotDownloadFailureRatioHigh", "BotLogShippingBacklog", "BotLogShippingDropping",
+                "BotDiskAlmostFull", "BotMemoryHigh", "BotWatchdog"}
+    assert required <= names
+
+
+def test_runbook_has_a_section_for_every_alert():
+    text = RUNBOOK.read_text()
+    anchors = {re.sub(r"[^a-z0-9]", "", line.lstrip("#").strip().lower())
+               for line in text.splitlines() if line.startswith("## ")}
+    for rule in alerting_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("docs/runbook.md#"), url
+        assert url.split("#", 1)[1] in anchors, f"no runbook section for {url}"
+
+
+def test_every_alert_has_a_boundary_test():
+    tested = {}
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                tested.setdefault(check["alertname"], []).append(bool(check["exp_alerts"]))
+    for rule in alerting_rules():
+        outcomes = tested.get(rule["alert"], [])
+        assert True in outcomes and False in outcomes, f"{rule['alert']} lacks a firing and a silent case"
+
+
+def test_rules_use_only_metrics_the_exporter_has():
+    known = {"up"}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
+                "info": ("_info",)}
+    for family in Metrics().registry.collect():
+        known.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+    known.update(rule["record"] for rule in recording_rules())
+    for rule in alerting_rules() + recording_rules():
+        for name in re.findall(r"\b(?:bot_[a-z0-9_]+|up)\b(?=\s*[{\[)\s<>=!*/+-]|$)", rule["expr"]):
+            assert name in known, f"{rule.get('alert') or rule.get('record')} uses unknown metric {name}"
+        for name in re.findall(r"\bbot:[a-z0-9_:]+", rule["expr"]):
+            assert name in known, name
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+def render_alertmanager_config(tmp_path: Path, **env: str) -> Path:
+    out = tmp_path / "alertmanager.rendered.yml"
+    environ = {"PATH": os.environ["PATH"], "ALERTMANAGER_TEMPLATES": str(AM_DIR / "templates"), **env}
+    result = run("sh", str(AM_DIR / "entrypoint.sh"), "--render-only", str(out), env=environ)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_repository_config_holds_no_secret():
+    text = (AM_DIR / "alertmanager.yml").read_text()
+    assert re.search(r"bot_token: '\$\{TELEGRAM_BOT_TOKEN:-unset\}'", text)
+    assert "auth_password:" not in text.replace("auth_password_file", "")
+    assert not re.search(r"\d{6,}:[A-Za-z0-9_-]{20,}", text)  # nothing shaped like a bot token
+
+
+def test_rendered_config_passes_amtool(amtool, tmp_path):
+    config = render_alertmanager_config(tmp_path, TELEGRAM_BOT_TOKEN="123:abc", TELEGRAM_CHAT_ID="42")
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert "bot_token: '123:abc'" in config.read_text()
+    result = run(amtool, "check-config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # also with nothing configured (the demo stack without Telegram or mail)
+    bare = render_alertmanager_config(tmp_path)
+    assert run(amtool, "check-config", str(bare)).returncode == 0
+
+
+def test_renderer_refuses_a_missing_required_variable(tmp_path):
+    source = tmp_path / "in.yml"
+    source.write_text("# ${COMMENTS_ARE_KEPT}\nvalue: ${OPSSTACK_REQUIRED_FOR_TEST}\n")
+    result = run("sh", str(AM_DIR / "entrypoint.sh"), "--render-only", str(tmp_path / "out.yml"), str(source),
+                 env={"PATH": os.environ["PATH"]})
+    assert result.returncode != 0 and "OPSSTACK_REQUIRED_FOR_TEST is not set" in result.stderr
+    result = run("sh", str(AM_DIR / "entrypoint.sh"), "--render-only", str(tmp_path / "out.yml"), str(source),
+                 env={"PATH": os.environ["PATH"], "OPSSTACK_REQUIRED_FOR_TEST": "x"})
+    assert (tmp_path / "out.yml").read_text() == "# ${COMMENTS_ARE_KEPT}\nvalue: x\n"
+
+
+@pytest.mark.parametrize("labels,receiver", [
+    (["alertname=BotDiskAlmostFull", "severity=critical"], "critical-telegram-email"),
+    (["alertname=BotDiskAlmostFull", "severity=warning"], "warning-telegram"),
+    (["alertname=BotBackupTooOld", "severity=critical", "job=bot"], "critical-telegram-email"),
+    (["alertname=BotOperationsSlow", "severity=warning"], "warning-telegram"),
+    (["alertname=BotCustom", "severity=info", "source=bot"], "info-webhook"),
+    (["alertname=BotWatchdog", "severity=info"], "watchdog"),
+    (["alertname=Something", "severity=unknown"], "info-webhook"),
+])
+def test_routing(amtool, tmp_path, labels, receiver):
+    config = render_alertmanager_config(tmp_path, TELEGRAM_CHAT_ID="42")
+    result = run(amtool, "config", "routes", "test", f"--config.file={config}", f"--verify.receivers={receiver}",
+                 *labels)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
+
+
+def test_inhibition_and_resolved_notifications_are_configured(tmp_path):
+    config = yaml.safe_load(render_alertmanager_config(tmp_path).read_text())
+    [rule] = config["inhibit_rules"]
+    assert rule["source_matchers"] == ['severity="critical"']
+    assert rule["target_matchers"] == ['severity="warning"']
+    assert "alertname" in rule["equal"]
+    for receiver in config["receivers"]:
+        for kind in ("telegram_configs", "email_configs"):
+            for item in receiver.get(kind, []):
+                assert item["send_resolved"] is True

@@ -1,0 +1,211 @@
+"""End to end with the real services: Prometheus -> rules -> Alertmanager -> Telegram/e-mail/webhook,
+the bot's own channels to Alertmanager and Telegram, and delivery across outages and a restart."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import start_http_server
+
+from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.channels.telegram import escape_markdown_v2
+from exporter.config import load_settings
+from exporter.metrics import Metrics
+from tests.harness.base import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+
+ROOT = Path(__file__).resolve().parent.parent
+AM_DIR = ROOT / "deploy" / "alertmanager"
+AM_CHAT = 4242  # the chat Alertmanager posts to; the bot posts to BOT_CHAT
+BOT_CHAT = "-100777"
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def alertmanager_config(tmp_path: Path, telegram_api, smtp_server, webhook_receiver) -> dict:
+    """deploy/alertmanager/alertmanager.yml rendered by its entrypoint for the loopback services."""
+    password_file = tmp_path / "smtp_password"
+    password_file.write_text("")
+    env = {
+        "PATH": os.environ["PATH"],
+        "ALERTMANAGER_TEMPLATES": str(AM_DIR / "templates"),
+        "TELEGRAM_API_URL": telegram_api.url,
+        "TELEGRAM_BOT_TOKEN": telegram_api.token,
+        "TELEGRAM_CHAT_ID": str(AM_CHAT),
+        "SMTP_SMARTHOST": f"{smtp_server.host}:{smtp_server.port}",
+        "SMTP_REQUIRE_TLS": "false",
+        "SMTP_PASSWORD_FILE": str(password_file),
+        "ALERT_EMAIL_FROM": "alertmanager@example.org",
+        "ALERT_EMAIL_TO": "ops@example.org",
+        "ALERT_INFO_WEBHOOK_URL": f"{webhook_receiver.url}/info",
+        "ALERT_WATCHDOG_URL": f"{webhook_receiver.url}/watchdog",
+        "ALERTMANAGER_GROUP_WAIT": "1s",
+        "ALERTMANAGER_GROUP_INTERVAL": "1s",
+    }
+    out = tmp_path / "alertmanager.rendered.yml"
+    subprocess.run(["sh", str(AM_DIR / "entrypoint.sh"), "--render-only", str(out)], env=env, check=True)
+    return yaml.safe_load(out.read_text())
+
+
+def telegram_texts(telegram_api, chat) -> list[str]:
+    with telegram_api.lock:
+        return [m["text"] for m in telegram_api.messages if str(m["chat_id"]) == str(chat)]
+
+
+@pytest.fixture
+def exporter():
+    metrics = Metrics()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    yield metrics, f"127.0.0.1:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+def fast_rules(tmp_path: Path) -> Path:
+    """alert_rules/bot.yml with every `for:` shortened to 2s (the expressions unchanged)."""
+    rules = yaml.safe_load((ROOT / "alert_rules" / "bot.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "2s"
+    path = tmp_path / "bot-fast.yml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def test_prometheus_rules_reach_telegram_email_and_webhook(tmp_path, exporter, start_prometheus,
+                                                           start_alertmanager, telegram_api, smtp_server,
+                                                           webhook_receiver):
+    metrics, target = exporter
+    metrics.disk_free_ratio.labels("/data").set(0.03)  # below both 10% (warning) and 5% (critical)
+    am = start_alertmanager(alertmanager_config(tmp_path, telegram_api, smtp_server, webhook_receiver))
+    prometheus = start_prometheus({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "bot", "static_configs": [{"targets": [target]}]}],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
+    }, rule_files=[fast_rules(tmp_path)])
+
+    # critical -> Telegram and e-mail
+    wait_until(lambda: any("BotDiskAlmostFull" in t and "(critical)" in t for t in telegram_texts(telegram_api, AM_CHAT)),
+               what="the critical disk alert on Telegram")
+    text = next(t for t in telegram_texts(telegram_api, AM_CHAT) if "BotDiskAlmostFull" in t)
+    assert "FIRING: BotDiskAlmostFull" in text and "/data on " in text and "3% free" in text
+    assert "docs/runbook.md#botdiskalmostfull" in text
+    mail = wait_until(lambda: next((m for m in smtp_server.messages
+                                    if "BotDiskAlmostFull" in m.message["Subject"]), None), what="the e-mail")
+    assert mail.message["Subject"] == "[FIRING:1] BotDiskAlmostFull (critical)"
+    assert mail.rcpt_tos == ["ops@example.org"]
+    assert "Runbook: docs/runbook.md#botdiskalmostfull" in mail.message.get_body(("plain",)).get_content()
+
+    # the watchdog -> its webhook
+    watchdog = wait_until(lambda: [r for r in webhook_receiver.requests if r["path"] == "/watchdog"],
+                          what="the watchdog webhook")
+    assert watchdog[0]["json"]["commonLabels"]["alertname"] == "BotWatchdog"
+
+    # the warning of the same alert is inhibited while the critical one fires
+    def warning_state():
+        for alert in am.alerts():
+            if alert["labels"]["alertname"] == "BotDiskAlmostFull" and alert["labels"]["severity"] == "warning":
+                return alert["status"]
+        return None
+
+    status = wait_until(warning_state, what="the warning in Alertmanager")
+    assert status["state"] == "suppressed" and status["inhibitedBy"]
+    assert not any("(warning)" in t and "BotDiskAlmostFull" in t for t in telegram_texts(telegram_api, AM_CHAT))
+    assert prometheus.query('ALERTS{alertname="BotDiskAlmostFull", alertstate="firing"}')
+
+    # the disk recovers: Telegram is told it is resolved
+    metrics.disk_free_ratio.labels("/data").set(0.5)
+    wait_until(lambda: any("RESOLVED: BotDiskAlmostFull" in t for t in telegram_texts(telegram_api, AM_CHAT)),
+               what="the resolved notification")
+    # Alertmanager understood the stand-in's answers: one firing message, no retried duplicates
+    firing = [t for t in telegram_texts(telegram_api, AM_CHAT) if "FIRING: BotDiskAlmostFull" in t]
+    assert len(firing) == 1
+
+
+def bot_settings(tmp_path: Path, channels: dict, **env: str):
+    return load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"),
+                          "ALERT_CHANNELS": channels, "ALERT_DEDUP_WINDOW": 60}, environ=env)
+
+
+def test_bot_alert_reaches_alertmanager_and_is_routed(tmp_path, start_alertmanager, telegram_api, smtp_server,
+                                                      webhook_receiver):
+    am = start_alertmanager(alertmanager_config(tmp_path, telegram_api, smtp_server, webhook_receiver))
+    manager = AlertManager(metrics=Metrics(), monitor_resources=False, retry_base=0.2, retry_max=1.0)
+    manager.enable(bot_settings(tmp_path, {"critical": ["alertmanager"], "high": ["alertmanager"]},
+                                ALERTMANAGER_URL=am.url))
+    try:
+        alert = manager.trigger_alert_sync(AlertType.BACKUP_FAILED, AlertSeverity.CRITICAL, "Backup failed",
+                                           "no space left on device", task_id="nightly")
+        assert manager.flush(15)
+        listed = wait_until(lambda: [a for a in am.alerts() if a["labels"].get("fingerprint") == alert.fingerprint],
+                            what="the alert in Alertmanager")
+        assert listed[0]["labels"]["alertname"] == "BotBackupFailed"
+        assert listed[0]["labels"]["severity"] == "critical" and listed[0]["labels"]["type"] == "backup_failed"
+        assert listed[0]["annotations"]["summary"] == "Backup failed"
+        assert listed[0]["receivers"][0]["name"] == "critical-telegram-email"
+        wait_until(lambda: any("BotBackupFailed" in t for t in telegram_texts(telegram_api, AM_CHAT)),
+                   what="Alertmanager's Telegram message for the bot's alert")
+        wait_until(lambda: any("BotBackupFailed" in m.message["Subject"] for m in smtp_server.messages),
+                   what="Alertmanager's e-mail for the bot's alert")
+
+        manager.resolve_alert(alert)
+        assert manager.flush(15)
+        wait_until(lambda: not [a for a in am.alerts() if a["labels"].get("fingerprint") == alert.fingerprint],
+                   what="the alert to end in Alertmanager")
+        wait_until(lambda: any("RESOLVED: BotBackupFailed" in t for t in telegram_texts(telegram_api, AM_CHAT)),
+                   what="the resolved message")
+    finally:
+        manager.disable()
+
+
+def test_every_alert_is_delivered_after_outages_and_a_bot_restart(tmp_path, start_alertmanager, telegram_api,
+                                                                  smtp_server, webhook_receiver):
+    am = start_alertmanager(alertmanager_config(tmp_path, telegram_api, smtp_server, webhook_receiver))
+    am.stop()
+    telegram_api.stop()
+    channels = {"critical": ["alertmanager", "telegram"], "high": ["alertmanager", "telegram"]}
+    env = {"ALERTMANAGER_URL": am.url, "TELEGRAM_BOT_TOKEN": telegram_api.token, "TELEGRAM_CHAT_ID": BOT_CHAT,
+           "TELEGRAM_API_URL": telegram_api.url}
+    first_metrics = Metrics()
+    first = AlertManager(metrics=first_metrics, monitor_resources=False, retry_base=0.2, retry_max=1.0)
+    first.enable(bot_settings(tmp_path, channels, **env))
+    sent = [first.trigger_alert_sync(AlertType.INTEGRITY_FAILED, AlertSeverity.CRITICAL, "Integrity check failed",
+                                     f"{name} changed", task_id=name)
+            for name in ("config.py", "data/users.db", "tokens")]
+    assert not first.flush(1.5)
+    failures = first_metrics.registry.get_sample_value("bot_alert_notifications_total",
+                                                       {"channel": "alertmanager", "outcome": "failure"})
+    assert failures and failures >= 1
+    assert first_metrics.registry.get_sample_value("bot_alert_delivery_queue_size") == 6
+    first.disable(timeout=0.2)  # the bot restarts while both receivers are still down
+
+    second = AlertManager(metrics=Metrics(), monitor_resources=False, retry_base=0.2, retry_max=1.0)
+    second.enable(bot_settings(tmp_path, channels, **env))
+    try:
+        am.start()
+        telegram_api.start()
+        assert second.flush(30), second.channel_stats()
+        texts = telegram_texts(telegram_api, BOT_CHAT)
+        for alert in sent:  # each exactly once: nothing lost, nothing doubled by the restart
+            assert sum(f"task: {escape_markdown_v2(alert.task_id)}" in t for t in texts) == 1, texts
+        fingerprints = {a["labels"].get("fingerprint") for a in am.alerts()}
+        assert {alert.fingerprint for alert in sent} <= fingerprints
+        stats = second.channel_stats()
+        assert stats["alertmanager"] == stats["telegram"] == {"delivered": 3, "pending": 0}
+    finally:
+        second.disable()

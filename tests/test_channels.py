@@ -1,0 +1,201 @@
+"""Each notification channel against the harness's real stand-ins (SMTP, Bot API, webhook)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from exporter.alert_manager import Alert, AlertSeverity, AlertType
+from exporter.channels import alertmanager as am_channel
+from exporter.channels import email as email_channel
+from exporter.channels import log as log_channel
+from exporter.channels import slack as slack_channel
+from exporter.channels import telegram as telegram_channel
+from exporter.channels import webhook as webhook_channel
+from exporter.config import Secret, load_settings
+from exporter.errors import DeliveryError
+from tests.harness.smtp import SMTPServer
+from tests.harness.telegram import markdown_v2_error
+
+NASTY = "Disk *almost* full_ [50%] (see `df`) > #1 + a-b = c | {x}. ~ok! \\ done"
+
+
+def make_alert(**overrides) -> Alert:
+    values = dict(type=AlertType.DISK_FULL, severity=AlertSeverity.CRITICAL, title="Disk almost full",
+                  message=NASTY, first_seen=1_800_000_000.0, task_id="disk:/data",
+                  details={"path": "/data"})
+    values.update(overrides)
+    return Alert(**values)
+
+
+# --------------------------------------------------------------------------- telegram
+
+
+def test_markdown_v2_escaping_parses_for_every_reserved_character():
+    text = telegram_channel.escape_markdown_v2("_*[]()~`>#+-=|{}.!\\ plain")
+    assert markdown_v2_error(text) is None
+    assert markdown_v2_error(telegram_channel.format_message(make_alert())) is None
+    assert markdown_v2_error(telegram_channel.format_message(make_alert(repeat_count=3), resolved=True)) is None
+    long = telegram_channel.format_message(make_alert(message="." * 5000))
+    assert len(long) <= telegram_channel.MAX_LENGTH and markdown_v2_error(long) is None
+
+
+async def test_telegram_delivers_to_the_bot_api(telegram_api):
+    channel = telegram_channel.TelegramChannel(Secret(telegram_api.token), "-1001", telegram_api.url)
+    try:
+        await channel.send(make_alert())
+        await channel.send_resolved(make_alert())
+    finally:
+        await channel.close()
+    assert len(telegram_api.messages) == 2
+    first = telegram_api.messages[0]
+    assert first["chat_id"] == "-1001" and first["parse_mode"] == "MarkdownV2"
+    assert "Disk almost full" in first["text"] and "\\*almost\\*" in first["text"]
+    assert "RESOLVED" in telegram_api.messages[1]["text"]
+
+
+async def test_telegram_errors_never_show_the_token(telegram_api, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "999999:WRONG-token-for-the-test"
+    channel = telegram_channel.TelegramChannel(Secret(wrong), "-1001", telegram_api.url)
+    with pytest.raises(DeliveryError) as refused:
+        await channel.send(make_alert())
+    assert "Unauthorized" in str(refused.value)
+    telegram_api.stop()
+    with pytest.raises(DeliveryError) as unreachable:
+        await channel.send(make_alert())
+    await channel.close()
+    for error in (refused.value, unreachable.value):
+        assert wrong not in str(error) and wrong not in repr(error.__cause__)
+    assert wrong not in caplog.text
+    # httpx logged the request, with the token in the URL masked
+    assert any(record.name == "httpx" and "/bot****/sendMessage" in record.getMessage() for record in caplog.records)
+
+
+def test_telegram_from_settings(tmp_path):
+    settings = load_settings({"TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_URL": "http://127.0.0.1:1/"},
+                             environ={"TELEGRAM_BOT_TOKEN": "1:x"})
+    channel = telegram_channel.from_settings(settings)
+    assert channel.chat_id == "42" and channel.api_url == "http://127.0.0.1:1"
+    assert "1:x" not in repr(vars(channel))
+
+
+# --------------------------------------------------------------------------- email
+
+
+async def test_email_delivers_to_the_smtp_server(smtp_server):
+    channel = email_channel.EmailChannel(smtp_server.host, smtp_server.port, "bot@example.org",
+                                         ("ops@example.org", "oncall@example.org"), starttls=False)
+    await channel.send(make_alert())
+    await channel.send_resolved(make_alert())
+    assert len(smtp_server.messages) == 2
+    mail = smtp_server.messages[0]
+    assert mail.rcpt_tos == ["ops@example.org", "oncall@example.org"]
+    assert mail.message["Subject"] == "[opsstack CRITICAL] Disk almost full"
+    assert NASTY in mail.message.get_content()
+    assert smtp_server.messages[1].message["Subject"] == "[opsstack RESOLVED] Disk almost full"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_email_logs_in_and_hides_the_password():
+    server = SMTPServer(credentials=("alerts", "s3cret-pass")).start()
+    try:
+        good = email_channel.EmailChannel(server.host, server.port, "bot@example.org", ("ops@example.org",),
+                                          starttls=False, username="alerts", password=Secret("s3cret-pass"))
+        await good.send(make_alert())
+        assert len(server.messages) == 1
+        bad = email_channel.EmailChannel(server.host, server.port, "bot@example.org", ("ops@example.org",),
+                                         starttls=False, username="alerts", password=Secret("wrong-pass"),
+                                         timeout=2)
+        with pytest.raises(DeliveryError, match="535|Disconnected") as caught:
+            await bad.send(make_alert())
+        assert "wrong-pass" not in str(caught.value) and len(server.messages) == 1
+    finally:
+        server.stop()
+
+
+async def test_email_to_a_closed_port_is_a_delivery_error():
+    from tests.harness.base import free_port
+
+    channel = email_channel.EmailChannel("127.0.0.1", free_port(), "a@b.c", ("d@e.f",), starttls=False, timeout=2)
+    with pytest.raises(DeliveryError, match="ConnectionRefusedError"):
+        await channel.send(make_alert())
+
+
+# --------------------------------------------------------------------------- webhook, slack, log
+
+
+async def test_webhook_posts_json(webhook_receiver):
+    channel = webhook_channel.WebhookChannel(Secret(f"{webhook_receiver.url}/hook?token=abc"))
+    try:
+        await channel.send(make_alert())
+        await channel.send_resolved(make_alert(resolved_at=1_800_000_060.0))
+    finally:
+        await channel.close()
+    firing, resolved = (request["json"] for request in webhook_receiver.requests)
+    assert firing["status"] == "firing" and firing["alert"]["type"] == "disk_full"
+    assert firing["alert"]["message"] == NASTY and firing["alert"]["severity"] == "critical"
+    assert resolved["status"] == "resolved" and resolved["alert"]["resolved"] is True
+
+
+async def test_webhook_failure_hides_the_url(webhook_receiver):
+    url = f"{webhook_receiver.url}/hook?token=very-secret-token"
+    webhook_receiver.stop()
+    channel = webhook_channel.WebhookChannel(Secret(url))
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(make_alert())
+    await channel.close()
+    assert "very-secret-token" not in str(caught.value)
+
+
+async def test_slack_posts_text(webhook_receiver):
+    channel = slack_channel.SlackChannel(Secret(f"{webhook_receiver.url}/services/T0/B0/XYZ"))
+    await channel.send(make_alert())
+    await channel.close()
+    [request] = webhook_receiver.requests
+    assert request["path"] == "/services/T0/B0/XYZ"
+    assert request["json"]["text"].startswith("🚨 [CRITICAL] Disk almost full")
+
+
+async def test_log_channel_writes_one_line(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.alerts")
+    channel = log_channel.LogChannel()
+    await channel.send(make_alert(repeat_count=4))
+    await channel.send_resolved(make_alert(severity=AlertSeverity.LOW))
+    firing, resolved = caplog.records
+    assert firing.levelno == logging.CRITICAL and "repeated=4" in firing.getMessage()
+    assert resolved.levelno == logging.INFO and "resolved" in resolved.getMessage()
+
+
+# --------------------------------------------------------------------------- alertmanager payload
+
+
+def test_alertmanager_payload_labels_and_resolve():
+    alert = make_alert(type=AlertType.DOWNLOAD_FAILED, severity=AlertSeverity.HIGH, task_id="d-7")
+    item = am_channel.payload(alert)
+    assert item["labels"] == {"alertname": "BotDownloadFailed", "severity": "warning", "type": "download_failed",
+                              "bot_severity": "high", "fingerprint": alert.fingerprint, "source": "bot"}
+    assert item["annotations"]["summary"] == "Disk almost full"
+    assert item["annotations"]["description"].endswith("(task d-7)")
+    assert item["startsAt"] == "2027-01-15T08:00:00.000Z" and "endsAt" not in item
+    ended = am_channel.payload(alert, resolved_at=1_800_000_060.0)
+    assert ended["endsAt"] == "2027-01-15T08:01:00.000Z"
+    assert {am_channel.ROUTING_SEVERITY[s.value] for s in AlertSeverity} == {"critical", "warning", "info"}
+
+
+def test_channels_are_imported_only_when_used():
+    import subprocess
+    import sys
+
+    code = ("import sys; from exporter.alert_manager import alert_manager; "
+            "print(sorted(m for m in sys.modules if m.startswith('exporter.channels') or m in ('httpx', 'smtplib')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+async def test_a_message_telegram_refuses_is_marked_permanent(telegram_api):
+    channel = telegram_channel.TelegramChannel(Secret(telegram_api.token), "", telegram_api.url)
+    with pytest.raises(DeliveryError, match="chat_id is empty") as caught:
+        await channel.send(make_alert())
+    await channel.close()
+    assert caught.value.permanent is True
