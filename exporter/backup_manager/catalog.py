@@ -1,0 +1,100 @@
+"""The backup catalog: what lists as a backup, read straight from the backup directory.
+
+A backup is ``<name>.manifest.json`` plus the archive it names. The manifest is written last,
+so a backup lists only when both exist; temp files (leading dot) never list. This module only
+imports the standard library: ``opsstack serve`` calls :func:`read_catalog` at scrape time
+without enabling the backup manager.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+MANIFEST_SUFFIX = ".manifest.json"
+VERIFY_STATE_FILE = ".verify-state.json"
+LOCK_FILE = ".lock"
+TEMP_MARKER = ".tmp-"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FORMAT_VERSION = 1
+
+
+def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:
+    return Path(backup_dir) / f"{name}{MANIFEST_SUFFIX}"
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None when it is missing or not a manifest of ours."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != "opsstack-backup":
+        return None
+    return data
+
+
+def read_verify_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: {"ok": bool, "at": timestamp}}`` of the last verification of each backup."""
+    try:
+        with open(Path(backup_dir) / VERIFY_STATE_FILE, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def summarize(manifest: dict[str, Any], backup_dir: Path,
+              verified: dict[str, Any] | None = None) -> dict[str, Any]:
+    archive = manifest["archive"]
+    settings = manifest.get("settings", {})
+    return {
+        "name": manifest["name"],
+        "created_at": manifest["created_at"],
+        "tier": manifest.get("tier", "manual"),
+        "description": manifest.get("description", ""),
+        "size": archive["size"],
+        "files": manifest.get("file_count", 0),
+        "total_bytes": manifest.get("total_bytes", 0),
+        "compression": settings.get("compression"),
+        "encrypted": bool(settings.get("encrypted")),
+        "source_paths": [source["path"] for source in manifest.get("sources", [])],
+        "archive": str(backup_dir / archive["name"]),
+        "manifest": str(manifest_path(backup_dir, manifest["name"])),
+        "verified": None if verified is None else bool(verified.get("ok")),
+        "verified_at": None if verified is None else verified.get("at"),
+    }
+
+
+def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every complete backup in ``backup_dir``, oldest first. A missing directory lists nothing.
+
+    Each entry: ``name, created_at, tier, description, size (archive bytes), files,
+    total_bytes, compression, encrypted, source_paths, archive, manifest, verified,
+    verified_at``.
+    """
+    directory = Path(backup_dir)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    verify_state = read_verify_state(directory)
+    backups = []
+    for entry in names:
+        if entry.startswith(".") or not entry.endswith(MANIFEST_SUFFIX):
+            continue
+        manifest = read_manifest(directory / entry)
+        if manifest is None or manifest.get("name") + MANIFEST_SUFFIX != entry:
+            continue
+        try:
+            archive_name = manifest["archive"]["name"]
+            if "/" in archive_name or not (directory / archive_name).is_file():
+                continue
+            backups.append(summarize(manifest, directory, verify_state.get(manifest["name"])))
+        except (KeyError, TypeError):
+            continue
+    backups.sort(key=lambda item: (item["created_at"], item["name"]))
+    return backups

@@ -1,0 +1,145 @@
+"""Streaming authenticated encryption of archives with AES-256-GCM.
+
+Layout (all integers big-endian)::
+
+    header  = MAGIC (8) | chunk size (4) | nonce prefix (8) | key check (16)
+    frame   = length (4, top bit set on the last frame) | ciphertext + tag (length bytes)
+
+Every frame is sealed with nonce = prefix | frame counter (4) and associated data = the first 20
+header bytes + the frame's length field, so frames cannot be reordered, dropped, moved between
+archives, or truncated (the last frame is marked, and nothing may follow it). The key check is
+the tag of an empty message under a nonce no frame uses: a wrong key fails there, before any
+data, with a message that says so.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+from ..errors import ConfigError, DecryptionError
+
+MAGIC = b"OPSAEAD1"
+CHUNK_SIZE = 1 << 20
+_HEADER_FIXED = len(MAGIC) + 4 + 8
+HEADER_SIZE = _HEADER_FIXED + 16
+_FINAL = 0x8000_0000
+_CHECK_COUNTER = 0xFFFF_FFFF
+TAG = 16
+
+
+def parse_key(value: str) -> bytes:
+    """The 32-byte key from its 64 hex characters (raises ConfigError without showing it)."""
+    text = value.strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError("BACKUP_ENCRYPTION_KEY", "environment", "****",
+                          "must be 64 hexadecimal characters (a 256-bit key)")
+    return key
+
+
+def _aead(key: bytes):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+class Encryptor:
+    """A writable stream: plaintext in, framed ciphertext out to ``sink.write``."""
+
+    def __init__(self, sink, key: bytes, chunk_size: int = CHUNK_SIZE) -> None:
+        self._sink = sink
+        self._aead = _aead(key)
+        self._prefix = os.urandom(8)
+        self._fixed = MAGIC + struct.pack(">I", chunk_size) + self._prefix
+        self._chunk = chunk_size
+        self._counter = 0
+        self._buffer = bytearray()
+        check = self._aead.encrypt(self._prefix + struct.pack(">I", _CHECK_COUNTER), b"", self._fixed)
+        sink.write(self._fixed + check)
+        self.closed = False
+
+    def _seal(self, data: bytes, final: bool) -> None:
+        if self._counter >= _CHECK_COUNTER:
+            raise OverflowError("archive too large for one encryption stream")
+        length = len(data) + TAG
+        field = struct.pack(">I", length | (_FINAL if final else 0))
+        nonce = self._prefix + struct.pack(">I", self._counter)
+        self._counter += 1
+        self._sink.write(field + self._aead.encrypt(nonce, data, self._fixed + field))
+
+    def write(self, data) -> int:
+        self._buffer += data
+        while len(self._buffer) > self._chunk:
+            self._seal(bytes(self._buffer[:self._chunk]), False)
+            del self._buffer[:self._chunk]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self._seal(bytes(self._buffer), True)
+            self._buffer.clear()
+            self.closed = True
+
+
+class Decryptor:
+    """Feed framed ciphertext, get plaintext; :meth:`finish` checks the stream was complete."""
+
+    def __init__(self, key: bytes, where: str) -> None:
+        self._aead = _aead(key)
+        self._where = where
+        self._pending = bytearray()
+        self._fixed: bytes | None = None
+        self._counter = 0
+        self._done = False
+
+    def _fail(self, reason: str) -> DecryptionError:
+        return DecryptionError(f"cannot decrypt {self._where}: {reason}")
+
+    def feed(self, data: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        self._pending += data
+        out = bytearray()
+        if self._fixed is None:
+            if len(self._pending) < HEADER_SIZE:
+                return b""
+            header = bytes(self._pending[:HEADER_SIZE])
+            del self._pending[:HEADER_SIZE]
+            if header[:len(MAGIC)] != MAGIC:
+                raise self._fail("not an opsstack encrypted archive")
+            self._fixed = header[:_HEADER_FIXED]
+            self._prefix = self._fixed[len(MAGIC) + 4:]
+            try:
+                self._aead.decrypt(self._prefix + struct.pack(">I", _CHECK_COUNTER),
+                                   header[_HEADER_FIXED:], self._fixed)
+            except InvalidTag:
+                raise self._fail("wrong key (BACKUP_ENCRYPTION_KEY does not match the one that "
+                                 "encrypted this backup)") from None
+        while len(self._pending) >= 4:
+            if self._done:
+                raise self._fail("data after the last frame (tampered)")
+            (field,) = struct.unpack(">I", self._pending[:4])
+            length = field & ~_FINAL
+            if len(self._pending) < 4 + length:
+                break
+            frame = bytes(self._pending[4:4 + length])
+            nonce = self._prefix + struct.pack(">I", self._counter)
+            try:
+                out += self._aead.decrypt(nonce, frame, self._fixed + bytes(self._pending[:4]))
+            except InvalidTag:
+                raise self._fail(f"frame {self._counter} fails authentication (tampered or "
+                                 "corrupted)") from None
+            del self._pending[:4 + length]
+            self._counter += 1
+            self._done = bool(field & _FINAL)
+        return bytes(out)
+
+    def finish(self) -> None:
+        if not self._done or self._pending:
+            raise self._fail("the encrypted stream is truncated")

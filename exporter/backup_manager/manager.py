@@ -1,0 +1,379 @@
+"""The backup manager: create, list, verify, restore and clean up backups, with metrics, ECS
+log events, spans and alerts for each. Disabled, ``list_backups``/``get_backup_stats`` return
+empty results and ``cleanup_old_backups`` returns 0; calls that need a result
+(create, verify, restore) raise :class:`NotEnabledError`."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import tracing
+from ..alert_manager import AlertSeverity, AlertType, alert_manager
+from ..config import Settings, load_settings
+from ..errors import BackupError, BackupNotFoundError, NotEnabledError, OpsError
+from ..logger_manager import logger_manager
+from ..metrics import Metrics, default_metrics
+from . import retention
+from .catalog import (LOCK_FILE, MANIFEST_SUFFIX, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
+                      manifest_path, read_catalog, read_manifest, read_verify_state)
+from .lock import DirectoryLock
+from .reader import check_archive, raise_for_report
+from .restore import extract, plan_changes
+from .scheduler import PERIODS, Scheduler
+from .writer import ARCHIVE_SUFFIX, Progress, write_backup, write_json_atomic
+
+log = logging.getLogger("exporter.backup_manager")
+CELERY_TASK = "exporter.backup_manager.scheduled_backup"
+
+
+class BackupManager:
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+        self.enabled = False
+        self._settings_arg = settings
+        self._metrics_arg = metrics
+        self.settings: Settings | None = None
+        self.metrics: Metrics | None = None
+        self.backup_dir: Path | None = None
+        self._key: bytes | None = None
+        self._scheduler: Scheduler | None = None
+        self._state_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def enable(self, settings: Settings | None = None, *, schedule: bool | None = None) -> None:
+        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
+        in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
+        if self.enabled:
+            return
+        settings = settings or self._settings_arg or load_settings()
+        key = None
+        if settings.backups.encryption_key is not None:
+            from .crypto import parse_key
+
+            key = parse_key(settings.backups.encryption_key.get())
+        self.settings, self._key = settings, key
+        self.metrics = self._metrics_arg or default_metrics()
+        self.backup_dir = Path(os.path.abspath(settings.backups.dir))
+        try:
+            self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise BackupError(f"cannot create BACKUP_DIR {self.backup_dir}: {exc.strerror}") from exc
+        self.enabled = True
+        try:
+            with DirectoryLock(self.backup_dir / LOCK_FILE):
+                self._clean_leftovers()
+        except BackupError:
+            pass  # another process is busy in the directory; it cleans up after itself
+        self._update_retained(read_catalog(self.backup_dir))
+        if schedule is None:
+            schedule = bool(settings.backups.critical_paths)
+        if schedule:
+            self._scheduler = Scheduler(PERIODS[settings.backups.frequency], self._last_scheduled,
+                                        self.run_scheduled_backup)
+            self._scheduler.start()
+
+    def disable(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
+        self.enabled = False
+
+    def _require(self) -> None:
+        if not self.enabled:
+            raise NotEnabledError("the backup manager is not enabled (ENABLE_BACKUP_SYSTEM)")
+
+    # ------------------------------------------------------------------ helpers
+    def _clean_leftovers(self) -> list[str]:
+        """Remove temp files and manifest-less archives of crashed runs (lock held)."""
+        removed = []
+        manifests = {n[:-len(MANIFEST_SUFFIX)] for n in os.listdir(self.backup_dir)
+                     if n.endswith(MANIFEST_SUFFIX) and not n.startswith(".")}
+        for entry in os.listdir(self.backup_dir):
+            path = self.backup_dir / entry
+            orphan = False
+            if not entry.startswith("."):
+                for suffix in ARCHIVE_SUFFIX.values():
+                    for tail in (suffix, suffix + ".enc"):
+                        if entry.endswith(tail) and entry[:-len(tail)] not in manifests \
+                                and NAME_PATTERN.match(entry[:-len(tail)]):
+                            orphan = True
+            if (entry.startswith(".") and TEMP_MARKER in entry) or orphan:
+                try:
+                    os.unlink(path)
+                    removed.append(entry)
+                except OSError:
+                    pass
+        if removed:
+            log.warning("removed %d leftover file(s) of an interrupted backup in %s",
+                        len(removed), self.backup_dir)
+        return removed
+
+    def _manifest(self, name: str) -> dict[str, Any]:
+        if not NAME_PATTERN.match(name or ""):
+            raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
+        manifest = read_manifest(manifest_path(self.backup_dir, name))
+        if manifest is None or not (self.backup_dir / manifest["archive"]["name"]).is_file():
+            raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
+        return manifest
+
+    def _new_name(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name, n = f"backup_{stamp}", 2
+        while manifest_path(self.backup_dir, name).exists():
+            name, n = f"backup_{stamp}_{n}", n + 1
+        return name
+
+    def _fail(self, action: str, name: str, exc: BaseException) -> None:
+        logger_manager.log_event("backup", "failure", f"backup {action} of {name} failed: {exc}",
+                                 level=logging.ERROR, event_action=f"backup-{action}",
+                                 backup_name=name, error_message=str(exc))
+        alert_manager.trigger_alert_sync(
+            AlertType.BACKUP_FAILED, AlertSeverity.HIGH, f"Backup {action} failed",
+            f"Backup {action} of {name!r} failed: {exc}", details={"backup_name": name,
+                                                                    "action": action})
+
+    def _record_verify(self, name: str, ok: bool) -> None:
+        with self._state_lock:
+            state = read_verify_state(self.backup_dir)
+            state[name] = {"ok": ok, "at": time.time()}
+            known = {b["name"] for b in read_catalog(self.backup_dir)} | {name}
+            write_json_atomic(self.backup_dir / VERIFY_STATE_FILE,
+                              {k: v for k, v in state.items() if k in known})
+
+    def _update_retained(self, backups: list[dict[str, Any]]) -> None:
+        kept = retention.select(backups, self.settings.backups.retention)
+        for tier in retention.TIERS:
+            self.metrics.backups_retained.labels(tier).set(
+                sum(1 for t in kept.values() if t == tier))
+
+    def _delete(self, name: str) -> None:
+        manifest = read_manifest(manifest_path(self.backup_dir, name))
+        os.unlink(manifest_path(self.backup_dir, name))  # unlisted from here on
+        if manifest is not None:
+            try:
+                os.unlink(self.backup_dir / manifest["archive"]["name"])
+            except FileNotFoundError:
+                pass
+
+    def _last_scheduled(self) -> float | None:
+        times = [b["created_at"] for b in read_catalog(self.backup_dir) if b["tier"] in PERIODS]
+        return max(times) if times else None
+
+    # ------------------------------------------------------------------ create
+    def create_backup_sync(self, source_paths: list[str], backup_name: str | None = None,
+                           description: str = "", *, tier: str = "manual",
+                           progress: Progress | None = None,
+                           cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Create a backup of ``source_paths``; return its metadata (``backup_name``, ``size``,
+        ``files``, ``sha256``, ...). Raises BackupError (BackupLockedError when busy)."""
+        self._require()
+        started = time.time()
+        self.metrics.backup_last_attempt.set(started)
+        name = backup_name or self._new_name()
+        settings = self.settings.backups
+        with tracing.span("backup.create", backup_name=name, tier=tier) as span:
+            try:
+                if not NAME_PATTERN.match(name):
+                    raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
+                                      "and '-' (at most 128, not starting with '.' or '-')")
+                with DirectoryLock(self.backup_dir / LOCK_FILE):
+                    self._clean_leftovers()
+                    if manifest_path(self.backup_dir, name).exists():
+                        raise BackupError(f"a backup named {name!r} already exists")
+                    manifest = write_backup(
+                        backup_dir=self.backup_dir, name=name, source_paths=source_paths,
+                        description=description, tier=tier, compression=settings.compression,
+                        key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
+                        cancel=cancel)
+            except Exception as exc:
+                self.metrics.backups.labels("failure").inc()
+                self._fail("create", name, exc)
+                if isinstance(exc, OpsError):
+                    raise
+                raise BackupError(f"backup {name!r} failed: {exc}") from exc
+            except BaseException:
+                self.metrics.backups.labels("failure").inc()
+                raise
+            duration = time.time() - started
+            archive = manifest["archive"]
+            m = self.metrics
+            m.backups.labels("success").inc()
+            m.backup_last_success.set(time.time())
+            m.backup_duration.observe(duration)
+            m.backup_size.set(archive["size"])
+            m.backup_files.set(manifest["file_count"])
+            if span is not None:
+                span.set_attribute("backup.size_bytes", archive["size"])
+        logger_manager.log_event(
+            "backup", "success", f"backup {name} created: {manifest['file_count']} files, "
+            f"{archive['size']} bytes in {duration:.2f}s", event_action="backup-create",
+            event_duration=int(duration * 1e9), backup_name=name, file_size=archive["size"])
+        return {
+            "backup_name": name, "name": name, "created_at": manifest["created_at"], "tier": tier,
+            "description": description, "archive": str(self.backup_dir / archive["name"]),
+            "manifest": str(manifest_path(self.backup_dir, name)), "size": archive["size"],
+            "sha256": archive["sha256"], "files": manifest["file_count"],
+            "total_bytes": manifest["total_bytes"], "duration_seconds": round(duration, 3),
+            "compression": settings.compression, "encrypted": self._key is not None,
+            "source_paths": [s["path"] for s in manifest["sources"]],
+        }
+
+    async def create_backup(self, source_paths: list[str], backup_name: str | None = None,
+                            description: str = "", **kwargs: Any) -> dict[str, Any]:
+        """Async twin of :meth:`create_backup_sync`; cancelling it removes the partial backup."""
+        self._require()
+        cancel = threading.Event()
+        future = asyncio.ensure_future(asyncio.to_thread(
+            self.create_backup_sync, source_paths, backup_name, description, cancel=cancel, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait({future})
+            raise
+
+    # ------------------------------------------------------------------ list, verify
+    def list_backups(self) -> list[dict[str, Any]]:
+        """Complete backups, newest first (empty while disabled)."""
+        if not self.enabled:
+            return []
+        return list(reversed(read_catalog(self.backup_dir)))
+
+    def verify_backup_report(self, backup_name: str,
+                             progress: Progress | None = None) -> dict[str, Any]:
+        """Read every byte back and check every hash; the report names the archive on failure."""
+        self._require()
+        manifest = self._manifest(backup_name)
+        started = time.time()
+        with tracing.span("backup.verify", backup_name=backup_name):
+            report = check_archive(self.backup_dir, manifest, self._key, progress)
+        report["duration_seconds"] = round(time.time() - started, 3)
+        self._record_verify(backup_name, report["ok"])
+        outcome = "success" if report["ok"] else "failure"
+        self.metrics.backup_verifications.labels(outcome).inc()
+        self.metrics.backup_last_verify_ok.set(1 if report["ok"] else 0)
+        if report["ok"]:
+            logger_manager.log_event("backup", "success", f"backup {backup_name} verified",
+                                     event_action="backup-verify", backup_name=backup_name)
+        else:
+            self._fail("verify", backup_name, "; ".join(report["errors"][:3]))
+        return report
+
+    def verify_backup(self, backup_name: str) -> bool:
+        """True when the archive and every file in it match the manifest."""
+        return self.verify_backup_report(backup_name)["ok"]
+
+    # ------------------------------------------------------------------ restore
+    def restore_backup_sync(self, backup_name: str, restore_path: str | os.PathLike, *,
+                            overwrite: bool = False, dry_run: bool = False,
+                            progress: Progress | None = None) -> dict[str, Any]:
+        """Verify, then restore into ``restore_path`` (a truthy report). Raises IntegrityError
+        (DecryptionError, UnsafeArchiveError) or BackupError; nothing is written then."""
+        self._require()
+        target = Path(os.path.abspath(restore_path))
+        with tracing.span("backup.restore", backup_name=backup_name, dry_run=dry_run):
+            try:
+                manifest = self._manifest(backup_name)
+                report = self.verify_backup_report(backup_name, progress)
+                raise_for_report(report)
+                if dry_run:
+                    result = plan_changes(manifest, target)
+                else:
+                    result = extract(self.backup_dir, manifest, self._key, target,
+                                     overwrite=overwrite)
+            except Exception as exc:
+                if not dry_run:
+                    self.metrics.backup_restores.labels("failure").inc()
+                self._fail("restore", backup_name, exc)
+                raise
+        result["backup_name"] = backup_name
+        if not dry_run:
+            self.metrics.backup_restores.labels("success").inc()
+            logger_manager.log_event("backup", "success", f"backup {backup_name} restored to {target}",
+                                     event_action="backup-restore", backup_name=backup_name,
+                                     file_path=str(target))
+        return result
+
+    async def restore_backup(self, backup_name: str, restore_path: str | os.PathLike,
+                             **kwargs: Any) -> dict[str, Any]:
+        self._require()
+        return await asyncio.to_thread(self.restore_backup_sync, backup_name, restore_path, **kwargs)
+
+    # ------------------------------------------------------------------ retention
+    def cleanup_old_backups(self, days: float) -> int:
+        """Delete backups older than ``days`` (never the newest verified one); the count."""
+        if not self.enabled:
+            return 0
+        cutoff = time.time() - days * 86400
+        with DirectoryLock(self.backup_dir / LOCK_FILE):
+            backups = read_catalog(self.backup_dir)
+            protected = retention.newest_verified(backups)
+            doomed = [b["name"] for b in backups if b["created_at"] < cutoff
+                      and b["name"] != (protected or {}).get("name")]
+            for name in doomed:
+                self._delete(name)
+        self._after_delete("cleanup", doomed)
+        return len(doomed)
+
+    def apply_retention(self) -> list[str]:
+        """Apply ``BACKUP_RETENTION`` (grandfather-father-son) to scheduled backups."""
+        self._require()
+        with DirectoryLock(self.backup_dir / LOCK_FILE):
+            doomed, _ = retention.to_delete(read_catalog(self.backup_dir),
+                                            self.settings.backups.retention)
+            for name in doomed:
+                self._delete(name)
+        self._after_delete("retention", doomed)
+        return doomed
+
+    def _after_delete(self, why: str, names: list[str]) -> None:
+        self._update_retained(read_catalog(self.backup_dir))
+        if names:
+            logger_manager.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
+                                     event_action=f"backup-{why}", labels={"deleted": len(names)})
+
+    def run_scheduled_backup(self) -> dict[str, Any]:
+        """What the scheduler (or a Celery beat task) runs: create, verify, apply retention."""
+        self._require()
+        settings = self.settings.backups
+        result = self.create_backup_sync(list(settings.critical_paths),
+                                         description=f"scheduled {settings.frequency} backup",
+                                         tier=settings.frequency)
+        result["verified"] = self.verify_backup(result["backup_name"])
+        result["deleted"] = self.apply_retention()
+        return result
+
+    def create_backup_schedule(self) -> dict[str, Any]:
+        """The Celery beat entry for scheduled backups (Celery itself is not imported)."""
+        settings = self.settings if self.settings is not None else (self._settings_arg or load_settings())
+        return {"opsstack-scheduled-backup": {
+            "task": CELERY_TASK, "schedule": PERIODS[settings.backups.frequency],
+            "args": (), "options": {"expires": PERIODS[settings.backups.frequency]}}}
+
+    # ------------------------------------------------------------------ stats
+    def get_backup_stats(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"enabled": False}
+        backups = read_catalog(self.backup_dir)
+        kept = retention.select(backups, self.settings.backups.retention)
+        newest = backups[-1] if backups else None
+        verified = retention.newest_verified([b for b in backups if b["verified"]])
+        return {
+            "enabled": True, "backup_dir": str(self.backup_dir), "count": len(backups),
+            "total_size": sum(b["size"] for b in backups),
+            "newest": newest["name"] if newest else None,
+            "newest_created_at": newest["created_at"] if newest else None,
+            "oldest": backups[0]["name"] if backups else None,
+            "newest_verified": verified["name"] if verified else None,
+            "failed_verification": [b["name"] for b in backups if b["verified"] is False],
+            "by_tier": {tier: sum(1 for t in kept.values() if t == tier) for tier in retention.TIERS},
+            "frequency": self.settings.backups.frequency,
+            "retention": dict(self.settings.backups.retention),
+            "compression": self.settings.backups.compression,
+            "encrypted": self._key is not None,
+            "next_scheduled": self._scheduler.next_run if self._scheduler else None,
+        }

@@ -1,0 +1,111 @@
+"""Put damaged files back from a backup: only the damaged ones, only from an archive that
+verified, each through a temp file checked against its sha256, the damaged version moved to
+the quarantine first."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..backup_manager.catalog import TEMP_MARKER
+from ..backup_manager.reader import ArchiveStream, open_tar
+from ..backup_manager.safety import unsafe_reason
+from ..errors import RecoveryError, UnsafeArchiveError
+
+IO_CHUNK = 1 << 20
+
+
+def quarantine(path: Path, quarantine_dir: Path) -> Path:
+    """Move ``path`` (file, link or tree) under ``quarantine_dir``, keeping its absolute path."""
+    destination = quarantine_dir / str(path).lstrip("/")
+    destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.rename(path, destination)
+    except OSError:
+        shutil.move(str(path), str(destination))
+    return destination
+
+
+def _target(root: Path, rel: str) -> Path:
+    return root if rel == "" else root / rel
+
+
+def restore_members(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, prefix: str,
+                    root: Path, wanted: dict[str, dict[str, Any]], quarantine_dir: Path) -> dict[str, Any]:
+    """Restore the relative paths in ``wanted`` (rel -> baseline entry) under ``root``.
+
+    Returns ``{"restored": [...], "quarantined": [...], "failed": {rel: reason}}``.
+    """
+    names = {(prefix if rel == "" else f"{prefix}/{rel}"): rel for rel in wanted}
+    restored, quarantined, failed = [], [], {}
+    stream = ArchiveStream(backup_dir / manifest["archive"]["name"], manifest, key)
+    try:
+        with open_tar(stream) as tar:
+            for member in tar:
+                rel = names.get(member.name)
+                if rel is None:
+                    continue
+                reason = unsafe_reason(member)
+                if reason:
+                    raise UnsafeArchiveError(f"member {member.name!r} {reason}")
+                want = wanted[rel]
+                target = _target(root, rel)
+                try:
+                    _put_back(tar, member, want, target, quarantine_dir, quarantined, rel)
+                    restored.append(rel)
+                except (OSError, RecoveryError) as exc:
+                    failed[rel] = str(exc)
+        stream.finish()
+    finally:
+        stream.close()
+    for rel in wanted:
+        if rel not in restored and rel not in failed:
+            failed[rel] = "not found in the backup"
+    return {"restored": sorted(restored), "quarantined": sorted(quarantined), "failed": failed}
+
+
+def _put_back(tar, member, want: dict[str, Any], target: Path, quarantine_dir: Path,
+              quarantined: list[str], rel: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    exists = target.exists() or target.is_symlink()
+    if member.isdir():
+        if exists and (target.is_symlink() or not target.is_dir()):
+            quarantine(target, quarantine_dir)
+            quarantined.append(rel)
+        target.mkdir(mode=member.mode & 0o777 or 0o700, exist_ok=True)
+        return
+    tmp = target.parent / f".{target.name}.repair{TEMP_MARKER}{os.getpid()}"
+    try:
+        if member.issym():
+            os.symlink(member.linkname, tmp)
+        elif member.isreg():
+            digest = hashlib.sha256()
+            source = tar.extractfile(member)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                while chunk := source.read(IO_CHUNK):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if want.get("sha256") and digest.hexdigest() != want["sha256"] and not want.get("sqlite"):
+                raise RecoveryError(f"the backup's copy of {target} does not match the baseline")
+            os.chmod(tmp, member.mode & 0o777)
+            mtime = want.get("mtime", member.mtime)  # the archive keeps whole seconds only
+            os.utime(tmp, (mtime, mtime))
+        else:
+            raise RecoveryError(f"cannot restore {target}: unsupported type in the backup")
+        if exists:
+            quarantine(target, quarantine_dir)
+            quarantined.append(rel)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
+
+
+def new_quarantine_dir(state_dir: Path) -> Path:
+    return state_dir / "quarantine" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"

@@ -1,0 +1,48 @@
+"""The recovery manager's state file: the last check's result and recent history, written
+atomically under ``STATE_DIR`` and read by ``opsstack serve`` at scrape time."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "integrity-state.json"
+BASELINE_FILE = "integrity-baseline.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_integrity_state(state_dir: str | os.PathLike) -> dict[str, Any]:
+    """``{"last_check", "last_ok", "checks": {outcome: n}, "repairs": {outcome: n},
+    "last_report", "history"}``, or ``{}`` before the first check."""
+    return _read_json(Path(state_dir) / STATE_FILE)
+
+
+def read_baselines(state_dir: Path) -> dict[str, Any]:
+    return _read_json(state_dir / BASELINE_FILE)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(json.dumps(data, sort_keys=True).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
