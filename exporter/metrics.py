@@ -7,12 +7,23 @@ anything expensive happens at scrape time.
 """
 from __future__ import annotations
 
+import math
+import os
 import platform
 import threading
+import time
+from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+# prometheus_client (about 12 MB resident with its exposition, http.server and ssl imports) is
+# imported when the first Metrics is built, not when this module is: importing opsstack with
+# every feature off stays small.
 
 # Operation durations: a millisecond to an hour (large downloads take that long).
 OPERATION_BUCKETS = (
@@ -28,10 +39,107 @@ BACKUP_TIERS = ("hourly", "daily", "weekly")
 FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "shipping")
 
 
+class OperationSeries:
+    """One operation's histogram: bucket counts (not cumulative; the last is +Inf), sum, count
+    and the latest exemplar per bucket. The profiler records under ``lock`` itself."""
+
+    __slots__ = ("lock", "counts", "sum", "count", "exemplars", "created", "mirror")
+
+    def __init__(self, mirror=None) -> None:
+        self.lock = threading.Lock()
+        self.counts = [0] * (len(OPERATION_BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+        self.exemplars: list = [None] * (len(OPERATION_BUCKETS) + 1)
+        self.created = time.time()
+        self.mirror = mirror  # a prometheus_client child in multiprocess mode, else None
+
+    def observe(self, value: float, trace_id: str | None = None) -> None:
+        index = bisect_left(OPERATION_BUCKETS, value)
+        with self.lock:
+            self.counts[index] += 1
+            self.sum += value
+            self.count += 1
+            if trace_id is not None:
+                self.exemplars[index] = (trace_id, value, time.time())
+        if self.mirror is not None:
+            self.mirror.observe(value)
+
+
+class OperationDurations:
+    """``bot_operation_duration_seconds{operation}``: a histogram whose buckets the profiler fills
+    with a list index and an add; cumulative counts and exemplars are built at scrape time.
+
+    ``labels(operation).observe(seconds)`` works like a prometheus_client histogram. In
+    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) every observation is also mirrored into a
+    prometheus_client Histogram, whose files ``MultiProcessCollector`` aggregates.
+    """
+
+    name = "bot_operation_duration_seconds"
+    documentation = "Duration of profiled operations."
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._series: dict[str, OperationSeries] = {}
+        self._lock = threading.Lock()
+        self._mirror = None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the client's own switch, read by it too
+            from prometheus_client import Histogram
+
+            self._mirror = Histogram(self.name, self.documentation, ["operation"],
+                                     buckets=OPERATION_BUCKETS, registry=None)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, operation: str) -> OperationSeries:
+        series = self._series.get(operation)
+        if series is None:
+            with self._lock:
+                series = self._series.get(operation)
+                if series is None:
+                    mirror = self._mirror.labels(operation) if self._mirror is not None else None
+                    series = self._series[operation] = OperationSeries(mirror)
+        return series
+
+    def clear(self) -> None:
+        with self._lock:
+            self._series.clear()
+
+    def describe(self):
+        from prometheus_client.metrics_core import HistogramMetricFamily
+
+        return [HistogramMetricFamily(self.name, self.documentation, labels=["operation"])]
+
+    def collect(self):
+        from prometheus_client.metrics_core import HistogramMetricFamily
+        from prometheus_client.samples import Exemplar, Sample
+        from prometheus_client.utils import floatToGoString
+
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["operation"])
+        for operation, series in sorted(self._series.items()):
+            with series.lock:
+                counts = list(series.counts)
+                exemplars = list(series.exemplars)
+                total, made = series.sum, series.created
+            buckets, running = [], 0
+            for index, bound in enumerate((*OPERATION_BUCKETS, math.inf)):
+                running += counts[index]
+                le = floatToGoString(bound)
+                found = exemplars[index]
+                if found is None:
+                    buckets.append((le, running))
+                else:
+                    buckets.append((le, running, Exemplar({"trace_id": found[0]}, found[1], found[2])))
+            family.add_metric([operation], buckets, total)
+            family.samples.append(Sample(self.name + "_created", {"operation": operation}, made))
+        yield family
+
+
 class Metrics:
     """The project's metrics on one registry (a fresh one unless given)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
 
@@ -45,9 +153,7 @@ class Metrics:
             self.feature_enabled.labels(feature)
 
         # -- profiler
-        self.operation_duration = Histogram(
-            "bot_operation_duration_seconds", "Duration of profiled operations.", ["operation"],
-            buckets=OPERATION_BUCKETS, registry=r)
+        self.operation_duration = OperationDurations(registry=r)
         self.operation_errors = Counter("bot_operation_errors_total",
                                         "Profiled operations that raised.", ["operation"], registry=r)
         self.slow_operations = Counter("bot_slow_operations_total",

@@ -1,16 +1,280 @@
-"""PLACEHOLDER owned by the profiler/tracing work: replaced by the real module.
+"""OpenTelemetry tracing for the bot: a tracer provider from the ``OTEL_*`` settings, spans
+batch-exported over OTLP, and a bounded shutdown.
 
-Contract other managers rely on (keep it):
     from exporter import tracing
-    with tracing.span("backup.create", **attributes) as span: ...
-is a no-op (yields None) while tracing is off, costs one check, and never raises on export
-problems.
+    tracing.setup(settings)                      # nothing happens when ENABLE_TRACING is off
+    with tracing.span("backup.create", path="/data") as span: ...
+    tracing.shutdown()                           # at most SHUTDOWN_TIMEOUT seconds
+
+Contract other managers rely on: ``span()`` is a no-op yielding None while tracing is off (one
+check), and never raises on export problems. The SDK is imported only by :func:`setup`. The
+provider is not installed as the global one (call ``opentelemetry.trace.set_tracer_provider(
+tracing.provider())`` to let third-party instrumentation use it); the current span is still
+the standard OpenTelemetry context, so ``trace.id`` in ECS logs follows it.
+
+Exit is bounded: the OTLP exporter's timeout is EXPORT_TIMEOUT (the SDK default is 10 s, with
+retries), the provider's own exit hook is replaced by :func:`shutdown`, which flushes and
+shuts down in a daemon thread joined for at most SHUTDOWN_TIMEOUT seconds.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger("exporter.tracing")
+
+EXPORT_TIMEOUT = 1.0  # seconds for one OTLP export, retries included
+SHUTDOWN_TIMEOUT = 1.5  # seconds shutdown() waits at most
+SCHEDULE_DELAY_MS = 1000
+MAX_QUEUE_SIZE = 4096
+
+# Attribute names the managers pass (as keyword arguments) mapped to OpenTelemetry semantic
+# conventions; other names become ``bot.<name>``.
+SEMCONV = {
+    "path": "file.path",
+    "file_path": "file.path",
+    "file_name": "file.name",
+    "size_bytes": "file.size",
+    "url": "url.full",
+    "method": "http.request.method",
+    "status_code": "http.response.status_code",
+    "error_type": "error.type",
+}
+
+_tracer: Any = None  # the SDK tracer while tracing is on, else None (read on the hot path)
+_provider: Any = None
+_lock = threading.Lock()
+_api: Any = None  # (trace module, context module, Status, StatusCode) once set up
+
+
+class _NoSpan:
+    """``span()`` while tracing is off: enters to None, does nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def provider() -> Any:
+    """The SDK TracerProvider while tracing is on, else None."""
+    return _provider
+
+
+def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        name = SEMCONV.get(key) or (key if "." in key else f"bot.{key}")
+        out[name] = value if isinstance(value, (str, bool, int, float)) else str(value)
+    return out
+
+
+def span(name: str, **attributes: Any) -> Any:
+    """A context manager around a span named ``name`` (current inside it); yields the span, or
+    None while tracing is off. An exception inside marks the span as an error and is re-raised."""
+    tracer = _tracer
+    if tracer is None:
+        return _NO_SPAN
+    return _guarded(tracer, name, _attributes(attributes))
 
 
 @contextlib.contextmanager
-def span(name: str, **attributes):
-    yield None
+def _guarded(tracer: Any, name: str, attributes: dict[str, Any]) -> Any:
+    try:
+        manager = tracer.start_as_current_span(name, attributes=attributes, record_exception=False,
+                                               set_status_on_exception=False)
+        current = manager.__enter__()
+    except Exception:  # a broken SDK must not break the bot
+        log.exception("cannot start span %s", name)
+        yield None
+        return
+    try:
+        yield current
+    except BaseException as exc:
+        _mark_error(current, exc)
+        manager.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    manager.__exit__(None, None, None)
+
+
+def _mark_error(current: Any, exc: BaseException) -> None:
+    _trace, _context, status, status_code = _api
+    current.record_exception(exc)
+    current.set_attribute("error.type", type(exc).__qualname__)
+    current.set_status(status(status_code.ERROR, str(exc)[:200]))
+
+
+def start_operation_span(name: str) -> Any:
+    """The profiler's span for one block: ``(span, context token)``; made current."""
+    tracer = _tracer
+    if tracer is None:
+        return None
+    trace, context, _status, _code = _api
+    current = tracer.start_span(name, attributes={"code.function.name": name})
+    return current, context.attach(trace.set_span_in_context(current))
+
+
+def end_operation_span(started: Any, exc: BaseException | None) -> str | None:
+    """End a span of :func:`start_operation_span`; its trace id (hex) when sampled."""
+    current, token = started
+    _trace, context, _status, _code = _api
+    if exc is not None:
+        _mark_error(current, exc)
+    try:
+        context.detach(token)
+    except Exception:  # detaching in another context only logs in the SDK; keep it quiet here
+        pass
+    current.end()
+    span_context = current.get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.trace_flags.sampled else None
+
+
+def current_trace_id() -> str | None:
+    """The hex trace id of the current sampled span, else None."""
+    if _tracer is None:
+        return None
+    span_context = _api[0].get_current_span().get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return format(span_context.trace_id, "032x")
+
+
+# --------------------------------------------------------------------------- set up and shut down
+
+
+def _sampler(name: str, ratio: float) -> Any:
+    from opentelemetry.sdk.trace import sampling
+
+    ratio_sampler = sampling.TraceIdRatioBased(ratio)
+    return {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": ratio_sampler,
+        "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": sampling.ParentBased(ratio_sampler),
+    }[name]
+
+
+def _span_exporter(config: Any) -> Any:
+    """The OTLP exporter for ``config`` (a TracingSettings); imported only here."""
+    if config.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        endpoint = config.endpoint or "localhost:4317"
+        insecure = None if "://" in endpoint else True
+        if endpoint.startswith("http://"):
+            insecure = True
+        return OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+
+    base = (config.endpoint or "http://localhost:4318").rstrip("/")
+    if "://" not in base:
+        base = "http://" + base
+    endpoint = base if base.endswith("/v1/traces") else base + "/v1/traces"
+    return HTTPExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT)
+
+
+def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
+    """Start tracing from ``settings.tracing`` (``load_settings()`` when None); the provider, or
+    None when tracing is off. ``span_exporter`` replaces the OTLP exporter (tests)."""
+    global _tracer, _provider, _api
+    if settings is None:
+        from .config import load_settings
+
+        settings = load_settings()
+    config = settings.tracing
+    if not config.enabled:
+        return None
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import Status, StatusCode
+
+    from . import __version__
+
+    with _lock:
+        if _provider is not None:
+            return _provider
+        resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
+        made = TracerProvider(sampler=_sampler(config.sampler, config.sampler_arg), resource=resource,
+                              shutdown_on_exit=False)
+        exporter = span_exporter if span_exporter is not None else _span_exporter(config)
+        made.add_span_processor(BatchSpanProcessor(
+            exporter, max_queue_size=MAX_QUEUE_SIZE, schedule_delay_millis=SCHEDULE_DELAY_MS,
+            export_timeout_millis=EXPORT_TIMEOUT * 1000))
+        _api = (trace, context, Status, StatusCode)
+        _provider = made
+        _tracer = made.get_tracer("exporter", __version__)
+    atexit.register(shutdown)
+    log.info("tracing on: %s over OTLP %s to %s", config.service_name, config.protocol,
+             config.endpoint or "the default endpoint")
+    return made
+
+
+def force_flush(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+    """Export the spans ended so far, waiting at most ``timeout`` seconds."""
+    current = _provider
+    if current is None:
+        return True
+    return _bounded(lambda: current.force_flush(int(timeout * 1000)), timeout)
+
+
+def shutdown(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+    """Flush and stop the provider in at most ``timeout`` seconds; True when it finished in time.
+    Spans still unsent then are dropped (the exporter counts them). Safe to call twice."""
+    global _tracer, _provider
+    with _lock:
+        current, _provider, _tracer = _provider, None, None
+    if current is None:
+        return True
+    try:
+        atexit.unregister(shutdown)
+    except Exception:
+        pass
+
+    def stop() -> None:
+        current.force_flush(int(timeout * 1000 * 0.8))
+        current.shutdown()
+
+    finished = _bounded(stop, timeout)
+    if not finished:
+        log.warning("tracing shutdown did not finish within %.1fs; unsent spans are dropped", timeout)
+    return finished
+
+
+def _bounded(work: Any, timeout: float) -> bool:
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("tracing flush failed")
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="opsstack-tracing-shutdown", daemon=True).start()
+    return done.wait(timeout)

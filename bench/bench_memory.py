@@ -1,0 +1,144 @@
+"""Resident memory a process gains from opsstack, each figure measured in a fresh subprocess.
+
+    .venv/bin/python bench/bench_memory.py
+
+(a) baseline: a Python process that only reads its own RSS
+(b) everything off: import ``exporter``, every manager module, ``runtime`` and ``tracing``, and
+    call the disabled managers (profile_sync, span, log_event); then, for information, also
+    ``runtime.start()`` with the defaults (all features off)
+(c) everything on and shipping: logging + shipping to Elasticsearch (an unreachable URL: the
+    client, queue and spool are loaded all the same), alerts, backups, profiler, recovery,
+    tracing over OTLP gRPC, /metrics served; some log lines, spans, profiled blocks and a scrape
+
+Goals (issue 4): (b) - (a) <= 5 MB, (c) - (a) <= 45 MB.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RSS = """
+def rss():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+"""
+
+BASELINE = RSS + """
+import json, sys
+if sys.argv[-1] == "async-bot":  # what an asyncio bot has loaded before it imports opsstack
+    import asyncio, logging, ssl
+print(json.dumps({"rss": rss()}))
+"""
+
+OFF = RSS + """
+import json
+import exporter
+from exporter import runtime, tracing
+from exporter.alert_manager import alert_manager
+from exporter.backup_manager import backup_manager
+from exporter.logger_manager import logger_manager
+from exporter.profiler import profiler
+from exporter.recovery_manager import recovery_manager
+with profiler.profile_sync("x"):
+    pass
+with tracing.span("x"):
+    pass
+logger_manager.log_event("x", "success")
+imported = rss()
+handle = runtime.start()
+print(json.dumps({"rss": imported, "started": rss(), "enabled": handle.enabled}))
+handle.stop()
+"""
+
+ON = RSS + """
+import json, logging, os, urllib.request
+from exporter import runtime, tracing
+if os.environ.get("BENCH_STANDIN_URL"):  # the shipping sink is not built yet: load its client
+    import elasticsearch
+    client = elasticsearch.Elasticsearch(os.environ["BENCH_STANDIN_URL"])
+from exporter.logger_manager import logger_manager
+from exporter.profiler import profiler
+handle = runtime.start()
+log = logging.getLogger("bench.bot")
+for index in range(2000):
+    with profiler.profile_sync("work"):
+        with tracing.span("work.step", index=index):
+            log.info("step %d done", index)
+logger_manager.log_event("bench", "success", "done")
+with urllib.request.urlopen(f"http://127.0.0.1:{handle.settings.metrics.port}/metrics") as response:
+    response.read()
+print(json.dumps({"rss": rss(), "enabled": handle.enabled}))
+handle.stop()
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure(script: str, env: dict[str, str], cwd: str, *argv: str) -> dict:
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith(("ENABLE_", "OTEL_", "LOG_", "ELASTICSEARCH_", "ALERT", "METRICS_",
+                                    "BACKUP_", "PROFIL", "RECOVERY_", "PROMETHEUS_MULTIPROC_DIR"))}
+    result = subprocess.run([sys.executable, "-c", script, *argv], cwd=cwd, capture_output=True, text=True,
+                            env={**clean, "PYTHONPATH": str(ROOT), **env}, timeout=120)
+    if result.returncode != 0:
+        raise SystemExit(f"measurement failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as work:
+        base = Path(work)
+        dead = free_port()  # nothing listens: Elasticsearch, Collector unreachable
+        on_env = {
+            "ENABLE_ENHANCED_LOGGING": "1", "LOG_DIR": str(base / "logs"), "LOG_CONSOLE": "0",
+            "ELASTICSEARCH_URL": f"http://127.0.0.1:{dead}", "ENABLE_ALERT_SYSTEM": "1",
+            "ENABLE_BACKUP_SYSTEM": "1", "BACKUP_DIR": str(base / "backups"), "ENABLE_PROFILER": "1",
+            "ENABLE_RECOVERY_MANAGER": "1", "STATE_DIR": str(base / "state"), "ENABLE_TRACING": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{dead}", "METRICS_PORT": str(free_port()),
+        }
+        shipping = "shipping"
+        if not (ROOT / "exporter" / "sinks" / "elasticsearch.py").exists():
+            on_env["BENCH_STANDIN_URL"] = on_env.pop("ELASTICSEARCH_URL")
+            shipping = "shipping sink not built yet: elasticsearch client imported instead"
+        baseline = min(measure(BASELINE, {}, work)["rss"] for _ in range(3))
+        async_bot = min(measure(BASELINE, {}, work, "async-bot")["rss"] for _ in range(3))
+        off = measure(OFF, {"STATE_DIR": str(base / "state-off")}, work)
+        on = measure(ON, on_env, work)
+        on_http = measure(ON, {**on_env, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                               "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}",
+                               "STATE_DIR": str(base / "state-http"), "LOG_DIR": str(base / "logs-http"),
+                               "BACKUP_DIR": str(base / "backups-http"), "METRICS_PORT": str(free_port())},
+                          work)
+    mib = 1024 * 1024
+    print(f"(a) baseline Python process        {baseline / mib:7.1f} MiB")
+    print(f"(b) everything off  {off['rss'] / mib:7.1f} MiB  gained {(off['rss'] - baseline) / mib:6.1f} MiB"
+          f"  goal <= 5 MiB   {'OK' if off['rss'] - baseline <= 5 * mib else 'MISSED'}"
+          f"  (imports and disabled calls)")
+    print(f"    + runtime.start() with nothing on: {off['started'] / mib:7.1f} MiB"
+          f"  gained {(off['started'] - baseline) / mib:6.1f} MiB (it builds default_metrics())")
+    print(f"(c) everything on   {on['rss'] / mib:7.1f} MiB  gained {(on['rss'] - baseline) / mib:6.1f} MiB"
+          f"  goal <= 45 MiB  {'OK' if on['rss'] - baseline <= 45 * mib else 'MISSED'}"
+          f"  (enabled: {', '.join(on['enabled'])}; OTLP gRPC; {shipping})")
+    print(f"    same with OTLP http/protobuf:   {on_http['rss'] / mib:7.1f} MiB"
+          f"  gained {(on_http['rss'] - baseline) / mib:6.1f} MiB"
+          f"  {'OK' if on_http['rss'] - baseline <= 45 * mib else 'MISSED'}")
+    print(f"(d) asyncio bot baseline (asyncio, logging, ssl loaded) {async_bot / mib:.1f} MiB: gains over it "
+          f"off {(off['rss'] - async_bot) / mib:.1f} MiB, on {(on['rss'] - async_bot) / mib:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

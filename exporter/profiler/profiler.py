@@ -1,0 +1,171 @@
+"""The profiler manager: which operations are measured, their statistics, slow-operation handling."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from ..config import Settings, load_settings
+from ..metrics import Metrics, default_metrics
+from ._blocks import AsyncBlock, Block, NoopBlock, Timer
+from ._stats import OperationState
+
+log = logging.getLogger("exporter.profiler")
+
+SLOW_ALERT_INTERVAL = 60.0  # seconds between two SLOW_OPERATION alerts of one operation
+_UNKNOWN = object()  # an operation not looked up yet (None: looked up, not profiled)
+
+
+class Profiler:
+    """Times operations (``profile_sync``, ``profile_async``, ``mark_operation``) into per-operation
+    windows and the ``bot_operation_duration_seconds`` histogram.
+
+    Off until :meth:`enable`; while off every call returns a shared no-op object, and the query
+    methods return empty results.
+    """
+
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self.metrics: Metrics | None = metrics
+        self.enabled = False
+        self._threshold = float("inf")
+        self._window = 2048
+        self._max_age = 24 * 3600.0
+        self._wanted: frozenset[str] | None = None
+        self._states: dict[str, OperationState | None] = {}  # None: not in PROFILED_OPERATIONS
+        self._sync_noops: dict[str, NoopBlock] = {}
+        self._async_noops: dict[str, NoopBlock] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def enable(self, settings: Settings | None = None) -> None:
+        settings = settings or self._settings or load_settings()
+        config = settings.profiler
+        with self._lock:
+            self._settings = settings
+            self.metrics = self._metrics or default_metrics()
+            self._window = config.window
+            self._max_age = config.retention_hours * 3600.0
+            self._wanted = frozenset(config.operations) if config.operations else None
+            self._states = {}
+            self._threshold = config.threshold
+            self.enabled = True
+        self.metrics.feature_enabled.labels("profiler").set(1)
+        log.info("profiler on: threshold %.3fs, window %d samples, retention %.1fh", config.threshold,
+                 config.window, config.retention_hours)
+
+    def disable(self) -> None:
+        with self._lock:
+            if not self.enabled:
+                return
+            self.enabled = False
+            self._threshold = float("inf")
+        if self.metrics is not None:
+            self.metrics.feature_enabled.labels("profiler").set(0)
+
+    def reset(self) -> None:
+        """Forget every sample and statistic (the histogram's counters keep counting)."""
+        with self._lock:
+            self._states = {}
+
+    # ------------------------------------------------------------------ measuring
+    def _state(self, name: str) -> OperationState | None:
+        with self._lock:
+            if name in self._states:
+                return self._states[name]
+            state = None
+            if self.enabled and (self._wanted is None or name in self._wanted):
+                series = self.metrics.operation_duration.labels(name)
+                state = OperationState(name, series, self._window)
+                self.metrics.operation_errors.labels(name)
+                self.metrics.slow_operations.labels(name)
+            self._states[name] = state
+            return state
+
+    def _noop(self, name: str, asynchronous: bool) -> NoopBlock:
+        noops = self._async_noops if asynchronous else self._sync_noops
+        return noops.setdefault(name, NoopBlock(self, name, asynchronous))
+
+    def profile_sync(self, name: str) -> Block | NoopBlock:
+        """``with profiler.profile_sync("parse"):`` or ``@profiler.profile_sync("parse")``.
+
+        Exceptions inside are counted (``error_count``) and re-raised."""
+        if self.enabled:
+            state = self._states.get(name, _UNKNOWN)
+            if state is _UNKNOWN:
+                state = self._state(name)
+            if state is not None:
+                return Block(self, state)
+        return self._sync_noops.get(name) or self._noop(name, False)
+
+    def profile_async(self, name: str) -> AsyncBlock | NoopBlock:
+        """``async with profiler.profile_async("upload"):`` or as a decorator of a coroutine function."""
+        if self.enabled:
+            state = self._states.get(name, _UNKNOWN)
+            if state is _UNKNOWN:
+                state = self._state(name)
+            if state is not None:
+                return AsyncBlock(self, state)
+        return self._async_noops.get(name) or self._noop(name, True)
+
+    def mark_operation(self, name: str) -> Timer:
+        """A started timer; ``timer.stop()`` records it once and returns its seconds."""
+        state = None
+        if self.enabled:
+            state = self._states.get(name, _UNKNOWN)
+            if state is _UNKNOWN:
+                state = self._state(name)
+        return Timer(name, Block(self, state) if state is not None else None)
+
+    # ------------------------------------------------------------------ results
+    def get_stats(self, name: str) -> dict[str, Any] | None:
+        """Statistics of one operation (see ``_stats.summarize``), None when it was never measured."""
+        state = self._states.get(name)
+        return state.stats(self._max_age) if state is not None else None
+
+    def get_all_stats(self) -> dict[str, dict[str, Any]]:
+        return {name: state.stats(self._max_age) for name, state in list(self._states.items())
+                if state is not None}
+
+    def get_slow_operations(self, threshold: float | None = None) -> list[dict[str, Any]]:
+        """Operations whose slowest retained sample exceeds ``threshold`` (default
+        ``PROFILE_THRESHOLD``), slowest average first."""
+        if threshold is None:
+            threshold = self._settings.profiler.threshold if self._settings is not None else 1.0
+        found = [stats for stats in self.get_all_stats().values() if stats["max_duration"] > threshold]
+        return sorted(found, key=lambda stats: stats["average_duration"], reverse=True)
+
+    # ------------------------------------------------------------------ side paths
+    def _failed(self, state: OperationState) -> None:
+        self.metrics.operation_errors.labels(state.name).inc()
+
+    def _slow(self, state: OperationState, duration: float, failed: bool) -> None:
+        """Count, log and (rate-limited) alert one slow run. Never raises."""
+        try:
+            self.metrics.slow_operations.labels(state.name).inc()
+            from ..logger_manager import logger_manager
+
+            logger_manager.log_event("slow_operation", "failure" if failed else "success",
+                                     f"{state.name} took {duration:.3f} s (threshold "
+                                     f"{self._threshold:.3f} s)", level=logging.WARNING,
+                                     duration=duration, operation=state.name)
+            now = time.monotonic()
+            with state.series.lock:
+                due = now - state.last_alert >= SLOW_ALERT_INTERVAL
+                if due:
+                    state.last_alert = now
+            if due:
+                from ..alert_manager import AlertSeverity, AlertType, alert_manager
+
+                alert_manager.trigger_alert_sync(
+                    AlertType.SLOW_OPERATION, AlertSeverity.MEDIUM, "Slow operation",
+                    f"{state.name} took {duration:.3f} s, above the {self._threshold:.3f} s threshold",
+                    details={"operation": state.name, "duration_seconds": round(duration, 6),
+                             "threshold_seconds": self._threshold})
+        except Exception:  # telemetry never breaks the profiled code
+            log.exception("slow-operation handling failed for %s", state.name)
+
+
+profiler = Profiler()

@@ -1,0 +1,104 @@
+"""`opsstack demo` end to end: a short run leaves logs, metrics, backups and alerts to inspect."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from exporter.config import KEYS_BY_NAME
+from tests.harness.base import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _demo_env(port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in KEYS_BY_NAME and k != "OPSSTACK_CONFIG"}
+    env["METRICS_PORT"] = str(port)
+    return env
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    prefix = f"{name}{{{wanted}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(prefix + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{prefix} not in the scrape")
+
+
+def test_demo_run_produces_logs_metrics_backups_and_alerts(tmp_path: Path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "demo", "--duration", "14", "--rate", "20", "--seed", "3"],
+        cwd=tmp_path, env=_demo_env(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scraped = ""
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            scraped = _scrape(port)
+        except OSError:
+            continue
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert f"http://127.0.0.1:{port}/metrics" in stdout
+    assert "stopped cleanly" in stdout
+
+    # Metrics were served while it ran, and moved.
+    assert _sample(scraped, "bot_downloads_total", outcome="success") > 0
+    assert _sample(scraped, "bot_backup_last_success_timestamp_seconds") > 0
+    assert "bot_operation_duration_seconds_bucket" in scraped
+
+    # ECS logs, owner-only.
+    log_file = tmp_path / "logs" / "bot.json"
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    actions = {line.get("event", {}).get("action") for line in lines}
+    assert {"download", "upload"} <= actions
+    assert oct(log_file.stat().st_mode & 0o777) == "0o600"
+
+    # Backups that list and verify.
+    manifests = sorted((tmp_path / "backups").glob("*.manifest.json"))
+    assert manifests
+    listed = subprocess.run([sys.executable, "-m", "exporter", "backup", "list", "--json"], cwd=tmp_path,
+                            env=_demo_env(port) | {"BACKUP_DIR": "backups"}, capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == len(manifests)
+
+    # Alerts went to the log channel and into the history.
+    history = subprocess.run([sys.executable, "-m", "exporter", "alerts", "list", "--json"], cwd=tmp_path,
+                             env=_demo_env(port) | {"STATE_DIR": "state"}, capture_output=True, text=True,
+                             timeout=60)
+    assert history.returncode == 0, history.stderr
+    assert json.loads(history.stdout)
+
+
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--duration", "0"], cwd=tmp_path,
+                               env=_demo_env(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            _scrape(port)
+            break
+        except OSError:
+            time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "stopped cleanly" in stdout
+    assert "Traceback" not in stderr
