@@ -1,0 +1,1 @@
+"""Log shipping backends. Each module imports its third-party client lazily, inside itself."""

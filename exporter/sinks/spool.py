@@ -1,0 +1,149 @@
+"""A bounded on-disk spool of bulk-ready log records, replayed oldest segment first.
+
+Each segment file holds lines ``<levelno>\\t<_id>\\t<json>\\n``; file names carry a counter, so
+order survives a restart. Files are 0600, the directory 0700. When the size limit is reached,
+records below WARNING are dropped first (incoming ones, then old ones by rewriting segments);
+WARNING and above are dropped only when nothing else is left. Every drop is reported.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+Record = tuple[int, str, bytes]  # (levelno, _id, json)
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, on_drop: Callable[[int, int], None]):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._on_drop = on_drop  # (levelno, count)
+        self._lock = threading.Lock()
+        self._segments: list[tuple[Path, int, float]] = []  # (path, size, created)
+        self._counter = 0
+        self._opened = False
+
+    def open(self) -> None:
+        with self._lock:
+            if self._opened:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)
+            for path in sorted(self.directory.glob("*.spool")):
+                counter, _, created = path.stem.partition("-")
+                size = path.stat().st_size
+                if size == 0:
+                    path.unlink()
+                    continue
+                self._segments.append((path, size, int(created or 0) / 1e9))
+                self._counter = max(self._counter, int(counter))
+            self._opened = True
+
+    # -- figures
+    def size(self) -> int:
+        return sum(size for _, size, _ in self._segments)
+
+    def oldest(self) -> float:
+        segments = self._segments
+        return segments[0][2] if segments else 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self._segments)
+
+    # -- writing
+    def append(self, records: Iterable[Record]) -> int:
+        """Write ``records`` as one new segment (dropping by level when full); return the number kept."""
+        records = list(records)
+        if not records:
+            return 0
+        self.open()
+        with self._lock:
+            encoded = [(level, b"%d\t%s\t%s\n" % (level, rid.encode(), line)) for level, rid, line in records]
+            need = sum(len(data) for _, data in encoded)
+            room = self.max_bytes - self.size()
+            if need > room:
+                encoded = self._drop_low(encoded)
+                need = sum(len(data) for _, data in encoded)
+            if need > room and any(level >= logging.WARNING for level, _ in encoded):
+                self._purge_low_on_disk()
+                room = self.max_bytes - self.size()
+            if need > room:
+                kept, used = [], 0
+                for level, data in encoded:
+                    if used + len(data) <= room:
+                        kept.append((level, data))
+                        used += len(data)
+                    else:
+                        self._on_drop(level, 1)
+                encoded = kept
+            if not encoded:
+                return 0
+            self._counter += 1
+            created = time.time_ns()
+            path = self.directory / f"{self._counter:012d}-{created}.spool"
+            self._write(path, b"".join(data for _, data in encoded))
+            self._segments.append((path, path.stat().st_size, created / 1e9))
+            return len(encoded)
+
+    def _drop_low(self, encoded):
+        kept = []
+        for level, data in encoded:
+            if level < logging.WARNING:
+                self._on_drop(level, 1)
+            else:
+                kept.append((level, data))
+        return kept
+
+    def _purge_low_on_disk(self) -> None:
+        """Rewrite every segment without its DEBUG/INFO records (room for WARNING and above)."""
+        segments = []
+        for path, size, created in self._segments:
+            keep = []
+            for level, rid, line in _parse(path.read_bytes()):
+                if level < logging.WARNING:
+                    self._on_drop(level, 1)
+                else:
+                    keep.append(b"%d\t%s\t%s\n" % (level, rid.encode(), line))
+            if keep:
+                self._write(path, b"".join(keep))
+                segments.append((path, path.stat().st_size, created))
+            else:
+                path.unlink(missing_ok=True)
+        self._segments = segments
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        temp = path.with_suffix(".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+
+    # -- reading
+    def head(self) -> tuple[Path, list[Record]] | None:
+        """The oldest segment and its records (it stays until :meth:`remove`)."""
+        with self._lock:
+            if not self._segments:
+                return None
+            path = self._segments[0][0]
+        return path, list(_parse(path.read_bytes()))
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            self._segments = [segment for segment in self._segments if segment[0] != path]
+            path.unlink(missing_ok=True)
+
+
+def _parse(data: bytes):
+    for raw in data.splitlines():
+        level, _, rest = raw.partition(b"\t")
+        rid, _, line = rest.partition(b"\t")
+        if line:
+            yield int(level), rid.decode(), line

@@ -1,0 +1,164 @@
+"""The Elasticsearch sink against the real node: delivery, dead letters, spool, deadlines, restarts."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import time
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from exporter.config import default_settings
+from exporter.metrics import Metrics
+from exporter.sinks.elasticsearch import ElasticsearchSink
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _settings(tmp_path, url, namespace="test", **flags):
+    flags = {"LOG_SHIP_INTERVAL": 0.2, **flags}
+    return default_settings().replace(ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE=namespace,
+                                      STATE_DIR=str(tmp_path / "state"), **flags)
+
+
+def _line(number: int, level: str = "info", **extra) -> bytes:
+    document = {"@timestamp": "2026-01-01T00:00:00.000Z", "log.level": level, "message": f"record {number}",
+                "ecs.version": "8.11.0", "labels": {"n": str(number)}, **extra}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _search(url: str, index: str, size: int = 10_000, query=None) -> list[dict]:
+    client = Elasticsearch(url)
+    client.indices.refresh(index=index)
+    result = client.search(index=index, size=size, query=query or {"match_all": {}},
+                           sort=[{"event.sequence": "asc"}], track_total_hits=True)
+    client.close()
+    return [hit["_source"] | {"_id": hit["_id"]} for hit in result["hits"]["hits"]]
+
+
+def test_records_arrive_and_are_searchable(elasticsearch, tmp_path):
+    metrics = Metrics()
+    sink = ElasticsearchSink(_settings(tmp_path, elasticsearch.url, "arrive"), metrics)
+    for number in range(250):
+        sink.submit(_line(number), logging.INFO)
+    sink.close(10)
+    hits = _search(elasticsearch.url, "logs-bot-arrive")
+    assert [hit["message"] for hit in hits] == [f"record {n}" for n in range(250)]
+    assert {hit["_id"] for hit in hits} == {f"{sink.producer}-{n}" for n in range(250)}
+    assert sink.stats()["shipped"] == 250
+    assert metrics.ship_shipped._value.get() == 250
+    found = _search(elasticsearch.url, "logs-bot-arrive", query={"query_string": {"query": 'message:"record 42"'}})
+    assert [hit["labels"]["n"] for hit in found] == ["42"]
+
+
+def test_mapping_error_goes_to_dead_letter_and_the_rest_arrive(elasticsearch, tmp_path):
+    metrics = Metrics()
+    sink = ElasticsearchSink(_settings(tmp_path, elasticsearch.url, "deadletter"), metrics)
+    for number in range(20):
+        extra = {"file": {"size": "not a number"}} if number == 7 else {}
+        sink.submit(_line(number, **extra), logging.INFO)
+    sink.close(10)
+    hits = _search(elasticsearch.url, "logs-bot-deadletter")
+    assert [hit["message"] for hit in hits] == [f"record {n}" for n in range(20) if n != 7]
+    dead = [json.loads(line) for line in (tmp_path / "state" / "dead-letter.ndjson").read_text().splitlines()]
+    assert len(dead) == 1
+    assert dead[0]["document"]["message"] == "record 7"
+    assert "file.size" in dead[0]["reason"]["reason"]
+    assert stat.S_IMODE(os.stat(tmp_path / "state" / "dead-letter.ndjson").st_mode) == 0o600
+    assert metrics.ship_dead_lettered._value.get() == 1
+
+
+def test_spool_limit_drops_info_before_warning(tmp_path):
+    metrics = Metrics()
+    settings = _settings(tmp_path, _closed_port_url(), LOG_SPOOL_MAX_BYTES=40_000, LOG_SHIP_BATCH_SIZE=50)
+    sink = ElasticsearchSink(settings, metrics)
+    for number in range(300):  # ~100 bytes each: the spool holds about a third of them
+        sink.submit(_line(number), logging.INFO)
+        sink.submit(_line(number, "warning"), logging.WARNING)
+    sink.close(1)
+    spool_dir = tmp_path / "state" / "spool"
+    levels = [line.split(b"\t")[0] for path in sorted(spool_dir.glob("*.spool"))
+              for line in path.read_bytes().splitlines()]
+    assert levels.count(b"30") > 0 and levels.count(b"20") == 0
+    assert sum(path.stat().st_size for path in spool_dir.glob("*.spool")) <= 40_000
+    stats = sink.stats()
+    assert stats["dropped"]["info"] == 300
+    assert stats["dropped"].get("warning", 0) == 300 - levels.count(b"30")
+    assert metrics.ship_dropped.labels("info")._value.get() == 300
+    assert stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
+    assert all(stat.S_IMODE(os.stat(path).st_mode) == 0o600 for path in spool_dir.glob("*.spool"))
+
+
+def test_close_keeps_its_deadline_with_elasticsearch_down_and_spools_everything(tmp_path):
+    metrics = Metrics()
+    sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url()), metrics)
+    for number in range(5_000):
+        sink.submit(_line(number), logging.INFO)
+    started = time.monotonic()
+    sink.close(1.0)
+    assert time.monotonic() - started <= 1.0 + 0.6
+    assert sink.stats()["spooled"] == 5_000
+    assert metrics.spool_bytes._value.get() > 0
+    assert metrics.spool_oldest._value.get() > 0
+
+
+def test_a_full_queue_spills_to_the_spool_without_losing_records(tmp_path):
+    metrics = Metrics()
+    sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_QUEUE_SIZE=10,
+                                       LOG_SHIP_INTERVAL=30), metrics)
+    for number in range(1_000):
+        sink.submit(_line(number), logging.INFO)
+    assert sink.stats()["queue_size"] <= 10
+    sink.close(0.5)
+    spooled = [line.split(b"\t")[1] for path in sorted((tmp_path / "state" / "spool").glob("*.spool"))
+               for line in path.read_bytes().splitlines()]
+    assert sorted(spooled, key=lambda rid: int(rid.rsplit(b"-", 1)[1])) == \
+        [f"{sink.producer}-{n}".encode() for n in range(1_000)]
+    assert metrics.ship_queued._value.get() == 1_000 and metrics.ship_spooled._value.get() == 1_000
+
+
+def test_a_new_sink_replays_the_spool(elasticsearch, tmp_path):
+    down = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), "replay"), Metrics())
+    for number in range(100):
+        down.submit(_line(number), logging.INFO)
+    down.close(0.5)
+    assert list((tmp_path / "state" / "spool").glob("*.spool"))
+    up = ElasticsearchSink(_settings(tmp_path, elasticsearch.url, "replay"), Metrics())
+    up.start()
+    up.submit(_line(100), logging.INFO)
+    up.close(10)
+    hits = _search(elasticsearch.url, "logs-bot-replay")
+    assert [hit["message"] for hit in hits if hit["agent.ephemeral_id"] == down.producer] == \
+        [f"record {n}" for n in range(100)]
+    assert [hit["message"] for hit in hits if hit["agent.ephemeral_id"] == up.producer] == ["record 100"]
+    assert not list((tmp_path / "state" / "spool").glob("*.spool"))
+
+
+@pytest.mark.slow
+def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elasticsearch, tmp_path):
+    node = start_elasticsearch()
+    metrics = Metrics()
+    sink = ElasticsearchSink(_settings(tmp_path, node.url, "restart", LOG_SHIP_BATCH_SIZE=200), metrics)
+    for number in range(10_000):
+        sink.submit(_line(number, "warning" if number % 10 == 0 else "info"), logging.INFO)
+        if number == 3_000:
+            node.stop()
+        if number == 7_000:
+            assert sink.stats()["spooled"] > 0
+            node.start()
+        if number % 500 == 0:
+            time.sleep(0.05)
+    sink.close(60)
+    hits = _search(node.url, "logs-bot-restart", size=10_000)
+    assert [hit["event.sequence"] for hit in hits] == list(range(10_000))
+    assert [hit["message"] for hit in hits] == [f"record {n}" for n in range(10_000)]
+    assert len({hit["_id"] for hit in hits}) == 10_000
+    assert sink.stats()["queue_size"] == 0 and sink.stats()["spool_bytes"] == 0
+    assert metrics.ship_retried._value.get() >= 0
