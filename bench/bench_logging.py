@@ -95,6 +95,20 @@ def manager_in_span(directory: Path, count: int) -> float:
         lm.disable()
 
 
+def manager_shipping(url: str) -> Callable[[Path, int], float]:
+    """(c) with Elasticsearch shipping on: the caller's cost only (the flush is not timed)."""
+
+    def variant(directory: Path, count: int) -> float:
+        lm = _manager(directory, ELASTICSEARCH_URL=url, STATE_DIR=str(directory / "state"))
+        lm.enable()
+        try:
+            return _log_records(logging.getLogger("bench.worker"), count)
+        finally:
+            lm.disable()
+
+    return variant
+
+
 VARIANTS: dict[str, Callable[[Path, int], float]] = {
     "(a) stdlib %(message)s -> file": plain,
     "(b) stdlib + ecs-logging -> file": ecs_logging_formatter,
@@ -107,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--elasticsearch-url", help="also measure (c) with shipping to this node")
     args = parser.parse_args(argv)
+    if args.elasticsearch_url:
+        VARIANTS["(c+es) logger_manager -> file + Elasticsearch"] = manager_shipping(args.elasticsearch_url)
     best: dict[str, float] = {}
     for _ in range(args.repeat):
         for name, variant in VARIANTS.items():

@@ -415,6 +415,6 @@ def test_kibana_and_grafana_read_the_same_data_streams():
 def test_the_walkthrough_names_published_ports(compose):
     published = {int(port["published"]) for service in compose["services"].values()
                  for port in service.get("ports", [])}
-    named = {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", (ROOT / "docs/full-stack.md").read_text())}
+    named = {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", (ROOT / "README.md").read_text())}
     assert {3000, 5601, 9090, 9093} <= named
     assert named <= published, named - published
