@@ -2,15 +2,17 @@
 
 ``ElasticsearchSink(settings, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
 starts the worker thread. The caller's thread only appends ``(levelno, _id, line)`` to a bounded
-deque; when it is full the record spills to the on-disk spool instead of blocking.
+deque; when it is full the record goes to a bounded overflow list the worker spools to disk.
 
 Each record gets a deterministic ``_id`` ``<producer>-<sequence>`` (producer: random per sink,
 sequence: per record) and the fields ``agent.ephemeral_id`` / ``event.sequence``, and is written
 with ``op_type=create`` into the data stream ``logs-bot-<namespace>``; a 409 on a replay counts as
 shipped, so at-least-once delivery makes no duplicates. While the spool holds anything, new
 batches are appended to it and the worker replays it oldest first. Order per producer is the
-``event.sequence`` order (sort on it): a record spilled by the caller while the queue is full can
-reach Elasticsearch before older records still in memory. Transport
+``event.sequence`` order (sort on it): a record that overflowed while the queue was full goes
+through the spool and can reach Elasticsearch before older records still in memory. The caller
+never touches the disk: overflow waits in a second bounded list that the worker spools; only
+when that is full too is a record dropped (and counted by level). Transport
 errors, 429 and 5xx send the batch to the spool (retried with backoff); any other per-document
 error (a 400 mapping error) goes to ``state_dir/dead-letter.ndjson`` with the reason. Transport
 retries of the client are off: the spool is the retry, and ``close()`` must keep its deadline.
@@ -76,6 +78,8 @@ class ElasticsearchSink:
         self._counts = collections.Counter()
         self._queued = 0
         self._overflow: list[Record] = []
+        # Room for a few spool segments while the worker writes them out.
+        self._overflow_size = max(shipping.queue_size, 4 * shipping.batch_size)
         self._overflow_lock = threading.Lock()
         self._dropped_by_level: collections.Counter = collections.Counter()
 
@@ -101,13 +105,16 @@ class ElasticsearchSink:
             queue.append(record)
             if len(queue) == self._wake_at:
                 self._wake.set()
-        else:  # full (or closing): spill towards the spool, one segment per batch, never block
+        else:  # full (or closing): hand over to the worker, which spools it; never block, no disk
             with self._overflow_lock:
-                self._overflow.append(self._prepare(record))
-                if len(self._overflow) < self._batch_size and not self._stop.is_set():
-                    return
-                spill, self._overflow = self._overflow, []
-            self._spool(spill)
+                if len(self._overflow) < self._overflow_size:
+                    self._overflow.append(self._prepare(record))
+                    overflowing = True
+                else:
+                    overflowing = False
+            if not overflowing:  # the worker cannot even spool as fast: count the loss
+                self._dropped(levelno, 1)
+            self._wake.set()
 
     def stats(self) -> dict:
         return {
@@ -221,12 +228,18 @@ class ElasticsearchSink:
             timeout = 30.0
             if self._stop.is_set():
                 timeout = max(0.05, self._deadline - time.monotonic())
-            response = client.options(request_timeout=timeout).bulk(body=body)
+            # Only the figures the loop below reads: a clean batch answers in a few bytes.
+            response = client.options(request_timeout=timeout).bulk(
+                body=body, filter_path="errors,items.*.status,items.*.error")
         except Exception as exc:  # noqa: BLE001 - any failure to reach ES means "spool and retry"
             if self._backoff == 0.0:
                 log.warning("Elasticsearch unreachable, spooling log records: %s", type(exc).__name__)
             return records
         self._backoff = 0.0
+        if not response.get("errors"):
+            self._counts["shipped"] += len(records)
+            self._metrics.ship_shipped.inc(len(records))
+            return []
         retry, dead = [], []
         shipped = 0
         for record, item in zip(records, response["items"]):
