@@ -6,16 +6,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import ServiceProcess, free_port, require_command
+from .base import ServiceProcess, answers_ok, free_port, require_command
 
 
 def amtool() -> str:
     return require_command("amtool", "prometheus-alertmanager")
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-        return response.status == 200
 
 
 @dataclass
@@ -42,7 +37,7 @@ class RunningAlertmanager:
             ],
             self.workdir / "alertmanager.log",
         ).start()
-        self.process.wait_until(lambda: _ready(self.url), timeout=30, what="ready")
+        self.process.wait_until(lambda: answers_ok(f"{self.url}/-/ready"), timeout=30, what="ready")
         return self
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def answers_ok(url: str) -> bool:
+    """True when ``url`` answers 200 (the ``/-/ready`` probe of Prometheus and Alertmanager)."""
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return response.status == 200
 
 
 def require_command(name: str, apt_package: str) -> str:

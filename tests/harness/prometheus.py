@@ -7,16 +7,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import ServiceProcess, free_port, require_command
+from .base import ServiceProcess, answers_ok, free_port, require_command
 
 
 def promtool() -> str:
     return require_command("promtool", "prometheus")
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-        return response.status == 200
 
 
 @dataclass
@@ -70,6 +65,6 @@ def start(workdir: Path, config: dict, rule_files: tuple[Path, ...] = (), *,
         workdir / "prometheus.log",
     ).start()
     url = f"http://127.0.0.1:{port}"
-    process.wait_until(lambda: _ready(url), timeout=30, what="ready")
+    process.wait_until(lambda: answers_ok(f"{url}/-/ready"), timeout=30, what="ready")
     return RunningPrometheus(url=url, port=port, config_path=config_path, process=process)
 
