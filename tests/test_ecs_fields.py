@@ -20,6 +20,7 @@ from exporter.config import load_settings
 from exporter.logger_manager import ECS_VERSION, LoggerManager
 from exporter.logger_manager import _fields
 from exporter.metrics import Metrics
+from tests.harness.base import skip_or_fail
 
 HERE = Path(__file__).parent
 ECS_DIR = HERE / "ecs"
@@ -41,18 +42,12 @@ INTEGER_TYPES = {"long", "integer", "short", "byte", "unsigned_long"}
 FLOAT_TYPES = {"float", "double", "scaled_float", "half_float"}
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def ecs() -> dict:
     module = ECS_DIR / "node_modules" / "@elastic" / "ecs" / "build" / "commonjs" / "ecs_flat.js"
     npm, node = shutil.which("npm"), shutil.which("node")
     if node is None or (not module.exists() and npm is None):
-        _unavailable("node/npm are needed to read Elastic's ECS field list (@elastic/ecs)")
+        skip_or_fail("node/npm are needed to read Elastic's ECS field list (@elastic/ecs)")
     if not module.exists():
         command = "ci" if (ECS_DIR / "package-lock.json").exists() else "install"
         subprocess.run([npm, command, "--no-audit", "--no-fund"], cwd=ECS_DIR, check=True, timeout=600,

@@ -361,12 +361,6 @@ def test_elasticsearch_sink_is_attached_when_url_is_set(log_dir, metrics, monkey
 
     module = types.ModuleType("exporter.sinks.elasticsearch")
     module.ElasticsearchSink = FakeElasticsearchSink
-    try:
-        import exporter.sinks  # noqa: F401
-    except ImportError:
-        package = types.ModuleType("exporter.sinks")
-        package.__path__ = []
-        monkeypatch.setitem(sys.modules, "exporter.sinks", package)
     monkeypatch.setitem(sys.modules, "exporter.sinks.elasticsearch", module)
     settings = load_settings({"LOG_DIR": str(log_dir), "LOG_CONSOLE": False,
                               "ELASTICSEARCH_URL": "http://127.0.0.1:9"}, environ={})

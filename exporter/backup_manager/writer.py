@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BackupError
-from .catalog import FORMAT_VERSION, MANIFEST_SUFFIX, TEMP_MARKER, manifest_path
+from .catalog import FORMAT_VERSION, TEMP_MARKER, manifest_path
 
 IO_CHUNK = 1 << 20
 SQLITE_MAGIC = b"SQLite format 3\x00"

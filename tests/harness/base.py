@@ -20,6 +20,15 @@ class ServiceUnavailable(RuntimeError):
     """A service could not be installed, built or started; the message carries its log tail."""
 
 
+def skip_or_fail(message: str) -> None:
+    """A test that needs a missing service: skipped on a developer's machine, failed when ``CI`` is set."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def cache_dir(*parts: str) -> Path:
     """Where built artefacts live between runs (``OPSSTACK_CACHE`` or ``~/.cache/opsstack``)."""
     root = Path(os.environ.get("OPSSTACK_CACHE", Path.home() / ".cache" / "opsstack"))
