@@ -70,7 +70,7 @@ def up() -> None:
     for name, entry in state.items():
         print(f"{name:<14} {entry['url']}  (pid {entry['pid']})")
     print(f"\nPoint the demo at them:\n  ELASTICSEARCH_URL={es.url} ALERTMANAGER_URL={am.url} "
-          f"ENABLE_TRACING=true OTEL_EXPORTER_OTLP_ENDPOINT=http://{collector.grpc_endpoint} make demo")
+          f"ENABLE_TRACING=true OTEL_EXPORTER_OTLP_ENDPOINT={collector.http_endpoint} make demo")
 
 
 def down() -> None:
