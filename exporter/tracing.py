@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger("exporter.tracing")
@@ -148,6 +149,24 @@ def end_operation_span(started: Any, exc: BaseException | None) -> str | None:
     current.end()
     span_context = current.get_span_context()
     return format(span_context.trace_id, "032x") if span_context.trace_flags.sampled else None
+
+
+def record_span(name: str, duration: float | None, *, failed: bool = False, **attributes: Any) -> None:
+    """A span for work that already finished (a custom event such as a download): it ends now
+    and began ``duration`` seconds ago, as a child of the current span. No-op while off."""
+    tracer = _tracer
+    if tracer is None:
+        return
+    try:
+        end = time.time_ns()
+        start = end - int(max(0.0, duration or 0.0) * 1e9)
+        current = tracer.start_span(name, attributes=_attributes(attributes), start_time=start)
+        if failed:
+            _trace, _context, status, status_code = _api
+            current.set_status(status(status_code.ERROR))
+        current.end(end_time=end)
+    except Exception:  # a broken SDK must not break the bot
+        log.exception("cannot record span %s", name)
 
 
 def current_trace_id() -> str | None:

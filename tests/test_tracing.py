@@ -67,6 +67,30 @@ def test_span_records_errors_and_reraises(memory_exporter):
     assert finished.events[0].name == "exception"
 
 
+def test_download_and_upload_events_are_spans_of_their_duration(memory_exporter, tmp_path):
+    from exporter.logger_manager import LoggerManager
+
+    manager = LoggerManager(default_settings().replace(ENABLE_ENHANCED_LOGGING=True, LOG_DIR=str(tmp_path),
+                                                       LOG_CONSOLE=False), Metrics())
+    manager.enable()
+    try:
+        with tracing.span("handle_update") as parent:
+            manager.log_download(task_id="t1", filename="a.zip", size_bytes=2048, duration=2.5, speed=819.2,
+                                 status="completed")
+        manager.log_upload(task_id="t2", filename="b.mp4", size_bytes=10, duration=0.5, speed=20,
+                           status="failed")
+    finally:
+        manager.disable()
+    tracing.force_flush()
+    spans = {span.name: span for span in memory_exporter.get_finished_spans()}
+    download, upload = spans["bot.download"], spans["bot.upload"]
+    assert (download.end_time - download.start_time) == 2_500_000_000
+    assert dict(download.attributes) == {"file.name": "a.zip", "file.size": 2048, "bot.task_id": "t1"}
+    assert download.parent.span_id == parent.get_span_context().span_id
+    assert download.status.status_code.name == "UNSET"
+    assert upload.status.status_code.name == "ERROR" and upload.parent is None
+
+
 def test_sampler_always_off_makes_no_trace_ids():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

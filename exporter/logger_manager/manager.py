@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import tracing
 from ..config import SECRET_KEYS, Settings, load_settings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics, default_metrics
@@ -199,6 +200,11 @@ class LoggerManager:
             if outcome == "success" and built.get("file.size", 0) > 0:
                 self._transferred[direction].inc(built["file.size"])
             self._emit(level, message, built, depth=4)
+            duration = built.get("event.duration")
+            tracing.record_span(f"bot.{direction}", None if duration is None else duration / 1e9,
+                                failed=outcome == "failure", **{
+                                    "file.name": built.get("file.name"), "file.size": built.get("file.size"),
+                                    "task_id": built.get("labels.task_id")})
         except Exception as exc:  # never raises: an event is telemetry
             self._event_failed(exc)
 
