@@ -326,7 +326,9 @@ KEYS: tuple[Key, ...] = (
     _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", positive_int, 50_000, "Records held in memory."),
     _k("LOG_SPOOL_MAX_BYTES", "shipping", "spool_max_bytes", size_bytes, 256 * MiB,
        "On-disk spool limit while Elasticsearch is down."),
-    _k("LOG_SHUTDOWN_TIMEOUT", "shipping", "shutdown_timeout", positive_float, 2.0,
+    # Within 2 s of a bot without opsstack, with the slack the sink allows past it; what is not
+    # sent by then waits in the spool for the next start.
+    _k("LOG_SHUTDOWN_TIMEOUT", "shipping", "shutdown_timeout", positive_float, 1.0,
        "Seconds the exit waits to flush logs."),
     # alerts
     _k("ENABLE_ALERT_SYSTEM", "alerts", "enabled", parse_bool, False, "Turn the alert manager on."),

@@ -39,6 +39,7 @@ TEMPLATE_NAME = "logs-bot"
 TEMPLATE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "elasticsearch" / "logs-bot-template.json"
 RETRYABLE = frozenset((429, 500, 502, 503, 504))
 MAX_BACKOFF = 30.0
+JOIN_SLACK = 0.25  # seconds close() gives the worker past the deadline to spool its last batch
 
 
 def load_template() -> dict:
@@ -135,7 +136,7 @@ class ElasticsearchSink:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(max(0.0, self._deadline - time.monotonic()) + 0.5)
+            self._thread.join(max(0.0, self._deadline - time.monotonic()) + JOIN_SLACK)
         self._spool(self._drain(len(self._queue)))  # whatever is left, if the worker is stuck
         self._flush_overflow()
         if self._client is not None:
@@ -221,13 +222,13 @@ class ElasticsearchSink:
     def _send(self, records: list[Record]) -> list[Record]:
         """One ``_bulk`` request; return the records to retry later (all of them when ES is away)."""
         try:
-            client = self._connect()
+            timeout = 30.0
+            if self._stop.is_set():  # closing: no request may outlive the deadline
+                timeout = max(0.05, self._deadline - time.monotonic())
+            client = self._connect(timeout)
             action = b'{"create":{"_index":"%s","_id":"%s"}}\n'
             index = self.index.encode()
             body = b"".join(action % (index, rid.encode()) + line + b"\n" for _, rid, line in records)
-            timeout = 30.0
-            if self._stop.is_set():
-                timeout = max(0.05, self._deadline - time.monotonic())
             # Only the figures the loop below reads: a clean batch answers in a few bytes.
             response = client.options(request_timeout=timeout).bulk(
                 body=body, filter_path="errors,items.*.status,items.*.error")
@@ -258,7 +259,7 @@ class ElasticsearchSink:
             self._dead_letter(dead)
         return retry
 
-    def _connect(self):
+    def _connect(self, timeout: float):
         if self._client is None:
             from elasticsearch import Elasticsearch
 
@@ -268,8 +269,8 @@ class ElasticsearchSink:
                 options["api_key"] = shipping.api_key.get()
             self._client = Elasticsearch(shipping.url.get(), **options)
         if not self._template_installed:
-            self._client.options(request_timeout=10).indices.put_index_template(name=TEMPLATE_NAME,
-                                                                               **load_template())
+            self._client.options(request_timeout=min(10.0, timeout)).indices.put_index_template(
+                name=TEMPLATE_NAME, **load_template())
             self._template_installed = True
         return self._client
 

@@ -1,0 +1,56 @@
+"""`exporter.runtime`: what the flags turn on, and a bounded exit when every backend is away."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from exporter.config import KEYS_BY_NAME
+from tests.harness.base import free_port
+
+BOT = textwrap.dedent("""
+    import logging, sys, time
+    if sys.argv[1] != "baseline":
+        from exporter import runtime, tracing
+        from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
+        handle = runtime.start()
+        assert sorted(handle.enabled) == ["alerts", "logging", "tracing"], handle.enabled
+        for number in range(500):
+            logging.getLogger("bot").warning("line %d", number)
+        alert_manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "title", "message")
+        with tracing.span("work"):
+            pass
+        time.sleep(0.5)  # let the workers meet the unreachable services
+        if sys.argv[1] == "stop":
+            handle.stop()
+    print(f"EXITING {time.time()}", flush=True)
+""")
+
+
+def _exit_delay(mode: str, env: dict[str, str]) -> float:
+    process = subprocess.run([sys.executable, "-c", BOT, mode], env=env, capture_output=True, text=True,
+                             timeout=60)
+    ended = time.time()
+    assert process.returncode == 0, process.stderr[-2000:]
+    return ended - float(process.stdout.split("EXITING ")[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stop", "atexit"])
+def test_exit_is_bounded_with_elasticsearch_alertmanager_and_collector_unreachable(mode, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k not in KEYS_BY_NAME}
+    env.update(ENABLE_ENHANCED_LOGGING="1", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE="0",
+               STATE_DIR=str(tmp_path / "state"), ELASTICSEARCH_URL=dead, ENABLE_ALERT_SYSTEM="1",
+               ALERTMANAGER_URL=dead, ALERT_CHANNELS='{"critical": ["log", "alertmanager"]}',
+               ENABLE_TRACING="1", OTEL_EXPORTER_OTLP_ENDPOINT=dead)
+    baseline = _exit_delay("baseline", env)
+    with_project = _exit_delay(mode, env)
+    assert with_project - baseline <= 2.0, (baseline, with_project)
+    # Nothing was lost on the way out: the log lines wait in the spool, the alert in the outbox.
+    assert list((tmp_path / "state" / "spool").glob("*.spool"))
+    assert (tmp_path / "state" / "alert_outbox.jsonl").read_text().strip()
