@@ -760,7 +760,7 @@ def test_sinks_are_closed_at_exit_without_disable(tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     timeout, line = (tmp_path / "closed").read_text().split(" ", 1)
-    assert float(timeout) == 2.0
+    assert float(timeout) == load_settings(environ={}).shipping.shutdown_timeout
     assert json.loads(line)["message"] == "last words"
 
 
