@@ -5,16 +5,12 @@ import subprocess
 import sys
 import textwrap
 
+from tests.probes import AUDIT_SIDE_EFFECTS
+
 PROBE = textwrap.dedent("""
     import os, pkgutil, importlib, sys, threading
 
-    events = []
-    def audit(event, args):
-        if event.startswith("socket.") or event in ("_thread.start_new_thread", "os.mkdir", "os.chmod"):
-            events.append(event)
-        elif event == "open" and args[1] and any(c in str(args[1]) for c in "wax+"):
-            events.append(f"open for writing {args[0]}")
-    sys.addaudithook(audit)
+""") + AUDIT_SIDE_EFFECTS + textwrap.dedent("""
     fds_before = set(os.listdir("/proc/self/fd"))
 
     import exporter

@@ -22,6 +22,7 @@ from exporter.errors import LoggingSetupError
 from exporter.logger_manager import ECS_VERSION, ECSFormatter, LoggerManager
 from exporter.logger_manager._redact import MASK
 from exporter.metrics import Metrics
+from tests.probes import AUDIT_SIDE_EFFECTS
 
 TOKEN = "123456789:AAHk3w-example_Token_Value_01234567"  # the shape of a Telegram bot token
 assert len(TOKEN.split(":")[1]) == 35
@@ -597,13 +598,7 @@ def test_cli_logs_stats_and_cleanup(log_dir, metrics, monkeypatch, capsys):
 
 IMPORT_PROBE = textwrap.dedent("""
     import os, sys, threading
-    events = []
-    def audit(event, args):
-        if event.startswith("socket.") or event in ("_thread.start_new_thread", "os.mkdir", "os.chmod"):
-            events.append(event)
-        elif event == "open" and args[1] and any(c in str(args[1]) for c in "wax+"):
-            events.append(f"open for writing {args[0]}")
-    sys.addaudithook(audit)
+""") + AUDIT_SIDE_EFFECTS + textwrap.dedent("""
     fds = set(os.listdir("/proc/self/fd"))
     import logging
     handlers = list(logging.getLogger().handlers)
