@@ -1,11 +1,19 @@
 """Caller-side cost per log record: plain stdlib vs ecs-logging vs logger_manager, same run.
 
-    .venv/bin/python bench/bench_logging.py [--records 100000] [--repeat 3]
+    .venv/bin/python bench/bench_logging.py [--records 100000] [--repeat 3] [--elasticsearch-url URL]
 
 (a) stdlib logging, ``%(message)s`` formatter, ``logging.FileHandler``          (the baseline)
 (b) stdlib logging, ``ecs_logging.StdlibFormatter``, ``logging.FileHandler``
 (c) ``logger_manager`` to its files (bot.json + errors.json), console off, redaction on
 (c+span) the same inside an active OpenTelemetry span (trace.id / span.id on every line)
+(c+es) ``logger_manager`` to its files and shipping to a real Elasticsearch node
+
+Without ``--elasticsearch-url`` a node is started through ``tests.harness.elasticsearch``
+(``--no-elasticsearch`` skips (c+es)). A node on this machine does its indexing on the same
+cores as the caller, which a bot's Elasticsearch does not: when the bench starts the node and
+the machine has two cores or more, the node is pinned to the last core and the bench to the
+others, for every variant alike (``--no-pin`` to share them). The worker's flush after the
+timed loop is not timed; each (c+es) run ships everything before the next variant starts.
 
 Variants are entries of ``VARIANTS``: ``(directory, count) -> seconds`` spent by the caller.
 
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -66,11 +75,11 @@ def ecs_logging_formatter(directory: Path, count: int) -> float:
     return _with_root_handler(handler, count)
 
 
-def _manager(directory: Path, **flags: object) -> LoggerManager:
+def _manager(directory: Path, metrics: Metrics | None = None, **flags: object) -> LoggerManager:
     """A manager writing under ``directory``; ``flags`` add settings (``ELASTICSEARCH_URL=...``)."""
     settings = load_settings({"LOG_DIR": str(directory / "managed"), "LOG_CONSOLE": False,
                               "LOG_MAX_SIZE": 1024 * 1024 * 1024, **flags}, environ={})
-    return LoggerManager(settings, Metrics())
+    return LoggerManager(settings, metrics or Metrics())
 
 
 def manager(directory: Path, count: int) -> float:
@@ -99,14 +108,31 @@ def manager_shipping(url: str) -> Callable[[Path, int], float]:
     """(c) with Elasticsearch shipping on: the caller's cost only (the flush is not timed)."""
 
     def variant(directory: Path, count: int) -> float:
-        lm = _manager(directory, ELASTICSEARCH_URL=url, STATE_DIR=str(directory / "state"))
+        metrics = Metrics()
+        lm = _manager(directory, metrics, ELASTICSEARCH_URL=url, STATE_DIR=str(directory / "state"),
+                      ELASTICSEARCH_NAMESPACE="bench", LOG_SHUTDOWN_TIMEOUT=120)
         lm.enable()
         try:
             return _log_records(logging.getLogger("bench.worker"), count)
         finally:
             lm.disable()
+            shipped = metrics.ship_shipped._value.get()
+            if shipped < count:
+                raise SystemExit(f"(c+es) shipped {shipped:.0f} of {count} records")
 
     return variant
+
+
+def _pin(node_pid: int) -> str:
+    """Node on the last core, this process on the others; a note for the report ('' when not done)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return ""
+    node_core, ours = cores[-1], set(cores[:-1])
+    for task in os.listdir(f"/proc/{node_pid}/task"):  # every thread of the JVM
+        os.sched_setaffinity(int(task), {node_core})
+    os.sched_setaffinity(0, ours)
+    return f"Elasticsearch pinned to core {node_core}, the bench to {sorted(ours)}"
 
 
 VARIANTS: dict[str, Callable[[Path, int], float]] = {
@@ -121,22 +147,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--elasticsearch-url", help="also measure (c) with shipping to this node")
+    parser.add_argument("--elasticsearch-url", help="measure (c+es) against this node instead of starting one")
+    parser.add_argument("--no-elasticsearch", action="store_true", help="skip (c+es)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the node the bench starts")
     args = parser.parse_args(argv)
-    if args.elasticsearch_url:
-        VARIANTS["(c+es) logger_manager -> file + Elasticsearch"] = manager_shipping(args.elasticsearch_url)
-    best: dict[str, float] = {}
-    for _ in range(args.repeat):
-        for name, variant in VARIANTS.items():
-            with tempfile.TemporaryDirectory() as directory:
-                seconds = variant(Path(directory), args.records)
-            best[name] = min(best.get(name, seconds), seconds)
+    with tempfile.TemporaryDirectory() as work:
+        node, note, url = None, "", args.elasticsearch_url
+        if url is None and not args.no_elasticsearch:
+            from tests.harness import elasticsearch as harness
+
+            node = harness.start(Path(work) / "es")
+            url = node.url
+            if not args.no_pin:
+                note = _pin(node.process.pid)
+        try:
+            if url:
+                VARIANTS["(c+es) logger_manager -> file + Elasticsearch"] = manager_shipping(url)
+                VARIANTS["(c+es) logger_manager -> file + Elasticsearch"](Path(work), 20_000)  # data stream, JIT
+            best = _measure(args.records, args.repeat)
+        finally:
+            if node is not None:
+                node.stop()
     baseline = best["(a) stdlib %(message)s -> file"]
-    print(f"{args.records} records, best of {args.repeat} runs, caller-side cost per record")
+    print(f"{args.records} records, best of {args.repeat} runs, caller-side cost per record"
+          + (f" ({note})" if note else ""))
     for name, seconds in best.items():
         per_record = seconds / args.records * 1e6
-        print(f"  {name:40s} {per_record:7.2f} us/record  {seconds / baseline:5.2f}x of (a)")
+        print(f"  {name:47s} {per_record:7.2f} us/record  {seconds / baseline:5.2f}x of (a)")
     return 0
+
+
+def _measure(records: int, repeat: int) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for name, variant in VARIANTS.items():
+            with tempfile.TemporaryDirectory() as directory:
+                seconds = variant(Path(directory), records)
+            best[name] = min(best.get(name, seconds), seconds)
+    return best
 
 
 if __name__ == "__main__":

@@ -338,9 +338,9 @@ def test_sink_gets_every_line_at_or_above_log_level(log_dir, metrics):
     assert sink.closed_with == 3.5
     assert [levelno for _, levelno in sink.lines] == [logging.INFO, logging.INFO]
     first = sink.lines[0][0]
-    assert isinstance(first, bytes) and not first.endswith(b"\n")
+    assert isinstance(first, bytes) and first.endswith(b"}\n") and first.count(b"\n") == 1
     assert json.loads(first)["message"] == f"shipped {MASK}"
-    file_lines = (log_dir / "bot.json").read_bytes().splitlines()
+    file_lines = (log_dir / "bot.json").read_bytes().splitlines(keepends=True)
     assert file_lines == [line for line, _ in sink.lines]
 
 

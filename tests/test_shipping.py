@@ -31,7 +31,7 @@ def _settings(tmp_path, url, namespace="test", **flags):
 def _line(number: int, level: str = "info", **extra) -> bytes:
     document = {"@timestamp": "2026-01-01T00:00:00.000Z", "log.level": level, "message": f"record {number}",
                 "ecs.version": "8.11.0", "labels": {"n": str(number)}, **extra}
-    return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, separators=(",", ":")).encode() + b"\n"
 
 
 def _search(url: str, index: str, size: int = 10_000, query=None) -> list[dict]:
@@ -115,13 +115,25 @@ def test_a_full_queue_spills_to_the_spool_without_losing_records(tmp_path):
                                        LOG_SHIP_INTERVAL=30), metrics)
     for number in range(1_000):
         sink.submit(_line(number), logging.INFO)
-    assert sink.stats()["queue_size"] <= 10
     sink.close(0.5)
+    assert sink.stats()["dropped"] == {} and sink.stats()["queue_size"] == 0
     spooled = [line.split(b"\t")[1] for path in sorted((tmp_path / "state" / "spool").glob("*.spool"))
                for line in path.read_bytes().splitlines()]
     assert sorted(spooled, key=lambda rid: int(rid.rsplit(b"-", 1)[1])) == \
         [f"{sink.producer}-{n}".encode() for n in range(1_000)]
     assert metrics.ship_queued._value.get() == 1_000 and metrics.ship_spooled._value.get() == 1_000
+
+
+def test_a_record_past_the_overflow_room_is_dropped_and_counted(tmp_path):
+    metrics = Metrics()
+    sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_QUEUE_SIZE=10,
+                                       LOG_SHIP_BATCH_SIZE=1), metrics)
+    sink._thread = "not started"  # no worker drains the queue: it fills up to its capacity
+    for number in range(100):
+        sink.submit(_line(number), logging.WARNING)
+    assert sink.stats()["queue_size"] == 10 + 10  # queue_size plus as much overflow room
+    assert sink.stats()["dropped"] == {"warning": 80}
+    assert metrics.ship_dropped.labels("warning")._value.get() == 80
 
 
 def test_a_new_sink_replays_the_spool(elasticsearch, tmp_path):
@@ -162,3 +174,54 @@ def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elast
     assert len({hit["_id"] for hit in hits}) == 10_000
     assert sink.stats()["queue_size"] == 0 and sink.stats()["spool_bytes"] == 0
     assert metrics.ship_retried._value.get() >= 0
+
+
+def test_the_shippers_own_request_lines_are_neither_shipped_nor_logged(elasticsearch, tmp_path):
+    from exporter.logger_manager import LoggerManager
+
+    settings = _settings(tmp_path, elasticsearch.url, "quiet", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE=False)
+    manager = LoggerManager(settings, Metrics())
+    manager.enable()
+    logging.getLogger("bot").info("the only line")
+    time.sleep(1.5)  # several ship intervals: each _bulk request would log a line and ship it again
+    manager.disable()
+    lines = [json.loads(line) for line in (tmp_path / "logs" / "bot.json").read_text().splitlines()]
+    assert [line["message"] for line in lines] == ["the only line"]
+    assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-quiet")] == ["the only line"]
+
+
+UNTRACED_PROBE = """
+import logging, sys
+from elasticsearch import Elasticsearch
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from exporter.config import default_settings
+from exporter.metrics import Metrics
+from exporter.sinks.elasticsearch import ElasticsearchSink
+
+exported = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exported))
+trace.set_tracer_provider(provider)  # what a bot does to let instrumentation use its provider
+url, state = sys.argv[1], sys.argv[2]
+sink = ElasticsearchSink(default_settings().replace(ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE="untraced",
+                                                    STATE_DIR=state, LOG_SHIP_INTERVAL=0.1), Metrics())
+for number in range(10):
+    sink.submit(b'{"@timestamp":"2026-01-01T00:00:00Z","message":"record %d"}\\n' % number, logging.INFO)
+sink.close(10)
+assert sink.stats()["shipped"] == 10, sink.stats()
+Elasticsearch(url).cluster.health()  # the bot's own client is still traced
+print(sorted({span.name for span in exported.get_finished_spans()}))
+"""
+
+
+def test_the_shippers_requests_are_not_traced_the_bots_own_client_still_is(elasticsearch, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", UNTRACED_PROBE, elasticsearch.url, str(tmp_path / "state")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['cluster.health']"

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..metrics import Metrics
-from .sink import LogSink
+from .sink import LogSink, thread_state
 
 FILE_MODE = 0o600
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -60,14 +60,16 @@ class RotatingFile:
     def write(self, data: bytes) -> None:
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
-        if self._size + len(data) > self.max_bytes and self._size > 0:
+        size = len(data)
+        if self._size + size > self.max_bytes and self._size > 0:
             self._rotate()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._size += len(data)
-        self.written += len(data)
+        written = os.write(self._fd, data)
+        if written != size:  # a short write (a signal, a full disk): write the rest
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self._fd, view):]
+        self._size += size
+        self.written += size
 
     def _rotate(self) -> None:
         os.close(self._fd)
@@ -121,11 +123,13 @@ class ECSHandler(logging.Handler):
         self._level_children: dict[int, tuple[str, object]] = {}
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
-        self._local = threading.local()
 
     def emit(self, record: logging.LogRecord) -> None:
-        line = self.formatter.format(record)
         levelno = record.levelno
+        state = thread_state.__dict__  # empty on the bot's own threads
+        if state and levelno < logging.WARNING and "shipping" in state:
+            return  # a sink worker's chatter (one request line per batch) is not the bot's log
+        line = self.formatter.format(record)
         counted = self._level_children.get(levelno)
         if counted is None:
             name = level_name(levelno)
@@ -145,13 +149,12 @@ class ECSHandler(logging.Handler):
                 sys.stderr.write(line + "\n")
             except Exception as exc:  # plug-in boundary
                 self._failed("console", exc)
-        if self.sinks and not self._local.__dict__:
-            payload = data[:-1]
-            self._local.submitting = True  # a sink that logs while submitting does not loop
+        if self.sinks and not state:
+            thread_state.submitting = True  # a sink that logs while submitting does not loop
             try:
-                self._submit(payload, levelno)
+                self._submit(data, levelno)
             finally:
-                del self._local.submitting
+                del thread_state.submitting
 
     def _submit(self, payload: bytes, levelno: int) -> None:
         for sink in self.sinks:

@@ -1,26 +1,31 @@
 """Ship ECS log lines to Elasticsearch: bounded queue, background ``_bulk`` worker, disk spool.
 
 ``ElasticsearchSink(settings, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
-starts the worker thread. The caller's thread only appends ``(levelno, _id, line)`` to a bounded
-deque; when it is full the record goes to a bounded overflow list the worker spools to disk.
+starts the worker thread. The caller's thread only appends ``(levelno, line)`` to one bounded
+deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of overflow room); everything else
+happens on the worker, so a record costs the bot one ``append``.
 
-Each record gets a deterministic ``_id`` ``<producer>-<sequence>`` (producer: random per sink,
-sequence: per record) and the fields ``agent.ephemeral_id`` / ``event.sequence``, and is written
-with ``op_type=create`` into the data stream ``logs-bot-<namespace>``; a 409 on a replay counts as
-shipped, so at-least-once delivery makes no duplicates. While the spool holds anything, new
-batches are appended to it and the worker replays it oldest first. Order per producer is the
-``event.sequence`` order (sort on it): a record that overflowed while the queue was full goes
-through the spool and can reach Elasticsearch before older records still in memory. The caller
-never touches the disk: overflow waits in a second bounded list that the worker spools; only
-when that is full too is a record dropped (and counted by level). Transport
-errors, 429 and 5xx send the batch to the spool (retried with backoff); any other per-document
-error (a 400 mapping error) goes to ``state_dir/dead-letter.ndjson`` with the reason. Transport
-retries of the client are off: the spool is the retry, and ``close()`` must keep its deadline.
+The worker takes records oldest first and gives each a deterministic ``_id``
+``<producer>-<sequence>`` (producer: random per sink) and the fields ``agent.ephemeral_id`` /
+``event.sequence``, and writes it with ``op_type=create`` into the data stream
+``logs-bot-<namespace>``; a 409 on a replay counts as shipped, so at-least-once delivery makes
+no duplicates. Order per producer is the ``event.sequence`` order, which is the order the bot
+logged in (one FIFO, numbered as it is drained). When the queue holds more than its size (the
+node is slow or away), the worker moves the oldest records to the spool; while the spool holds
+anything, new batches are appended to it and the worker replays it oldest first. Only when the
+overflow room is full too is a record dropped (and counted by level). The caller never touches
+the disk.
+
+A clean batch is answered with ``{"errors":false}`` alone (``filter_path``); when a batch has
+errors it is sent once more asking for each item's status (a replay is harmless: created ids
+answer 409). Transport errors, 429 and 5xx send the batch to the spool (retried with backoff);
+any other per-document error (a 400 mapping error) goes to ``state_dir/dead-letter.ndjson``
+with the reason. Transport retries of the client are off: the spool is the retry, and
+``close()`` must keep its deadline.
 """
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import logging
 import os
@@ -28,8 +33,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from ..config import Settings
+from ..logger_manager.sink import mark_shipping_thread
 from ..metrics import LOG_LEVELS, Metrics
 from .spool import Record, Spool
 
@@ -40,10 +47,50 @@ TEMPLATE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "elasticsearch"
 RETRYABLE = frozenset((429, 500, 502, 503, 504))
 MAX_BACKOFF = 30.0
 JOIN_SLACK = 0.25  # seconds close() gives the worker past the deadline to spool its last batch
+REQUEST_TIMEOUT = 30.0
 
 
 def load_template() -> dict:
     return json.loads(TEMPLATE_FILE.read_text())
+
+
+def _new_client(settings: Settings):
+    """The shipper's client: no transport retries (the spool retries), bodies sent as built, untraced."""
+    from elastic_transport import NdjsonSerializer
+    from elasticsearch import Elasticsearch
+
+    class PrebuiltNdjson(NdjsonSerializer):
+        """A ``_bulk`` body built here is final: send it, do not copy it line by line again."""
+
+        def dumps(self, data) -> bytes:
+            return data if isinstance(data, bytes) else super().dumps(data)
+
+    shipping = settings.shipping
+    options = {"max_retries": 0, "retry_on_timeout": False, "request_timeout": REQUEST_TIMEOUT,
+               "serializers": {PrebuiltNdjson.mimetype: PrebuiltNdjson()}}
+    if shipping.api_key is not None:
+        options["api_key"] = shipping.api_key.get()
+    return _untraced(Elasticsearch(shipping.url.get(), **options))
+
+
+def _untraced(client):
+    """Switch off the client's own OpenTelemetry spans for this client (``options()`` makes a new one).
+
+    With tracing on, every ``_bulk`` of the shipper would be a span sent to the Collector and
+    from there to Elasticsearch again: telemetry about telemetry, one per batch. The client has
+    no public switch per instance, only a process-wide environment variable the bot's own
+    Elasticsearch calls share, so its ``OpenTelemetry`` helper is replaced by a disabled one.
+    """
+    from elasticsearch._otel import OpenTelemetry
+
+    client._otel = OpenTelemetry(enabled=False)
+    return client
+
+
+def _bulk_body(index: str, records: list[Record]) -> bytes:
+    action = b'{"create":{"_index":"%s","_id":"%s"}}\n%s\n'
+    encoded = index.encode()
+    return b"".join([action % (encoded, rid.encode(), document) for _, rid, document in records])
 
 
 def _level_name(levelno: int) -> str:
@@ -62,10 +109,16 @@ class ElasticsearchSink:
         self._interval = shipping.interval
         self._queue_size = shipping.queue_size
         self._wake_at = min(shipping.batch_size, shipping.queue_size)
+        # Room past queue_size for what the worker has not spooled yet.
+        self._capacity = shipping.queue_size + max(shipping.queue_size, 4 * shipping.batch_size)
         self._queue: collections.deque = collections.deque()
-        self._sequence = itertools.count()
+        self._taken = 0  # records the worker has taken from the queue: the next sequence number
         self.producer = uuid.uuid4().hex[:16]
-        self._prefix = b'{"agent.ephemeral_id":"%s","event.sequence":' % self.producer.encode()
+        producer = self.producer.encode()
+        self._prefix = b'{"agent.ephemeral_id":"%s","event.sequence":' % producer
+        # action line and document of a fresh record in one step: % (sequence, sequence, line[1:])
+        self._fresh = b'{"create":{"_index":"%s","_id":"%s-%%d"}}\n%s%%d,%%s' % (
+            self.index.encode(), producer, self._prefix)
         self._state_dir = Path(settings.general.state_dir)
         self.dead_letter_path = self._state_dir / "dead-letter.ndjson"
         self.spool = Spool(self._state_dir / "spool", shipping.spool_max_bytes, self._dropped)
@@ -77,11 +130,6 @@ class ElasticsearchSink:
         self._template_installed = False
         self._backoff = 0.0
         self._counts = collections.Counter()
-        self._queued = 0
-        self._overflow: list[Record] = []
-        # Room for a few spool segments while the worker writes them out.
-        self._overflow_size = max(shipping.queue_size, 4 * shipping.batch_size)
-        self._overflow_lock = threading.Lock()
         self._dropped_by_level: collections.Counter = collections.Counter()
 
     # -- the protocol
@@ -98,28 +146,17 @@ class ElasticsearchSink:
     def submit(self, line: bytes, levelno: int) -> None:
         if self._thread is None:
             self.start()
-        record = (levelno, next(self._sequence), line)
-        self._queued += 1
-        self._metrics.ship_queued.inc()
         queue = self._queue
-        if len(queue) < self._queue_size and not self._stop.is_set():
-            queue.append(record)
+        if len(queue) < self._capacity:
+            queue.append((levelno, line))
             if len(queue) == self._wake_at:
                 self._wake.set()
-        else:  # full (or closing): hand over to the worker, which spools it; never block, no disk
-            with self._overflow_lock:
-                if len(self._overflow) < self._overflow_size:
-                    self._overflow.append(self._prepare(record))
-                    overflowing = True
-                else:
-                    overflowing = False
-            if not overflowing:  # the worker cannot even spool as fast: count the loss
-                self._dropped(levelno, 1)
-            self._wake.set()
+        else:  # the worker cannot even spool as fast: count the loss, never block
+            self._dropped(levelno, 1)
 
     def stats(self) -> dict:
         return {
-            "queued": self._queued,
+            "queued": self._taken + len(self._queue),
             "shipped": self._counts["shipped"],
             "retried": self._counts["retried"],
             "spooled": self._counts["spooled"],
@@ -137,8 +174,8 @@ class ElasticsearchSink:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(max(0.0, self._deadline - time.monotonic()) + JOIN_SLACK)
+        self._capacity = 0  # closed: later records are counted as dropped
         self._spool(self._drain(len(self._queue)))  # whatever is left, if the worker is stuck
-        self._flush_overflow()
         if self._client is not None:
             try:
                 self._client.close()
@@ -146,32 +183,31 @@ class ElasticsearchSink:
                 pass
 
     # -- worker
-    def _flush_overflow(self) -> None:
-        with self._overflow_lock:
-            spill, self._overflow = self._overflow, []
-        self._spool(spill)
-
     def _run(self) -> None:
+        mark_shipping_thread()
         while True:
-            if self._overflow:
-                self._flush_overflow()
+            excess = len(self._queue) - self._queue_size
+            if excess > 0:  # behind (the node is slow or away): the oldest records wait on disk
+                self._spool(self._drain(excess))
             stopping = self._stop.is_set()
             if stopping and time.monotonic() >= self._deadline:
                 break
             if not stopping and len(self._queue) < self._batch_size and not self.spool:
                 self._wake.wait(self._interval)
                 self._wake.clear()
-            batch = self._drain(self._batch_size)
+            first, taken = self._take(self._batch_size)
             if self.spool:
-                self._spool(batch)
-                batch = []
+                self._spool(self._records(first, taken))
                 if not self._replay_head():
                     if stopping:
                         break
                     self._sleep_backoff()
                 continue
-            if batch:
-                failed = self._send(batch)
+            if taken:
+                fresh = self._fresh
+                body = b"".join([fresh % (sequence, sequence, line[1:])
+                                 for sequence, (_, line) in enumerate(taken, first)])
+                failed = self._send(body, len(taken), lambda: self._records(first, taken))
                 if failed:
                     self._counts["retried"] += 1
                     self._metrics.ship_retried.inc()
@@ -186,21 +222,25 @@ class ElasticsearchSink:
         self._backoff = min(MAX_BACKOFF, max(0.2, self._backoff * 2))
         self._stop.wait(self._backoff)
 
-    def _prepare(self, record) -> Record:
-        level, sequence, line = record
-        return level, f"{self.producer}-{sequence}", self._prefix + b"%d," % sequence + line[1:]
+    def _take(self, count: int) -> tuple[int, list[tuple[int, bytes]]]:
+        """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
+        popleft = self._queue.popleft
+        taken = [popleft() for _ in range(min(count, len(self._queue)))]
+        first = self._taken
+        self._taken += len(taken)
+        self._metrics.ship_queued.inc(len(taken))
+        self._metrics.ship_queue_size.set(len(self._queue))
+        return first, taken
+
+    def _records(self, first: int, taken: list[tuple[int, bytes]]) -> list[Record]:
+        """Taken records as ``(levelno, _id, document)``, for the spool and the dead letters."""
+        producer, prefix = self.producer, self._prefix
+        # line is '{...}\n': the two fields go in after its "{", the newline goes
+        return [(level, f"{producer}-{sequence}", b"%s%d,%s" % (prefix, sequence, line[1:-1]))
+                for sequence, (level, line) in enumerate(taken, first)]
 
     def _drain(self, count: int) -> list[Record]:
-        out = []
-        queue = self._queue
-        prepare = self._prepare
-        try:
-            for _ in range(count):
-                out.append(prepare(queue.popleft()))
-        except IndexError:
-            pass
-        self._metrics.ship_queue_size.set(len(queue))
-        return out
+        return self._records(*self._take(count))
 
     def _replay_head(self) -> bool:
         """Send the oldest spool segment; True when it is gone."""
@@ -211,7 +251,8 @@ class ElasticsearchSink:
         for start in range(0, len(records), self._batch_size):
             if self._stop.is_set() and time.monotonic() >= self._deadline:
                 return False
-            if self._send(records[start:start + self._batch_size]):
+            chunk = records[start:start + self._batch_size]
+            if self._send(_bulk_body(self.index, chunk), len(chunk), lambda: chunk):
                 self._counts["retried"] += 1
                 self._metrics.ship_retried.inc()
                 return False
@@ -219,31 +260,34 @@ class ElasticsearchSink:
         self._update_spool_gauges()
         return True
 
-    def _send(self, records: list[Record]) -> list[Record]:
-        """One ``_bulk`` request; return the records to retry later (all of them when ES is away)."""
+    def _send(self, body: bytes, count: int, records: Callable[[], list[Record]]) -> list[Record]:
+        """One ``_bulk`` request of ``body`` (``count`` records); return those to retry later.
+
+        ``records()`` gives the records of the body, in its order; it is called only when some
+        or all of them fail (the common clean batch never builds them).
+        """
         try:
-            timeout = 30.0
+            timeout = REQUEST_TIMEOUT
             if self._stop.is_set():  # closing: no request may outlive the deadline
                 timeout = max(0.05, self._deadline - time.monotonic())
             client = self._connect(timeout)
-            action = b'{"create":{"_index":"%s","_id":"%s"}}\n'
-            index = self.index.encode()
-            body = b"".join(action % (index, rid.encode()) + line + b"\n" for _, rid, line in records)
-            # Only the figures the loop below reads: a clean batch answers in a few bytes.
-            response = client.options(request_timeout=timeout).bulk(
-                body=body, filter_path="errors,items.*.status,items.*.error")
+            if timeout != REQUEST_TIMEOUT:
+                client = _untraced(client.options(request_timeout=timeout))
+            response = client.bulk(body=body, filter_path="errors")
+            if response.get("errors"):  # which ones: ask again with each item's status
+                response = client.bulk(body=body, filter_path="errors,items.*.status,items.*.error")
         except Exception as exc:  # noqa: BLE001 - any failure to reach ES means "spool and retry"
             if self._backoff == 0.0:
                 log.warning("Elasticsearch unreachable, spooling log records: %s", type(exc).__name__)
-            return records
+            return records()
         self._backoff = 0.0
         if not response.get("errors"):
-            self._counts["shipped"] += len(records)
-            self._metrics.ship_shipped.inc(len(records))
+            self._counts["shipped"] += count
+            self._metrics.ship_shipped.inc(count)
             return []
         retry, dead = [], []
         shipped = 0
-        for record, item in zip(records, response["items"]):
+        for record, item in zip(records(), response["items"]):
             result = item.get("create") or next(iter(item.values()))
             status = result.get("status", 500)
             if status < 300 or status == 409:
@@ -261,15 +305,9 @@ class ElasticsearchSink:
 
     def _connect(self, timeout: float):
         if self._client is None:
-            from elasticsearch import Elasticsearch
-
-            shipping = self._settings.shipping
-            options = {"max_retries": 0, "retry_on_timeout": False, "request_timeout": 30}
-            if shipping.api_key is not None:
-                options["api_key"] = shipping.api_key.get()
-            self._client = Elasticsearch(shipping.url.get(), **options)
+            self._client = _new_client(self._settings)
         if not self._template_installed:
-            self._client.options(request_timeout=min(10.0, timeout)).indices.put_index_template(
+            _untraced(self._client.options(request_timeout=min(10.0, timeout))).indices.put_index_template(
                 name=TEMPLATE_NAME, **load_template())
             self._template_installed = True
         return self._client
