@@ -134,6 +134,48 @@ class OperationDurations:
         yield family
 
 
+class LogRecordCounts:
+    """``bot_log_records_total{level}``: the log handler adds to a dict (it already holds its
+    lock), the counter family is built at scrape time. A prometheus_client child costs a lock
+    and three calls per record, a fifth of what writing the record costs.
+
+    ``inc(level)`` is for the handler (one thread at a time); in multiprocess mode every
+    increment is also mirrored into a prometheus_client Counter for ``MultiProcessCollector``.
+    """
+
+    name = "bot_log_records"
+    documentation = "Log records written, by level."
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.counts = dict.fromkeys(LOG_LEVELS, 0)
+        self.created = time.time()
+        self._mirror = None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import Counter
+
+            self._mirror = Counter(self.name, self.documentation, ["level"], registry=None)
+        if registry is not None:
+            registry.register(self)
+
+    def inc(self, level: str, amount: int = 1) -> None:
+        self.counts[level] += amount
+        if self._mirror is not None:
+            self._mirror.labels(level).inc(amount)
+
+    def describe(self):
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        return [CounterMetricFamily(self.name, self.documentation, labels=["level"])]
+
+    def collect(self):
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        family = CounterMetricFamily(self.name, self.documentation, labels=["level"])
+        for level, count in list(self.counts.items()):
+            family.add_metric([level], count, created=self.created)
+        yield family
+
+
 class Metrics:
     """The project's metrics on one registry (a fresh one unless given)."""
 
@@ -178,8 +220,7 @@ class Metrics:
             self.transferred_bytes.labels(direction)
 
         # -- logging and shipping
-        self.log_records = Counter("bot_log_records_total", "Log records written, by level.", ["level"],
-                                   registry=r)
+        self.log_records = LogRecordCounts(r)
         self.log_redactions = Counter("bot_log_redactions_total", "Secrets masked in log records.",
                                       registry=r)
         self.log_handler_errors = Counter("bot_log_handler_errors_total",
@@ -205,7 +246,6 @@ class Metrics:
         self.spool_oldest = Gauge("bot_log_spool_oldest_timestamp_seconds",
                                   "Time of the oldest spooled record (0 when empty).", registry=r)
         for level in LOG_LEVELS:
-            self.log_records.labels(level)
             self.ship_dropped.labels(level)
 
         # -- alerts

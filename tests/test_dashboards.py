@@ -255,7 +255,7 @@ def _exercise(metrics) -> None:
     for direction in ("download", "upload"):
         metrics.transferred_bytes.labels(direction).inc(1000)
     for level in ("info", "error"):
-        metrics.log_records.labels(level).inc(3)
+        metrics.log_records.inc(level, 3)
         metrics.ship_dropped.labels(level).inc()
     for counter in (metrics.ship_queued, metrics.ship_shipped, metrics.ship_retried, metrics.ship_spooled,
                     metrics.ship_dead_lettered, metrics.log_redactions):

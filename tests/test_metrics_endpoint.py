@@ -255,7 +255,8 @@ def test_multiprocess_workers_are_aggregated(tmp_path, serve, promtool):
     worker = ("from exporter.metrics import Metrics\n"
               "m = Metrics()\n"
               "m.downloads.labels('success').inc()\n"
-              "m.operation_duration.labels('download').observe(0.3)\n")
+              "m.operation_duration.labels('download').observe(0.3)\n"
+              "m.log_records.inc('warning')\n")
     env = {"PROMETHEUS_MULTIPROC_DIR": str(directory), "STATE_DIR": str(tmp_path / "state")}
     for _ in range(2):
         result = subprocess.run([sys.executable, "-c", worker], cwd=ROOT, env={**os.environ, **env},
@@ -264,6 +265,7 @@ def test_multiprocess_workers_are_aggregated(tmp_path, serve, promtool):
     text, _ = scrape(serve(env).url)
     assert 'bot_downloads_total{outcome="success"} 2.0' in text
     assert 'bot_operation_duration_seconds_count{operation="download"} 2.0' in text
+    assert 'bot_log_records_total{level="warning"} 2.0' in text
     assert text.count("# TYPE bot_log_spool_bytes ") == 1  # workers' value, not also the disk one
     assert text.count("# TYPE bot_exporter_scrape_duration_seconds ") == 1
     result = promtool_check(promtool, text)

@@ -120,7 +120,8 @@ class ECSHandler(logging.Handler):
         self.metrics = metrics
         self.records_by_level = {name: 0 for _, name in LEVEL_NAMES}
         self.errors = {"file": 0, "errors": 0, "console": 0, "sink": 0}
-        self._level_children: dict[int, tuple[str, object]] = {}
+        self._level_names: dict[int, str] = {}
+        self._count = metrics.log_records.inc
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
 
@@ -130,13 +131,9 @@ class ECSHandler(logging.Handler):
         if state and levelno < logging.WARNING and "shipping" in state:
             return  # a sink worker's chatter (one request line per batch) is not the bot's log
         line = self.formatter.format(record)
-        counted = self._level_children.get(levelno)
-        if counted is None:
-            name = level_name(levelno)
-            counted = (name, self.metrics.log_records.labels(name))
-            self._level_children[levelno] = counted
-        self.records_by_level[counted[0]] += 1
-        counted[1].inc()
+        name = self._level_names.get(levelno) or self._level_name(levelno)
+        self.records_by_level[name] += 1
+        self._count(name)
         data = (line + "\n").encode("utf-8", "backslashreplace")
         for output in self.files:
             if levelno >= output.level:
@@ -155,6 +152,10 @@ class ECSHandler(logging.Handler):
                 self._submit(data, levelno)
             finally:
                 del thread_state.submitting
+
+    def _level_name(self, levelno: int) -> str:
+        name = self._level_names[levelno] = level_name(levelno)
+        return name
 
     def _submit(self, payload: bytes, levelno: int) -> None:
         for sink in self.sinks:

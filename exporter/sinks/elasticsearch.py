@@ -10,11 +10,13 @@ The worker takes records oldest first and gives each a deterministic ``_id``
 ``event.sequence``, and writes it with ``op_type=create`` into the data stream
 ``logs-bot-<namespace>``; a 409 on a replay counts as shipped, so at-least-once delivery makes
 no duplicates. Order per producer is the ``event.sequence`` order, which is the order the bot
-logged in (one FIFO, numbered as it is drained). When the queue holds more than its size (the
-node is slow or away), the worker moves the oldest records to the spool; while the spool holds
-anything, new batches are appended to it and the worker replays it oldest first. Only when the
-overflow room is full too is a record dropped (and counted by level). The caller never touches
-the disk.
+logged in (one FIFO, numbered as it is taken); records may arrive out of that order. When the
+queue holds more than its size (the node is slow or away), the worker moves the oldest records
+to the spool. It sends from memory while a batch is waiting there and replays the spool, oldest
+segment first, a batch at a time, whenever the node has caught up: a burst the node is slow to
+take costs disk only for what overflows. A batch that fails is spooled, and while the node is
+away the worker retries with backoff (0.2 s doubling to 30 s). Only when the overflow room is
+full too is a record dropped (and counted by level). The caller never touches the disk.
 
 A clean batch is answered with ``{"errors":false}`` alone (``filter_path``); when a batch has
 errors it is sent once more asking for each item's status (a replay is harmless: created ids
@@ -48,6 +50,7 @@ RETRYABLE = frozenset((429, 500, 502, 503, 504))
 MAX_BACKOFF = 30.0
 JOIN_SLACK = 0.25  # seconds close() gives the worker past the deadline to spool its last batch
 REQUEST_TIMEOUT = 30.0
+SPILL_CHECK = 0.5  # seconds between overflow checks while backing off
 
 
 def load_template() -> dict:
@@ -129,6 +132,7 @@ class ElasticsearchSink:
         self._start_lock = threading.Lock()
         self._template_installed = False
         self._backoff = 0.0
+        self._replaying: list | None = None  # [segment path, its records, next offset, spool generation]
         self._counts = collections.Counter()
         self._dropped_by_level: collections.Counter = collections.Counter()
 
@@ -186,41 +190,80 @@ class ElasticsearchSink:
     def _run(self) -> None:
         mark_shipping_thread()
         while True:
-            excess = len(self._queue) - self._queue_size
-            if excess > 0:  # behind (the node is slow or away): the oldest records wait on disk
-                self._spool(self._drain(excess))
+            self._spill_excess()
             stopping = self._stop.is_set()
             if stopping and time.monotonic() >= self._deadline:
                 break
             if not stopping and len(self._queue) < self._batch_size and not self.spool:
                 self._wake.wait(self._interval)
                 self._wake.clear()
-            first, taken = self._take(self._batch_size)
-            if self.spool:
-                self._spool(self._records(first, taken))
-                if not self._replay_head():
-                    if stopping:
-                        break
-                    self._sleep_backoff()
-                continue
-            if taken:
-                fresh = self._fresh
-                body = b"".join([fresh % (sequence, sequence, line[1:])
-                                 for sequence, (_, line) in enumerate(taken, first)])
-                failed = self._send(body, len(taken), lambda: self._records(first, taken))
-                if failed:
-                    self._counts["retried"] += 1
-                    self._metrics.ship_retried.inc()
-                    self._spool(failed)
-                    self._sleep_backoff()
+            queued = len(self._queue)
+            # Memory first while there is a batch of it (or nothing else); the spool whenever the
+            # node has caught up. Order per producer is event.sequence, not arrival.
+            if queued >= self._batch_size or (queued and (stopping or not self.spool)):
+                delivered = self._ship_from_memory()
+            elif self.spool:
+                delivered = self._replay_step()
             elif stopping:
                 break
+            else:
+                continue
+            if not delivered:
+                if stopping:  # the node is away: what is left is spooled below, no retry loop
+                    break
+                self._sleep_backoff()
         self._spool(self._drain(len(self._queue)))
 
+    def _spill_excess(self) -> None:
+        """Behind (the node is slow or away): the oldest records past the queue size wait on disk."""
+        excess = len(self._queue) - self._queue_size
+        if excess > 0:
+            self._spool(self._drain(excess))
+
     def _sleep_backoff(self) -> None:
-        """Wait before the next attempt (0.2 s doubling to 30 s); not at all once closing."""
+        """Wait before the next attempt (0.2 s doubling to 30 s), spilling what overflows meanwhile."""
         self._backoff = min(MAX_BACKOFF, max(0.2, self._backoff * 2))
-        self._stop.wait(self._backoff)
+        until = time.monotonic() + self._backoff
+        while not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            self._stop.wait(min(left, SPILL_CHECK))
+            self._spill_excess()
+
+    def _ship_from_memory(self) -> bool:
+        """Send the oldest batch in memory; on failure spool what was not taken. True when delivered."""
+        first, taken = self._take(self._batch_size)
+        fresh = self._fresh
+        body = b"".join([fresh % (sequence, sequence, line[1:]) for sequence, (_, line) in enumerate(taken, first)])
+        failed = self._send(body, len(taken), lambda: self._records(first, taken))
+        if failed:
+            self._counts["retried"] += 1
+            self._metrics.ship_retried.inc()
+            self._spool(failed)
+            return False
+        return True
+
+    def _replay_step(self) -> bool:
+        """Send the next batch of the oldest spool segment; True when the node took it."""
+        replaying = self._replaying
+        if replaying is None or replaying[3] != self.spool.generation:  # none yet, or rewritten
+            head = self.spool.head()
+            if head is None:
+                return True
+            replaying = self._replaying = [head[0], head[1], 0, self.spool.generation]
+        path, records, offset, _ = replaying
+        chunk = records[offset:offset + self._batch_size]
+        if chunk and self._send(_bulk_body(self.index, chunk), len(chunk), lambda: chunk):
+            self._counts["retried"] += 1
+            self._metrics.ship_retried.inc()
+            return False
+        replaying[2] = offset + len(chunk)
+        if replaying[2] >= len(records):
+            self.spool.remove(path)
+            self._replaying = None
+            self._update_spool_gauges()
+        return True
 
     def _take(self, count: int) -> tuple[int, list[tuple[int, bytes]]]:
         """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
@@ -241,24 +284,6 @@ class ElasticsearchSink:
 
     def _drain(self, count: int) -> list[Record]:
         return self._records(*self._take(count))
-
-    def _replay_head(self) -> bool:
-        """Send the oldest spool segment; True when it is gone."""
-        head = self.spool.head()
-        if head is None:
-            return True
-        path, records = head
-        for start in range(0, len(records), self._batch_size):
-            if self._stop.is_set() and time.monotonic() >= self._deadline:
-                return False
-            chunk = records[start:start + self._batch_size]
-            if self._send(_bulk_body(self.index, chunk), len(chunk), lambda: chunk):
-                self._counts["retried"] += 1
-                self._metrics.ship_retried.inc()
-                return False
-        self.spool.remove(path)
-        self._update_spool_gauges()
-        return True
 
     def _send(self, body: bytes, count: int, records: Callable[[], list[Record]]) -> list[Record]:
         """One ``_bulk`` request of ``body`` (``count`` records); return those to retry later.

@@ -26,6 +26,7 @@ class Spool:
         self._segments: list[tuple[Path, int, float]] = []  # (path, size, created)
         self._counter = 0
         self._opened = False
+        self.generation = 0  # changes when segments are rewritten (a reader's copy is stale then)
 
     def open(self) -> None:
         with self._lock:
@@ -100,6 +101,7 @@ class Spool:
 
     def _purge_low_on_disk(self) -> None:
         """Rewrite every segment without its DEBUG/INFO records (room for WARNING and above)."""
+        self.generation += 1
         segments = []
         for path, size, created in self._segments:
             keep = []
