@@ -42,7 +42,7 @@ def _lines(count: int) -> list[bytes]:
                                                              "function": "handle_update"}},
             "process": {"name": "MainProcess", "pid": 4242, "thread": {"id": 1, "name": "MainThread"}},
         }
-        lines.append(json.dumps(document, separators=(",", ":")).encode())
+        lines.append(json.dumps(document, separators=(",", ":")).encode() + b"\n")
     return lines
 
 

@@ -225,3 +225,13 @@ def test_the_shippers_requests_are_not_traced_the_bots_own_client_still_is(elast
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['cluster.health']"
+
+
+def test_a_line_without_its_newline_or_with_one_inside_still_ships(elasticsearch, tmp_path):
+    sink = ElasticsearchSink(_settings(tmp_path, elasticsearch.url, "newlines"), Metrics())
+    sink.submit(_line(0)[:-1], logging.INFO)  # no trailing newline
+    sink.submit(_line(1).replace(b'"message"', b'\n"message"'), logging.INFO)  # whitespace newline inside
+    sink.submit(_line(2), logging.INFO)
+    sink.close(10)
+    assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-newlines")] == \
+        ["record 0", "record 1", "record 2"]

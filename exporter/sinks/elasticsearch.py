@@ -269,6 +269,8 @@ class ElasticsearchSink:
         """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
         popleft = self._queue.popleft
         taken = [popleft() for _ in range(min(count, len(self._queue)))]
+        if not all([line[-1:] == b"\n" for _, line in taken]):  # a sink fed by hand, not the handler
+            taken = [(level, b" ".join(line.split(b"\n")).strip() + b"\n") for level, line in taken]
         first = self._taken
         self._taken += len(taken)
         self._metrics.ship_queued.inc(len(taken))
