@@ -57,7 +57,8 @@ def bot_logs(elasticsearch, tmp_path):
     """Records of a small bot session, written by logger_manager and shipped by the sink."""
     settings = default_settings().replace(
         LOG_DIR=str(tmp_path / "logs"), STATE_DIR=str(tmp_path / "state"), LOG_CONSOLE=False,
-        ELASTICSEARCH_URL=elasticsearch.url, ELASTICSEARCH_NAMESPACE="kibana", LOG_SHIP_INTERVAL=0.1)
+        ELASTICSEARCH_URL=elasticsearch.url, ELASTICSEARCH_NAMESPACE="kibana", LOG_SHIP_INTERVAL=0.1,
+        LOG_SHUTDOWN_TIMEOUT=30)  # disable() waits until all is shipped: a cold node creates the data stream slowly
     manager = LoggerManager(settings, Metrics())
     manager.enable()
     try:

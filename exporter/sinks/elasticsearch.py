@@ -51,6 +51,7 @@ MAX_BACKOFF = 30.0
 JOIN_SLACK = 0.25  # seconds close() gives the worker past the deadline to spool its last batch
 REQUEST_TIMEOUT = 30.0
 SPILL_CHECK = 0.5  # seconds between overflow checks while backing off
+CLOSING_RETRY = 0.05  # seconds between attempts once closing
 
 
 def load_template() -> dict:
@@ -209,8 +210,9 @@ class ElasticsearchSink:
             else:
                 continue
             if not delivered:
-                if stopping:  # the node is away: what is left is spooled below, no retry loop
-                    break
+                if stopping:  # closing: try again until the deadline (the first request may be slow)
+                    time.sleep(max(0.0, min(CLOSING_RETRY, self._deadline - time.monotonic())))
+                    continue
                 self._sleep_backoff()
         self._spool(self._drain(len(self._queue)))
 
