@@ -19,28 +19,42 @@ _END = object()
 
 
 class _Decompressor:
+    """zstd: one or more frames back to back (the writer makes one per segment); gzip: one
+    stream; none: the bytes as they are. Anything after the end is an error."""
+
     def __init__(self, compression: str) -> None:
+        self._compression = compression
         if compression == "zstd":
             import zstandard
 
-            self._obj = zstandard.ZstdDecompressor().decompressobj(write_size=IO_CHUNK)
-        elif compression == "gzip":
+            self._zstd = zstandard.ZstdDecompressor()  # one context, reused for every frame
+        self._obj = self._new()
+
+    def _new(self):
+        if self._compression == "zstd":
+            return self._zstd.decompressobj(write_size=IO_CHUNK)
+        if self._compression == "gzip":
             import zlib
 
-            self._obj = zlib.decompressobj(31)
-        else:
-            self._obj = None
+            return zlib.decompressobj(31)
+        return None
 
     def feed(self, data: bytes) -> bytes:
         if self._obj is None:
             return data
         if self._obj.eof:
-            if data:
+            if not data:
+                return b""
+            if self._compression != "zstd":
                 raise ValueError("data after the end of the compressed stream")
-            return b""
+            self._obj = self._new()
         out = self._obj.decompress(data)
-        if self._obj.eof and self._obj.unused_data:
-            raise ValueError("data after the end of the compressed stream")
+        while self._obj.eof and self._obj.unused_data:
+            if self._compression != "zstd":
+                raise ValueError("data after the end of the compressed stream")
+            rest = self._obj.unused_data
+            self._obj = self._new()
+            out += self._obj.decompress(rest)
         return out
 
     def finish(self) -> None:
