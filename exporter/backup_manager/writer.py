@@ -10,10 +10,9 @@ import os
 import queue
 import sqlite3
 import stat
-import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from typing import Any
 from .. import __version__
 from ..errors import BackupError
 from .catalog import FORMAT_VERSION, TEMP_MARKER, manifest_path
+from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
 
-IO_CHUNK = 1 << 20
+SYNC_EVERY = 32 << 20  # bytes written between two fdatasync calls
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
@@ -37,7 +37,7 @@ class BackupCancelled(BackupError):
 
 @dataclass
 class Entry:
-    path: Path          # on disk
+    path: str           # on disk
     arcname: str        # inside the archive
     st: os.stat_result
 
@@ -68,39 +68,57 @@ def plan_sources(source_paths: Iterable[str | os.PathLike]) -> list[dict[str, st
 
 
 def walk(sources: list[dict[str, str]], exclude: Path) -> tuple[list[Entry], list[str]]:
-    """Every directory, regular file and symlink under the sources (no link is followed)."""
+    """Every directory, regular file and symlink under the sources, depth first in name order
+    (no link is followed). Something that vanishes while the walk runs is simply not listed."""
     entries: list[Entry] = []
     skipped: list[str] = []
-    exclude_str = str(exclude)
+    exclude_str = os.path.abspath(exclude)
 
-    def visit(path: Path, arcname: str) -> None:
-        if str(path) == exclude_str:
-            return
+    def children(path: str, arcname: str) -> Iterator[tuple[str, str, os.stat_result]]:
         try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return  # vanished while walking: it is simply not in this backup
-        mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            entries.append(Entry(path, arcname, st))
+            with os.scandir(path) as listing:
+                found = sorted(listing, key=_name)
+        except OSError as exc:
+            raise BackupError(f"cannot read directory {path}: {exc.strerror}") from exc
+        for child in found:
+            if child.path == exclude_str:
+                continue
             try:
-                names = sorted(os.listdir(path))
-            except OSError as exc:
-                raise BackupError(f"cannot read directory {path}: {exc.strerror}") from exc
-            for name in names:
-                visit(path / name, f"{arcname}/{name}")
-        elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-            entries.append(Entry(path, arcname, st))
-        else:
-            skipped.append(arcname)  # sockets, fifos, devices: never backed up
+                yield child.path, f"{arcname}/{child.name}", child.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
 
     for source in sources:
-        visit(Path(source["path"]), source["arcname"])
+        if source["path"] == exclude_str:
+            continue
+        try:
+            top = (source["path"], source["arcname"], os.lstat(source["path"]))
+        except FileNotFoundError:
+            continue
+        pending = [iter((top,))]
+        while pending:
+            item = next(pending[-1], None)
+            if item is None:
+                pending.pop()
+                continue
+            path, arcname, st = item
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                entries.append(Entry(path, arcname, st))
+                pending.append(children(path, arcname))
+            elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                entries.append(Entry(path, arcname, st))
+            else:
+                skipped.append(arcname)  # sockets, fifos, devices: never backed up
     return entries, skipped
 
 
-def is_sqlite(path: Path) -> bool:
-    if not path.name.lower().endswith(SQLITE_SUFFIXES):
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
+
+
+def is_sqlite(path: str) -> bool:
+    if not path.lower().endswith(SQLITE_SUFFIXES):
         return False
     try:
         with open(path, "rb") as handle:
@@ -109,11 +127,11 @@ def is_sqlite(path: Path) -> bool:
         return False
 
 
-def snapshot_sqlite(source: Path, target: Path) -> None:
+def snapshot_sqlite(source: str, target: Path) -> None:
     """A consistent copy of a live database through SQLite's online backup API."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
-    src = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)
+    src = sqlite3.connect(f"{Path(source).as_uri()}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(target)
         try:
@@ -125,26 +143,47 @@ def snapshot_sqlite(source: Path, target: Path) -> None:
 
 
 class _Sink:
-    """The bottom of the stack: the temp file. A thread hashes and writes the archive bytes
-    while the caller's thread goes on reading, hashing and compressing files."""
+    """The bottom of the stack: the temp file. ``write`` (called by the stream's writer
+    thread) hashes the archive bytes and queues them; a thread writes them, and every
+    SYNC_EVERY bytes another calls ``fdatasync``, so the disk works while the CPU compresses
+    and the final ``fsync`` waits for only the last few megabytes."""
 
-    def __init__(self, handle, cancel: threading.Event | None) -> None:
-        self._handle = handle
+    def __init__(self, fd: int, cancel: threading.Event | None) -> None:
+        self._fd = fd
         self._cancel = cancel
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name="backup-writer", daemon=True)
-        self._thread.start()
+        self._error: OSError | None = None
+        self._writes: queue.Queue = queue.Queue(maxsize=8)
+        self._syncs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._write, name="backup-write", daemon=True),
+                         threading.Thread(target=self._sync, name="backup-sync", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
-    def _drain(self) -> None:
-        while (data := self._queue.get()) is not None:
+    def _write(self) -> None:
+        written = synced = 0
+        while (data := self._writes.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError as exc:  # raised by the next write() or close()
+                self._error = exc
+                continue
+            written += len(data)
+            if written - synced >= SYNC_EVERY:
+                synced = written
+                self._syncs.put(True)
+
+    def _sync(self) -> None:
+        while self._syncs.get():
             if self._error is None:
                 try:
-                    self.sha256.update(data)
-                    self._handle.write(data)
-                except BaseException as exc:  # re-raised in the caller's thread
+                    os.fdatasync(self._fd)
+                except OSError as exc:
                     self._error = exc
 
     def write(self, data) -> int:
@@ -152,101 +191,26 @@ class _Sink:
             raise BackupCancelled("backup cancelled")
         if self._error is not None:
             raise self._error
-        data = bytes(data)
-        self._queue.put(data)
+        self.sha256.update(data)
+        self._writes.put(data)
         self.size += len(data)
         return len(data)
 
-    def flush(self) -> None:
-        pass
+    def stop(self) -> None:
+        """Wait for the queued writes, then stop both threads (safe to call twice)."""
+        if self._threads[0].is_alive():
+            self._writes.put(None)
+            self._threads[0].join()
+        if self._threads[1].is_alive():
+            self._syncs.put(False)
+            self._threads[1].join()
 
     def close(self) -> None:
-        """Wait for every byte to be written; raise what the writer thread met."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        """Everything on disk: finish the writes, raise what the threads met, fsync."""
+        self.stop()
         if self._error is not None:
             raise self._error
-
-
-class _Buffer:
-    """What tarfile writes into: gathers small writes into 1 MiB blocks for the compressor
-    (tarfile's own stream mode re-copies its whole buffer on every write)."""
-
-    def __init__(self, downstream) -> None:
-        self._down = downstream
-        self._buffer = bytearray()
-        self._position = 0
-
-    def write(self, data) -> int:
-        n = len(data)
-        self._position += n
-        if not self._buffer and n >= IO_CHUNK:
-            self._down.write(data)
-            return n
-        self._buffer += data
-        if len(self._buffer) >= IO_CHUNK:
-            self.flush()
-        return n
-
-    def tell(self) -> int:
-        return self._position
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._down.write(bytes(self._buffer))
-            self._buffer.clear()
-
-
-def _put_header(tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
-    """``TarFile.addfile`` without its per-member copy and member list (we keep a manifest)."""
-    header = info.tobuf(tar.format, tar.encoding, tar.errors)
-    tar.fileobj.write(header)
-    tar.offset += len(header)
-
-
-def _put_file(tar: tarfile.TarFile, info: tarfile.TarInfo, handle,
-              advance: Callable[[int], None]) -> tuple[str, bool]:
-    """Header, then the file's bytes (hashed on the way), then the block padding.
-
-    A file that shrank since it was listed is padded with zeros, one that grew is cut at the
-    listed size; either way the hash covers exactly what the archive holds."""
-    _put_header(tar, info)
-    digest = hashlib.sha256()
-    left, changed = info.size, False
-    while left:
-        data = handle.read(min(IO_CHUNK, left))
-        if not data:
-            changed = True
-            data = bytes(min(IO_CHUNK, left))
-        digest.update(data)
-        tar.fileobj.write(data)
-        left -= len(data)
-        advance(len(data))
-    if handle.read(1):
-        changed = True
-    padding = -info.size % tarfile.BLOCKSIZE
-    if padding:
-        tar.fileobj.write(bytes(padding))
-    tar.offset += info.size + padding
-    return digest.hexdigest(), changed
-
-
-def _compressor(layer, compression: str, level: int | None, threads: int):
-    if compression == "zstd":
-        import zstandard
-
-        params = {"level": 3 if level is None else level, "write_checksum": True}
-        if threads > 1:
-            params["threads"] = threads
-        return zstandard.ZstdCompressor(**params).stream_writer(layer, closefd=False,
-                                                               write_size=IO_CHUNK)
-    if compression == "gzip":
-        import gzip
-
-        return gzip.GzipFile(fileobj=layer, mode="wb", compresslevel=6 if level is None else level,
-                             mtime=0)
-    return None
+        os.fsync(self._fd)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -300,33 +264,34 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             progress(done["files"], files_total, done["bytes"], bytes_total)
 
     records: list[dict[str, Any]] = []
-    sink = None
+    sink = stream = None
+    fd = -1
     try:
         fd = os.open(tmp_archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb", buffering=0) as handle:
-            sink = _Sink(handle, cancel)
-            layer = sink
-            if key is not None:
-                from .crypto import Encryptor
+        sink = _Sink(fd, cancel)
+        layer = sink
+        if key is not None:
+            from .crypto import Encryptor
 
-                layer = Encryptor(sink, key)
-            compressor = _compressor(layer, compression, level, threads)
-            buffer = _Buffer(compressor or layer)
-            tar = tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT)
-            sqlite_done: set[str] = set()
-            for number, entry in enumerate(entries):
-                records.append(_add_entry(tar, entry, backup_dir, name, number, temps, sqlite_done,
-                                          advance))
-                if stat.S_ISREG(entry.st.st_mode):
-                    done["files"] += 1
-            tar.close()
-            buffer.flush()
-            if compressor is not None:
-                compressor.close()
-            if layer is not sink:
-                layer.close()
-            sink.close()
-            os.fsync(handle.fileno())
+            layer = Encryptor(sink, key)
+        stream = TarStream(layer, compression, level, threads)
+        sqlite_done: set[str] = set()
+        for number, entry in enumerate(entries):
+            if cancel is not None and cancel.is_set():
+                raise BackupCancelled("backup cancelled")
+            records.append(_add_entry(stream, entry, backup_dir, name, number, temps,
+                                      sqlite_done, advance))
+            if stat.S_ISREG(entry.st.st_mode):
+                done["files"] += 1
+        stream.close()
+        for record in records:
+            if record is not None and record["type"] == "file":
+                record["sha256"] = record["sha256"].hexdigest()
+        if layer is not sink:
+            layer.close()
+        sink.close()
+        os.close(fd)
+        fd = -1
         records = [r for r in records if r is not None]
         os.replace(tmp_archive, final_archive)
         temps.append(final_archive)
@@ -362,34 +327,32 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
                               "nothing of it was kept; free some space and retry") from exc
         raise BackupError(f"backup {name!r} failed: {exc}") from exc
     finally:
+        if stream is not None:
+            stream.abort()
         if sink is not None:
-            try:
-                sink.close()
-            except BaseException:
-                pass
+            sink.stop()
+        if fd >= 0:
+            os.close(fd)
         for path in temps:
             _unlink_quietly(path)
 
 
-def _add_entry(tar: tarfile.TarFile, entry: Entry, backup_dir: Path, name: str, number: int,
+def _add_entry(stream: TarStream, entry: Entry, backup_dir: Path, name: str, number: int,
                temps: list[Path], sqlite_done: set[str], advance) -> dict[str, Any] | None:
     st = entry.st
-    info = tarfile.TarInfo(entry.arcname)
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.mtime = int(st.st_mtime)  # whole seconds: no pax header per file (the manifest has the rest)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    record: dict[str, Any] = {"path": entry.arcname, "mode": info.mode, "mtime": st.st_mtime}
+    mode = stat.S_IMODE(st.st_mode)
+    mtime = int(st.st_mtime)  # whole seconds: no pax header per file (the manifest has the rest)
+    record: dict[str, Any] = {"path": entry.arcname, "mode": mode, "mtime": st.st_mtime}
     if stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-        _put_header(tar, info)
+        stream.add_header(tar_header(entry.arcname, DIRTYPE, mode, st.st_uid, st.st_gid, mtime))
         return {**record, "type": "dir"}
     if stat.S_ISLNK(st.st_mode):
-        info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(entry.path)
-        _put_header(tar, info)
-        return {**record, "type": "symlink", "link": info.linkname}
-    if entry.path.name.endswith(SQLITE_SIDECARS) and \
-            str(entry.path)[:-len(entry.path.name.rsplit("-", 1)[1]) - 1] in sqlite_done:
+        link = os.readlink(entry.path)
+        stream.add_header(tar_header(entry.arcname, SYMTYPE, mode, st.st_uid, st.st_gid, mtime,
+                                     linkname=link))
+        return {**record, "type": "symlink", "link": link}
+    if entry.path.endswith(SQLITE_SIDECARS) and \
+            entry.path[:entry.path.rindex("-")] in sqlite_done:
         return None  # journal of a database copied consistently through the backup API
     source = entry.path
     if is_sqlite(entry.path):
@@ -399,21 +362,23 @@ def _add_entry(tar: tarfile.TarFile, entry: Entry, backup_dir: Path, name: str, 
             snapshot_sqlite(entry.path, snapshot)
         except sqlite3.Error as exc:
             raise BackupError(f"cannot copy SQLite database {entry.path}: {exc}") from exc
-        sqlite_done.add(str(entry.path))
+        sqlite_done.add(entry.path)
         source = snapshot
         record["sqlite"] = True
     try:
-        handle = open(source, "rb", buffering=0)
+        fd = os.open(source, os.O_RDONLY)
     except FileNotFoundError:
         return None  # deleted since the walk: not in this backup
-    with handle:
-        size = os.fstat(handle.fileno()).st_size if source is not entry.path else st.st_size
-        info.size = size
-        sha256, changed = _put_file(tar, info, handle, advance)
+    try:
+        size = os.fstat(fd).st_size if source is not entry.path else st.st_size
+        header = tar_header(entry.arcname, REGTYPE, mode, st.st_uid, st.st_gid, mtime, size)
+        digest, changed = stream.add_file(header, fd, size, advance)
+    finally:
+        os.close(fd)
     if source is not entry.path:
         os.unlink(source)
         temps.remove(source)
-    record.update(type="file", size=size, sha256=sha256)
+    record.update(type="file", size=size, sha256=digest)  # a hexdigest once the stream is closed
     if changed:
         record["changed_during_backup"] = True
     return record
