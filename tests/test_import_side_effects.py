@@ -31,7 +31,8 @@ HEAVY = textwrap.dedent("""
     import sys
     import exporter.logger_manager, exporter.alert_manager, exporter.backup_manager
     import exporter.profiler, exporter.recovery_manager, exporter.tracing, exporter.config
-    heavy = ["elasticsearch", "httpx", "opentelemetry.sdk", "grpc", "aiosmtpd", "smtplib"]
+    heavy = ["elasticsearch", "httpx", "opentelemetry.sdk", "grpc", "aiosmtpd", "smtplib",
+             "asyncio", "ssl", "concurrent.futures"]  # loaded on enable() or the first async call
     print([name for name in heavy if name in sys.modules])
 """)
 

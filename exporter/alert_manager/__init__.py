@@ -19,11 +19,23 @@ Modules: ``model`` (Alert, enums, fingerprint), ``store`` (history in memory and
 """
 from __future__ import annotations
 
-from .delivery import Channel
+from typing import TYPE_CHECKING
+
 from .manager import CHANNEL_FACTORIES, AlertManager, read_history
 from .model import Alert, AlertSeverity, AlertType, fingerprint, normalise_message, parse_severity, parse_type
 
+if TYPE_CHECKING:
+    from .delivery import Channel
+
 alert_manager = AlertManager()
+
+
+def __getattr__(name: str):
+    if name == "Channel":  # the delivery module brings asyncio: loaded when asked for
+        from .delivery import Channel
+
+        return Channel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CHANNEL_FACTORIES", "Alert", "AlertManager", "AlertSeverity", "AlertType", "Channel", "alert_manager",

@@ -21,14 +21,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DeliveryError
 from ..metrics import Metrics
-from .model import Alert
+from .model import FIRING, Alert
 from .store import read_jsonl, write_atomic
 
 log = logging.getLogger("exporter.alert_manager")
 
-OUTBOX_FILE = "alert_outbox.jsonl"
 DROP_LOG_INTERVAL = 10.0  # seconds between "queue full" warnings of one channel
-FIRING, RESOLVED = "firing", "resolved"
 
 
 @runtime_checkable

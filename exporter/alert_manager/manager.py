@@ -1,7 +1,6 @@
 """The alert manager: record, fold repeats, notify subscribers and channels, keep history."""
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import threading
@@ -10,16 +9,20 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Secret, Settings, load_settings
 from ..errors import AlertError, NotEnabledError
 from ..metrics import Metrics, default_metrics
-from .callbacks import CallbackLane, Subscription
-from .delivery import FIRING, OUTBOX_FILE, RESOLVED, Channel, ChannelLane, Job, Outbox
-from .model import Alert, AlertSeverity, AlertType, fingerprint, parse_severity, parse_type
-from .store import HISTORY_FILE, AlertStore, HistoryFile, ensure_state_dir
-from .worker import LoopThread
+from .model import FIRING, RESOLVED, Alert, AlertSeverity, AlertType, fingerprint, parse_severity, parse_type
+from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_state_dir
+
+if TYPE_CHECKING:  # asyncio and the delivery machinery (~9 MiB) load on enable(), not on import
+    import asyncio
+
+    from .callbacks import CallbackLane, Subscription
+    from .delivery import Channel, ChannelLane, Job, Outbox
+    from .worker import LoopThread
 
 log = logging.getLogger("exporter.alert_manager")
 
@@ -33,7 +36,7 @@ CHANNEL_FACTORIES: dict[str, str] = {
     "alertmanager": "exporter.channels.alertmanager:from_settings",
 }
 
-ChannelFactory = Callable[[Settings], Channel]
+ChannelFactory = Callable[[Settings], "Channel"]
 
 COMPACT_SLACK_LINES = 10_000  # history lines beyond two per alert before the file is rewritten
 
@@ -132,6 +135,8 @@ class AlertManager:
             ensure_state_dir(state_dir)
             store.load(state_dir / HISTORY_FILE, now)
             history = HistoryFile(state_dir / HISTORY_FILE, store, COMPACT_SLACK_LINES).open()
+            from .delivery import Outbox
+
             outbox = Outbox(state_dir / OUTBOX_FILE)
             saved_jobs = outbox.load()
         except OSError as exc:
@@ -149,6 +154,8 @@ class AlertManager:
         self._window = settings.alerts.dedup_window
         self._refresh_active()
 
+        from .worker import LoopThread
+
         self._worker = LoopThread("opsstack-alerts").start()
         self._worker.run(self._start_lanes(saved_jobs, settings), timeout=10)
         self.enabled = True  # before the monitor starts: its first check may raise an alert
@@ -161,6 +168,8 @@ class AlertManager:
         log.info("alert manager enabled: channels %s", ", ".join(names) or "none")
 
     async def _start_lanes(self, saved_jobs: list[Job], settings: Settings) -> None:
+        from .delivery import ChannelLane
+
         for name, channel in self._channels.items():
             lane = ChannelLane(channel, self._outbox, self.metrics, max_jobs=self._lane_size,
                                rate_per_minute=settings.alerts.rate_limit_per_minute,
@@ -186,6 +195,8 @@ class AlertManager:
         self._spawn(self._persist_loop())
 
     def _spawn(self, coro) -> None:
+        import asyncio
+
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
     def disable(self, timeout: float = 2.0) -> None:
@@ -205,6 +216,8 @@ class AlertManager:
         self._reset_state()
 
     async def _shutdown(self, timeout: float) -> None:
+        import asyncio
+
         self._drain()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._idle(due_only=True):
@@ -230,6 +243,8 @@ class AlertManager:
     def subscribe(self, alert_type: AlertType | str, callback: Callable[[Alert], Any]) -> None:
         """Call ``callback(alert)`` (sync or async) for each new alert of ``alert_type``."""
         kind = parse_type(alert_type)
+        from .callbacks import Subscription
+
         subscription = Subscription(callback)
         with self._lock:
             self._subscribers.setdefault(kind, []).append(subscription)
@@ -246,6 +261,8 @@ class AlertManager:
 
     def register_handler(self, callback: Callable[[Alert], Any]) -> None:
         """Call ``callback(alert)`` for each new alert of every type."""
+        from .callbacks import Subscription
+
         subscription = Subscription(callback)
         with self._lock:
             self._handlers.append(subscription)
@@ -369,6 +386,8 @@ class AlertManager:
 
     # ------------------------------------------------------------------ worker side
     def _drain(self) -> None:
+        from .delivery import Job
+
         self._wake_pending = False
         with self._lock:
             wanted: dict[AlertType, list[Subscription]] = {k: list(v) for k, v in self._subscribers.items()}
@@ -389,6 +408,10 @@ class AlertManager:
         self._update_queue_gauge()
 
     def _callback_lane(self, sub: Subscription) -> CallbackLane:
+        import asyncio
+
+        from .callbacks import CallbackLane
+
         lane = self._callback_lanes.get(id(sub))
         if lane is None:
             lane = CallbackLane(sub, self.metrics, self._worker.executor, max_items=self._lane_size,
@@ -418,6 +441,8 @@ class AlertManager:
             self.metrics.alerts_active.labels(severity.value).set(count)
 
     async def _persist_loop(self) -> None:
+        import asyncio
+
         """Every 0.2 s: append changed alerts, save the outbox if it changed, prune hourly."""
         last_prune = time.monotonic()
         while True:
@@ -475,6 +500,8 @@ class AlertManager:
         return False
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
+        import asyncio
+
         """:meth:`flush` for async callers."""
         if not self.enabled:
             return True

@@ -11,6 +11,8 @@ from typing import Any
 
 from ..errors import AlertError
 
+FIRING, RESOLVED = "firing", "resolved"  # what a notification says of an alert
+
 
 class AlertSeverity(str, enum.Enum):
     LOW = "low"

@@ -19,6 +19,7 @@ from .model import Alert, AlertSeverity, AlertType, parse_severity, parse_type
 log = logging.getLogger("exporter.alert_manager")
 
 HISTORY_FILE = "alerts.jsonl"
+OUTBOX_FILE = "alert_outbox.jsonl"
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:

@@ -4,7 +4,6 @@ empty results and ``cleanup_old_backups`` returns 0; calls that need a result
 (create, verify, restore) raise :class:`NotEnabledError`."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -225,6 +224,8 @@ class BackupManager:
     async def create_backup(self, source_paths: list[str], backup_name: str | None = None,
                             description: str = "", **kwargs: Any) -> dict[str, Any]:
         """Async twin of :meth:`create_backup_sync`; cancelling it removes the partial backup."""
+        import asyncio
+
         self._require()
         cancel = threading.Event()
         future = asyncio.ensure_future(asyncio.to_thread(
@@ -300,6 +301,8 @@ class BackupManager:
 
     async def restore_backup(self, backup_name: str, restore_path: str | os.PathLike,
                              **kwargs: Any) -> dict[str, Any]:
+        import asyncio
+
         self._require()
         return await asyncio.to_thread(self.restore_backup_sync, backup_name, restore_path, **kwargs)
 

@@ -6,11 +6,14 @@ private loop in one daemon thread. The backup itself runs in a worker thread.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio (~9 MiB) loads when a schedule starts, not on import
+    import asyncio
 
 log = logging.getLogger("exporter.backup_manager")
 
@@ -34,6 +37,8 @@ class Scheduler:
         return max(0.0, self.next_run - time.time())
 
     async def _run(self) -> None:
+        import asyncio
+
         while True:
             await asyncio.sleep(self.due_in())
             try:
@@ -43,6 +48,8 @@ class Scheduler:
                 await asyncio.sleep(min(self.period, 300.0))
 
     def start(self) -> None:
+        import asyncio
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

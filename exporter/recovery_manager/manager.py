@@ -3,7 +3,6 @@ auto-recovery of critical paths, history and periodic checks. Disabled, the hist
 are empty and the calls that need a result raise :class:`NotEnabledError`."""
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import os
@@ -146,6 +145,8 @@ class RecoveryManager:
     async def verify_integrity(self, path: str, check_hash: bool = True, check_structure: bool = True,
                                **kwargs: Any) -> tuple[bool, dict[str, Any]]:
         self._require()
+        import asyncio
+
         return await asyncio.to_thread(self.verify_integrity_sync, path, check_hash, check_structure,
                                        **kwargs)
 
@@ -289,6 +290,8 @@ class RecoveryManager:
         """Restore the damaged files of ``path`` from ``backup_source`` (a backup name or a
         backup directory; default BACKUP_DIR). True when everything damaged was repaired."""
         self._require()
+        import asyncio
+
         result = await asyncio.to_thread(self._repair_path, path, backup_source)
         return result["ok"]
 
@@ -322,6 +325,8 @@ class RecoveryManager:
 
     async def auto_recover(self, critical_paths: list[str], backup_dir: str | None = None) -> dict[str, Any]:
         self._require()
+        import asyncio
+
         return await asyncio.to_thread(self.auto_recover_sync, critical_paths, backup_dir)
 
     # ------------------------------------------------------------------ history
