@@ -29,10 +29,15 @@ PROBE = textwrap.dedent("""
 
 HEAVY = textwrap.dedent("""
     import sys
-    import exporter.logger_manager, exporter.alert_manager, exporter.backup_manager
-    import exporter.profiler, exporter.recovery_manager, exporter.tracing, exporter.config
+    import exporter.tracing, exporter.config, exporter.runtime
+    from exporter.logger_manager import logger_manager
+    from exporter.alert_manager import alert_manager
+    from exporter.backup_manager import backup_manager
+    from exporter.profiler import profiler
+    from exporter.recovery_manager import recovery_manager
     heavy = ["elasticsearch", "httpx", "opentelemetry.sdk", "grpc", "aiosmtpd", "smtplib",
-             "asyncio", "ssl", "concurrent.futures"]  # loaded on enable() or the first async call
+             "asyncio", "ssl", "concurrent.futures",  # loaded on enable() or the first async call
+             "tarfile", "sqlite3"]  # loaded by the first backup, verify, restore or repair
     print([name for name in heavy if name in sys.modules])
 """)
 

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import tracing
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
@@ -21,10 +21,10 @@ from . import retention
 from .catalog import (LOCK_FILE, MANIFEST_SUFFIX, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
                       manifest_path, read_catalog, read_manifest, read_verify_state)
 from .lock import DirectoryLock
-from .reader import check_archive, raise_for_report
-from .restore import extract, plan_changes
 from .scheduler import PERIODS, Scheduler
-from .writer import ARCHIVE_SUFFIX, Progress, write_backup, write_json_atomic
+
+if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on first use
+    from .writer import Progress
 
 log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
@@ -87,6 +87,8 @@ class BackupManager:
 
     # ------------------------------------------------------------------ helpers
     def _clean_leftovers(self) -> list[str]:
+        from .writer import ARCHIVE_SUFFIX
+
         """Remove temp files and manifest-less archives of crashed runs (lock held)."""
         removed = []
         manifests = {n[:-len(MANIFEST_SUFFIX)] for n in os.listdir(self.backup_dir)
@@ -136,6 +138,8 @@ class BackupManager:
                                                                     "action": action})
 
     def _record_verify(self, name: str, ok: bool) -> None:
+        from .writer import write_json_atomic
+
         with self._state_lock:
             state = read_verify_state(self.backup_dir)
             state[name] = {"ok": ok, "at": time.time()}
@@ -169,6 +173,8 @@ class BackupManager:
                            cancel: threading.Event | None = None) -> dict[str, Any]:
         """Create a backup of ``source_paths``; return its metadata (``backup_name``, ``size``,
         ``files``, ``sha256``, ...). Raises BackupError (BackupLockedError when busy)."""
+        from .writer import write_backup
+
         self._require()
         started = time.time()
         self.metrics.backup_last_attempt.set(started)
@@ -247,6 +253,8 @@ class BackupManager:
     def verify_backup_report(self, backup_name: str,
                              progress: Progress | None = None) -> dict[str, Any]:
         """Read every byte back and check every hash; the report names the archive on failure."""
+        from .reader import check_archive
+
         self._require()
         manifest = self._manifest(backup_name)
         started = time.time()
@@ -274,6 +282,9 @@ class BackupManager:
                             progress: Progress | None = None) -> dict[str, Any]:
         """Verify, then restore into ``restore_path`` (a truthy report). Raises IntegrityError
         (DecryptionError, UnsafeArchiveError) or BackupError; nothing is written then."""
+        from .reader import raise_for_report
+        from .restore import extract, plan_changes
+
         self._require()
         target = Path(os.path.abspath(restore_path))
         with tracing.span("backup.restore", backup_name=backup_name, dry_run=dry_run):

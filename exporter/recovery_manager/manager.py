@@ -15,13 +15,11 @@ from .. import tracing
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..backup_manager.catalog import read_manifest, manifest_path
 from ..backup_manager.lock import DirectoryLock
-from ..backup_manager.reader import check_archive
 from ..config import Settings, load_settings
 from ..errors import BackupLockedError, NotEnabledError, RecoveryError
 from ..logger_manager import logger_manager
 from ..metrics import Metrics, default_metrics
 from . import baseline as bl
-from .repair import new_quarantine_dir, restore_members
 from .state import BASELINE_FILE, STATE_FILE, read_baselines, read_integrity_state, write_json
 
 log = logging.getLogger("exporter.recovery_manager")
@@ -206,6 +204,9 @@ class RecoveryManager:
                 candidates: list[tuple[Path, dict, dict]]) -> dict[str, Any]:
         result = {"restored": [], "quarantined": [], "failed": dict.fromkeys(damaged, "no backup"),
                   "backup": None, "quarantine_dir": None}
+        from ..backup_manager.reader import check_archive  # tarfile and the archive code: on first repair
+        from .repair import new_quarantine_dir, restore_members
+
         quarantine_dir = new_quarantine_dir(self.state_dir)
         for backup_dir, backup, manifest in candidates:
             if not result["failed"]:
