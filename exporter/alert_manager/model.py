@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -81,6 +80,8 @@ def fingerprint(alert_type: AlertType, message: str, task_id: str | None = None,
     if labels:
         parts.extend(f"{key}={labels[key]}" for key in sorted(labels))
     parts.append(normalise_message(message))
+    import hashlib  # OpenSSL (~3.5 MiB): loaded with the first alert, not on import
+
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 

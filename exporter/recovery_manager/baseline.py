@@ -6,7 +6,6 @@ A baseline maps each relative path under a checked path (``""`` is the path itse
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -19,6 +18,8 @@ MTIME_TOLERANCE = 0.001
 
 
 def file_sha256(path: Path | str) -> str:
+    import hashlib  # OpenSSL: loaded with the first check, not on import
+
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as handle:
         while chunk := handle.read(IO_CHUNK):
