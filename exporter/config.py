@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -626,6 +625,8 @@ def _file_values(config_file: Path) -> dict[str, tuple[Any, str]]:
     if not config_file.is_file():
         raise ConfigError("config file", "argument", str(config_file), "no such file")
     if config_file.suffix == ".toml":
+        import tomllib  # only for a TOML file
+
         try:
             data = tomllib.loads(config_file.read_text())
         except (OSError, UnicodeDecodeError) as exc:

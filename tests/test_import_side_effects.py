@@ -37,7 +37,8 @@ HEAVY = textwrap.dedent("""
     from exporter.recovery_manager import recovery_manager
     heavy = ["elasticsearch", "httpx", "opentelemetry.sdk", "grpc", "aiosmtpd", "smtplib",
              "asyncio", "ssl", "concurrent.futures",  # loaded on enable() or the first async call
-             "tarfile", "sqlite3", "_hashlib"]  # loaded by the first backup, check or alert
+             "tarfile", "sqlite3", "_hashlib",  # loaded by the first backup, check or alert
+             "tomllib", "exporter.logger_manager._ecs_fields"]  # a TOML file; logging enabled
     print([name for name in heavy if name in sys.modules])
 """)
 

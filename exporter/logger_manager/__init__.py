@@ -14,11 +14,25 @@ under ``labels.*`` (text) / ``bot.*`` (numbers). Importing this package opens no
 """
 from __future__ import annotations
 
-from ._fields import ECS_VERSION
-from ._formatter import ECSFormatter
-from ._redact import Redactor
+from typing import TYPE_CHECKING, Any
+
 from .manager import ERROR_FILE, LOG_FILE, LoggerManager, logger_manager
 from .sink import LogSink
+
+if TYPE_CHECKING:
+    from ._fields import ECS_VERSION
+    from ._formatter import ECSFormatter
+    from ._redact import Redactor
+
+_LAZY = {"ECS_VERSION": "._fields", "ECSFormatter": "._formatter", "Redactor": "._redact"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:  # the formatter and the ECS field table load when asked for (or on enable)
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["ECS_VERSION", "ECSFormatter", "ERROR_FILE", "LOG_FILE", "LogSink", "LoggerManager", "Redactor",
            "logger_manager"]

@@ -14,10 +14,7 @@ from .. import tracing
 from ..config import SECRET_KEYS, Settings, load_settings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics, default_metrics
-from . import _events
-from ._formatter import ECSFormatter
 from ._handler import LEVEL_NAMES, ECSHandler, RotatingFile, existing_files
-from ._redact import Redactor, secret_literals
 from ._trace import trace_ids_function
 from .sink import LogSink
 
@@ -52,6 +49,7 @@ class LoggerManager:
         self._uploads: dict[str, Any] = {}
         self._api_calls: dict[str, Any] = {}
         self._transferred: dict[str, Any] = {}
+        self._builders: Any = None  # the _events module, once enabled
 
     # ------------------------------------------------------------------ lifecycle
     def enable(self, settings: Settings | None = None) -> None:
@@ -60,6 +58,11 @@ class LoggerManager:
         Raises :class:`LoggingSetupError` naming the path when ``LOG_DIR`` or its files cannot be
         used; nothing stays installed or open then.
         """
+        # the formatter, the ECS field table and the event builders (~1 MiB) load here, not on import
+        from . import _events
+        from ._formatter import ECSFormatter
+        from ._redact import Redactor, secret_literals
+
         with self._lock:
             if self.enabled:
                 return
@@ -96,6 +99,7 @@ class LoggerManager:
                 self._redactions += count
                 redaction_counter.inc(count)
 
+            self._builders = _events
             formatter = ECSFormatter(redactor=redactor, on_redact=on_redact, trace_ids=trace_ids_function())
             handler = ECSHandler(formatter, files, console=config.console, sinks=sinks, metrics=metrics,
                                  level=level)
@@ -170,8 +174,8 @@ class LoggerManager:
         if not self.enabled:
             return
         try:
-            level, message, built = _events.api_call(method, duration, status, status_code, url=url,
-                                                     error=error, task_id=task_id, fields=fields)
+            level, message, built = self._builders.api_call(method, duration, status, status_code, url=url,
+                                                            error=error, task_id=task_id, fields=fields)
             child = self._api_calls.get(built["event.outcome"])
             if child is not None:
                 child.inc()
@@ -185,14 +189,14 @@ class LoggerManager:
         if not self.enabled:
             return
         try:
-            text, built = _events.event(action, outcome, message, fields)
+            text, built = self._builders.event(action, outcome, message, fields)
             self._emit(level, text, built)
         except Exception as exc:  # never raises: an event is telemetry
             self._event_failed(exc)
 
     def _transfer(self, direction: str, *args: Any) -> None:
         try:
-            level, message, built = _events.transfer(direction, *args)
+            level, message, built = self._builders.transfer(direction, *args)
             outcome = built["event.outcome"]
             child = (self._downloads if direction == "download" else self._uploads).get(outcome)
             if child is not None:
