@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -639,6 +638,8 @@ def _file_values(config_file: Path) -> dict[str, tuple[Any, str]]:
             values[key.name] = (raw, source)
     elif config_file.suffix == ".py":
         try:
+            import runpy  # only for a config.py file
+
             namespace = runpy.run_path(str(config_file))
         except Exception as exc:  # a user's config module may raise anything; report it as config
             raise ConfigError("config file", "argument", str(config_file),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import platform
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -188,7 +188,7 @@ class Metrics:
         # -- build and features
         self.build_info = Info("bot_build", "Version of opsstack and Python serving these metrics.",
                                registry=r)
-        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.build_info.info({"version": __version__, "python": sys.version.split()[0]})
         self.feature_enabled = Gauge("bot_feature_enabled", "1 when an opsstack feature is on.",
                                      ["feature"], registry=r)
         for feature in FEATURES:

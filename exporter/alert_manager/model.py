@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import enum
+import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -103,7 +103,7 @@ class Alert:
     task_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    id: str = field(default_factory=lambda: os.urandom(8).hex())
     last_seen: float = 0.0
     repeat_count: int = 1
     resolved_at: float | None = None
