@@ -18,7 +18,7 @@ VERIFY_STATE_FILE = ".verify-state.json"
 LOCK_FILE = ".lock"
 TEMP_MARKER = ".tmp-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-FORMAT_VERSION = 2  # 2: the zstd archive is a series of frames, one per 4 MiB of tar
+FORMAT_VERSION = 2  # 2: the zstd archive is a series of frames, one per 2 MiB of tar
 
 
 def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:

@@ -258,10 +258,11 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
     temps = [tmp_archive]
     done = {"files": 0, "bytes": 0}
 
-    def advance(n: int) -> None:
+    def report(n: int) -> None:
         done["bytes"] += n
-        if progress is not None:
-            progress(done["files"], files_total, done["bytes"], bytes_total)
+        progress(done["files"], files_total, done["bytes"], bytes_total)
+
+    advance = report if progress is not None else None
 
     records: list[dict[str, Any]] = []
     sink = stream = None
@@ -338,7 +339,8 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
 
 
 def _add_entry(stream: TarStream, entry: Entry, backup_dir: Path, name: str, number: int,
-               temps: list[Path], sqlite_done: set[str], advance) -> dict[str, Any] | None:
+               temps: list[Path], sqlite_done: set[str],
+               advance: Callable[[int], None] | None) -> dict[str, Any] | None:
     st = entry.st
     mode = stat.S_IMODE(st.st_mode)
     mtime = int(st.st_mtime)  # whole seconds: no pax header per file (the manifest has the rest)
