@@ -61,29 +61,41 @@ class Encryptor:
         sink.write(self._fixed + check)
         self.closed = False
 
-    def _seal(self, data: bytes, final: bool) -> None:
+    def _seal(self, data, final: bool) -> None:
         if self._counter >= _CHECK_COUNTER:
             raise OverflowError("archive too large for one encryption stream")
         length = len(data) + TAG
         field = struct.pack(">I", length | (_FINAL if final else 0))
         nonce = self._prefix + struct.pack(">I", self._counter)
         self._counter += 1
-        self._sink.write(field + self._aead.encrypt(nonce, data, self._fixed + field))
+        self._sink.write(field)
+        self._sink.write(self._aead.encrypt(nonce, data, self._fixed + field))
 
     def write(self, data) -> int:
-        self._buffer += data
-        while len(self._buffer) > self._chunk:
-            self._seal(bytes(self._buffer[:self._chunk]), False)
-            del self._buffer[:self._chunk]
-        return len(data)
+        """Whole frames are sealed straight from ``data``; only a partial frame is copied. The
+        last frame stays buffered until :meth:`close`, which marks it final."""
+        view = memoryview(data)
+        size = len(view)
+        while view:
+            if len(self._buffer) == self._chunk:  # more follows: this frame is not the last
+                self._seal(self._buffer, False)
+                self._buffer = bytearray()
+            if not self._buffer and len(view) > self._chunk:
+                self._seal(view[:self._chunk], False)
+                view = view[self._chunk:]
+                continue
+            take = self._chunk - len(self._buffer)
+            self._buffer += view[:take]
+            view = view[take:]
+        return size
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
         if not self.closed:
-            self._seal(bytes(self._buffer), True)
-            self._buffer.clear()
+            self._seal(self._buffer, True)
+            self._buffer = bytearray()
             self.closed = True
 
 
