@@ -137,7 +137,8 @@ def main() -> int:
             seconds, result = timed(fn)
             best[label] = min(best.get(label, seconds), seconds)
             if args.verbose:
-                print(f"  {label:<10} {seconds:6.3f}s  {size / 1e6 / seconds:5.0f} MB/s", flush=True)
+                print(f"  {label:<10} {seconds:6.3f}s  {size / 1e6 / seconds:5.0f} MB/s",
+                      flush=True)
             return result
 
         # Interleaved rounds, best of each: other load on the machine hits both sides alike.

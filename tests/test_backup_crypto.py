@@ -52,7 +52,8 @@ def test_frames_are_whole_chunks_and_decrypt_back(writes):
         whole, last = whole - 1, CHUNK
     assert layout == [(CHUNK, False)] * whole + [(last, True)]
     decryptor = Decryptor(KEY, "test")
-    back = b"".join(decryptor.feed(bytes(sink.data[i:i + 50])) for i in range(0, len(sink.data), 50))
+    raw = bytes(sink.data)
+    back = b"".join(decryptor.feed(raw[i:i + 50]) for i in range(0, len(raw), 50))
     decryptor.finish()
     assert back == plain
 

@@ -36,11 +36,11 @@ def parse(header: bytes) -> tarfile.TarInfo:
 @pytest.mark.parametrize("kind,name,link", [(REGTYPE, "data/a.log", ""), (DIRTYPE, "data/sub", ""),
                                             (SYMTYPE, "data/link", "../a.log")])
 def test_header_reads_back_as_tarfile_writes_it(kind, name, link):
-    header = tar_header(name, kind, 0o640, 1000, 1001, 1_700_000_000, 0 if kind != REGTYPE else 4242,
-                        linkname=link)
+    size = 4242 if kind == REGTYPE else 0
+    header = tar_header(name, kind, 0o640, 1000, 1001, 1_700_000_000, size, linkname=link)
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.uid, info.gid, info.mtime = kind, 0o640, 1000, 1001, 1_700_000_000
-    info.size, info.linkname = (4242 if kind == REGTYPE else 0), link
+    info.size, info.linkname = size, link
     expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     assert len(header) == len(expected) == 512
     # byte for byte, but for the checksum and devmajor/devminor (older Pythons write zeros)

@@ -94,14 +94,13 @@ class TarStream:
 
     ``add_header`` and ``add_file`` fill the current segment; a full one goes to the hasher
     thread (which hashes the parts of large files it holds), then to the workers, and one
-    writer thread hands the compressed segments, in order, to ``out.write``. So the caller's thread
-    reads files (straight into the segment, no intermediate bytes), hashes the small ones and
-    builds headers; the rest runs beside it, and hashlib and zstd release the GIL. Every
-    stage that must see the segments in order (this thread, the hasher, the writer) has
-    about a quarter of the work, so none holds the others back. At most ``workers + 4``
-    segments exist, so memory stays bounded when the disk is slow. An error in any thread is
-    raised in the caller's thread at its next call; :meth:`abort` stops everything without
-    writing more."""
+    writer thread hands the compressed segments, in order, to ``out.write``. So the caller's
+    thread reads files (straight into the segment, no intermediate bytes), hashes the small
+    ones and builds headers. Each stage that must see the segments in order (this thread, the
+    hasher, the writer) has at most a quarter of the work, so none holds the others back on
+    two busy cores. At most ``workers + 4`` segments exist, so memory stays bounded when the
+    disk is slow. An error in any thread is raised in the caller's thread at its next call;
+    :meth:`abort` stops everything without writing more."""
 
     def __init__(self, out, compression: str, level: int | None = None, threads: int = 1,
                  segment_size: int = SEGMENT_SIZE) -> None:
