@@ -11,13 +11,12 @@ environment only, directly or as ``<NAME>_FILE`` pointing at a file, and are hel
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._record import Record, field
 from .errors import ConfigError
 
 FREQUENCIES = ("hourly", "daily", "weekly")
@@ -189,6 +188,8 @@ def one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], 
 def _structured(raw: Any) -> Any:
     """Strings from the environment may hold JSON for lists and mappings."""
     if isinstance(raw, str) and raw.strip()[:1] in ("[", "{"):
+        import json  # only for a JSON value: not loaded on import
+
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -281,8 +282,7 @@ DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12}
 # --------------------------------------------------------------------------- the keys
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(Record, frozen=True):
     """One setting: its flag name, where it lands, how it parses, its default."""
 
     name: str
@@ -414,13 +414,11 @@ SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
 # --------------------------------------------------------------------------- sections
 
 
-@dataclass(frozen=True)
-class GeneralSettings:
+class GeneralSettings(Record, frozen=True):
     state_dir: Path
 
 
-@dataclass(frozen=True)
-class LoggingSettings:
+class LoggingSettings(Record, frozen=True):
     enabled: bool
     dir: Path
     level: str
@@ -430,8 +428,7 @@ class LoggingSettings:
     redact: bool
 
 
-@dataclass(frozen=True)
-class ShippingSettings:
+class ShippingSettings(Record, frozen=True):
     url: Secret | None
     api_key: Secret | None
     namespace: str
@@ -442,8 +439,7 @@ class ShippingSettings:
     shutdown_timeout: float
 
 
-@dataclass(frozen=True)
-class AlertSettings:
+class AlertSettings(Record, frozen=True):
     enabled: bool
     retention_hours: float
     channels: dict[str, tuple[str, ...]]
@@ -468,8 +464,7 @@ class AlertSettings:
     resource_check_interval: float
 
 
-@dataclass(frozen=True)
-class BackupSettings:
+class BackupSettings(Record, frozen=True):
     enabled: bool
     dir: Path
     frequency: str
@@ -479,8 +474,7 @@ class BackupSettings:
     encryption_key: Secret | None
 
 
-@dataclass(frozen=True)
-class ProfilerSettings:
+class ProfilerSettings(Record, frozen=True):
     enabled: bool
     threshold: float
     operations: tuple[str, ...] | None
@@ -488,24 +482,21 @@ class ProfilerSettings:
     window: int
 
 
-@dataclass(frozen=True)
-class RecoverySettings:
+class RecoverySettings(Record, frozen=True):
     enabled: bool
     auto_recovery: bool
     critical_paths: tuple[str, ...]
     check_interval: float
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(Record, frozen=True):
     port: int | None
     addr: str
     auth_username: str | None
     auth_password: Secret | None
 
 
-@dataclass(frozen=True)
-class TracingSettings:
+class TracingSettings(Record, frozen=True):
     enabled: bool
     service_name: str
     endpoint: str | None
@@ -527,8 +518,7 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record, frozen=True):
     """Everything opsstack reads, typed and checked. Build it with :func:`load_settings`."""
 
     general: GeneralSettings
@@ -540,7 +530,7 @@ class Settings:
     recovery: RecoverySettings
     metrics: MetricsSettings
     tracing: TracingSettings
-    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    sources: dict[str, str] = field(factory=dict, compare=False, repr=False)
 
     def value(self, name: str) -> Any:
         """The typed value of a flag by its name, e.g. ``settings.value("LOG_DIR")``."""
@@ -568,6 +558,8 @@ class Settings:
 
 
 def _show(value: Any) -> str:
+    import json  # describe() only: not loaded on import
+
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):

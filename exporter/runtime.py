@@ -11,23 +11,22 @@ saves the bot from writing the same six lines.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
+from ._record import Record, field
 from .config import Settings, load_settings
 from .metrics import Metrics, default_metrics
 
 log = logging.getLogger("exporter.runtime")
 
 
-@dataclass
-class Runtime:
+class Runtime(Record):
     """What :func:`start` turned on, so that :meth:`stop` turns off exactly that."""
 
     settings: Settings
     metrics: Metrics
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(factory=list)
     metrics_server: object | None = None
-    _managers: list[object] = field(default_factory=list)
+    _managers: list[object] = field(factory=list)
 
     def stop(self) -> None:
         if self.metrics_server is not None:

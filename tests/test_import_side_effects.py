@@ -38,7 +38,9 @@ HEAVY = textwrap.dedent("""
     heavy = ["elasticsearch", "httpx", "opentelemetry.sdk", "grpc", "aiosmtpd", "smtplib",
              "asyncio", "ssl", "concurrent.futures",  # loaded on enable() or the first async call
              "tarfile", "sqlite3", "_hashlib",  # loaded by the first backup, check or alert
-             "tomllib", "exporter.logger_manager._ecs_fields"]  # a TOML file; logging enabled
+             "tomllib", "exporter.logger_manager._ecs_fields",  # a TOML file; logging enabled
+             "dataclasses", "inspect", "ast", "dis",  # ~1 MiB: exporter._record stands in
+             "datetime"]  # a C extension: loaded with the first alert timestamp shown
     print([name for name in heavy if name in sys.modules])
 """)
 

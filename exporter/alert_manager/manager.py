@@ -7,7 +7,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_st
 
 if TYPE_CHECKING:  # asyncio and the delivery machinery (~9 MiB) load on enable(), not on import
     import asyncio
+    from datetime import datetime
 
     from .callbacks import CallbackLane, Subscription
     from .delivery import Channel, ChannelLane, Job, Outbox
@@ -60,6 +60,8 @@ def _secret_values(settings: Settings) -> list[str]:
 def _timestamp(since: Any) -> float | None:
     if since is None or isinstance(since, (int, float)):
         return since
+    from datetime import datetime  # a C extension: loaded when a datetime may be given
+
     if isinstance(since, datetime):
         return since.timestamp()
     raise AlertError(f"since must be a timestamp or a datetime, not {since!r}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 import enum
 import os
 import re
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._record import Record, field
 from ..errors import AlertError
+
+if TYPE_CHECKING:  # datetime (a C extension, ~0.5 MiB) loads with the first timestamp shown
+    from datetime import datetime
 
 FIRING, RESOLVED = "firing", "resolved"  # what a notification says of an alert
 
@@ -88,11 +90,16 @@ def fingerprint(alert_type: AlertType, message: str, task_id: str | None = None,
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    from datetime import datetime, timezone
+
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
-class Alert:
+def _new_id() -> str:
+    return os.urandom(8).hex()
+
+
+class Alert(Record):
     """One alert. ``first_seen``/``last_seen`` and ``repeat_count`` record folded repeats."""
 
     type: AlertType
@@ -101,9 +108,9 @@ class Alert:
     message: str
     first_seen: float
     task_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(factory=dict)
     fingerprint: str = ""
-    id: str = field(default_factory=lambda: os.urandom(8).hex())
+    id: str = field(factory=_new_id)
     last_seen: float = 0.0
     repeat_count: int = 1
     resolved_at: float | None = None
@@ -121,10 +128,15 @@ class Alert:
 
     @property
     def timestamp(self) -> datetime:
+        from datetime import datetime, timezone
+
         return datetime.fromtimestamp(self.first_seen, timezone.utc)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        import copy
+
+        data = self._asdict()
+        data["details"] = copy.deepcopy(self.details)
         data["type"] = self.type.value
         data["severity"] = self.severity.value
         data["resolved"] = self.resolved
@@ -146,4 +158,4 @@ class Alert:
         )
 
     def copy(self) -> "Alert":
-        return replace(self, details=dict(self.details))
+        return Alert(**{**self._asdict(), "details": dict(self.details)})

@@ -7,7 +7,6 @@ returns one shared :class:`NoopBlock` per name, whose ``__enter__``/``__exit__``
 from __future__ import annotations
 
 import functools
-import inspect
 from bisect import bisect_left
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,8 @@ _BUCKETS = OPERATION_BUCKETS
 
 def _wrap(profiler: "Profiler", name: str, func: Any, asynchronous: bool) -> Any:
     """A decorator body that asks the profiler at every call (so enabling later takes effect)."""
+    import inspect  # ~1 MiB with ast and dis: loaded by the first decorator, not on import
+
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
