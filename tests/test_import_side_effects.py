@@ -40,7 +40,10 @@ HEAVY = textwrap.dedent("""
              "tarfile", "sqlite3", "_hashlib",  # loaded by the first backup, check or alert
              "tomllib", "exporter.logger_manager._ecs_fields",  # a TOML file; logging enabled
              "dataclasses", "inspect", "ast", "dis",  # ~1 MiB: exporter._record stands in
-             "datetime"]  # a C extension: loaded with the first alert timestamp shown
+             "datetime",  # a C extension: loaded with the first alert timestamp shown
+             "json", "array", "contextvars",  # with the first state file, measured block, log line
+             "exporter.alert_manager.store", "exporter.logger_manager._handler",  # on enable()
+             "exporter.logger_manager.sink", "exporter.profiler._stats"]
     print([name for name in heavy if name in sys.modules])
 """)
 

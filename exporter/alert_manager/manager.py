@@ -14,14 +14,14 @@ from ..config import Secret, Settings, load_settings
 from ..errors import AlertError, NotEnabledError
 from ..metrics import Metrics, default_metrics
 from .model import FIRING, RESOLVED, Alert, AlertSeverity, AlertType, fingerprint, parse_severity, parse_type
-from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_state_dir
 
-if TYPE_CHECKING:  # asyncio and the delivery machinery (~9 MiB) load on enable(), not on import
-    import asyncio
+if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history store (json) load
+    import asyncio  # on enable(), not on import
     from datetime import datetime
 
     from .callbacks import CallbackLane, Subscription
     from .delivery import Channel, ChannelLane, Job, Outbox
+    from .store import AlertStore, HistoryFile
     from .worker import LoopThread
 
 log = logging.getLogger("exporter.alert_manager")
@@ -129,6 +129,8 @@ class AlertManager:
             if name not in self._factories:
                 raise AlertError(f"unknown alert channel {name!r}; channels are {', '.join(sorted(self._factories))}")
             channels[name] = _load_factory(name, self._factories[name])(settings)
+
+        from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_state_dir
 
         state_dir = Path(settings.general.state_dir)
         now = self._clock()
@@ -547,6 +549,8 @@ class AlertManager:
 
 def read_history(settings: Settings, clock: Callable[[], float] = time.time) -> AlertStore:
     """The stored history, read-only (for ``opsstack alerts`` without enabling anything)."""
+    from .store import HISTORY_FILE, AlertStore
+
     store = AlertStore(settings.alerts.retention_hours)
     store.load(Path(settings.general.state_dir) / HISTORY_FILE, clock())
     return store

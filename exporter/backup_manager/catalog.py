@@ -7,7 +7,6 @@ without enabling the backup manager.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -25,13 +24,20 @@ def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:
     return Path(backup_dir) / f"{name}{MANIFEST_SUFFIX}"
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest at ``path``, or None when it is missing or not a manifest of ours."""
+def _read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``, or None when it cannot be read or parsed."""
+    import json  # loaded by the first read, not on import
+
     try:
         with open(path, "rb") as handle:
-            data = json.loads(handle.read())
+            return json.loads(handle.read())
     except (OSError, ValueError):
         return None
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None when it is missing or not a manifest of ours."""
+    data = _read_json(path)
     if not isinstance(data, dict) or data.get("format") != "opsstack-backup":
         return None
     return data
@@ -39,11 +45,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def read_verify_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{name: {"ok": bool, "at": timestamp}}`` of the last verification of each backup."""
-    try:
-        with open(Path(backup_dir) / VERIFY_STATE_FILE, "rb") as handle:
-            data = json.loads(handle.read())
-    except (OSError, ValueError):
-        return {}
+    data = _read_json(Path(backup_dir) / VERIFY_STATE_FILE)
     return data if isinstance(data, dict) else {}
 
 

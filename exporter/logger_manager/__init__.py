@@ -17,18 +17,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .manager import ERROR_FILE, LOG_FILE, LoggerManager, logger_manager
-from .sink import LogSink
 
 if TYPE_CHECKING:
     from ._fields import ECS_VERSION
     from ._formatter import ECSFormatter
     from ._redact import Redactor
+    from .sink import LogSink
 
-_LAZY = {"ECS_VERSION": "._fields", "ECSFormatter": "._formatter", "Redactor": "._redact"}
+_LAZY = {"ECS_VERSION": "._fields", "ECSFormatter": "._formatter", "LogSink": ".sink",
+         "Redactor": "._redact"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:  # the formatter and the ECS field table load when asked for (or on enable)
+    # the formatter, the ECS field table and the sink protocol load when asked for (or on enable)
+    if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name], __name__), name)

@@ -8,15 +8,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import tracing
 from ..config import SECRET_KEYS, Settings, load_settings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics, default_metrics
-from ._handler import LEVEL_NAMES, ECSHandler, RotatingFile, existing_files
-from ._trace import trace_ids_function
-from .sink import LogSink
+
+if TYPE_CHECKING:  # the handler, its outputs and the trace lookup load on enable() or first use
+    from ._handler import ECSHandler, RotatingFile
+    from .sink import LogSink
 
 LOG_FILE = "bot.json"
 ERROR_FILE = "errors.json"
@@ -58,10 +59,13 @@ class LoggerManager:
         Raises :class:`LoggingSetupError` naming the path when ``LOG_DIR`` or its files cannot be
         used; nothing stays installed or open then.
         """
-        # the formatter, the ECS field table and the event builders (~1 MiB) load here, not on import
+        # the formatter, the ECS field table, the event builders and the handler (~1 MiB) load
+        # here, not on import
         from . import _events
         from ._formatter import ECSFormatter
+        from ._handler import ECSHandler, RotatingFile
         from ._redact import Redactor, secret_literals
+        from ._trace import trace_ids_function
 
         with self._lock:
             if self.enabled:
@@ -234,6 +238,8 @@ class LoggerManager:
     # ------------------------------------------------------------------ stats and cleanup
     def get_log_stats(self) -> dict[str, Any]:
         """Files and bytes per handler, records by level since enable, redactions, errors, shipping."""
+        from ._handler import LEVEL_NAMES, existing_files
+
         settings = self._active or self._settings or load_settings()
         log_dir = Path(settings.logging.dir)
         handlers: dict[str, Any] = {}
@@ -274,6 +280,8 @@ class LoggerManager:
         """
         if days < 0:
             raise ValueError("days must not be negative")
+        from ._handler import existing_files
+
         settings = self._active or self._settings or load_settings()
         log_dir = Path(settings.logging.dir)
         cutoff = time.time() - days * 86400

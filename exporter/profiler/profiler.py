@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
 from ..metrics import Metrics, default_metrics
 from ._blocks import AsyncBlock, Block, NoopBlock, Timer
-from ._stats import OperationState
+
+if TYPE_CHECKING:  # the sample rings (array, math) load with the first measured operation
+    from ._stats import OperationState
 
 log = logging.getLogger("exporter.profiler")
 
@@ -77,6 +79,8 @@ class Profiler:
                 return self._states[name]
             state = None
             if self.enabled and (self._wanted is None or name in self._wanted):
+                from ._stats import OperationState
+
                 series = self.metrics.operation_duration.labels(name)
                 state = OperationState(name, series, self._window)
                 self.metrics.operation_errors.labels(name)

@@ -2,7 +2,6 @@
 atomically under ``STATE_DIR`` and read by ``opsstack serve`` at scrape time."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ BASELINE_FILE = "integrity-baseline.json"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    import json  # loaded by the first read or write, not on import
+
     try:
         with open(path, "rb") as handle:
             data = json.loads(handle.read())
@@ -31,6 +32,8 @@ def read_baselines(state_dir: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
+    import json
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
