@@ -86,7 +86,8 @@ def sink_run(url: str, lines: list[bytes], state: Path, namespace: str, rate: fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=default_settings().shipping.batch_size,
+                        help="documents per request, for both (default: LOG_SHIP_BATCH_SIZE's)")
     parser.add_argument("--url")
     options = parser.parse_args(argv)
     node = None

@@ -319,7 +319,7 @@ KEYS: tuple[Key, ...] = (
     _k("ELASTICSEARCH_API_KEY", "shipping", "api_key", secret, None, "API key for Elasticsearch.", secret=True),
     _k("ELASTICSEARCH_NAMESPACE", "shipping", "namespace", text, "default",
        "Logs go to the data set logs-bot-<namespace>."),
-    _k("LOG_SHIP_BATCH_SIZE", "shipping", "batch_size", positive_int, 500, "Documents per _bulk request."),
+    _k("LOG_SHIP_BATCH_SIZE", "shipping", "batch_size", positive_int, 2000, "Documents per _bulk request."),
     _k("LOG_SHIP_INTERVAL", "shipping", "interval", positive_float, 1.0, "Seconds between flushes."),
     _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", positive_int, 50_000, "Records held in memory."),
     _k("LOG_SPOOL_MAX_BYTES", "shipping", "spool_max_bytes", size_bytes, 256 * MiB,
