@@ -2,27 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import time
-from typing import Any
 
 from ..backup_manager import BackupManager
 from ..config import load_settings
 from ..errors import BackupError, IntegrityError
 from ..metrics import Metrics
+from ._actions import action_parsers, emit
 from .progress import Progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("backup", help="create, list, verify, restore and clean up backups")
-    commands = parser.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
-
-    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text)
-        p.add_argument("--json", action="store_true", help="print JSON (no progress display)")
-        return p
-
+    sub = action_parsers(subparsers, "backup", "create, list, verify, restore and clean up backups", run,
+                         json_help="print JSON (no progress display)")
     create = sub("create", "back up paths (default: CRITICAL_BACKUP_PATHS)")
     create.add_argument("paths", nargs="*", help="files or directories to back up")
     create.add_argument("--name", help="backup name (default: backup_<UTC time>)")
@@ -40,15 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--days", type=float, help="delete backups older than this many days")
     group.add_argument("--retention", action="store_true", help="apply BACKUP_RETENTION to scheduled backups")
     sub("stats", "backup statistics")
-    parser.set_defaults(handler=run)
 
 
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
 def _size(n: float) -> str:
@@ -81,7 +69,7 @@ def _create(manager: BackupManager, args: argparse.Namespace) -> int:
     finally:
         if progress:
             progress.done()
-    _print(args, result, f"created {result['backup_name']}: {result['files']} files, "
+    emit(args, result, f"created {result['backup_name']}: {result['files']} files, "
            f"{_size(result['total_bytes'])} -> {_size(result['size'])} in "
            f"{result['duration_seconds']:.1f}s ({result['archive']})")
     return 0
@@ -90,7 +78,7 @@ def _create(manager: BackupManager, args: argparse.Namespace) -> int:
 def _list(manager: BackupManager, args: argparse.Namespace) -> int:
     backups = manager.list_backups()
     if args.json:
-        _print(args, backups, "")
+        emit(args, backups, "")
         return 0
     if not backups:
         print(f"no backups in {manager.backup_dir}")
@@ -113,7 +101,7 @@ def _verify(manager: BackupManager, args: argparse.Namespace) -> int:
         text = f"{args.name}: OK ({report['files_checked']} files, {_size(report['bytes_checked'])})"
     else:
         text = "\n".join([f"{args.name}: FAILED"] + [f"  {e}" for e in report["errors"]])
-    _print(args, report, text)
+    emit(args, report, text)
     return 0 if report["ok"] else IntegrityError.exit_code
 
 
@@ -128,25 +116,25 @@ def _restore(manager: BackupManager, args: argparse.Namespace) -> int:
     if args.dry_run:
         lines = [f"{c['action']:<9} {c['path']}" for c in result["changes"]]
         lines.append("would " + ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())))
-        _print(args, result, "\n".join(lines))
+        emit(args, result, "\n".join(lines))
     else:
-        _print(args, result, f"restored {args.name} into {result['target']} ({result['files']} files)")
+        emit(args, result, f"restored {args.name} into {result['target']} ({result['files']} files)")
     return 0
 
 
 def _cleanup(manager: BackupManager, args: argparse.Namespace) -> int:
     if args.retention:
         deleted = manager.apply_retention()
-        _print(args, {"deleted": deleted}, f"retention deleted {len(deleted)} backup(s)")
+        emit(args, {"deleted": deleted}, f"retention deleted {len(deleted)} backup(s)")
     else:
         count = manager.cleanup_old_backups(args.days)
-        _print(args, {"deleted": count}, f"deleted {count} backup(s) older than {args.days:g} days")
+        emit(args, {"deleted": count}, f"deleted {count} backup(s) older than {args.days:g} days")
     return 0
 
 
 def _stats(manager: BackupManager, args: argparse.Namespace) -> int:
     stats = manager.get_backup_stats()
-    _print(args, stats, "\n".join(f"{k:<20} {v}" for k, v in stats.items()))
+    emit(args, stats, "\n".join(f"{k:<20} {v}" for k, v in stats.items()))
     return 0
 
 

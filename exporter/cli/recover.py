@@ -2,24 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 from ..config import load_settings
 from ..errors import IntegrityError, RecoveryError
 from ..metrics import Metrics
 from ..recovery_manager import RecoveryManager
+from ._actions import action_parsers, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("recover", help="integrity checks and repair from verified backups")
-    commands = parser.add_subparsers(dest="recover_command", metavar="ACTION", required=True)
-
-    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text)
-        p.add_argument("--json", action="store_true", help="print JSON")
-        return p
-
+    sub = action_parsers(subparsers, "recover", "integrity checks and repair from verified backups", run)
     check = sub("check", "check paths against their baseline (read-only)")
     check.add_argument("paths", nargs="*", help="default: RECOVERY_CRITICAL_PATHS")
     check.add_argument("--fast", action="store_true", help="compare size and mtime, not hashes")
@@ -34,11 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     auto.add_argument("paths", nargs="*", help="default: RECOVERY_CRITICAL_PATHS")
     auto.add_argument("--backup-dir", help="default: BACKUP_DIR")
     sub("status", "last check, counts and recent history")
-    parser.set_defaults(handler=run)
-
-
-def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
 def _paths(manager: RecoveryManager, given: list[str]) -> list[str]:
@@ -68,13 +55,13 @@ def _check(manager: RecoveryManager, args: argparse.Namespace) -> int:
         lines.append(f"{details['path']}: {'OK' if valid else 'DAMAGED'} (baseline "
                      f"{details.get('baseline', 'none')})")
         lines += [f"  {e}" for e in details["errors"]]
-    _print(args, results, "\n".join(lines))
+    emit(args, results, "\n".join(lines))
     return 0 if ok else IntegrityError.exit_code
 
 
 def _baseline(manager: RecoveryManager, args: argparse.Namespace) -> int:
     counts = manager.record_baseline(args.paths)
-    _print(args, counts, "\n".join(f"{p}: {n} entries recorded" for p, n in counts.items()))
+    emit(args, counts, "\n".join(f"{p}: {n} entries recorded" for p, n in counts.items()))
     return 0
 
 
@@ -86,7 +73,7 @@ def _repair(manager: RecoveryManager, args: argparse.Namespace) -> int:
     lines += [f"  failed {rel or '.'}: {why}" for rel, why in result["failed"].items()]
     if result["quarantine_dir"]:
         lines.append(f"  damaged versions moved to {result['quarantine_dir']}")
-    _print(args, result, "\n".join(lines))
+    emit(args, result, "\n".join(lines))
     return 0 if result["ok"] else RecoveryError.exit_code
 
 
@@ -97,14 +84,14 @@ def _auto(manager: RecoveryManager, args: argparse.Namespace) -> int:
             + ("" if report["auto_recovery"] else " (ENABLE_AUTO_RECOVERY is off: nothing repaired)"))
     text += "".join(f"\n  failed {p}" for p in report["failed_paths"])
     text += "".join(f"\n  repaired {p}" for p in report["repaired_paths"])
-    _print(args, report, text)
+    emit(args, report, text)
     return 0 if not report["failed_paths"] else RecoveryError.exit_code
 
 
 def _status(manager: RecoveryManager, args: argparse.Namespace) -> int:
     status = manager.get_recovery_status()
     status["history"] = manager.get_integrity_history(10)
-    _print(args, status, "\n".join(f"{k:<16} {v}" for k, v in status.items() if k != "history"))
+    emit(args, status, "\n".join(f"{k:<16} {v}" for k, v in status.items() if k != "history"))
     return 0
 
 

@@ -1,0 +1,27 @@
+"""What commands made of actions share: ``opsstack backup <action>``, ``opsstack recover <action>``."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Callable
+
+
+def action_parsers(subparsers: argparse._SubParsersAction, command: str, help_text: str,
+                   handler: Callable[[argparse.Namespace], int],
+                   json_help: str = "print JSON") -> Callable[[str, str], argparse.ArgumentParser]:
+    """Add ``command`` (run by ``handler``); return a function adding an action with ``--json``."""
+    parser = subparsers.add_parser(command, help=help_text)
+    actions = parser.add_subparsers(dest=f"{command}_command", metavar="ACTION", required=True)
+    parser.set_defaults(handler=handler)
+
+    def action(name: str, action_help: str) -> argparse.ArgumentParser:
+        added = actions.add_parser(name, help=action_help)
+        added.add_argument("--json", action="store_true", help=json_help)
+        return added
+
+    return action
+
+
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    """Print ``data`` as JSON with ``--json``, else ``text``."""
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
