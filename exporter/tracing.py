@@ -30,7 +30,7 @@ log = logging.getLogger("exporter.tracing")
 EXPORT_TIMEOUT = 1.0  # seconds for one OTLP export, retries included
 SHUTDOWN_TIMEOUT = 1.5  # seconds shutdown() waits at most
 SCHEDULE_DELAY_MS = 1000
-MAX_QUEUE_SIZE = 4096
+MAX_QUEUE_SIZE = 2048  # spans waiting for export (the SDK default; about 3 KB each)
 
 # Attribute names the managers pass (as keyword arguments) mapped to OpenTelemetry semantic
 # conventions; other names become ``bot.<name>``.
