@@ -147,8 +147,9 @@ def test_a_new_sink_replays_the_spool(elasticsearch, tmp_path):
     up.submit(_line(100), logging.INFO)
     up.close(10)
     hits = _search(elasticsearch.url, "logs-bot-replay")
-    assert [hit["message"] for hit in hits if hit["agent.ephemeral_id"] == down.producer] == \
-        [f"record {n}" for n in range(100)]
+    replayed = [hit for hit in hits if hit["agent.ephemeral_id"] == down.producer]
+    assert [hit["message"] for hit in replayed] == [f"record {n}" for n in range(100)]
+    assert [hit["event.sequence"] for hit in replayed] == list(range(100))
     assert [hit["message"] for hit in hits if hit["agent.ephemeral_id"] == up.producer] == ["record 100"]
     assert not list((tmp_path / "state" / "spool").glob("*.spool"))
 

@@ -123,6 +123,8 @@ class ElasticsearchSink:
         # action line and document of a fresh record in one step: % (sequence, sequence, line[1:])
         self._fresh = b'{"create":{"_index":"%s","_id":"%s-%%d"}}\n%s%%d,%%s' % (
             self.index.encode(), producer, self._prefix)
+        # a fresh record as a spool line in one step: % (levelno, sequence, sequence, line[1:])
+        self._spool_line = b"%%d\t%s-%%d\t%s%%d,%%s" % (producer, self._prefix)
         self._state_dir = Path(settings.general.state_dir)
         self.dead_letter_path = self._state_dir / "dead-letter.ndjson"
         self.spool = Spool(self._state_dir / "spool", shipping.spool_max_bytes, self._dropped)
@@ -180,7 +182,7 @@ class ElasticsearchSink:
         if self._thread is not None:
             self._thread.join(max(0.0, self._deadline - time.monotonic()) + JOIN_SLACK)
         self._capacity = 0  # closed: later records are counted as dropped
-        self._spool(self._drain(len(self._queue)))  # whatever is left, if the worker is stuck
+        self._spool_taken(*self._take(len(self._queue)))  # whatever is left, if the worker is stuck
         if self._client is not None:
             try:
                 self._client.close()
@@ -214,13 +216,13 @@ class ElasticsearchSink:
                     time.sleep(max(0.0, min(CLOSING_RETRY, self._deadline - time.monotonic())))
                     continue
                 self._sleep_backoff()
-        self._spool(self._drain(len(self._queue)))
+        self._spool_taken(*self._take(len(self._queue)))
 
     def _spill_excess(self) -> None:
         """Behind (the node is slow or away): the oldest records past the queue size wait on disk."""
         excess = len(self._queue) - self._queue_size
         if excess > 0:
-            self._spool(self._drain(excess))
+            self._spool_taken(*self._take(excess))
 
     def _sleep_backoff(self) -> None:
         """Wait before the next attempt (0.2 s doubling to 30 s), spilling what overflows meanwhile."""
@@ -285,9 +287,6 @@ class ElasticsearchSink:
         # line is '{...}\n': the two fields go in after its "{", the newline goes
         return [(level, f"{producer}-{sequence}", b"%s%d,%s" % (prefix, sequence, line[1:-1]))
                 for sequence, (level, line) in enumerate(taken, first)]
-
-    def _drain(self, count: int) -> list[Record]:
-        return self._records(*self._take(count))
 
     def _send(self, body: bytes, count: int, records: Callable[[], list[Record]]) -> list[Record]:
         """One ``_bulk`` request of ``body`` (``count`` records); return those to retry later.
@@ -361,9 +360,17 @@ class ElasticsearchSink:
         log.warning("Elasticsearch rejected %d log record(s); written to %s", len(dead), self.dead_letter_path)
 
     def _spool(self, records: list[Record]) -> None:
-        if not records:
-            return
-        kept = self.spool.append(records)
+        if records:
+            self._spooled(self.spool.append(records))
+
+    def _spool_taken(self, first: int, taken: list[tuple[int, bytes]]) -> None:
+        """Spool records just taken from the queue, each made a spool line in one step."""
+        if taken:
+            template = self._spool_line
+            self._spooled(self.spool.append_lines([(level, template % (level, sequence, sequence, line[1:]))
+                                                   for sequence, (level, line) in enumerate(taken, first)]))
+
+    def _spooled(self, kept: int) -> None:
         if kept:
             self._counts["spooled"] += kept
             self._metrics.ship_spooled.inc(kept)

@@ -58,37 +58,45 @@ class Spool:
     # -- writing
     def append(self, records: Iterable[Record]) -> int:
         """Write ``records`` as one new segment (dropping by level when full); return the number kept."""
-        records = list(records)
-        if not records:
+        return self.append_lines([(level, encode_line(level, rid, line)) for level, rid, line in records])
+
+    def append_lines(self, encoded: list[tuple[int, bytes]]) -> int:
+        """:meth:`append` for records already encoded as segment lines (``(levelno, line)``)."""
+        if not encoded:
             return 0
         self.open()
         with self._lock:
-            encoded = [(level, b"%d\t%s\t%s\n" % (level, rid.encode(), line)) for level, rid, line in records]
-            need = sum(len(data) for _, data in encoded)
-            room = self.max_bytes - self.size()
-            if need > room:
-                encoded = self._drop_low(encoded)
-                need = sum(len(data) for _, data in encoded)
-            if need > room and any(level >= logging.WARNING for level, _ in encoded):
-                self._purge_low_on_disk()
-                room = self.max_bytes - self.size()
-            if need > room:
-                kept, used = [], 0
-                for level, data in encoded:
-                    if used + len(data) <= room:
-                        kept.append((level, data))
-                        used += len(data)
-                    else:
-                        self._on_drop(level, 1)
-                encoded = kept
-            if not encoded:
-                return 0
+            data = b"".join([line for _, line in encoded])
+            if len(data) > self.max_bytes - self.size():
+                encoded = self._fit(encoded)
+                if not encoded:
+                    return 0
+                data = b"".join([line for _, line in encoded])
             self._counter += 1
             created = time.time_ns()
             path = self.directory / f"{self._counter:012d}-{created}.spool"
-            self._write(path, b"".join(data for _, data in encoded))
-            self._segments.append((path, path.stat().st_size, created / 1e9))
+            self._write(path, data)
+            self._segments.append((path, len(data), created / 1e9))
             return len(encoded)
+
+    def _fit(self, encoded: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """What of ``encoded`` fits once full: DEBUG/INFO go first, new ones before old ones."""
+        room = self.max_bytes - self.size()
+        encoded = self._drop_low(encoded)
+        need = sum(len(data) for _, data in encoded)
+        if need > room and encoded:  # only WARNING and above left: old DEBUG/INFO make way
+            self._purge_low_on_disk()
+            room = self.max_bytes - self.size()
+        if need <= room:
+            return encoded
+        kept, used = [], 0
+        for level, data in encoded:
+            if used + len(data) <= room:
+                kept.append((level, data))
+                used += len(data)
+            else:
+                self._on_drop(level, 1)
+        return kept
 
     def _drop_low(self, encoded):
         kept = []
@@ -109,7 +117,7 @@ class Spool:
                 if level < logging.WARNING:
                     self._on_drop(level, 1)
                 else:
-                    keep.append(b"%d\t%s\t%s\n" % (level, rid.encode(), line))
+                    keep.append(encode_line(level, rid, line))
             if keep:
                 self._write(path, b"".join(keep))
                 segments.append((path, path.stat().st_size, created))
@@ -122,7 +130,9 @@ class Spool:
         temp = path.with_suffix(".tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a regular file may take less than asked (a nearly full disk)
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -141,6 +151,11 @@ class Spool:
         with self._lock:
             self._segments = [segment for segment in self._segments if segment[0] != path]
             path.unlink(missing_ok=True)
+
+
+def encode_line(level: int, rid: str, line: bytes) -> bytes:
+    """One segment line: ``<levelno>\\t<_id>\\t<json>\\n`` (``line`` is the JSON, no newline)."""
+    return b"%d\t%s\t%s\n" % (level, rid.encode(), line)
 
 
 def _parse(data: bytes):
