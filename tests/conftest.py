@@ -17,6 +17,7 @@ from tests.harness.smtp import SMTPServer
 from tests.harness.telegram import TelegramBotAPI
 from tests.harness.webhook import WebhookReceiver
 
+
 def _start(what: str, starter: Callable[[], object]) -> object:
     try:
         return starter()
@@ -56,19 +57,10 @@ def elasticsearch(services_dir: Path):
 
 @pytest.fixture
 def start_elasticsearch(tmp_path: Path):
-    """A dedicated node for one test, which may stop it and start it again (same port, data)."""
     from tests.harness import elasticsearch as es_harness
 
-    started = []
-
-    def start():
-        node = _start("Elasticsearch", lambda: es_harness.start(tmp_path / f"elasticsearch-{len(started)}"))
-        started.append(node)
-        return node
-
-    yield start
-    for node in started:
-        node.stop()
+    yield from _servers_of_one_test("Elasticsearch", tmp_path / "elasticsearch",
+                                    lambda workdir: es_harness.start(workdir))
 
 
 @pytest.fixture(scope="session")
@@ -84,35 +76,32 @@ def otel_collector(services_dir: Path, elasticsearch):
 # --------------------------------------------------------------------------- per-test servers
 
 
-@pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., prometheus_harness.RunningPrometheus]]:
-    started: list[prometheus_harness.RunningPrometheus] = []
+def _servers_of_one_test(what: str, workdir: Path, launch: Callable[..., object]) -> Iterator[Callable]:
+    """A fixture's ``start(...)``: each call launches one more server, all stopped after the test."""
+    started: list = []
 
-    def start(config: dict, rule_files=(), **options) -> prometheus_harness.RunningPrometheus:
-        workdir = tmp_path / f"prometheus-{len(started)}"
-        server = _start("Prometheus", lambda: prometheus_harness.start(workdir, config, tuple(rule_files),
-                                                                        **options))
+    def start(*args, **options):
+        server = _start(what, lambda: launch(workdir.with_name(f"{workdir.name}-{len(started)}"),
+                                             *args, **options))
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., prometheus_harness.RunningPrometheus]]:
+    yield from _servers_of_one_test(
+        "Prometheus", tmp_path / "prometheus",
+        lambda workdir, config, rule_files=(), **options: prometheus_harness.start(
+            workdir, config, tuple(rule_files), **options))
 
 
 @pytest.fixture
 def start_alertmanager(tmp_path: Path) -> Iterator[Callable[[dict], alertmanager_harness.RunningAlertmanager]]:
-    started: list[alertmanager_harness.RunningAlertmanager] = []
-
-    def start(config: dict) -> alertmanager_harness.RunningAlertmanager:
-        workdir = tmp_path / f"alertmanager-{len(started)}"
-        server = _start("Alertmanager", lambda: alertmanager_harness.start(workdir, config))
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _servers_of_one_test("Alertmanager", tmp_path / "alertmanager", alertmanager_harness.start)
 
 
 @pytest.fixture
