@@ -23,10 +23,16 @@ class Runtime(Record):
     """What :func:`start` turned on, so that :meth:`stop` turns off exactly that."""
 
     settings: Settings
-    metrics: Metrics
+    _given_metrics: Metrics | None = None
     enabled: list[str] = field(factory=list)
     metrics_server: object | None = None
     _managers: list[object] = field(factory=list)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The metrics given to :func:`start`, else the process-wide ones (built on first use:
+        that imports prometheus_client, which :func:`start` with every feature off does not)."""
+        return self._given_metrics if self._given_metrics is not None else default_metrics()
 
     def stop(self) -> None:
         if self.metrics_server is not None:
@@ -58,13 +64,25 @@ def _managers_by_flag(settings: Settings) -> list[tuple[str, bool, object]]:
     ]
 
 
+def _serve_metrics(runtime: Runtime) -> None:
+    """Mark the enabled features in the metrics; serve them when ``METRICS_PORT`` is set."""
+    settings, metrics = runtime.settings, runtime.metrics
+    for feature in runtime.enabled:
+        metrics.feature_enabled.labels(feature).set(1)
+    if settings.shipping.url is not None and settings.logging.enabled:
+        metrics.feature_enabled.labels("shipping").set(1)
+    if settings.metrics.port is not None:
+        from .exposition import start_metrics_server
+
+        runtime.metrics_server = start_metrics_server(settings, metrics)
+
+
 def start(settings: Settings | None = None, metrics: Metrics | None = None) -> Runtime:
     """Enable the managers whose flags are on; serve /metrics when ``METRICS_PORT`` is set."""
     from . import tracing
 
     settings = settings if settings is not None else load_settings()
-    metrics = metrics if metrics is not None else default_metrics()
-    runtime = Runtime(settings=settings, metrics=metrics)
+    runtime = Runtime(settings=settings, _given_metrics=metrics)
     try:
         if settings.tracing.enabled:
             tracing.setup(settings)
@@ -74,14 +92,8 @@ def start(settings: Settings | None = None, metrics: Metrics | None = None) -> R
                 manager.enable(settings)
                 runtime._managers.append(manager)
                 runtime.enabled.append(name)
-        for feature in runtime.enabled:
-            metrics.feature_enabled.labels(feature).set(1)
-        if settings.shipping.url is not None and settings.logging.enabled:
-            metrics.feature_enabled.labels("shipping").set(1)
-        if settings.metrics.port is not None and runtime.enabled:
-            from .exposition import start_metrics_server
-
-            runtime.metrics_server = start_metrics_server(settings, metrics)
+        if runtime.enabled:  # with every feature off, the metrics are not even built
+            _serve_metrics(runtime)
     except BaseException:
         runtime.stop()
         raise

@@ -1,6 +1,8 @@
-"""Importing the package or any of its modules opens no file, socket or thread."""
+"""Importing the package or any of its modules opens no file, socket or thread; `runtime.start()`
+with every feature off loads no heavy module either."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -65,3 +67,30 @@ def test_managers_do_not_load_heavy_clients_at_import(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+STARTED_WITH_NOTHING_ON = textwrap.dedent("""
+    import sys, threading
+
+""") + AUDIT_SIDE_EFFECTS + textwrap.dedent("""
+    from exporter import runtime
+    handle = runtime.start()
+    assert handle.enabled == [], handle.enabled
+    handle.stop()
+    heavy = ["prometheus_client", "opentelemetry", "elasticsearch", "asyncio", "ssl", "sqlite3",
+             "tarfile", "hashlib", "_hashlib"]
+    print("loaded", [name for name in heavy if name in sys.modules])
+    print("threads", threading.active_count())
+    print("events", events)
+""")
+
+
+def test_runtime_start_with_every_feature_off_loads_no_heavy_module(tmp_path):
+    from exporter.config import KEYS_BY_NAME
+
+    env = {k: v for k, v in os.environ.items() if k not in KEYS_BY_NAME and k != "OPSSTACK_CONFIG"}
+    result = subprocess.run([sys.executable, "-c", STARTED_WITH_NOTHING_ON], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert report == {"loaded": "[]", "threads": "1", "events": "[]"}

@@ -54,3 +54,30 @@ def test_exit_is_bounded_with_elasticsearch_alertmanager_and_collector_unreachab
     # Nothing was lost on the way out: the log lines wait in the spool, the alert in the outbox.
     assert list((tmp_path / "state" / "spool").glob("*.spool"))
     assert (tmp_path / "state" / "alert_outbox.jsonl").read_text().strip()
+
+
+def test_enabled_features_are_marked_in_the_given_metrics(tmp_path):
+    from exporter import runtime
+    from exporter.config import default_settings
+    from exporter.metrics import Metrics
+
+    metrics = Metrics()
+    handle = runtime.start(default_settings().replace(ENABLE_PROFILER=True, STATE_DIR=str(tmp_path)), metrics)
+    try:
+        assert handle.metrics is metrics
+        assert handle.enabled == ["profiler"]
+        assert metrics.registry.get_sample_value("bot_feature_enabled", {"feature": "profiler"}) == 1.0
+        assert metrics.registry.get_sample_value("bot_feature_enabled", {"feature": "alerts"}) == 0.0
+    finally:
+        handle.stop()
+
+
+def test_with_every_feature_off_the_metrics_are_built_only_when_asked_for():
+    from exporter import runtime
+    from exporter.config import default_settings
+    from exporter.metrics import default_metrics
+
+    handle = runtime.start(default_settings())
+    assert handle.enabled == [] and handle.metrics_server is None
+    assert handle.metrics is default_metrics()
+    handle.stop()
