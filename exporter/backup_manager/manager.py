@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
+from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
-from ..config import Settings, load_settings
+from ..config import Settings
 from ..errors import BackupError, BackupNotFoundError, NotEnabledError, OpsError
 from ..logger_manager import logger_manager
-from ..metrics import Metrics, default_metrics
+from ..metrics import Metrics
 from . import retention
 from .catalog import (LOCK_FILE, MANIFEST_SUFFIX, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
                       manifest_path, read_catalog, read_manifest, read_verify_state)
@@ -30,13 +31,9 @@ log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
 
 
-class BackupManager:
+class BackupManager(ManagerBase):
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
-        self.enabled = False
-        self._settings_arg = settings
-        self._metrics_arg = metrics
-        self.settings: Settings | None = None
-        self.metrics: Metrics | None = None
+        super().__init__(settings, metrics)
         self.backup_dir: Path | None = None
         self._key: bytes | None = None
         self._scheduler: Scheduler | None = None
@@ -48,14 +45,14 @@ class BackupManager:
         in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
         if self.enabled:
             return
-        settings = settings or self._settings_arg or load_settings()
+        settings = self._resolve_settings(settings)
         key = None
         if settings.backups.encryption_key is not None:
             from .crypto import parse_key
 
             key = parse_key(settings.backups.encryption_key.get())
         self.settings, self._key = settings, key
-        self.metrics = self._metrics_arg or default_metrics()
+        self.metrics = self._resolve_metrics()
         self.backup_dir = Path(os.path.abspath(settings.backups.dir))
         try:
             self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -363,7 +360,7 @@ class BackupManager:
 
     def create_backup_schedule(self) -> dict[str, Any]:
         """The Celery beat entry for scheduled backups (Celery itself is not imported)."""
-        settings = self.settings if self.settings is not None else (self._settings_arg or load_settings())
+        settings = self.settings if self.settings is not None else self._resolve_settings()
         return {"opsstack-scheduled-backup": {
             "task": CELERY_TASK, "schedule": PERIODS[settings.backups.frequency],
             "args": (), "options": {"expires": PERIODS[settings.backups.frequency]}}}

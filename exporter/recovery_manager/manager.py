@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracing
+from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..backup_manager.catalog import read_manifest, manifest_path
 from ..backup_manager.lock import DirectoryLock
-from ..config import Settings, load_settings
+from ..config import Settings
 from ..errors import BackupLockedError, NotEnabledError, RecoveryError
 from ..logger_manager import logger_manager
-from ..metrics import Metrics, default_metrics
+from ..metrics import Metrics
 from . import baseline as bl
 from .state import BASELINE_FILE, STATE_FILE, read_baselines, read_integrity_state, write_json
 
@@ -27,13 +28,9 @@ DAMAGE = ("missing", "wrong_type", "changed_size", "changed_hash", "changed_mtim
 HISTORY_KEPT = 50
 
 
-class RecoveryManager:
+class RecoveryManager(ManagerBase):
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
-        self.enabled = False
-        self._settings_arg = settings
-        self._metrics_arg = metrics
-        self.settings: Settings | None = None
-        self.metrics: Metrics | None = None
+        super().__init__(settings, metrics)
         self._history: collections.deque = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -46,13 +43,13 @@ class RecoveryManager:
         thread checking them every ``INTEGRITY_CHECK_INTERVAL`` seconds."""
         if self.enabled:
             return
-        settings = settings or self._settings_arg or load_settings()
+        settings = self._resolve_settings(settings)
         if settings.backups.encryption_key is not None:
             from ..backup_manager.crypto import parse_key
 
             self._key = parse_key(settings.backups.encryption_key.get())
         self.settings = settings
-        self.metrics = self._metrics_arg or default_metrics()
+        self.metrics = self._resolve_metrics()
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._state = read_integrity_state(self.state_dir) or {
