@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Secret, Settings, load_settings
+from .._manager_base import ManagerBase
+from ..config import Secret, Settings
 from ..errors import AlertError, NotEnabledError
-from ..metrics import Metrics, default_metrics
+from ..metrics import Metrics
 from .model import FIRING, RESOLVED, Alert, AlertSeverity, AlertType, fingerprint, parse_severity, parse_type
 
 if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history store (json) load
@@ -67,7 +68,7 @@ def _timestamp(since: Any) -> float | None:
     raise AlertError(f"since must be a timestamp or a datetime, not {since!r}")
 
 
-class AlertManager:
+class AlertManager(ManagerBase):
     """Alerts of the bot. Nothing is opened until :meth:`enable`; disabled, calls do nothing."""
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
@@ -76,9 +77,7 @@ class AlertManager:
                  callback_timeout: float = 5.0, retry_base: float = 1.0, retry_max: float = 60.0,
                  lane_size: int = 1000, intake_size: int = 10_000, max_alerts: int = 10_000,
                  monitor_resources: bool = True, resource_probe: Any = None) -> None:
-        self.enabled = False
-        self._settings = settings
-        self._metrics_arg = metrics
+        super().__init__(settings, metrics)
         self._factories = {**CHANNEL_FACTORIES, **(channel_factories or {})}
         self._clock = clock
         self._send_timeout = send_timeout
@@ -120,8 +119,8 @@ class AlertManager:
         """Build the channels (ChannelConfigError names a missing key), load history, start."""
         if self.enabled:
             return
-        settings = settings or self._settings or load_settings()
-        metrics = self._metrics_arg or default_metrics()
+        settings = self._resolve_settings(settings)
+        metrics = self._resolve_metrics()
         routes = {parse_severity(sev): tuple(names) for sev, names in settings.alerts.channels.items()}
         names = sorted({name for chans in routes.values() for name in chans})
         channels: dict[str, Channel] = {}
