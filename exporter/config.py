@@ -321,7 +321,8 @@ KEYS: tuple[Key, ...] = (
        "Logs go to the data set logs-bot-<namespace>."),
     _k("LOG_SHIP_BATCH_SIZE", "shipping", "batch_size", positive_int, 2000, "Documents per _bulk request."),
     _k("LOG_SHIP_INTERVAL", "shipping", "interval", positive_float, 1.0, "Seconds between flushes."),
-    _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", positive_int, 50_000, "Records held in memory."),
+    _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", positive_int, 50_000,
+       "Records held in memory (about 0.5 KB each); what the node cannot take yet goes to the spool."),
     _k("LOG_SPOOL_MAX_BYTES", "shipping", "spool_max_bytes", size_bytes, 256 * MiB,
        "On-disk spool limit while Elasticsearch is down."),
     # Within 2 s of a bot without opsstack, with the slack the sink allows past it; what is not
