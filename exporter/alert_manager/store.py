@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .._atomic import replace_file
 from .model import Alert, AlertSeverity, AlertType, parse_severity, parse_type
 
 log = logging.getLogger("exporter.alert_manager")
@@ -23,20 +24,8 @@ OUTBOX_FILE = "alert_outbox.jsonl"
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Replace ``path`` with ``lines`` via a 0600 temp file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace ``path`` with ``lines`` (see :func:`replace_file`)."""
+    replace_file(path, "".join(lines).encode("utf-8"))
 
 
 def ensure_state_dir(path: Path) -> Path:

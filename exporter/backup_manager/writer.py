@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .._atomic import replace_file
 from ..errors import BackupError
 from .catalog import FORMAT_VERSION, TEMP_MARKER, manifest_path
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
@@ -229,17 +230,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(json.dumps(data, separators=(",", ":")).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    replace_file(path, json.dumps(data, separators=(",", ":")).encode(),
+                 temp=path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}"))
 
 
 def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os.PathLike],

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._atomic import replace_file
+
 STATE_FILE = "integrity-state.json"
 BASELINE_FILE = "integrity-baseline.json"
 
@@ -35,17 +37,4 @@ def write_json(path: Path, data: Any) -> None:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(json.dumps(data, sort_keys=True).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_file(path, json.dumps(data, sort_keys=True).encode())

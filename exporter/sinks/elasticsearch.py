@@ -350,11 +350,10 @@ class ElasticsearchSink:
             lines.append(json.dumps({"_id": rid, "index": self.index, "reason": error, "level": _level_name(level),
                                      "document": document}, default=str) + "\n")
         fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, "".join(lines).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "ab") as handle:  # a buffered file writes all of it, short writes too
+            handle.write("".join(lines).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
         self._counts["dead_lettered"] += len(dead)
         self._metrics.ship_dead_lettered.inc(len(dead))
         log.warning("Elasticsearch rejected %d log record(s); written to %s", len(dead), self.dead_letter_path)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .._atomic import replace_file
+
 Record = tuple[int, str, bytes]  # (levelno, _id, json)
 
 
@@ -75,7 +77,7 @@ class Spool:
             self._counter += 1
             created = time.time_ns()
             path = self.directory / f"{self._counter:012d}-{created}.spool"
-            self._write(path, data)
+            replace_file(path, data)
             self._segments.append((path, len(data), created / 1e9))
             return len(encoded)
 
@@ -119,24 +121,11 @@ class Spool:
                 else:
                     keep.append(encode_line(level, rid, line))
             if keep:
-                self._write(path, b"".join(keep))
+                replace_file(path, b"".join(keep))
                 segments.append((path, path.stat().st_size, created))
             else:
                 path.unlink(missing_ok=True)
         self._segments = segments
-
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        temp = path.with_suffix(".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:  # a regular file may take less than asked (a nearly full disk)
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
 
     # -- reading
     def head(self) -> tuple[Path, list[Record]] | None:

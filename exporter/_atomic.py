@@ -1,0 +1,30 @@
+"""Replace a file whole or not at all: how state, spool and manifest files are written."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def replace_file(path: Path, data: bytes, *, temp: Path | None = None) -> None:
+    """Make ``path`` hold ``data``: written to ``temp`` (default ``.<name>.tmp-<pid>`` beside it,
+    mode 0600), fsynced, renamed over ``path``, and the directory fsynced. On any failure the
+    temp file is removed and ``path`` is as it was."""
+    temp = temp or path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:  # a buffered file writes all of it, short writes too
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
