@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 from .manager import CHANNEL_FACTORIES, AlertManager, read_history
 from .model import Alert, AlertSeverity, AlertType, fingerprint, normalise_message, parse_severity, parse_type
 
@@ -29,13 +30,8 @@ if TYPE_CHECKING:
 
 alert_manager = AlertManager()
 
-
-def __getattr__(name: str):
-    if name == "Channel":  # the delivery module brings asyncio: loaded when asked for
-        from .delivery import Channel
-
-        return Channel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the delivery module brings asyncio: loaded when asked for
+__getattr__ = lazy_attributes(__name__, {"Channel": ".delivery"})
 
 __all__ = [
     "CHANNEL_FACTORIES", "Alert", "AlertManager", "AlertSeverity", "AlertType", "Channel", "alert_manager",

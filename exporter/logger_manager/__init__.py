@@ -14,8 +14,9 @@ under ``labels.*`` (text) / ``bot.*`` (numbers). Importing this package opens no
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 from .manager import ERROR_FILE, LOG_FILE, LoggerManager, logger_manager
 
 if TYPE_CHECKING:
@@ -24,17 +25,9 @@ if TYPE_CHECKING:
     from ._redact import Redactor
     from .sink import LogSink
 
-_LAZY = {"ECS_VERSION": "._fields", "ECSFormatter": "._formatter", "LogSink": ".sink",
-         "Redactor": "._redact"}
-
-
-def __getattr__(name: str) -> Any:
-    # the formatter, the ECS field table and the sink protocol load when asked for (or on enable)
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the formatter, the ECS field table and the sink protocol load when asked for (or on enable)
+__getattr__ = lazy_attributes(__name__, {"ECS_VERSION": "._fields", "ECSFormatter": "._formatter",
+                                         "LogSink": ".sink", "Redactor": "._redact"})
 
 __all__ = ["ECS_VERSION", "ECSFormatter", "ERROR_FILE", "LOG_FILE", "LogSink", "LoggerManager", "Redactor",
            "logger_manager"]
