@@ -444,9 +444,9 @@ class AlertManager(ManagerBase):
             self.metrics.alerts_active.labels(severity.value).set(count)
 
     async def _persist_loop(self) -> None:
+        """Every 0.2 s: append changed alerts, save the outbox if it changed, prune hourly."""
         import asyncio
 
-        """Every 0.2 s: append changed alerts, save the outbox if it changed, prune hourly."""
         last_prune = time.monotonic()
         while True:
             await asyncio.sleep(0.2)
@@ -503,9 +503,9 @@ class AlertManager(ManagerBase):
         return False
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
+        """:meth:`flush` for async callers."""
         import asyncio
 
-        """:meth:`flush` for async callers."""
         if not self.enabled:
             return True
         deadline = time.monotonic() + timeout

@@ -84,9 +84,9 @@ class BackupManager(ManagerBase):
 
     # ------------------------------------------------------------------ helpers
     def _clean_leftovers(self) -> list[str]:
+        """Remove temp files and manifest-less archives of crashed runs (lock held)."""
         from .writer import ARCHIVE_SUFFIX
 
-        """Remove temp files and manifest-less archives of crashed runs (lock held)."""
         removed = []
         manifests = {n[:-len(MANIFEST_SUFFIX)] for n in os.listdir(self.backup_dir)
                      if n.endswith(MANIFEST_SUFFIX) and not n.startswith(".")}
