@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._atomic import replace_file
+from .._files import replace_file
 from .model import Alert, AlertSeverity, AlertType, parse_severity, parse_type
 
 log = logging.getLogger("exporter.alert_manager")

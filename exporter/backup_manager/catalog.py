@@ -2,7 +2,7 @@
 
 A backup is ``<name>.manifest.json`` plus the archive it names. The manifest is written last,
 so a backup lists only when both exist; temp files (leading dot) never list. This module only
-imports the standard library: ``opsstack serve`` calls :func:`read_catalog` at scrape time
+imports the standard library (and ``exporter._files``): ``opsstack serve`` calls :func:`read_catalog` at scrape time
 without enabling the backup manager.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+
+from .._files import read_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 VERIFY_STATE_FILE = ".verify-state.json"
@@ -24,20 +26,9 @@ def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:
     return Path(backup_dir) / f"{name}{MANIFEST_SUFFIX}"
 
 
-def _read_json(path: str | os.PathLike) -> Any:
-    """The JSON value in ``path``, or None when it cannot be read or parsed."""
-    import json  # loaded by the first read, not on import
-
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
-    except (OSError, ValueError):
-        return None
-
-
 def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest at ``path``, or None when it is missing or not a manifest of ours."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != "opsstack-backup":
         return None
     return data
@@ -45,7 +36,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def read_verify_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{name: {"ok": bool, "at": timestamp}}`` of the last verification of each backup."""
-    data = _read_json(Path(backup_dir) / VERIFY_STATE_FILE)
+    data = read_json(Path(backup_dir) / VERIFY_STATE_FILE)
     return data if isinstance(data, dict) else {}
 
 

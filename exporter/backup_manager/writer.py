@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._atomic import replace_file
+from .._files import replace_file
 from ..errors import BackupError
 from .catalog import FORMAT_VERSION, TEMP_MARKER, manifest_path
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header

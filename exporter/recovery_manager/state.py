@@ -6,20 +6,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._atomic import replace_file
+from .._files import read_json, replace_file
 
 STATE_FILE = "integrity-state.json"
 BASELINE_FILE = "integrity-baseline.json"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json  # loaded by the first read or write, not on import
-
-    try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-    except (OSError, ValueError):
-        return {}
+    """The JSON object in ``path``, or ``{}``."""
+    data = read_json(path)
     return data if isinstance(data, dict) else {}
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .._atomic import replace_file
+from .._files import replace_file
 
 Record = tuple[int, str, bytes]  # (levelno, _id, json)
 

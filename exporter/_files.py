@@ -1,8 +1,21 @@
-"""Replace a file whole or not at all: how state, spool and manifest files are written."""
+"""The small files opsstack keeps (state, spool segments, manifests): read as JSON, replaced
+whole or not at all."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``, or None when it cannot be read or parsed."""
+    import json  # loaded by the first read, not on import
+
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
 
 
 def replace_file(path: Path, data: bytes, *, temp: Path | None = None) -> None:
