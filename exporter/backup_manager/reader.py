@@ -42,19 +42,14 @@ class _Decompressor:
     def feed(self, data: bytes) -> bytes:
         if self._obj is None:
             return data
-        if self._obj.eof:
-            if not data:
-                return b""
-            if self._compression != "zstd":
-                raise ValueError("data after the end of the compressed stream")
-            self._obj = self._new()
-        out = self._obj.decompress(data)
-        while self._obj.eof and self._obj.unused_data:
-            if self._compression != "zstd":
-                raise ValueError("data after the end of the compressed stream")
-            rest = self._obj.unused_data
-            self._obj = self._new()
-            out += self._obj.decompress(rest)
+        out = b""
+        while data:
+            if self._obj.eof:  # a stream ended and more follows: only zstd has a next frame
+                if self._compression != "zstd":
+                    raise ValueError("data after the end of the compressed stream")
+                self._obj = self._new()
+            out += self._obj.decompress(data)
+            data = self._obj.unused_data if self._obj.eof else b""
         return out
 
     def finish(self) -> None:
