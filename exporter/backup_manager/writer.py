@@ -193,7 +193,9 @@ class _Sink:
         if self._error is not None:
             raise self._error
         self.sha256.update(data)
-        self._writes.put(data)
+        # a view (uncompressed, unencrypted segments) is reused by its writer once this returns:
+        # queue a copy of it (bytes() of bytes is the same object, no copy)
+        self._writes.put(bytes(data))
         self.size += len(data)
         return len(data)
 
