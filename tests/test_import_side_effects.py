@@ -94,3 +94,25 @@ def test_runtime_start_with_every_feature_off_loads_no_heavy_module(tmp_path):
     assert result.returncode == 0, result.stderr
     report = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert report == {"loaded": "[]", "threads": "1", "events": "[]"}
+
+
+BACKUP_ENABLED = textwrap.dedent("""
+    import sys, tempfile
+    from exporter.backup_manager import BackupManager
+    from exporter.config import default_settings
+    from exporter.metrics import Metrics
+    work = tempfile.mkdtemp()
+    manager = BackupManager(default_settings().replace(BACKUP_DIR=work + "/backups",
+                                                       STATE_DIR=work + "/state"), Metrics())
+    manager.enable(schedule=False)
+    manager.disable()
+    archive_code = ["sqlite3", "tarfile", "exporter.backup_manager.writer", "exporter.backup_manager.tarstream"]
+    print([name for name in archive_code if name in sys.modules])
+""")
+
+
+def test_enabling_the_backup_manager_leaves_the_archive_code_to_the_first_backup(tmp_path):
+    result = subprocess.run([sys.executable, "-c", BACKUP_ENABLED], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ from typing import Any
 from .._files import read_json
 
 MANIFEST_SUFFIX = ".manifest.json"
+ARCHIVE_SUFFIX = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 VERIFY_STATE_FILE = ".verify-state.json"
 LOCK_FILE = ".lock"
 TEMP_MARKER = ".tmp-"

@@ -89,9 +89,6 @@ class Encryptor:
             view = view[take:]
         return size
 
-    def flush(self) -> None:
-        pass
-
     def close(self) -> None:
         if not self.closed:
             self._seal(self._buffer, True)

@@ -19,8 +19,8 @@ from ..errors import BackupError, BackupNotFoundError, NotEnabledError, OpsError
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
 from . import retention
-from .catalog import (LOCK_FILE, MANIFEST_SUFFIX, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
-                      manifest_path, read_catalog, read_manifest, read_verify_state)
+from .catalog import (ARCHIVE_SUFFIX, LOCK_FILE, MANIFEST_SUFFIX, NAME_PATTERN, TEMP_MARKER,
+                      VERIFY_STATE_FILE, manifest_path, read_catalog, read_manifest, read_verify_state)
 from .lock import DirectoryLock
 from .scheduler import PERIODS, Scheduler
 
@@ -85,8 +85,6 @@ class BackupManager(ManagerBase):
     # ------------------------------------------------------------------ helpers
     def _clean_leftovers(self) -> list[str]:
         """Remove temp files and manifest-less archives of crashed runs (lock held)."""
-        from .writer import ARCHIVE_SUFFIX
-
         removed = []
         manifests = {n[:-len(MANIFEST_SUFFIX)] for n in os.listdir(self.backup_dir)
                      if n.endswith(MANIFEST_SUFFIX) and not n.startswith(".")}

@@ -20,14 +20,13 @@ from typing import Any
 from .. import __version__
 from .._files import replace_file
 from ..errors import BackupError
-from .catalog import FORMAT_VERSION, TEMP_MARKER, manifest_path
+from .catalog import ARCHIVE_SUFFIX, FORMAT_VERSION, TEMP_MARKER, manifest_path
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
 
 SYNC_EVERY = 32 << 20  # bytes written between two fdatasync calls
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
-ARCHIVE_SUFFIX = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 
 Progress = Callable[[int, int, int, int], None]  # files done, files total, bytes done, bytes total
 
@@ -223,14 +222,6 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     replace_file(path, json.dumps(data, separators=(",", ":")).encode(),
                  temp=path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}"))
@@ -312,8 +303,7 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             "duration_seconds": round(time.time() - started, 3),
             "files": records,
         }
-        write_json_atomic(manifest_path(backup_dir, name), manifest)
-        _fsync_dir(backup_dir)
+        write_json_atomic(manifest_path(backup_dir, name), manifest)  # fsyncs backup_dir: both renames
         temps.remove(final_archive)
         return manifest
     except OSError as exc:
