@@ -406,6 +406,9 @@ KEYS: tuple[Key, ...] = (
        "OTLP protocol."),
     _k("OTEL_TRACES_SAMPLER", "tracing", "sampler", one_of(SAMPLERS), "parentbased_always_on", "Sampler."),
     _k("OTEL_TRACES_SAMPLER_ARG", "tracing", "sampler_arg", ratio, 1.0, "Sampler ratio."),
+    # The SDK's default; queued spans are kept compact (about 1 KB each, see tracing._compacting).
+    _k("OTEL_BSP_MAX_QUEUE_SIZE", "tracing", "max_queue_size", positive_int, 2048,
+       "Ended spans waiting for export; past it new spans are dropped."),
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -504,6 +507,7 @@ class TracingSettings(Record, frozen=True):
     protocol: str
     sampler: str
     sampler_arg: float
+    max_queue_size: int
 
 
 _SECTIONS: dict[str, type] = {

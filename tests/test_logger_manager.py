@@ -159,6 +159,21 @@ def test_missing_parent_directory_raises_naming_the_path(tmp_path, metrics):
     assert lm.enabled is False
 
 
+def test_shipping_without_the_elasticsearch_client_is_an_error_at_enable(tmp_path, metrics, monkeypatch):
+    from exporter.sinks import elasticsearch as sink_module
+
+    def missing(settings):
+        raise ModuleNotFoundError("No module named 'elasticsearch'")
+
+    monkeypatch.setattr(sink_module, "_new_client", missing)
+    handlers = list(logging.getLogger().handlers)
+    lm = LoggerManager(make_settings(tmp_path / "logs", ELASTICSEARCH_URL="http://127.0.0.1:9",
+                                     STATE_DIR=str(tmp_path / "state")), metrics)
+    with pytest.raises(LoggingSetupError, match="ELASTICSEARCH_URL.*No module named 'elasticsearch'"):
+        lm.enable()
+    assert logging.getLogger().handlers == handlers and lm.enabled is False
+
+
 def test_log_dir_that_is_a_file_raises(tmp_path, metrics):
     target = tmp_path / "logs"
     target.write_text("not a directory")
@@ -358,7 +373,11 @@ def test_elasticsearch_sink_is_attached_when_url_is_set(log_dir, metrics, monkey
     class FakeElasticsearchSink(RecordingSink):
         def __init__(self, settings, metrics_):
             super().__init__()
+            self.started = False
             made.append((settings, metrics_, self))
+
+        def start(self):
+            self.started = True
 
     module = types.ModuleType("exporter.sinks.elasticsearch")
     module.ElasticsearchSink = FakeElasticsearchSink
@@ -371,6 +390,7 @@ def test_elasticsearch_sink_is_attached_when_url_is_set(log_dir, metrics, monkey
     lm.disable()
     [(given_settings, given_metrics, sink)] = made
     assert given_settings is settings and given_metrics is metrics
+    assert sink.started  # by enable(): the client loads then, not in the middle of the first burst
     assert json.loads(sink.lines[0][0])["message"] == "to elasticsearch"
     assert sink.closed_with == settings.shipping.shutdown_timeout
 

@@ -124,6 +124,26 @@ def test_a_full_queue_spills_to_the_spool_without_losing_records(tmp_path):
     assert metrics.ship_queued._value.get() == 1_000 and metrics.ship_spooled._value.get() == 1_000
 
 
+def test_while_the_node_is_away_one_batch_stays_in_memory_and_the_rest_waits_on_disk(tmp_path):
+    sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_BATCH_SIZE=100), Metrics())
+    sink.submit(_line(0), logging.INFO)
+    _wait_for(lambda: sink.stats()["retried"] >= 1)  # the first request failed: backing off
+    for number in range(1, 5_000):  # far below LOG_SHIP_QUEUE_SIZE (50,000)
+        sink.submit(_line(number), logging.INFO)
+    _wait_for(lambda: sink.stats()["queue_size"] <= 100)
+    assert sink.stats()["spooled"] >= 4_899
+    sink.close(0.5)
+    stats = sink.stats()
+    assert stats["dropped"] == {} and stats["spooled"] == 5_000 and stats["queue_size"] == 0
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def test_a_record_past_the_overflow_room_is_dropped_and_counted(tmp_path):
     metrics = Metrics()
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_QUEUE_SIZE=10,

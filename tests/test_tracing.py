@@ -15,6 +15,7 @@ import pytest
 
 from exporter import tracing
 from exporter.config import default_settings
+from exporter.errors import ConfigError
 from exporter.metrics import Metrics
 from tests.harness.base import free_port, skip_or_fail
 
@@ -104,6 +105,53 @@ def test_sampler_always_off_makes_no_trace_ids():
     finally:
         tracing.shutdown()
     assert exported.get_finished_spans() == ()
+
+
+def test_queued_spans_are_compact_copies_that_export_the_same(memory_exporter):
+    with tracing.span("download") as parent:
+        with tracing.span("download.chunk", path="/data/a.zip", size_bytes=3) as child:
+            child.add_event("retry", {"attempt": 2})
+        child_id = child.get_span_context().span_id
+    tracing.force_flush()
+    spans = {span.name: span for span in memory_exporter.get_finished_spans()}
+    exported = spans["download.chunk"]
+    from opentelemetry.sdk.util import BoundedList
+
+    # the compact copy: tuples for events and links, not the SDK's bounded lists (two deques)
+    assert not isinstance(exported._events, BoundedList) and not isinstance(exported._links, BoundedList)
+    assert exported.links == ()
+    assert [(event.name, dict(event.attributes)) for event in exported.events] == [("retry", {"attempt": 2})]
+    assert dict(exported.attributes) == {"file.path": "/data/a.zip", "file.size": 3}
+    assert exported.context.span_id == child_id
+    assert exported.parent.span_id == parent.get_span_context().span_id
+    assert exported.start_time < exported.end_time
+    assert exported.instrumentation_scope.name == "exporter"
+    assert exported.resource.attributes["service.name"] == "test-bot"
+    assert (exported.dropped_attributes, exported.dropped_events, exported.dropped_links) == (0, 0, 0)
+
+
+def test_a_span_over_its_limits_keeps_its_dropped_counts(monkeypatch):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
+    exported = InMemorySpanExporter()
+    tracing.setup(default_settings().replace(ENABLE_TRACING=True), span_exporter=exported)
+    try:
+        with tracing.span("busy") as span:
+            for index in range(3):
+                span.add_event(f"event {index}")
+        tracing.force_flush()
+    finally:
+        tracing.shutdown()
+    (finished,) = exported.get_finished_spans()
+    assert len(finished.events) == 1 and finished.dropped_events == 2
+
+
+def test_the_span_queue_size_is_the_standard_variable():
+    assert default_settings().tracing.max_queue_size == 2048
+    assert default_settings().replace(OTEL_BSP_MAX_QUEUE_SIZE="100").tracing.max_queue_size == 100
+    with pytest.raises(ConfigError, match="OTEL_BSP_MAX_QUEUE_SIZE"):
+        default_settings().replace(OTEL_BSP_MAX_QUEUE_SIZE="0")
 
 
 # --------------------------------------------------------------------------- bounded exit

@@ -301,12 +301,17 @@ class LoggerManager:
 
 
 def _elasticsearch_sink(settings: Settings, metrics: Metrics) -> LogSink:
+    """The started Elasticsearch sink; a missing client package is an error here, not a spool
+    that never drains."""
     try:
         from ..sinks.elasticsearch import ElasticsearchSink
+
+        sink = ElasticsearchSink(settings, metrics)
+        sink.start()
     except ImportError as exc:
-        raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch sink cannot be loaded: {exc}"
+        raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch client cannot be loaded: {exc}"
                                 ) from exc
-    return ElasticsearchSink(settings, metrics)
+    return sink
 
 
 def _prepare_dir(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """Ship ECS log lines to Elasticsearch: bounded queue, background ``_bulk`` worker, disk spool.
 
 ``ElasticsearchSink(settings, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
-starts the worker thread. The caller's thread only appends ``(levelno, line)`` to one bounded
+makes the client and starts the worker thread. The caller's thread only appends ``(levelno, line)`` to one bounded
 deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of overflow room); everything else
 happens on the worker, so a record costs the bot one ``append``.
 
@@ -11,10 +11,11 @@ The worker takes records oldest first and gives each a deterministic ``_id``
 ``logs-bot-<namespace>``; a 409 on a replay counts as shipped, so at-least-once delivery makes
 no duplicates. Order per producer is the ``event.sequence`` order, which is the order the bot
 logged in (one FIFO, numbered as it is taken); records may arrive out of that order. When the
-queue holds more than its size (the node is slow or away), the worker moves the oldest records
-to the spool. It sends from memory while a batch is waiting there and replays the spool, oldest
-segment first, a batch at a time, whenever the node has caught up: a burst the node is slow to
-take costs disk only for what overflows. A batch that fails is spooled, and while the node is
+queue holds more than its size (the node is slow), the worker moves the oldest records to the
+spool; while it backs off (the node is away or refusing) it keeps only one batch in memory. It
+sends from memory while a batch is waiting there and replays the spool, oldest segment first, a
+batch at a time, whenever the node has caught up: a burst the node is slow to take costs disk
+only for what overflows. A batch that fails is spooled, and while the node is
 away the worker retries with backoff (0.2 s doubling to 30 s). Only when the overflow room is
 full too is a record dropped (and counted by level). The caller never touches the disk.
 
@@ -31,6 +32,7 @@ import collections
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -40,7 +42,7 @@ from typing import Callable
 from ..config import Settings
 from ..logger_manager.sink import mark_shipping_thread
 from ..metrics import LOG_LEVELS, Metrics
-from .spool import Record, Spool
+from .spool import Record, Spool, lines_end, parse
 
 log = logging.getLogger("exporter.sinks.elasticsearch")
 
@@ -91,10 +93,14 @@ def _untraced(client):
     return client
 
 
-def _bulk_body(index: str, records: list[Record]) -> bytes:
-    action = b'{"create":{"_index":"%s","_id":"%s"}}\n%s\n'
-    encoded = index.encode()
-    return b"".join([action % (encoded, rid.encode(), document) for _, rid, document in records])
+# A spool line ``<levelno>\t<_id>\t<json>`` made the action line of a ``_bulk`` body and its
+# document in one pass over a whole chunk, with no object per record.
+_SPOOL_LINE_HEAD = re.compile(rb"^\d+\t([^\t\n]*)\t", re.MULTILINE)
+
+
+def _bulk_body(index: str, lines: bytes) -> bytes:
+    """The ``_bulk`` body for spool ``lines``: create each in ``index`` with its ``_id``."""
+    return _SPOOL_LINE_HEAD.sub(b'{"create":{"_index":"%s","_id":"\\1"}}\n' % index.encode(), lines)
 
 
 def _level_name(levelno: int) -> str:
@@ -135,15 +141,21 @@ class ElasticsearchSink:
         self._start_lock = threading.Lock()
         self._template_installed = False
         self._backoff = 0.0
-        self._replaying: list | None = None  # [segment path, its records, next offset, spool generation]
+        self._replaying: list | None = None  # [segment path, its bytes or None, next offset, spool generation]
         self._counts = collections.Counter()
         self._dropped_by_level: collections.Counter = collections.Counter()
 
     # -- the protocol
     def start(self) -> None:
+        """Make the client (loading the ``elasticsearch`` package here, on the caller's thread)
+        and start the worker. ``logger_manager.enable()`` calls it: the client's ~10 MiB of
+        modules then load before the bot's first burst of records, not in the middle of one,
+        where the two interleaved left about 3 MiB more resident (measured by bench_memory)."""
         with self._start_lock:
             if self._thread is not None:
                 return
+            if self._client is None:
+                self._client = _new_client(self._settings)
             self._state_dir.mkdir(parents=True, exist_ok=True)
             self.spool.open()
             self._update_spool_gauges()
@@ -218,14 +230,16 @@ class ElasticsearchSink:
                 self._sleep_backoff()
         self._spool_taken(*self._take(len(self._queue)))
 
-    def _spill_excess(self) -> None:
-        """Behind (the node is slow or away): the oldest records past the queue size wait on disk."""
-        excess = len(self._queue) - self._queue_size
+    def _spill_excess(self, keep: int | None = None) -> None:
+        """Behind: the oldest records past ``keep`` (the queue size) wait on disk."""
+        excess = len(self._queue) - (self._queue_size if keep is None else keep)
         if excess > 0:
             self._spool_taken(*self._take(excess))
 
     def _sleep_backoff(self) -> None:
-        """Wait before the next attempt (0.2 s doubling to 30 s), spilling what overflows meanwhile."""
+        """Wait before the next attempt (0.2 s doubling to 30 s). The node is away or refusing, so
+        all but one batch waits on disk meanwhile: an outage of any length costs the bot one
+        batch of memory, not a full queue."""
         self._backoff = min(MAX_BACKOFF, max(0.2, self._backoff * 2))
         until = time.monotonic() + self._backoff
         while not self._stop.is_set():
@@ -233,7 +247,7 @@ class ElasticsearchSink:
             if left <= 0:
                 break
             self._stop.wait(min(left, SPILL_CHECK))
-            self._spill_excess()
+            self._spill_excess(keep=self._batch_size)
 
     def _ship_from_memory(self) -> bool:
         """Send the oldest batch in memory; on failure spool what was not taken. True when delivered."""
@@ -241,10 +255,14 @@ class ElasticsearchSink:
         fresh = self._fresh
         body = b"".join([fresh % (sequence, sequence, line[1:]) for sequence, (_, line) in enumerate(taken, first)])
         failed = self._send(body, len(taken), lambda: self._records(first, taken))
-        if failed:
+        del body  # not kept while the batch is spooled: a failed batch costs its size once, not twice
+        if failed is None or failed:
             self._counts["retried"] += 1
             self._metrics.ship_retried.inc()
-            self._spool(failed)
+            if failed is None:  # not sent at all: spool the batch as taken
+                self._spool_taken(first, taken)
+            else:
+                self._spool(failed)
             return False
         return True
 
@@ -252,18 +270,24 @@ class ElasticsearchSink:
         """Send the next batch of the oldest spool segment; True when the node took it."""
         replaying = self._replaying
         if replaying is None or replaying[3] != self.spool.generation:  # none yet, or rewritten
-            head = self.spool.head()
-            if head is None:
+            path = self.spool.head()
+            if path is None:
                 return True
-            replaying = self._replaying = [head[0], head[1], 0, self.spool.generation]
-        path, records, offset, _ = replaying
-        chunk = records[offset:offset + self._batch_size]
-        if chunk and self._send(_bulk_body(self.index, chunk), len(chunk), lambda: chunk):
-            self._counts["retried"] += 1
-            self._metrics.ship_retried.inc()
-            return False
-        replaying[2] = offset + len(chunk)
-        if replaying[2] >= len(records):
+            replaying = self._replaying = [path, None, 0, self.spool.generation]
+        path, data, offset, _ = replaying
+        if data is None:  # not read yet, or let go after a failed attempt
+            data = replaying[1] = path.read_bytes()
+        end = lines_end(data, offset, self._batch_size)
+        if end > offset:
+            chunk = data if end - offset == len(data) else data[offset:end]
+            failed = self._send(_bulk_body(self.index, chunk), chunk.count(b"\n"), lambda: list(parse(chunk)))
+            if failed is None or failed:
+                self._counts["retried"] += 1
+                self._metrics.ship_retried.inc()
+                replaying[1] = None  # the node is away: the segment waits on disk, not in memory
+                return False
+        replaying[2] = end
+        if end >= len(data):
             self.spool.remove(path)
             self._replaying = None
             self._update_spool_gauges()
@@ -288,11 +312,12 @@ class ElasticsearchSink:
         return [(level, f"{producer}-{sequence}", b"%s%d,%s" % (prefix, sequence, line[1:-1]))
                 for sequence, (level, line) in enumerate(taken, first)]
 
-    def _send(self, body: bytes, count: int, records: Callable[[], list[Record]]) -> list[Record]:
-        """One ``_bulk`` request of ``body`` (``count`` records); return those to retry later.
+    def _send(self, body: bytes, count: int, records: Callable[[], list[Record]]) -> list[Record] | None:
+        """One ``_bulk`` request of ``body`` (``count`` records); return those to retry later, or
+        None when the request failed as a whole (transport error, 429, 5xx: retry them all).
 
         ``records()`` gives the records of the body, in its order; it is called only when some
-        or all of them fail (the common clean batch never builds them).
+        of them fail (the common clean batch never builds them).
         """
         try:
             timeout = REQUEST_TIMEOUT
@@ -307,7 +332,7 @@ class ElasticsearchSink:
         except Exception as exc:  # noqa: BLE001 - any failure to reach ES means "spool and retry"
             if self._backoff == 0.0:
                 log.warning("Elasticsearch unreachable, spooling log records: %s", type(exc).__name__)
-            return records()
+            return None
         self._backoff = 0.0
         if not response.get("errors"):
             self._counts["shipped"] += count
@@ -332,8 +357,6 @@ class ElasticsearchSink:
         return retry
 
     def _connect(self, timeout: float):
-        if self._client is None:
-            self._client = _new_client(self._settings)
         if not self._template_installed:
             _untraced(self._client.options(request_timeout=min(10.0, timeout))).indices.put_index_template(
                 name=TEMPLATE_NAME, **load_template())
@@ -366,8 +389,10 @@ class ElasticsearchSink:
         """Spool records just taken from the queue, each made a spool line in one step."""
         if taken:
             template = self._spool_line
-            self._spooled(self.spool.append_lines([(level, template % (level, sequence, sequence, line[1:]))
-                                                   for sequence, (level, line) in enumerate(taken, first)]))
+            data = bytearray()
+            for sequence, (level, line) in enumerate(taken, first):
+                data += template % (level, sequence, sequence, line[1:])
+            self._spooled(self.spool.append_block(data, [level for level, _ in taken]))
 
     def _spooled(self, kept: int) -> None:
         if kept:

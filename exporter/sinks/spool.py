@@ -60,26 +60,30 @@ class Spool:
     # -- writing
     def append(self, records: Iterable[Record]) -> int:
         """Write ``records`` as one new segment (dropping by level when full); return the number kept."""
-        return self.append_lines([(level, encode_line(level, rid, line)) for level, rid, line in records])
+        data, levels = bytearray(), []
+        for level, rid, line in records:
+            data += encode_line(level, rid, line)
+            levels.append(level)
+        return self.append_block(data, levels)
 
-    def append_lines(self, encoded: list[tuple[int, bytes]]) -> int:
-        """:meth:`append` for records already encoded as segment lines (``(levelno, line)``)."""
-        if not encoded:
+    def append_block(self, data: bytes | bytearray, levels: list[int]) -> int:
+        """:meth:`append` for records already encoded: ``data`` their segment lines one after the
+        other (one buffer, not one object per record), ``levels`` their levels in order."""
+        if not levels:
             return 0
         self.open()
         with self._lock:
-            data = b"".join([line for _, line in encoded])
-            if len(data) > self.max_bytes - self.size():
-                encoded = self._fit(encoded)
+            if len(data) > self.max_bytes - self.size():  # full: split it to drop by level
+                encoded = self._fit(list(zip(levels, data.splitlines(keepends=True))))
                 if not encoded:
                     return 0
-                data = b"".join([line for _, line in encoded])
+                data, levels = b"".join([line for _, line in encoded]), encoded
             self._counter += 1
             created = time.time_ns()
             path = self.directory / f"{self._counter:012d}-{created}.spool"
             replace_file(path, data)
             self._segments.append((path, len(data), created / 1e9))
-            return len(encoded)
+            return len(levels)
 
     def _fit(self, encoded: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         """What of ``encoded`` fits once full: DEBUG/INFO go first, new ones before old ones."""
@@ -115,7 +119,7 @@ class Spool:
         segments = []
         for path, size, created in self._segments:
             keep = []
-            for level, rid, line in _parse(path.read_bytes()):
+            for level, rid, line in parse(path.read_bytes()):
                 if level < logging.WARNING:
                     self._on_drop(level, 1)
                 else:
@@ -128,13 +132,10 @@ class Spool:
         self._segments = segments
 
     # -- reading
-    def head(self) -> tuple[Path, list[Record]] | None:
-        """The oldest segment and its records (it stays until :meth:`remove`)."""
+    def head(self) -> Path | None:
+        """The oldest segment (it stays until :meth:`remove`); read it with ``path.read_bytes()``."""
         with self._lock:
-            if not self._segments:
-                return None
-            path = self._segments[0][0]
-        return path, list(_parse(path.read_bytes()))
+            return self._segments[0][0] if self._segments else None
 
     def remove(self, path: Path) -> None:
         with self._lock:
@@ -147,7 +148,19 @@ def encode_line(level: int, rid: str, line: bytes) -> bytes:
     return b"%d\t%s\t%s\n" % (level, rid.encode(), line)
 
 
-def _parse(data: bytes):
+def lines_end(data: bytes, start: int, count: int) -> int:
+    """The offset just past ``count`` segment lines of ``data`` from ``start`` (or its end)."""
+    find = data.find
+    end = start
+    for _ in range(count):
+        end = find(b"\n", end) + 1
+        if not end:
+            return len(data)
+    return end
+
+
+def parse(data: bytes):
+    """The records ``(levelno, _id, json)`` of segment lines ``data``, in order."""
     for raw in data.splitlines():
         level, _, rest = raw.partition(b"\t")
         rid, _, line = rest.partition(b"\t")
