@@ -130,11 +130,25 @@ def test_while_the_node_is_away_one_batch_stays_in_memory_and_the_rest_waits_on_
     _wait_for(lambda: sink.stats()["retried"] >= 1)  # the first request failed: backing off
     for number in range(1, 5_000):  # far below LOG_SHIP_QUEUE_SIZE (50,000)
         sink.submit(_line(number), logging.INFO)
-    _wait_for(lambda: sink.stats()["queue_size"] <= 100)
-    assert sink.stats()["spooled"] >= 4_899
+    _wait_for(lambda: sink.stats()["spooled"] >= 4_900)  # the first record and all but a batch
+    assert sink.stats()["queue_size"] == 100
     sink.close(0.5)
     stats = sink.stats()
     assert stats["dropped"] == {} and stats["spooled"] == 5_000 and stats["queue_size"] == 0
+
+
+def test_while_the_node_is_away_an_attempt_is_a_connect_not_a_batch(tmp_path):
+    sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_BATCH_SIZE=10), Metrics())
+    for number in range(50):
+        sink.submit(_line(number), logging.INFO)
+    _wait_for(lambda: sink.stats()["retried"] >= 1)
+    sent = []
+    send = sink._send
+    sink._send = lambda *args: sent.append(args) or send(*args)
+    _wait_for(lambda: sink.stats()["retried"] >= 3)  # two more attempts, each a failed connect
+    assert sent == []  # no batch was built for them
+    sink.close(0.5)
+    assert sink.stats()["spooled"] == 50 and sink.stats()["dropped"] == {}
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:
