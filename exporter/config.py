@@ -276,6 +276,23 @@ def secret(raw: Any) -> Secret | None:
     return Secret(text(raw).strip())
 
 
+def elasticsearch_url(raw: Any) -> Secret | None:
+    """A secret ``http(s)://[user:password@]host:port`` (the port may be left out for https)."""
+    value = secret(raw)
+    if value is None:
+        return None
+    from urllib.parse import urlsplit  # loaded only when shipping is configured
+
+    try:
+        url = urlsplit(value.get())
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or url.scheme == "https")
+    except ValueError:  # a port that is not a number or out of range
+        valid = False
+    if not valid:
+        raise ValueError("expected http://host:port or https://host[:port]")
+    return value
+
+
 DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12}
 
 
@@ -314,7 +331,7 @@ KEYS: tuple[Key, ...] = (
     _k("LOG_CONSOLE", "logging", "console", parse_bool, True, "Also write ECS lines to stderr."),
     _k("LOG_REDACT_SECRETS", "logging", "redact", parse_bool, True, "Mask tokens and passwords in logs."),
     # shipping to Elasticsearch
-    _k("ELASTICSEARCH_URL", "shipping", "url", secret, None,
+    _k("ELASTICSEARCH_URL", "shipping", "url", elasticsearch_url, None,
        "Ship logs to this Elasticsearch (may carry credentials).", secret=True),
     _k("ELASTICSEARCH_API_KEY", "shipping", "api_key", secret, None, "API key for Elasticsearch.", secret=True),
     _k("ELASTICSEARCH_NAMESPACE", "shipping", "namespace", text, "default",

@@ -20,6 +20,7 @@ GOOD = {
     "text": "some-text", "optional_text": "some-text", "path": "some/dir",
     "string_list": "a,b", "optional_string_list": '["a", "b"]', "backup_retention": "hourly=2,weekly=1",
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
+    "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243",
 }
 BAD = {
     "parse_bool": ("environment", "maybe"), "positive_int": ("environment", "0"),
@@ -31,6 +32,7 @@ BAD = {
     "backup_retention": ("environment", "yearly=3"),
     "alert_channels": ("environment", '{"critical": ["pager"]}'),
     "secret": ("toml", "in-a-file"),
+    "elasticsearch_url": ("environment", "in-a-file:9200"),
 }
 
 
@@ -63,7 +65,7 @@ def test_every_key_reads_from_the_environment(key):
     value = settings.value(key.name)
     assert value is not None
     if key.secret:
-        assert isinstance(value, Secret) and value.get() == GOOD["secret"]
+        assert isinstance(value, Secret) and value.get() == good_value(key)
 
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
@@ -143,6 +145,19 @@ def test_secret_from_file_via_env(tmp_path):
     assert "from-a-file" not in repr(settings)
     with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN_FILE.*cannot read"):
         load_settings(environ={"TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize("url", ["http://es.internal", "es.internal:9200", "ftp://es.internal:21",
+                                 "http://elastic:hunter2@es.internal:notaport"])
+def test_an_elasticsearch_url_the_client_cannot_use_is_an_error_that_hides_it(url):
+    with pytest.raises(ConfigError, match="ELASTICSEARCH_URL.*expected http://host:port") as caught:
+        load_settings(environ={"ELASTICSEARCH_URL": url})
+    assert "es.internal" not in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9200", "https://elastic:pw@es.example", "https://es.example:9243"])
+def test_elasticsearch_urls_the_client_takes_are_accepted(url):
+    assert load_settings(environ={"ELASTICSEARCH_URL": url}).shipping.url.get() == url
 
 
 def test_replace_checks_values():

@@ -1,9 +1,9 @@
 """Ship ECS log lines to Elasticsearch: bounded queue, background ``_bulk`` worker, disk spool.
 
 ``ElasticsearchSink(settings, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
-makes the client and starts the worker thread. The caller's thread only appends ``(levelno, line)`` to one bounded
-deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of overflow room); everything else
-happens on the worker, so a record costs the bot one ``append``.
+makes the client and starts the worker thread. The caller's thread only appends
+``(levelno, line)`` to one bounded deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of
+overflow room); everything else happens on the worker, so a record costs the bot one ``append``.
 
 The worker takes records oldest first and gives each a deterministic ``_id``
 ``<producer>-<sequence>`` (producer: random per sink) and the fields ``agent.ephemeral_id`` /
@@ -15,9 +15,10 @@ queue holds more than its size (the node is slow), the worker moves the oldest r
 spool; while it backs off (the node is away or refusing) it keeps only one batch in memory. It
 sends from memory while a batch is waiting there and replays the spool, oldest segment first, a
 batch at a time, whenever the node has caught up: a burst the node is slow to take costs disk
-only for what overflows. A batch that fails is spooled, and while the node is
-away the worker retries with backoff (0.2 s doubling to 30 s). Only when the overflow room is
-full too is a record dropped (and counted by level). The caller never touches the disk.
+only for what overflows. A batch that fails is spooled, and while the node is away the worker
+retries with backoff (0.2 s doubling to 30 s), each retry starting with a TCP connect. Only when
+the overflow room is full too is a record dropped (and counted by level). The caller never
+touches the disk.
 
 A clean batch is answered with ``{"errors":false}`` alone (``filter_path``); when a batch has
 errors it is sent once more asking for each item's status (a replay is harmless: created ids
@@ -144,7 +145,7 @@ class ElasticsearchSink:
         self._start_lock = threading.Lock()
         self._template_installed = False
         url = urllib.parse.urlsplit(shipping.url.get())
-        self._address = (url.hostname, url.port or (443 if url.scheme == "https" else 9200))
+        self._address = (url.hostname, url.port or 443)  # the settings require a port for http
         self._backoff = 0.0
         self._replaying: list | None = None  # [segment path, its bytes or None, next offset, spool generation]
         self._counts = collections.Counter()
@@ -152,10 +153,9 @@ class ElasticsearchSink:
 
     # -- the protocol
     def start(self) -> None:
-        """Make the client (loading the ``elasticsearch`` package here, on the caller's thread)
-        and start the worker. ``logger_manager.enable()`` calls it: the client's ~10 MiB of
-        modules then load before the bot's first burst of records, not in the middle of one,
-        where the two interleaved left about 3 MiB more resident (measured by bench_memory)."""
+        """Make the client and start the worker. ``logger_manager.enable()`` calls it, so the
+        ``elasticsearch`` package loads while the bot starts (a missing one is an error there,
+        not a spool that never drains), not on the worker in the middle of the first records."""
         with self._start_lock:
             if self._thread is not None:
                 return
