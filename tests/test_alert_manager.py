@@ -5,9 +5,12 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,8 @@ from exporter.alert_manager import (Alert, AlertManager, AlertSeverity, AlertTyp
 from exporter.config import load_settings
 from exporter.errors import AlertError, ChannelConfigError, DeliveryError, NotEnabledError
 from exporter.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Clock:
@@ -270,6 +275,43 @@ def test_raising_and_hanging_subscribers_do_not_stop_the_others(running, metrics
     assert value(metrics, "bot_alert_callback_errors_total") == 6
 
 
+def test_a_hanging_sync_subscriber_holds_up_only_its_own_lane(running):
+    manager = running(callback_timeout=0.1)
+    stuck, good = threading.Event(), []
+    manager.subscribe(AlertType.DOWNLOAD_FAILED, lambda alert: stuck.wait(30))
+    manager.subscribe(AlertType.BACKUP_FAILED, good.append)
+    try:
+        for index in range(6):  # more hanging calls than a small shared pool would have threads
+            manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.LOW, "dl", f"file {'x' * index}")
+            time.sleep(0.15)
+        manager.trigger_alert_sync(AlertType.BACKUP_FAILED, AlertSeverity.HIGH, "backup", "broke")
+        deadline = time.monotonic() + 5
+        while not good and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [alert.title for alert in good] == ["backup"]
+    finally:
+        stuck.set()
+
+
+def test_a_hanging_sync_subscriber_does_not_hold_up_the_exit(tmp_path):
+    script = f"""
+import time
+from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.config import load_settings
+from exporter.metrics import Metrics
+manager = AlertManager(metrics=Metrics(), monitor_resources=False, callback_timeout=0.1)
+manager.enable(load_settings({{"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": {str(tmp_path / "state")!r}}}, environ={{}}))
+manager.subscribe(AlertType.CUSTOM, lambda alert: time.sleep(60))
+manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m")
+time.sleep(0.3)
+manager.disable(timeout=0.5)
+"""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 15  # the stuck call sleeps 60 s; exit must not wait for it
+
+
 # --------------------------------------------------------------------------- channels, retries, limits
 
 
@@ -380,6 +422,31 @@ def test_torn_last_line_is_skipped(tmp_path, metrics):
         assert [a.id for a in again.get_alerts()] == [kept.id]
     finally:
         again.disable()
+
+
+def test_a_damaged_byte_in_the_history_spoils_one_line_not_the_start(tmp_path, metrics):
+    manager = manager_with(metrics)
+    manager.enable(make_settings(tmp_path))
+    kept = manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "kept", "kept")
+    manager.disable()
+    with open(tmp_path / "state" / "alerts.jsonl", "ab") as handle:
+        handle.write(b'{"type": "custom", "title": "\xff"}\n')  # not UTF-8, not an alert
+    again = manager_with(Metrics())
+    again.enable(make_settings(tmp_path))
+    try:
+        assert [a.id for a in again.get_alerts()] == [kept.id]
+        assert again.get_alerts(limit=0) == []
+    finally:
+        again.disable()
+
+
+def test_alerts_past_the_cap_leave_no_trace_in_the_index(running, metrics):
+    manager = running(max_alerts=10)
+    for number in range(50):
+        manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", f"message {'x' * number}")
+    assert len(manager.get_alerts(limit=None)) == 10
+    assert len(manager._by_fingerprint) == 10
+    assert value(metrics, "bot_alerts_active", severity="low") == 10
 
 
 def test_get_alerts_filters_and_summary_counts(running):
@@ -610,6 +677,38 @@ def test_a_notification_refused_for_good_is_dropped_not_retried(running, metrics
     assert [a.title for a in channel.sent] == ["good"]
     assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") == 1
     assert manager.channel_errors()["webhook"] == "webhook: the receiver answered HTTP 400"
+
+
+def test_a_channel_that_cannot_make_the_message_drops_it_and_goes_on(running, metrics):
+    class Particular(RecordingChannel):
+        async def send(self, alert):
+            if alert.title == "bad":
+                raise ValueError("Header values may not contain linefeed or carriage return characters")
+            self.sent.append(alert)
+
+    channel = Particular()
+    manager = running({"webhook": channel}, {"ALERT_CHANNELS": {"high": ["webhook"]}})
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.HIGH, "bad", "first")
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.HIGH, "good", "second")
+    assert manager.flush(5)  # the same alert would fail the same way: not retried for a day
+    assert [a.title for a in channel.sent] == ["good"]
+    assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") == 1
+    assert "ValueError" in manager.channel_errors()["webhook"]
+
+
+def test_a_queued_notification_that_no_longer_reads_is_dropped_and_the_lane_goes_on(tmp_path, running, metrics):
+    state = tmp_path / "state"
+    state.mkdir()
+    unknown = {"channel": "webhook", "kind": "firing", "created": time.time(),
+               "alert": {"type": "quota_exceeded", "severity": "high", "title": "t", "message": "m",
+                         "first_seen": time.time(), "id": "0123456789abcdef"}}
+    (state / "alert_outbox.jsonl").write_text(json.dumps(unknown) + "\n")
+    channel = RecordingChannel()
+    manager = running({"webhook": channel}, {"ALERT_CHANNELS": {"high": ["webhook"]}})
+    manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.HIGH, "Disk almost full", "3% free")
+    assert manager.flush(5)
+    assert [a.title for a in channel.sent] == ["Disk almost full"]
+    assert "quota_exceeded" in manager.channel_errors()["webhook"]
 
 
 def test_unusable_state_dir_is_a_clear_error(tmp_path, metrics):

@@ -40,6 +40,16 @@ def test_markdown_v2_escaping_parses_for_every_reserved_character():
     assert len(long) <= telegram_channel.MAX_LENGTH and markdown_v2_error(long) is None
 
 
+@pytest.mark.parametrize("overrides", [{"title": "T*" * 3000}, {"message": "💥." * 3000},
+                                       {"title": "🚨" * 3000, "message": "\\" * 5000}])
+def test_a_long_alert_is_cut_to_telegrams_limit_and_still_parses(overrides):
+    text = telegram_channel.format_message(make_alert(**overrides))
+    assert len(text.encode("utf-16-le")) // 2 <= telegram_channel.MAX_LENGTH  # Telegram counts UTF-16 units
+    assert markdown_v2_error(text) is None
+    title = text.split("\n")[0]
+    assert title.startswith("*") and title.endswith("*")  # the bold title is closed
+
+
 async def test_telegram_delivers_to_the_bot_api(telegram_api):
     channel = telegram_channel.TelegramChannel(Secret(telegram_api.token), "-1001", telegram_api.url)
     try:
@@ -114,6 +124,19 @@ async def test_email_logs_in_and_hides_the_password():
         server.stop()
 
 
+def test_an_email_subject_is_one_line_whatever_the_title():
+    channel = email_channel.EmailChannel("127.0.0.1", 25, "bot@example.org", ("ops@example.org",))
+    message = channel.message(make_alert(title="Disk full\r\non /data"))
+    assert message["Subject"] == "[opsstack CRITICAL] Disk full on /data"
+
+
+def test_json_payloads_carry_non_finite_numbers_as_text():
+    from exporter.channels._common import json_safe
+
+    assert json_safe({"a": [float("nan"), 1.5, {"b": float("-inf")}], "c": "x"}) == \
+        {"a": ["nan", 1.5, {"b": "-inf"}], "c": "x"}
+
+
 async def test_email_to_a_closed_port_is_a_delivery_error():
     from tests.harness.base import free_port
 
@@ -146,6 +169,17 @@ async def test_webhook_failure_hides_the_url(webhook_receiver):
         await channel.send(make_alert())
     await channel.close()
     assert "very-secret-token" not in str(caught.value)
+
+
+async def test_a_webhook_url_is_masked_in_httpx_logs_as_httpx_writes_it(webhook_receiver, caplog):
+    caplog.set_level(logging.DEBUG)
+    url = webhook_receiver.url.replace("http://", "HTTP://") + "/hooks/s3cretWebhookToken42"
+    channel = webhook_channel.WebhookChannel(Secret(url))
+    await channel.send(make_alert())
+    await channel.close()
+    assert len(webhook_receiver.requests) == 1
+    assert any(record.name.startswith("httpx") for record in caplog.records)
+    assert "s3cretWebhookToken42" not in caplog.text
 
 
 async def test_slack_posts_text(webhook_receiver):

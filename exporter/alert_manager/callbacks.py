@@ -3,14 +3,16 @@
 A callback that raises or hangs is timed out, logged and counted
 (``bot_alert_callback_errors_total``); it delays only its own lane. Async callbacks run on the
 event loop that was running when they were subscribed (the bot's loop), else on the alert
-worker's loop; sync callbacks run in a small thread pool.
+worker's loop; sync callbacks run one at a time in their lane's own daemon thread, so one that
+hangs holds up neither the other subscribers nor the process's exit.
 """
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from typing import Any, Callable
@@ -46,14 +48,53 @@ class Subscription:
             self.loop = None
 
 
+class _SyncRunner:
+    """One daemon thread that runs a lane's sync callbacks one after the other."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._main, name=name, daemon=True).start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, function: Callable[[Alert], Any],
+               alert: Alert) -> asyncio.Future:
+        """``function(alert)`` on the thread; its outcome in a future of ``loop``."""
+        future = loop.create_future()
+        self._calls.put((loop, future, function, alert))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the call under way (if any) returns."""
+        self._calls.put(None)
+
+    def _main(self) -> None:
+        while (call := self._calls.get()) is not None:
+            loop, future, function, alert = call
+            try:
+                outcome = (function(alert), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the lane, which logs it
+                outcome = (None, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            except RuntimeError:  # the worker's loop is closed: the manager was disabled
+                return
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # the lane timed out and cancelled it
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class CallbackLane:
     """Calls one subscription for each alert in order, bounded to ``max_items`` waiting."""
 
-    def __init__(self, subscription: Subscription, metrics: Metrics, executor: concurrent.futures.Executor,
-                 *, max_items: int, timeout: float) -> None:
+    def __init__(self, subscription: Subscription, metrics: Metrics, *, max_items: int, timeout: float) -> None:
         self.subscription = subscription
         self.metrics = metrics
-        self.executor = executor
+        self._runner: _SyncRunner | None = None  # made for the first sync call
         self.items: deque[Alert] = deque()
         self.max_items = max_items
         self.timeout = timeout
@@ -78,6 +119,14 @@ class CallbackLane:
         self.items.append(alert)
         self.wakeup.set()
 
+    def close(self) -> None:
+        """Stop the lane's task and its thread (a call under way finishes on its own)."""
+        self.stopping = True
+        if self.task is not None:
+            self.task.cancel()
+        if self._runner is not None:
+            self._runner.stop()
+
     def idle(self) -> bool:
         return not self.items and not self.busy
 
@@ -94,8 +143,9 @@ class CallbackLane:
         if sub.is_async:
             await asyncio.wait_for(sub.callback(alert), self.timeout)
             return
-        result = await asyncio.wait_for(worker_loop.run_in_executor(self.executor, sub.callback, alert),
-                                        self.timeout)
+        if self._runner is None:
+            self._runner = _SyncRunner(f"opsstack-alert-callback-{_name(sub.callback)}"[:60])
+        result = await asyncio.wait_for(self._runner.submit(worker_loop, sub.callback, alert), self.timeout)
         if inspect.isawaitable(result):
             await asyncio.wait_for(result, self.timeout)
 

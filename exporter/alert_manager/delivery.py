@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import DeliveryError
+from ..errors import AlertError, DeliveryError
 from ..metrics import Metrics
 from .model import FIRING, Alert
 from .store import read_jsonl, write_atomic
@@ -159,7 +159,10 @@ class ChannelLane:
 
     async def _attempt(self, job: Job) -> bool | None:
         """True: delivered. False: failed, retry later. None: refused for good, drop it."""
-        alert = Alert.from_dict(job.alert)
+        try:
+            alert = Alert.from_dict(job.alert)
+        except (AlertError, KeyError, TypeError, ValueError) as exc:  # written by another version, or damaged
+            return self._drop(f"the queued notification cannot be read ({type(exc).__name__}: {exc})")
         send = self.channel.send if job.kind == FIRING else self.channel.send_resolved
         try:
             await asyncio.wait_for(send(alert), self.send_timeout)
@@ -168,11 +171,11 @@ class ChannelLane:
         except DeliveryError as exc:
             reason = str(exc)
             if getattr(exc, "permanent", False):
-                self.last_error = reason
-                self.metrics.alert_notifications.labels(self.name, "failure").inc()
-                self.metrics.alert_notifications.labels(self.name, "dropped").inc()
-                log.error("alert channel %s refused a notification for good, dropped it: %s", self.name, reason)
-                return None
+                return self._drop(reason)
+        except (ValueError, TypeError) as exc:
+            # The channel cannot make a message of this alert (a header, a JSON body): the same
+            # alert fails the same way every time, and retrying it would hold up the queue.
+            return self._drop(f"{type(exc).__name__} making the message in the channel")
         except Exception as exc:  # plug-in boundary: a channel bug must not stop the lane
             reason = f"{type(exc).__name__} in the channel"
         else:
@@ -185,6 +188,13 @@ class ChannelLane:
         log.warning("alert channel %s: delivery failed (attempt %d, retry in %.1fs): %s",
                     self.name, job.attempts, delay, reason)
         return False
+
+    def _drop(self, reason: str) -> None:
+        """Count and log a notification dropped for good (``_attempt`` returns this None)."""
+        self.last_error = reason
+        self.metrics.alert_notifications.labels(self.name, "failure").inc()
+        self.metrics.alert_notifications.labels(self.name, "dropped").inc()
+        log.error("alert channel %s refused a notification for good, dropped it: %s", self.name, reason)
 
     async def run(self) -> None:
         while not self.stopping:

@@ -225,9 +225,10 @@ class AlertManager(ManagerBase):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._idle(due_only=True):
             await asyncio.sleep(0.02)
-        lanes = list(self._lanes.values()) + list(self._callback_lanes.values())
-        for lane in lanes:
+        for lane in self._lanes.values():
             lane.stopping = True
+        for callback_lane in self._callback_lanes.values():
+            callback_lane.close()
         tasks = self._tasks + [lane.task for lane in self._callback_lanes.values() if lane.task is not None]
         for task in tasks:
             task.cancel()
@@ -348,7 +349,8 @@ class AlertManager(ManagerBase):
                 alert = Alert(type=kind, severity=severity, title=title, message=message, first_seen=now,
                               task_id=task_id, details=self._redact(details or {}), fingerprint=fp,
                               notified_at=now)
-                store.add(alert)
+                for evicted in store.add(alert):  # past max_alerts the oldest go: forget them here too
+                    self._forget(evicted)
                 self._by_fingerprint[fp] = alert.id
                 self._dirty.add(alert.id)
                 metrics.alerts_active.labels(severity.value).inc()
@@ -397,7 +399,7 @@ class AlertManager(ManagerBase):
             handlers = list(self._handlers)
         live = {id(sub) for subs in wanted.values() for sub in subs} | {id(sub) for sub in handlers}
         for key in [key for key in self._callback_lanes if key not in live]:
-            self._callback_lanes.pop(key).task.cancel()
+            self._callback_lanes.pop(key).close()
         while self._intake:
             kind, alert = self._intake.popleft()
             if kind == FIRING:
@@ -417,7 +419,7 @@ class AlertManager(ManagerBase):
 
         lane = self._callback_lanes.get(id(sub))
         if lane is None:
-            lane = CallbackLane(sub, self.metrics, self._worker.executor, max_items=self._lane_size,
+            lane = CallbackLane(sub, self.metrics, max_items=self._lane_size,
                                 timeout=self._callback_timeout)
             lane.task = asyncio.get_running_loop().create_task(lane.run())
             self._callback_lanes[id(sub)] = lane
@@ -462,6 +464,14 @@ class AlertManager(ManagerBase):
                     self._history.compact()  # repeats append snapshots; keep about one line per alert
             except OSError as exc:
                 log.warning("alert state could not be written: %s", exc)
+
+    def _forget(self, alert: Alert) -> None:
+        """Drop the index entry and the active count of ``alert``, evicted from the store (the
+        caller holds the store's lock)."""
+        if self._by_fingerprint.get(alert.fingerprint) == alert.id:
+            del self._by_fingerprint[alert.fingerprint]
+        if not alert.resolved:
+            self.metrics.alerts_active.labels(alert.severity.value).dec()
 
     def _prune(self) -> None:
         store = self._store

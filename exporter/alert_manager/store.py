@@ -37,7 +37,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of a JSONL file and the count of lines that did not parse (a torn tail)."""
     records, bad = [], 0
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:  # a damaged byte spoils one line
             for line in handle:
                 if not line.strip():
                     continue
@@ -61,12 +61,14 @@ class AlertStore:
         self.lock = threading.Lock()
 
     # -- changes (the caller holds ``lock``)
-    def add(self, alert: Alert) -> None:
+    def add(self, alert: Alert) -> list[Alert]:
+        """Keep ``alert``; return the oldest alerts evicted to stay within ``max_alerts``."""
         self.alerts[alert.id] = alert
+        evicted = []
         while len(self.alerts) > self.max_alerts:
-            oldest = next(iter(self.alerts))
-            del self.alerts[oldest]
+            evicted.append(self.alerts.pop(next(iter(self.alerts))))
             self.evicted += 1
+        return evicted
 
     def prune(self, now: float) -> list[Alert]:
         cutoff = now - self.retention
@@ -115,9 +117,9 @@ class AlertStore:
                 continue
             if not include_resolved and alert.resolved:
                 continue
-            found.append(alert.copy())
             if limit is not None and len(found) >= limit:
                 break
+            found.append(alert.copy())
         return found
 
     def summary(self, now: float, top: int = 5) -> dict[str, Any]:

@@ -17,7 +17,6 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-cb")
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -45,5 +44,3 @@ class LoopThread:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
-        # Hanging sync callbacks keep their threads; do not wait for them.
-        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -28,10 +28,23 @@ _filter = _MaskSecrets()
 
 
 def mask(secret: Secret | str) -> None:
-    """Never let ``secret`` reach a log line of httpx/httpcore."""
+    """Never let ``secret`` reach a log line of httpx/httpcore. A URL is also masked as httpx
+    writes it (scheme and host lower-cased, default port dropped, characters %-encoded) and
+    by its path and query, where its token is."""
     value = secret.get() if isinstance(secret, Secret) else secret
+    forms = {value}
+    if "://" in value:
+        import httpx
+
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL:  # not a URL httpx could send to either
+            pass
+        else:
+            path = url.raw_path.decode("ascii")
+            forms.update([str(url)] + ([path] if len(path) > 1 else []))
     with _masked_lock:
-        _masked.add(value)
+        _masked.update(forms)
         for name in ("httpx", "httpcore"):
             logger = logging.getLogger(name)
             if _filter not in logger.filters:
@@ -73,6 +86,22 @@ def plain_text(alert, resolved: bool = False) -> str:
     return "\n".join(lines)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities (which JSON cannot carry) written as strings."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks made spaces (for a header or a title)."""
+    return " ".join(text.splitlines())
+
+
 class HttpPoster:
     """One lazily created ``httpx.AsyncClient`` (made on the worker loop on first use)."""
 
@@ -87,7 +116,7 @@ class HttpPoster:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout)
         try:
-            response = await self._client.post(url, json=payload)
+            response = await self._client.post(url, json=json_safe(payload))
         except httpx.HTTPError as exc:
             # The exception text holds the URL, which may carry a token: keep only its kind.
             raise DeliveryError(f"{self.channel}: {type(exc).__name__} (receiver unreachable)") from None

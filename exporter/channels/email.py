@@ -9,7 +9,7 @@ from email.utils import formatdate, make_msgid
 
 from ..config import Settings
 from ..errors import DeliveryError
-from ._common import plain_text, require
+from ._common import one_line, plain_text, require
 
 
 class EmailChannel:
@@ -27,7 +27,7 @@ class EmailChannel:
     def message(self, alert, resolved: bool = False) -> EmailMessage:
         state = "RESOLVED" if resolved else alert.severity.value.upper()
         msg = EmailMessage()
-        msg["Subject"] = f"[opsstack {state}] {alert.title}"
+        msg["Subject"] = one_line(f"[opsstack {state}] {alert.title}")  # a header is one line
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.recipients)
         msg["Date"] = formatdate(localtime=False)

@@ -7,7 +7,8 @@ from ..config import Settings
 from ._common import SEVERITY_MARK, HttpPoster, delivery_error, mask, require
 
 _RESERVED = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
-MAX_LENGTH = 4096
+MAX_LENGTH = 4096  # Telegram's limit for one message
+TITLE_LENGTH = 512  # the bold title line and the facts line are cut here; the message gets the rest
 
 
 def escape_markdown_v2(text: str) -> str:
@@ -16,18 +17,39 @@ def escape_markdown_v2(text: str) -> str:
 
 
 def format_message(alert, resolved: bool = False) -> str:
+    """The MarkdownV2 text of ``alert``: a bold title line, the message, the facts; at most
+    MAX_LENGTH (counted in UTF-16 units, as Telegram does), cut inside the title or the message
+    but never through an escape or the bold marks."""
     head = "✅ RESOLVED" if resolved else f"{SEVERITY_MARK[alert.severity.value]} {alert.severity.value.upper()}"
-    lines = [f"*{escape_markdown_v2(f'{head}: {alert.title}')}*", escape_markdown_v2(alert.message)]
     facts = [f"type: {alert.type.value}"]
     if alert.task_id:
         facts.append(f"task: {alert.task_id}")
     if alert.repeat_count > 1:
         facts.append(f"repeated {alert.repeat_count} times")
-    lines.append(escape_markdown_v2(", ".join(facts)))
-    text = "\n".join(lines)
-    if len(text) > MAX_LENGTH:
-        text = text[: MAX_LENGTH - 2].rstrip("\\") + escape_markdown_v2("…")
-    return text
+    title = f"*{_escaped_within(f'{head}: {alert.title}', TITLE_LENGTH)}*"
+    facts_line = _escaped_within(", ".join(facts), TITLE_LENGTH)
+    room = MAX_LENGTH - _length(title) - _length(facts_line) - 2  # two line breaks
+    return "\n".join([title, _escaped_within(alert.message, room), facts_line])
+
+
+def _length(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _escaped_within(text: str, limit: int) -> str:
+    """``text`` escaped, cut (with "…") to at most ``limit`` UTF-16 units."""
+    escaped = escape_markdown_v2(text)
+    if _length(escaped) <= limit:
+        return escaped
+    kept, used = [], 1  # the "…"
+    for character in text:
+        piece = escape_markdown_v2(character)
+        used += _length(piece)
+        if used > limit:
+            break
+        kept.append(piece)
+    return "".join(kept) + "…"
 
 
 class TelegramChannel:
