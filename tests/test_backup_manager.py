@@ -360,6 +360,82 @@ def test_retention_select_grandfather_father_son():
     assert len(kept) == 7 + len(weekly)
 
 
+def test_retention_keeps_the_backup_of_a_bucket_that_did_not_fail_verification():
+    day = 1_700_006_400  # midnight UTC
+    backups = [{"name": "early-good", "created_at": day + 3600, "tier": "daily", "verified": True},
+               {"name": "late-corrupt", "created_at": day + 7200, "tier": "daily", "verified": False},
+               {"name": "next-day", "created_at": day + 86400 + 60, "tier": "daily", "verified": None}]
+    kept = retention.select(backups, {"hourly": 0, "daily": 2, "weekly": 0})
+    assert sorted(kept) == ["early-good", "next-day"]
+
+
+def test_enable_leaves_archives_it_did_not_write_and_temps_of_live_writers(tmp_path):
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    foreign = ["db-dump.tar", "photos-2019.tar.gz", "old-host.tar.zst", "notes.txt"]
+    for name in foreign:
+        (backup_dir / name).write_bytes(b"someone's data")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (backup_dir / f".b.tar.zst.tmp-{dead}").write_bytes(b"half a backup")  # its writer is gone
+    (backup_dir / f".b.tar.zst.tmp-{os.getpid()}").write_bytes(b"being written")  # this process
+    make_manager(tmp_path)
+    assert sorted(os.listdir(backup_dir)) == sorted(foreign + [LOCK_FILE, f".b.tar.zst.tmp-{os.getpid()}"])
+
+
+def test_with_a_key_set_an_unencrypted_backup_is_refused(tmp_path):
+    source = make_tree(tmp_path / "data")
+    make_manager(tmp_path).create_backup_sync([str(source)], "plain")
+    keyed = make_manager(tmp_path, BACKUP_ENCRYPTION_KEY=KEY)
+    report = keyed.verify_backup_report("plain")
+    assert not report["ok"] and "not encrypted" in report["errors"][0]
+    with pytest.raises(IntegrityError, match="not encrypted"):
+        keyed.restore_backup_sync("plain", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_manifest_is_skipped_by_the_listing(tmp_path):
+    source = make_tree(tmp_path / "data")
+    manager = make_manager(tmp_path)
+    manager.create_backup_sync([str(source)], "good")
+    for name, change in (("noname", {"name": None}), ("badtime", {"created_at": "yesterday"})):
+        manifest = json.loads((tmp_path / "backups" / "good.manifest.json").read_text())
+        manifest.update(change)
+        (tmp_path / "backups" / f"{name}.manifest.json").write_text(json.dumps(manifest))
+    assert [b["name"] for b in manager.list_backups()] == ["good"]
+
+
+def test_restoring_onto_a_file_is_an_error_naming_the_target(tmp_path):
+    source = make_tree(tmp_path / "data")
+    manager = make_manager(tmp_path)
+    manager.create_backup_sync([str(source)], "b")
+    (tmp_path / "afile").write_text("in the way")
+    with pytest.raises(BackupError, match=f"cannot restore to {tmp_path / 'afile' / 'out'}"):
+        manager.restore_backup_sync("b", str(tmp_path / "afile" / "out"))
+
+
+def test_the_backup_directory_reached_through_a_symlink_is_not_backed_up(tmp_path):
+    source = make_tree(tmp_path / "srv")
+    (source / "backups").mkdir()
+    os.symlink(source, tmp_path / "link")
+    manager = make_manager(tmp_path, BACKUP_DIR=str(tmp_path / "link" / "backups"))
+    for name in ("b1", "b2"):
+        manager.create_backup_sync([str(source)], name)
+    manifest = json.loads((source / "backups" / "b2.manifest.json").read_text())
+    assert not [entry["path"] for entry in manifest["files"] if "/backups" in entry["path"]]
+
+
+def test_restore_overwrite_swaps_the_trees_in_one_step(tmp_path):
+    from exporter.backup_manager.restore import _exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "which").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "which").write_text("b")
+    assert _exchange(tmp_path / "a", tmp_path / "b")  # Linux: renameat2(RENAME_EXCHANGE)
+    assert (tmp_path / "a" / "which").read_text() == "b" and (tmp_path / "b" / "which").read_text() == "a"
+
+
 def test_cleanup_old_backups_never_deletes_newest_verified(tmp_path):
     manager = make_manager(tmp_path)
     source = make_tree(tmp_path / "data")

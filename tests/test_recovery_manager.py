@@ -141,6 +141,19 @@ async def test_repair_with_only_a_bad_backup_changes_nothing(tmp_path):
     assert sample(metrics.registry, "bot_integrity_repairs_total", {"outcome": "failure"}) == 1
 
 
+@pytest.mark.parametrize("source_name", ["only_other", "../escape"])
+def test_repair_from_a_backup_that_does_not_hold_the_path_says_so(tmp_path, source_name):
+    source = make_tree(tmp_path / "data")
+    other = make_tree(tmp_path / "other")
+    backups = make_manager(tmp_path)
+    backups.create_backup_sync([str(other)], "only_other")
+    recovery = make_recovery(tmp_path)
+    result = recovery.repair_corrupted_data_sync(str(source), source_name)
+    assert not result["ok"]
+    expected = "does not hold" if source_name == "only_other" else "no backup or backup directory"
+    assert expected in result["failed"][""]
+
+
 def test_disabled_and_missing_baseline(tmp_path):
     recovery = RecoveryManager(make_settings(tmp_path), Metrics())
     with pytest.raises(NotEnabledError):

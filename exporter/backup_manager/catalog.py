@@ -32,6 +32,11 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != "opsstack-backup":
         return None
+    archive, created = data.get("archive"), data.get("created_at")
+    if not (isinstance(data.get("name"), str) and isinstance(created, (int, float)) and not isinstance(created, bool)
+            and isinstance(archive, dict) and isinstance(archive.get("name"), str)
+            and isinstance(data.get("settings", {}), dict) and isinstance(data.get("files", []), list)):
+        return None  # damaged or hand-edited: not a backup this code can vouch for
     return data
 
 

@@ -19,7 +19,7 @@ from ..errors import BackupError, BackupNotFoundError, NotEnabledError, OpsError
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
 from . import retention
-from .catalog import (ARCHIVE_SUFFIX, LOCK_FILE, MANIFEST_SUFFIX, NAME_PATTERN, TEMP_MARKER,
+from .catalog import (LOCK_FILE, NAME_PATTERN, TEMP_MARKER,
                       VERIFY_STATE_FILE, manifest_path, read_catalog, read_manifest, read_verify_state)
 from .lock import DirectoryLock
 from .scheduler import PERIODS, Scheduler
@@ -29,6 +29,23 @@ if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on firs
 
 log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
+
+
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that named ``temp_name`` (``.<name>.tmp-<pid>[-...]``) still runs."""
+    digits = temp_name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
+    if not digits.isdigit():
+        return False
+    pid = int(digits)
+    if pid == os.getpid():
+        return True  # this process: another thread may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class BackupManager(ManagerBase):
@@ -84,22 +101,13 @@ class BackupManager(ManagerBase):
 
     # ------------------------------------------------------------------ helpers
     def _clean_leftovers(self) -> list[str]:
-        """Remove temp files and manifest-less archives of crashed runs (lock held)."""
+        """Remove the temp files of runs whose process is gone (lock held). Nothing else is
+        touched: an archive without a manifest may be someone's file, not a crashed backup."""
         removed = []
-        manifests = {n[:-len(MANIFEST_SUFFIX)] for n in os.listdir(self.backup_dir)
-                     if n.endswith(MANIFEST_SUFFIX) and not n.startswith(".")}
         for entry in os.listdir(self.backup_dir):
-            path = self.backup_dir / entry
-            orphan = False
-            if not entry.startswith("."):
-                for suffix in ARCHIVE_SUFFIX.values():
-                    for tail in (suffix, suffix + ".enc"):
-                        if entry.endswith(tail) and entry[:-len(tail)] not in manifests \
-                                and NAME_PATTERN.match(entry[:-len(tail)]):
-                            orphan = True
-            if (entry.startswith(".") and TEMP_MARKER in entry) or orphan:
+            if entry.startswith(".") and TEMP_MARKER in entry and not _writer_alive(entry):
                 try:
-                    os.unlink(path)
+                    os.unlink(self.backup_dir / entry)
                     removed.append(entry)
                 except OSError:
                     pass
@@ -290,8 +298,10 @@ class BackupManager(ManagerBase):
                 if dry_run:
                     result = plan_changes(manifest, target)
                 else:
-                    result = extract(self.backup_dir, manifest, self._key, target,
-                                     overwrite=overwrite)
+                    try:
+                        result = extract(self.backup_dir, manifest, self._key, target, overwrite=overwrite)
+                    except OSError as exc:  # the target: a file in the way, no permission, disk full
+                        raise BackupError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
             except Exception as exc:
                 if not dry_run:
                     self.metrics.backup_restores.labels("failure").inc()

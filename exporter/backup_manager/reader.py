@@ -67,6 +67,12 @@ class ArchiveStream:
         if settings.get("encrypted") and key is None:
             raise DecryptionError(f"backup {manifest['name']!r} is encrypted and "
                                   "BACKUP_ENCRYPTION_KEY is not set")
+        if key is not None and not settings.get("encrypted"):
+            # The manifest says so, and anyone who can write the backup directory can write a
+            # manifest: with a key set, only what the key authenticates is read.
+            raise DecryptionError(f"backup {manifest['name']!r} is not encrypted, and with "
+                                  "BACKUP_ENCRYPTION_KEY set only encrypted backups are read; "
+                                  "unset the key to read a backup made before encryption was on")
         self._key = key if settings.get("encrypted") else None
         self._compression = settings.get("compression", "zstd")
         self._queue: queue.Queue = queue.Queue(maxsize=32)

@@ -6,6 +6,7 @@ Nothing is written when verification fails. A non-empty target is replaced only 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -92,6 +93,23 @@ def _exact_mtimes(root: Path, manifest: dict[str, Any]) -> None:
                 pass
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or the file system cannot."""
+    import ctypes
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(second))
+
+
 def extract(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, target: Path, *,
             overwrite: bool, cancel: threading.Event | None = None) -> dict[str, Any]:
     """Extract a verified backup into ``target`` through a staging directory."""
@@ -115,9 +133,13 @@ def extract(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, targe
             raise IntegrityError(f"archive {archive} changed during the restore; nothing restored")
         _exact_mtimes(staging, manifest)
         _fsync_tree(staging)
-        if target.exists() or target.is_symlink():
+        if not (target.exists() or target.is_symlink()):
+            os.rename(staging, target)
+        elif _exchange(staging, target):  # one step: the target is never missing
+            old = staging
+        else:  # no renameat2 here: two renames, the old tree put back if the second fails
             os.rename(target, old)
-        os.rename(staging, target)
+            os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if old.exists() and not target.exists():

@@ -1,5 +1,6 @@
-"""Grandfather-father-son retention: keep the newest backup of each of the last N hours, days
-and weeks (``BACKUP_RETENTION``). Pure functions over catalog entries."""
+"""Grandfather-father-son retention: keep one backup of each of the last N hours, days and weeks
+(``BACKUP_RETENTION``), the newest whose verification did not fail. Pure functions over
+catalog entries."""
 from __future__ import annotations
 
 import time
@@ -31,17 +32,19 @@ def select(backups: list[dict[str, Any]], retention: dict[str, int]) -> dict[str
                        key=lambda b: b["created_at"], reverse=True)
     keep: dict[str, str] = {}
     for tier in TIERS:
-        limit = retention.get(tier, 0)
-        seen: set[tuple] = set()
+        best: dict[tuple, dict[str, Any]] = {}  # newest bucket first
         for backup in scheduled:
-            if len(seen) >= limit:
-                break
             bucket = _bucket(tier, backup["created_at"])
-            if bucket in seen:
-                continue
-            seen.add(bucket)
+            if bucket not in best or _preferred(backup) > _preferred(best[bucket]):
+                best[bucket] = backup
+        for backup in list(best.values())[:retention.get(tier, 0)]:
             keep.setdefault(backup["name"], tier)
     return keep
+
+
+def _preferred(backup: dict[str, Any]) -> tuple[bool, float]:
+    """Which backup of a bucket to keep: one whose last verification did not fail, then the newest."""
+    return backup.get("verified") is not False, backup["created_at"]
 
 
 def to_delete(backups: list[dict[str, Any]], retention: dict[str, int]) -> tuple[list[str], dict[str, str]]:

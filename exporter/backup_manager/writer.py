@@ -1,6 +1,7 @@
 """Write one backup: walk the sources, stream them through tar, zstd/gzip and AES-GCM to a temp
-file, hashing every file and the archive on the way; then fsync, rename, and write the manifest
-last. Any failure (disk full, Ctrl-C, a source that vanished) removes every temp file."""
+file, hashing every file and the archive on the way; then fsync, write the manifest, and rename
+the archive into place last. Any failure (disk full, Ctrl-C, a source that vanished) removes
+every temp file and the manifest."""
 from __future__ import annotations
 
 import errno
@@ -72,7 +73,11 @@ def walk(sources: list[dict[str, str]], exclude: Path) -> tuple[list[Entry], lis
     (no link is followed). Something that vanishes while the walk runs is simply not listed."""
     entries: list[Entry] = []
     skipped: list[str] = []
-    exclude_str = os.path.abspath(exclude)
+    try:  # the backup directory by identity, whichever path (through a symlink too) leads to it
+        excluded = os.stat(exclude)
+        exclude_id = (excluded.st_dev, excluded.st_ino)
+    except FileNotFoundError:
+        exclude_id = None
 
     def children(path: str, arcname: str) -> Iterator[tuple[str, str, os.stat_result]]:
         try:
@@ -81,19 +86,19 @@ def walk(sources: list[dict[str, str]], exclude: Path) -> tuple[list[Entry], lis
         except OSError as exc:
             raise BackupError(f"cannot read directory {path}: {exc.strerror}") from exc
         for child in found:
-            if child.path == exclude_str:
-                continue
             try:
-                yield child.path, f"{arcname}/{child.name}", child.stat(follow_symlinks=False)
+                st = child.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
+            if (st.st_dev, st.st_ino) != exclude_id:
+                yield child.path, f"{arcname}/{child.name}", st
 
     for source in sources:
-        if source["path"] == exclude_str:
-            continue
         try:
             top = (source["path"], source["arcname"], os.lstat(source["path"]))
         except FileNotFoundError:
+            continue
+        if (top[2].st_dev, top[2].st_ino) == exclude_id:
             continue
         pending = [iter((top,))]
         while pending:
@@ -222,6 +227,14 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     replace_file(path, json.dumps(data, separators=(",", ":")).encode(),
                  temp=path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}"))
@@ -279,8 +292,6 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
         os.close(fd)
         fd = -1
         records = [r for r in records if r is not None]
-        os.replace(tmp_archive, final_archive)
-        temps.append(final_archive)
         manifest = {
             "format": "opsstack-backup",
             "format_version": FORMAT_VERSION,
@@ -303,8 +314,15 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             "duration_seconds": round(time.time() - started, 3),
             "files": records,
         }
-        write_json_atomic(manifest_path(backup_dir, name), manifest)  # fsyncs backup_dir: both renames
-        temps.remove(final_archive)
+        # The manifest first, the archive into place last: a crash in between leaves a manifest
+        # whose archive is missing (listed as nothing) and our temp file, never an archive that
+        # a later clean-up could not tell from someone else's file.
+        manifest_file = manifest_path(backup_dir, name)
+        write_json_atomic(manifest_file, manifest)
+        temps.append(manifest_file)
+        os.replace(tmp_archive, final_archive)
+        _fsync_directory(backup_dir)
+        temps.remove(manifest_file)
         return manifest
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

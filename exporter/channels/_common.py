@@ -8,17 +8,19 @@ from typing import Any
 from ..config import Secret, Settings
 from ..errors import ChannelConfigError, DeliveryError
 
-_masked: set[str] = set()
+_masked: list[str] = []  # longest first
 _masked_lock = threading.Lock()
+MIN_MASKED_PATH = 12  # a shorter URL path ("/hook") carries no token and would mask too much
 
 
 class _MaskSecrets(logging.Filter):
     """Replaces registered secrets in records of the HTTP client's loggers (URLs carry tokens)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _masked:
+        secrets = _masked
+        if secrets:
             message = record.getMessage()
-            for secret in _masked:
+            for secret in secrets:  # longest first: a whole URL before the path inside it
                 message = message.replace(secret, "****")
             record.msg, record.args = message, None
         return True
@@ -31,6 +33,7 @@ def mask(secret: Secret | str) -> None:
     """Never let ``secret`` reach a log line of httpx/httpcore. A URL is also masked as httpx
     writes it (scheme and host lower-cased, default port dropped, characters %-encoded) and
     by its path and query, where its token is."""
+    global _masked
     value = secret.get() if isinstance(secret, Secret) else secret
     forms = {value}
     if "://" in value:
@@ -42,9 +45,9 @@ def mask(secret: Secret | str) -> None:
             pass
         else:
             path = url.raw_path.decode("ascii")
-            forms.update([str(url)] + ([path] if len(path) > 1 else []))
-    with _masked_lock:
-        _masked.update(forms)
+            forms.update([str(url)] + ([path] if len(path) >= MIN_MASKED_PATH else []))
+    with _masked_lock:  # a new list, not changed in place: a filter running meanwhile keeps its own
+        _masked = sorted(forms.union(_masked), key=len, reverse=True)
         for name in ("httpx", "httpcore"):
             logger = logging.getLogger(name)
             if _filter not in logger.filters:

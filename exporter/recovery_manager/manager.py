@@ -14,7 +14,7 @@ from typing import Any
 from .. import tracing
 from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
-from ..backup_manager.catalog import read_manifest, manifest_path
+from ..backup_manager.catalog import NAME_PATTERN, manifest_path, read_manifest
 from ..backup_manager.lock import DirectoryLock
 from ..config import Settings
 from ..errors import BackupLockedError, NotEnabledError, RecoveryError
@@ -190,9 +190,12 @@ class RecoveryManager(ManagerBase):
             if source.is_dir():
                 return [(source, b, m) for b, m in bl.backups_covering(source, path)]
             backup_dir = Path(os.path.abspath(self.settings.backups.dir))
-            manifest = read_manifest(manifest_path(backup_dir, backup_source))
+            manifest = read_manifest(manifest_path(backup_dir, backup_source)) \
+                if NAME_PATTERN.match(backup_source) else None
             if manifest is None:
                 raise RecoveryError(f"no backup or backup directory {backup_source!r}")
+            if bl.covering_source(manifest, path) is None:
+                raise RecoveryError(f"backup {backup_source!r} does not hold {path}")
             return [(backup_dir, {"name": backup_source}, manifest)]
         backup_dir = Path(os.path.abspath(self.settings.backups.dir))
         return [(backup_dir, b, m) for b, m in bl.backups_covering(backup_dir, path)]
