@@ -409,28 +409,16 @@ def test_history_survives_restart_and_retention_prunes(tmp_path, metrics):
     assert [a.id for a in read_history(make_settings(tmp_path, **flags), clock=clock).query()] == [new.id]
 
 
-def test_torn_last_line_is_skipped(tmp_path, metrics):
-    manager = manager_with(metrics)
-    manager.enable(make_settings(tmp_path))
-    kept = manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "kept", "kept")
-    manager.disable()
-    with open(tmp_path / "state" / "alerts.jsonl", "a") as handle:
-        handle.write('{"type": "custom", "sev')  # a crash in the middle of a write
-    again = manager_with(Metrics())
-    again.enable(make_settings(tmp_path))
-    try:
-        assert [a.id for a in again.get_alerts()] == [kept.id]
-    finally:
-        again.disable()
-
-
-def test_a_damaged_byte_in_the_history_spoils_one_line_not_the_start(tmp_path, metrics):
+@pytest.mark.parametrize("damage", [b'{"type": "custom", "sev',  # a crash in the middle of a write
+                                    b'{"type": "custom", "title": "\xff"}\n'],  # a byte that is not UTF-8
+                         ids=["torn last line", "damaged byte"])
+def test_a_damaged_history_line_is_skipped(tmp_path, metrics, damage):
     manager = manager_with(metrics)
     manager.enable(make_settings(tmp_path))
     kept = manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "kept", "kept")
     manager.disable()
     with open(tmp_path / "state" / "alerts.jsonl", "ab") as handle:
-        handle.write(b'{"type": "custom", "title": "\xff"}\n')  # not UTF-8, not an alert
+        handle.write(damage)
     again = manager_with(Metrics())
     again.enable(make_settings(tmp_path))
     try:

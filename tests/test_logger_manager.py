@@ -149,6 +149,19 @@ def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def test_rotation_survives_files_moved_or_deleted_by_another_process(tmp_path):
+    from exporter.logger_manager._handler import RotatingFile
+
+    output = RotatingFile("file", tmp_path / "bot.json", 100, 3, logging.INFO)
+    output.write(b'{"n":1,"pad":"' + b"x" * 40 + b'"}\n')
+    os.unlink(tmp_path / "bot.json")  # e.g. "opsstack logs cleanup", or a second bot rotating first
+    output.write(b'{"n":2,"pad":"' + b"x" * 40 + b'"}\n')  # rotates: there is no bot.json to move
+    output.write(b'{"n":3,"pad":"' + b"x" * 40 + b'"}\n')  # and the output is still open
+    output.close()
+    assert json.loads((tmp_path / "bot.json").read_bytes())["n"] == 3
+    assert json.loads((tmp_path / "bot.json.1").read_bytes())["n"] == 2
+
+
 def test_missing_parent_directory_raises_naming_the_path(tmp_path, metrics):
     target = tmp_path / "no" / "such" / "logs"
     handlers = list(logging.getLogger().handlers)
@@ -172,6 +185,15 @@ def test_shipping_without_the_elasticsearch_client_is_an_error_at_enable(tmp_pat
     with pytest.raises(LoggingSetupError, match="ELASTICSEARCH_URL.*No module named 'elasticsearch'"):
         lm.enable()
     assert logging.getLogger().handlers == handlers and lm.enabled is False
+
+
+def test_shipping_with_a_state_dir_that_is_a_file_is_an_error_naming_it(tmp_path, metrics):
+    (tmp_path / "state").write_text("not a directory")
+    lm = LoggerManager(make_settings(tmp_path / "logs", ELASTICSEARCH_URL="http://127.0.0.1:9",
+                                     STATE_DIR=str(tmp_path / "state")), metrics)
+    with pytest.raises(LoggingSetupError, match=f"STATE_DIR={tmp_path / 'state'}"):
+        lm.enable()
+    assert lm.enabled is False
 
 
 def test_log_dir_that_is_a_file_raises(tmp_path, metrics):
@@ -427,7 +449,25 @@ REDACTION_CASES = {
     "Authorization header": ("httpx", "headers %s", ({"Authorization": "Bearer eyJhbGciOi.payload.sig"},),
                              "eyJhbGciOi.payload.sig"),
     "secret setting value": ("bot.mail", "logging in to smtp with %s", (SECRET_PASSWORD,), SECRET_PASSWORD),
+    "prefixed key in an environment dump": ("bot", "env DB_PASSWORD=hunter2Secret HOME=/root", (), "hunter2Secret"),
+    "prefixed key in a query": ("httpx", "GET https://example.org/x?api_token=tok-98765", (), "tok-98765"),
+    "quoted passphrase with spaces": ("bot", "password: 'correct horse battery'", (), "horse battery"),
+    "token as URL user name": ("git", "clone https://ghp_0123456789abcdefXYZ@github.com/o/r.git", (),
+                               "ghp_0123456789abcdefXYZ"),
+    "Cookie header": ("httpx", "Cookie: session=abc123def; theme=dark", (), "abc123def"),
 }
+
+
+def test_secret_fields_are_masked_by_name_at_any_depth(redacting, log_dir):
+    logging.getLogger("bot").info("request", extra={
+        "db_password": "hunter2Secret", "api-token": "tok-55555",
+        "users": [{"name": "bob", "password": "pw-in-a-list"}],
+        "request_headers": [("Authorization", "Bearer in-a-pair")],
+    })
+    text = (log_dir / "bot.json").read_text()
+    for secret in ("hunter2Secret", "tok-55555", "pw-in-a-list", "in-a-pair"):
+        assert secret not in text
+    assert "bob" in text  # the rest of the value stays
 
 
 @pytest.mark.parametrize("case", sorted(REDACTION_CASES))

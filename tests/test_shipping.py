@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 
 import pytest
@@ -149,6 +150,28 @@ def test_while_the_node_is_away_an_attempt_is_a_connect_not_a_batch(tmp_path):
     assert sent == []  # no batch was built for them
     sink.close(0.5)
     assert sink.stats()["spooled"] == 50 and sink.stats()["dropped"] == {}
+
+
+def test_close_spools_the_batch_of_a_request_that_never_ends(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    try:  # a node that takes the connection and never answers
+        sink = ElasticsearchSink(_settings(tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                           LOG_SHIP_INTERVAL=0.1), Metrics())
+        for number in range(10):
+            sink.submit(_line(number), logging.INFO)
+        _wait_for(lambda: sink.stats()["queue_size"] == 0)  # the worker took them and waits on the node
+        sink.close(0.5)
+        spooled = [line for path in (tmp_path / "state" / "spool").glob("*.spool")
+                   for line in path.read_bytes().splitlines()]
+        assert len(spooled) == 10 and sink.stats()["dropped"] == {}
+    finally:
+        listener.close()
+        for connection, _ in accepted:
+            connection.close()
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:

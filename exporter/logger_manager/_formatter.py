@@ -251,12 +251,23 @@ class ECSFormatter(logging.Formatter):
                 return "[recursive]" if id(value) in active else "[too deep]"
             active.add(id(value))
             try:
-                if isinstance(value, Mapping):
-                    return {str(key): self._clean(item, depth + 1, active) for key, item in value.items()}
+                if isinstance(value, Mapping):  # keys checked too: [{"password": ...}] in a list
+                    return {str(key): self._masked_item(str(key), item, depth, active)
+                            for key, item in value.items()}
+                if len(value) == 2 and isinstance(value[0], str) and self._redactor is not None \
+                        and self._redactor.is_secret_name(value[0]):  # ("Authorization", "Bearer ...")
+                    return [value[0], self._masked_item(value[0], value[1], depth, active)]
                 return [self._clean(item, depth + 1, active) for item in value]
             finally:
                 active.discard(id(value))
         return self._fallback(value)  # bytes, sets, objects: their repr, as ecs_logging writes them
+
+    def _masked_item(self, key: str, item: Any, depth: int, active: set[int]) -> Any:
+        if self._redactor is not None and self._redactor.is_secret_name(key):
+            if self._on_redact is not None:
+                self._on_redact(1)
+            return MASK
+        return self._clean(item, depth + 1, active)
 
     def _fallback(self, value: Any) -> str:
         try:

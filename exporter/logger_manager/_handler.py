@@ -72,18 +72,28 @@ class RotatingFile:
         self.written += size
 
     def _rotate(self) -> None:
+        """Shift the rotated copies and start a new file. A file that another process (a second
+        bot on the same LOG_DIR, ``opsstack logs cleanup``) moved or deleted meanwhile is
+        skipped, and the new file is opened whatever happened: one failed rename must not
+        leave the output closed for the rest of the run."""
         os.close(self._fd)
         self._fd = -1
-        if self.backup_count > 0:
-            for number in range(self.backup_count - 1, 0, -1):
-                source = self.path.with_name(f"{self.path.name}.{number}")
-                if source.exists():
-                    os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        else:
-            os.truncate(self.path, 0)
-        self._fd = self._open()
-        self._size = 0
+        try:
+            if self.backup_count > 0:
+                for number in range(self.backup_count - 1, -1, -1):
+                    source = self.path.with_name(f"{self.path.name}.{number}") if number else self.path
+                    try:
+                        os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
+                    except FileNotFoundError:
+                        continue
+            else:
+                try:
+                    os.truncate(self.path, 0)
+                except FileNotFoundError:
+                    pass
+        finally:
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
 
     def files(self) -> list[Path]:
         """The current file and its rotated copies that exist."""

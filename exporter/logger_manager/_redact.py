@@ -5,8 +5,10 @@ Shapes masked (the replacement keeps the surrounding syntax so the line stays re
 * Telegram bot tokens ``<digits>:<35 characters>``, also inside ``https://api.telegram.org/bot<token>/``;
 * the password of URL userinfo (``scheme://user:<password>@host``);
 * values of secret-looking keys in query strings, forms, dict reprs and JSON
-  (``password=``, ``token=``, ``api_key=``, ``api_hash``, ``secret``, ...);
-* ``Authorization`` (and ``X-Api-Key``) header values, keeping the scheme word (``Bearer``);
+  (``password=``, ``token=``, ``api_key=``, ``api_hash``, ``secret``, ...), prefixed ones too
+  (``DB_PASSWORD=``, ``api_token=``);
+* ``Authorization`` (and ``X-Api-Key``) header values, keeping the scheme word (``Bearer``),
+  and ``Cookie`` header values;
 * the literal values of every secret setting (``config.SECRET_KEYS``), given by the manager.
 
 Every pattern needs ``:`` or ``=`` and a hint word, a URL or a digit run before a colon, all
@@ -31,20 +33,30 @@ _PATTERNS = (
     r"(?P<tg>(?<![0-9])[0-9]{6,}:[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-]))",
     # URL userinfo password: keep scheme://user: and @
     r"(?P<ui_head>://[^/\s:@'\"]*:)(?P<ui>[^/\s@'\"]+)(?=@)",
+    # a long URL user name alone is a token (https://<token>@github.com/...)
+    r"(?P<ut_head>://)(?P<ut>[^/\s:@'\"]{16,})(?=@)",
     # Authorization / X-Api-Key headers, in "Name: value", "'name': 'value'" or "name=value" form
     r"(?i:(?P<auth_head>\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?"
     r"(?:(?:bearer|basic|token|bot|apikey|digest)\s+)?|\bx-api-key['\"]?\s*[:=]\s*['\"]?)"
     r"(?P<auth>[^\s'\",;}&]+))",
-    # key=value / key: value / 'key': 'value' for secret-looking keys
-    r"(?i:(?P<kv_head>\b(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:\s*)['\"]?)"
+    # a quoted value of a secret-looking key, spaces and all (password: 'correct horse')
+    r"(?i:(?P<kvq_head>(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:)\s*"
+    r"(?P<quote>['\"]))(?P<kvq>(?!\[REDACTED\])[^'\"\n]*[\s,;][^'\"\n]*)(?=(?P=quote)))",
+    # key=value / key: value / 'key': 'value' for secret-looking keys, prefixed ones too
+    # (DB_PASSWORD=, ?api_token=, "mysql-password": ...)
+    r"(?i:(?P<kv_head>(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:)\s*['\"]?)"
     r"(?P<kv>(?!\[REDACTED\])[^\s'\",;}&)\]]+))",
+    # a Cookie header: every value after it
+    r"(?i:(?P<cookie_head>\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)(?P<cookie>[^'\"\n]+))",
 )
 
 
-_SECRET_NAME = re.compile(r"(?i:" + _SECRET_KEY_NAMES + r"|(?:proxy-)?authorization|x-api-key|cookie)")
+# A field whose name is, or ends in, a secret key name (password, db_password, api-token, ...)
+_SECRET_NAME = re.compile(r"(?i:(?:^|[_.\-\s])(?:" + _SECRET_KEY_NAMES
+                          + r"|(?:proxy-)?authorization|x-api-key|cookie))$")
 
 # Every key name above contains one of these (lower case), as do the header names.
-_HINTS = ("pass", "pwd", "token", "secret", "key", "hash", "session", "auth", "sig", "credential")
+_HINTS = ("pass", "pwd", "token", "secret", "key", "hash", "session", "auth", "sig", "credential", "cookie")
 
 
 class Redactor:
@@ -62,7 +74,7 @@ class Redactor:
     @staticmethod
     def is_secret_name(name: str) -> bool:
         """True for a field or key name whose value is a secret as a whole (``password``, ...)."""
-        return _SECRET_NAME.fullmatch(name) is not None
+        return _SECRET_NAME.search(name) is not None
 
     def redact(self, text: str) -> tuple[str, int]:
         """``(masked text, number of secrets masked)``; the text itself when nothing matched."""
@@ -92,14 +104,9 @@ class Redactor:
 
 
 def _replace(match: re.Match) -> str:
-    group = match.lastgroup
-    if group == "ui":
-        return match.group("ui_head") + MASK
-    if group == "auth":
-        return match.group("auth_head") + MASK
-    if group == "kv":
-        return match.group("kv_head") + MASK
-    return MASK
+    """The mask, after what the pattern keeps of its match (its ``<name>_head``: a key, a scheme)."""
+    head = match.lastgroup + "_head"
+    return (match.group(head) if head in match.re.groupindex else "") + MASK
 
 
 def secret_literals(values: Iterable[str | None]) -> list[str]:

@@ -311,6 +311,9 @@ def _elasticsearch_sink(settings: Settings, metrics: Metrics) -> LogSink:
     except ImportError as exc:
         raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch client cannot be loaded: {exc}"
                                 ) from exc
+    except OSError as exc:  # STATE_DIR (the spool lives there) cannot be made or read
+        raise LoggingSetupError(f"cannot keep the log spool under STATE_DIR={settings.general.state_dir}: "
+                                f"{exc.strerror or exc}") from exc
     return sink
 
 

@@ -147,6 +147,7 @@ class ElasticsearchSink:
         url = urllib.parse.urlsplit(shipping.url.get())
         self._address = (url.hostname, url.port or 443)  # the settings require a port for http
         self._backoff = 0.0
+        self._in_flight: tuple[int, list[tuple[int, bytes]]] | None = None  # the batch being sent
         self._replaying: list | None = None  # [segment path, its bytes or None, next offset, spool generation]
         self._counts = collections.Counter()
         self._dropped_by_level: collections.Counter = collections.Counter()
@@ -199,6 +200,12 @@ class ElasticsearchSink:
         if self._thread is not None:
             self._thread.join(max(0.0, self._deadline - time.monotonic()) + JOIN_SLACK)
         self._capacity = 0  # closed: later records are counted as dropped
+        in_flight = self._in_flight
+        if in_flight is not None and self._thread is not None and self._thread.is_alive():
+            # The worker is stuck in a request past the deadline (a node that accepts and never
+            # answers): its batch goes to the spool too. Should the request still succeed, the
+            # replay finds the same _ids (409) and makes no duplicates.
+            self._spool_taken(*in_flight)
         self._spool_taken(*self._take(len(self._queue)))  # whatever is left, if the worker is stuck
         if self._client is not None:
             try:
@@ -260,9 +267,13 @@ class ElasticsearchSink:
             return False
         first, taken = self._take(self._batch_size)
         fresh = self._fresh
-        failed = self._send(lambda: b"".join([fresh % (sequence, sequence, line[1:])
-                                              for sequence, (_, line) in enumerate(taken, first)]),
-                            len(taken), lambda: self._records(first, taken))
+        self._in_flight = (first, taken)
+        try:
+            failed = self._send(lambda: b"".join([fresh % (sequence, sequence, line[1:])
+                                                  for sequence, (_, line) in enumerate(taken, first)]),
+                                len(taken), lambda: self._records(first, taken))
+        finally:
+            self._in_flight = None
         if failed is None or failed:
             self._count_retry()
             if failed is None:  # not sent at all: spool the batch as taken

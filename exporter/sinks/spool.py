@@ -38,11 +38,13 @@ class Spool:
             os.chmod(self.directory, 0o700)
             for path in sorted(self.directory.glob("*.spool")):
                 counter, _, created = path.stem.partition("-")
+                if not (counter.isdigit() and created.isdigit()):
+                    continue  # not a segment this code wrote: left alone
                 size = path.stat().st_size
                 if size == 0:
                     path.unlink()
                     continue
-                self._segments.append((path, size, int(created or 0) / 1e9))
+                self._segments.append((path, size, int(created) / 1e9))
                 self._counter = max(self._counter, int(counter))
             self._opened = True
 
