@@ -32,19 +32,19 @@ _PATTERNS = (
     # a Telegram bot token: a numeric bot id, a colon, 35 URL-safe characters
     r"(?P<tg>(?<![0-9])[0-9]{6,}:[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-]))",
     # URL userinfo password: keep scheme://user: and @
-    r"(?P<ui_head>://[^/\s:@'\"]*:)(?P<ui>[^/\s@'\"]+)(?=@)",
+    r"(?P<ui_head>://[^/\s:@'\"]*:)(?P<ui>[^/\s@'\"]++)(?=@)",
     # a long URL user name alone is a token (https://<token>@github.com/...)
-    r"(?P<ut_head>://)(?P<ut>[^/\s:@'\"]{16,})(?=@)",
+    r"(?P<ut_head>://)(?P<ut>[^/\s:@'\"]{16,}+)(?=@)",
     # Authorization / X-Api-Key headers, in "Name: value", "'name': 'value'" or "name=value" form
     r"(?i:(?P<auth_head>\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?"
     r"(?:(?:bearer|basic|token|bot|apikey|digest)\s+)?|\bx-api-key['\"]?\s*[:=]\s*['\"]?)"
     r"(?P<auth>[^\s'\",;}&]+))",
     # a quoted value of a secret-looking key, spaces and all (password: 'correct horse')
-    r"(?i:(?P<kvq_head>(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:)\s*"
-    r"(?P<quote>['\"]))(?P<kvq>(?!\[REDACTED\])[^'\"\n]*[\s,;][^'\"\n]*)(?=(?P=quote)))",
+    r"(?i:(?P<kvq_head>(?:(?<![A-Za-z0-9])|(?<=[_.-]))(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:)\s*"
+    r"(?P<quote>['\"]))(?P<kvq>(?!\[REDACTED\])(?=[^'\"\n]*[\s,;])[^'\"\n]++)(?=(?P=quote)))",
     # key=value / key: value / 'key': 'value' for secret-looking keys, prefixed ones too
     # (DB_PASSWORD=, ?api_token=, "mysql-password": ...)
-    r"(?i:(?P<kv_head>(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:)\s*['\"]?)"
+    r"(?i:(?P<kv_head>(?:(?<![A-Za-z0-9])|(?<=[_.-]))(?:" + _SECRET_KEY_NAMES + r")['\"]?\s*(?:=|:)\s*['\"]?)"
     r"(?P<kv>(?!\[REDACTED\])[^\s'\",;}&)\]]+))",
     # a Cookie header: every value after it
     r"(?i:(?P<cookie_head>\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)(?P<cookie>[^'\"\n]+))",
