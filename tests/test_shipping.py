@@ -174,6 +174,63 @@ def test_close_spools_the_batch_of_a_request_that_never_ends(tmp_path):
             connection.close()
 
 
+class _MixedAnswers:
+    """A client answering each replayed batch: its 2nd record refused (400), its 3rd "too many
+    requests" (429) the first time; created ids answer 409 when sent again. Down at first."""
+
+    class indices:  # noqa: N801 - the client's namespace
+        @staticmethod
+        def put_index_template(**kwargs):
+            return None
+
+    def __init__(self):
+        self.down, self.calls, self.created = True, 0, set()
+
+    def options(self, **kwargs):
+        return self
+
+    def close(self):
+        return None
+
+    def bulk(self, body, filter_path):
+        if self.down:
+            raise ConnectionError("down")
+        ids = [json.loads(action)["create"]["_id"] for action in body.splitlines()[0::2]]
+        items = []
+        for number, rid in enumerate(ids):
+            if number == 1:
+                items.append({"create": {"status": 400, "error": {"type": "mapper_parsing_exception"}}})
+            elif number == 2 and self.calls < 2:
+                items.append({"create": {"status": 429}})
+            else:
+                items.append({"create": {"status": 409 if rid in self.created else 201}})
+                self.created.add(rid)
+        self.calls += 1
+        errors = any(item["create"]["status"] not in (201, 409) for item in items)
+        return {"errors": errors, "items": items} if "items" in filter_path else {"errors": errors}
+
+
+def test_a_replayed_batch_with_refused_records_is_not_sent_twice(tmp_path):
+    listener = socket.socket()  # something to take the TCP probe while backing off
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    client = _MixedAnswers()
+    try:
+        sink = ElasticsearchSink(_settings(tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                           LOG_SHIP_INTERVAL=0.1), Metrics(), client=client)
+        for number in range(3):
+            sink.submit(_line(number), logging.INFO)
+        _wait_for(lambda: sink.stats()["spooled"] == 3)
+        client.down = False
+        _wait_for(lambda: not sink.spool)
+        sink.close(1.0)
+    finally:
+        listener.close()
+    stats = sink.stats()
+    assert stats["shipped"] == 2 and stats["dead_lettered"] == 1
+    assert len((tmp_path / "state" / "dead-letter.ndjson").read_text().splitlines()) == 1
+
+
 def _wait_for(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

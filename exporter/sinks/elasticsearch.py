@@ -284,7 +284,9 @@ class ElasticsearchSink:
         return True
 
     def _replay_step(self) -> bool:
-        """Send the next batch of the oldest spool segment; True when the node took it."""
+        """Send the next batch of the oldest spool segment; True when the node took all of it.
+        Records it refused for now (429) go to a new segment, so the batch is never sent twice
+        (which would dead-letter a rejected record again and count created ones twice)."""
         if not self._node_answers():
             return False
         replaying = self._replaying
@@ -297,19 +299,23 @@ class ElasticsearchSink:
         if data is None:  # not read yet, or let go after a failed attempt
             data = replaying[1] = path.read_bytes()
         end = lines_end(data, offset, self._batch_size)
+        failed: list[Record] = []
         if end > offset:
             chunk = data if end - offset == len(data) else data[offset:end]
             failed = self._send(lambda: _bulk_body(self.index, chunk), chunk.count(b"\n"), lambda: list(parse(chunk)))
-            if failed is None or failed:
+            if failed is None:
                 self._count_retry()
                 replaying[1] = None  # the node is away: the segment waits on disk, not in memory
                 return False
+            if failed:  # some refused for now (429): they wait in a new segment; the rest is done
+                self._count_retry()
+                self._spool(failed)
         replaying[2] = end
         if end >= len(data):
             self.spool.remove(path)
             self._replaying = None
             self._update_spool_gauges()
-        return True
+        return not failed
 
     def _take(self, count: int) -> tuple[int, list[tuple[int, bytes]]]:
         """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
