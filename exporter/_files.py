@@ -36,8 +36,13 @@ def replace_file(path: Path, data: bytes, *, temp: Path | None = None) -> None:
         except OSError:
             pass
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Make the renames and creations in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(fd)
     finally:
-        os.close(directory)
+        os.close(fd)

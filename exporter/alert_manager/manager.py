@@ -350,7 +350,9 @@ class AlertManager(ManagerBase):
                               task_id=task_id, details=self._redact(details or {}), fingerprint=fp,
                               notified_at=now)
                 for evicted in store.add(alert):  # past max_alerts the oldest go: forget them here too
-                    self._forget(evicted)
+                    self._unindex(evicted)
+                    if not evicted.resolved:
+                        metrics.alerts_active.labels(evicted.severity.value).dec()
                 self._by_fingerprint[fp] = alert.id
                 self._dirty.add(alert.id)
                 metrics.alerts_active.labels(severity.value).inc()
@@ -465,21 +467,17 @@ class AlertManager(ManagerBase):
             except OSError as exc:
                 log.warning("alert state could not be written: %s", exc)
 
-    def _forget(self, alert: Alert) -> None:
-        """Drop the index entry and the active count of ``alert``, evicted from the store (the
-        caller holds the store's lock)."""
+    def _unindex(self, alert: Alert) -> None:
+        """Drop the fingerprint entry of ``alert``, gone from the store (the caller holds its lock)."""
         if self._by_fingerprint.get(alert.fingerprint) == alert.id:
             del self._by_fingerprint[alert.fingerprint]
-        if not alert.resolved:
-            self.metrics.alerts_active.labels(alert.severity.value).dec()
 
     def _prune(self) -> None:
         store = self._store
         with store.lock:
             gone = store.prune(self._clock())
             for alert in gone:
-                if self._by_fingerprint.get(alert.fingerprint) == alert.id:
-                    del self._by_fingerprint[alert.fingerprint]
+                self._unindex(alert)
         if gone:
             self._history.compact()
             self._refresh_active()

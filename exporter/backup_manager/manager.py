@@ -21,7 +21,7 @@ from ..metrics import Metrics
 from . import retention
 from .catalog import (LOCK_FILE, NAME_PATTERN, TEMP_MARKER,
                       VERIFY_STATE_FILE, manifest_path, read_catalog, read_manifest, read_verify_state)
-from .lock import DirectoryLock
+from .lock import DirectoryLock, pid_alive
 from .scheduler import PERIODS, Scheduler
 
 if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on first use
@@ -32,20 +32,10 @@ CELERY_TASK = "exporter.backup_manager.scheduled_backup"
 
 
 def _writer_alive(temp_name: str) -> bool:
-    """Whether the process that named ``temp_name`` (``.<name>.tmp-<pid>[-...]``) still runs."""
+    """Whether the process that named ``temp_name`` (``.<name>.tmp-<pid>[-...]``) still runs
+    (this process does: another of its threads may be writing it)."""
     digits = temp_name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
-    if not digits.isdigit():
-        return False
-    pid = int(digits)
-    if pid == os.getpid():
-        return True  # this process: another thread may be writing it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return digits.isdigit() and pid_alive(int(digits))
 
 
 class BackupManager(ManagerBase):

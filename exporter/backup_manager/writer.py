@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._files import replace_file
+from .._files import fsync_directory, replace_file
 from ..errors import BackupError
 from .catalog import ARCHIVE_SUFFIX, FORMAT_VERSION, TEMP_MARKER, manifest_path
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
@@ -227,14 +227,6 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     replace_file(path, json.dumps(data, separators=(",", ":")).encode(),
                  temp=path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}"))
@@ -321,7 +313,7 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
         write_json_atomic(manifest_file, manifest)
         temps.append(manifest_file)
         os.replace(tmp_archive, final_archive)
-        _fsync_directory(backup_dir)
+        fsync_directory(backup_dir)
         temps.remove(manifest_file)
         return manifest
     except OSError as exc:

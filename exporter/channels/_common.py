@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any
 
@@ -92,7 +93,7 @@ def plain_text(alert, resolved: bool = False) -> str:
 def json_safe(value: Any) -> Any:
     """``value`` with NaN and infinities (which JSON cannot carry) written as strings."""
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
