@@ -425,17 +425,6 @@ def test_the_backup_directory_reached_through_a_symlink_is_not_backed_up(tmp_pat
     assert not [entry["path"] for entry in manifest["files"] if "/backups" in entry["path"]]
 
 
-def test_restore_overwrite_swaps_the_trees_in_one_step(tmp_path):
-    from exporter.backup_manager.restore import _exchange
-
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "which").write_text("a")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "which").write_text("b")
-    assert _exchange(tmp_path / "a", tmp_path / "b")  # Linux: renameat2(RENAME_EXCHANGE)
-    assert (tmp_path / "a" / "which").read_text() == "b" and (tmp_path / "b" / "which").read_text() == "a"
-
-
 def test_cleanup_old_backups_never_deletes_newest_verified(tmp_path):
     manager = make_manager(tmp_path)
     source = make_tree(tmp_path / "data")

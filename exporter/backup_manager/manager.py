@@ -91,16 +91,23 @@ class BackupManager(ManagerBase):
 
     # ------------------------------------------------------------------ helpers
     def _clean_leftovers(self) -> list[str]:
-        """Remove the temp files of runs whose process is gone (lock held). Nothing else is
-        touched: an archive without a manifest may be someone's file, not a crashed backup."""
+        """Undo the restores and remove the temp files of runs whose process is gone (lock
+        held). Nothing else is touched: an archive without a manifest may be someone's file,
+        not a crashed backup. A restore that cannot be undone keeps its journal."""
+        from .merge import is_journal, undo_interrupted
+
         removed = []
-        for entry in os.listdir(self.backup_dir):
-            if entry.startswith(".") and TEMP_MARKER in entry and not _writer_alive(entry):
-                try:
-                    os.unlink(self.backup_dir / entry)
-                    removed.append(entry)
-                except OSError:
-                    pass
+        for entry in sorted(os.listdir(self.backup_dir), key=lambda name: not is_journal(name)):
+            if not (entry.startswith(".") and TEMP_MARKER in entry) or _writer_alive(entry):
+                continue
+            if is_journal(entry):
+                undo_interrupted(self.backup_dir / entry)
+                continue
+            try:
+                os.unlink(self.backup_dir / entry)
+                removed.append(entry)
+            except OSError:
+                pass
         if removed:
             log.warning("removed %d leftover file(s) of an interrupted backup in %s",
                         len(removed), self.backup_dir)
@@ -270,26 +277,39 @@ class BackupManager(ManagerBase):
         return self.verify_backup_report(backup_name)["ok"]
 
     # ------------------------------------------------------------------ restore
+    def protected_dirs(self) -> dict[str, Path]:
+        """The project's own directories, which a restore never writes or removes."""
+        settings = self.settings
+        return {"BACKUP_DIR": self.backup_dir, "STATE_DIR": Path(settings.general.state_dir),
+                "LOG_DIR": Path(settings.logging.dir)}
+
     def restore_backup_sync(self, backup_name: str, restore_path: str | os.PathLike, *,
-                            overwrite: bool = False, dry_run: bool = False,
+                            overwrite: bool = False, delete: bool = False, dry_run: bool = False,
                             progress: Progress | None = None) -> dict[str, Any]:
-        """Verify, then restore into ``restore_path`` (a truthy report). Raises IntegrityError
-        (DecryptionError, UnsafeArchiveError) or BackupError; nothing is written then."""
+        """Verify, then restore into ``restore_path``; a report of what changed per path.
+
+        A non-empty target needs ``overwrite`` (the paths the backup holds are replaced);
+        paths the backup does not hold are removed only with ``delete``. BACKUP_DIR, STATE_DIR
+        and LOG_DIR are never touched, and a target inside one is refused. Raises
+        IntegrityError (DecryptionError, UnsafeArchiveError) or BackupError, and then the target
+        is as it was."""
         from .reader import raise_for_report
         from .restore import extract, plan_changes
 
         self._require()
-        target = Path(os.path.abspath(restore_path))
+        target = Path(os.path.realpath(restore_path))
         with tracing.span("backup.restore", backup_name=backup_name, dry_run=dry_run):
             try:
                 manifest = self._manifest(backup_name)
                 report = self.verify_backup_report(backup_name, progress)
                 raise_for_report(report)
                 if dry_run:
-                    result = plan_changes(manifest, target)
+                    result = plan_changes(manifest, target, self.protected_dirs(), delete=delete)
                 else:
                     try:
-                        result = extract(self.backup_dir, manifest, self._key, target, overwrite=overwrite)
+                        result = extract(self.backup_dir, manifest, self._key, target,
+                                         protected_dirs=self.protected_dirs(),
+                                         overwrite=overwrite, delete=delete)
                     except OSError as exc:  # the target: a file in the way, no permission, disk full
                         raise BackupError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
             except Exception as exc:
@@ -317,26 +337,41 @@ class BackupManager(ManagerBase):
         """Delete backups older than ``days`` (never the newest verified one); the count."""
         if not self.enabled:
             return 0
-        cutoff = time.time() - days * 86400
-        with DirectoryLock(self.backup_dir / LOCK_FILE):
-            backups = read_catalog(self.backup_dir)
-            protected = retention.newest_verified(backups)
-            doomed = [b["name"] for b in backups if b["created_at"] < cutoff
-                      and b["name"] != (protected or {}).get("name")]
-            for name in doomed:
-                self._delete(name)
-        self._after_delete("cleanup", doomed)
-        return len(doomed)
+        return len(self.delete_old_backups(days))
 
-    def apply_retention(self) -> list[str]:
-        """Apply ``BACKUP_RETENTION`` (grandfather-father-son) to scheduled backups."""
+    def delete_old_backups(self, days: float, *, dry_run: bool = False) -> list[str]:
+        """Delete (or with ``dry_run`` only name) the backups older than ``days``, a finite
+        number >= 0, except the newest verified one; the names, oldest first."""
+        import math
+
         self._require()
+        if isinstance(days, bool) or not isinstance(days, (int, float)) \
+                or not math.isfinite(days) or days < 0:
+            raise BackupError(f"days must be a finite number >= 0, got {days!r}")
+        cutoff = time.time() - days * 86400
+
+        def doomed(backups: list[dict[str, Any]]) -> list[str]:
+            protected = (retention.newest_verified(backups) or {}).get("name")
+            return [b["name"] for b in backups if b["created_at"] < cutoff and b["name"] != protected]
+
+        return self._delete_chosen("cleanup", doomed, dry_run)
+
+    def apply_retention(self, *, dry_run: bool = False) -> list[str]:
+        """Apply ``BACKUP_RETENTION`` (grandfather-father-son) to scheduled backups; the names
+        deleted (with ``dry_run``: that would be)."""
+        self._require()
+        return self._delete_chosen(
+            "retention", lambda backups: retention.to_delete(backups, self.settings.backups.retention)[0],
+            dry_run)
+
+    def _delete_chosen(self, why: str, choose, dry_run: bool) -> list[str]:
+        if dry_run:
+            return choose(read_catalog(self.backup_dir))
         with DirectoryLock(self.backup_dir / LOCK_FILE):
-            doomed, _ = retention.to_delete(read_catalog(self.backup_dir),
-                                            self.settings.backups.retention)
+            doomed = choose(read_catalog(self.backup_dir))
             for name in doomed:
                 self._delete(name)
-        self._after_delete("retention", doomed)
+        self._after_delete(why, doomed)
         return doomed
 
     def _after_delete(self, why: str, names: list[str]) -> None:
