@@ -111,6 +111,14 @@ def positive_float(raw: Any) -> float:
     return value
 
 
+def drill_interval(raw: Any) -> float:
+    """Seconds between restore drills: 0 (off) or 60 s to 366 days."""
+    value = _number(raw, float)
+    if not (value == 0 or 60 <= value <= 366 * 86400):
+        raise ValueError("must be 0 (no drills) or between 60 and 31622400 seconds")
+    return value
+
+
 def percent(raw: Any) -> float:
     value = _number(raw, float)
     if not 0 <= value <= 100:
@@ -390,6 +398,8 @@ KEYS: tuple[Key, ...] = (
        "Archive compression."),
     _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", secret, None,
        "AES-256-GCM key (64 hex characters) to encrypt backups.", secret=True),
+    _k("BACKUP_DRILL_INTERVAL", "backups", "drill_interval", drill_interval, 7 * 86400.0,
+       "Seconds between restore drills of the newest backup while backups are scheduled (0: none)."),
     # profiler
     _k("ENABLE_PROFILER", "profiler", "enabled", parse_bool, False, "Turn the profiler on."),
     _k("PROFILE_THRESHOLD", "profiler", "threshold", positive_float, 1.0, "Seconds above which it is slow."),
@@ -493,6 +503,7 @@ class BackupSettings(Record, frozen=True):
     retention: dict[str, int]
     compression: str
     encryption_key: Secret | None
+    drill_interval: float
 
 
 class ProfilerSettings(Record, frozen=True):

@@ -296,10 +296,21 @@ class Metrics:
                                        registry=r)
         self.backups_retained = Gauge("bot_backups_retained", "Backups kept, by retention tier.",
                                       ["tier"], registry=r)
+        self.backup_drills = Counter("bot_backup_drills_total", "Restore drills, by outcome.",
+                                     ["outcome"], registry=r)
+        self.backup_last_drill = Gauge("bot_backup_last_drill_timestamp_seconds",
+                                       "Time the last restore drill finished (0: never).", registry=r)
+        self.backup_last_drill_success = Gauge(
+            "bot_backup_last_drill_success", "1 when the last restore drill passed, 0 when it failed "
+            "or none ran.", registry=r)
+        self.backup_drill_interval = Gauge("bot_backup_drill_interval_seconds",
+                                           "Seconds between scheduled restore drills (0: none).",
+                                           registry=r)
         for outcome in OUTCOMES:
             self.backups.labels(outcome)
             self.backup_verifications.labels(outcome)
             self.backup_restores.labels(outcome)
+            self.backup_drills.labels(outcome)
         for tier in BACKUP_TIERS:
             self.backups_retained.labels(tier)
 

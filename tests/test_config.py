@@ -21,6 +21,7 @@ GOOD = {
     "string_list": "a,b", "optional_string_list": '["a", "b"]', "backup_retention": "hourly=2,weekly=1",
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
     "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243",
+    "drill_interval": "86400",
 }
 BAD = {
     "parse_bool": ("environment", "maybe"), "positive_int": ("environment", "0"),
@@ -33,6 +34,7 @@ BAD = {
     "alert_channels": ("environment", '{"critical": ["pager"]}'),
     "secret": ("toml", "in-a-file"),
     "elasticsearch_url": ("environment", "in-a-file:9200"),
+    "drill_interval": ("environment", "59"),
 }
 
 

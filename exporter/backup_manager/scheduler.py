@@ -1,8 +1,9 @@
-"""The in-process scheduler: one asyncio task that runs a scheduled backup every
-``BACKUP_FREQUENCY`` (counted from the newest scheduled backup, so restarts do not re-run it).
+"""The in-process scheduler: one asyncio task per job, e.g. a scheduled backup every
+``BACKUP_FREQUENCY`` and a restore drill every ``BACKUP_DRILL_INTERVAL``, each counted from its
+last run as recorded on disk (so restarts do not re-run it).
 
 It runs on the caller's event loop when ``enable()`` is called inside one, otherwise on a
-private loop in one daemon thread. The backup itself runs in a worker thread.
+private loop in one daemon thread. The jobs themselves run in worker threads.
 """
 from __future__ import annotations
 
@@ -20,15 +21,12 @@ log = logging.getLogger("exporter.backup_manager")
 PERIODS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
 
 
-class Scheduler:
-    def __init__(self, period: float, last_run: Callable[[], float | None],
-                 job: Callable[[], object]) -> None:
-        self.period = period
-        self._last_run = last_run
-        self._job = job
-        self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+class Job:
+    """``run`` every ``period`` seconds after ``last_run()`` (None: never ran, so now)."""
+
+    def __init__(self, name: str, period: float, last_run: Callable[[], float | None],
+                 run: Callable[[], object]) -> None:
+        self.name, self.period, self._last_run, self._run = name, period, last_run, run
         self.next_run: float | None = None
 
     def due_in(self) -> float:
@@ -36,16 +34,35 @@ class Scheduler:
         self.next_run = time.time() if last is None else last + self.period
         return max(0.0, self.next_run - time.time())
 
-    async def _run(self) -> None:
+    async def loop(self) -> None:
         import asyncio
 
         while True:
             await asyncio.sleep(self.due_in())
             try:
-                await asyncio.to_thread(self._job)
+                await asyncio.to_thread(self._run)
             except Exception:  # the job reports its own failure (metric, log, alert)
-                log.exception("scheduled backup failed")
+                log.exception("scheduled %s failed", self.name)
                 await asyncio.sleep(min(self.period, 300.0))
+                continue
+            if self.due_in() == 0:  # it recorded no run (nothing to do yet): look again later
+                await asyncio.sleep(min(self.period, 300.0))
+
+
+class Scheduler:
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs = {job.name: job for job in jobs}
+        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def next_run(self, name: str) -> float | None:
+        job = self.jobs.get(name)
+        return job.next_run if job is not None else None
+
+    def _create_tasks(self) -> None:
+        self._tasks = [self._loop.create_task(job.loop(), name=f"opsstack-scheduled-{job.name}")
+                       for job in self.jobs.values()]
 
     def start(self) -> None:
         import asyncio
@@ -56,19 +73,17 @@ class Scheduler:
             loop = None
         if loop is not None:
             self._loop = loop
-            self._task = loop.create_task(self._run(), name="opsstack-backup-scheduler")
+            self._create_tasks()
             return
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         def main() -> None:
             asyncio.set_event_loop(self._loop)
-            self._task = self._loop.create_task(self._run(), name="opsstack-backup-scheduler")
+            self._create_tasks()
             ready.set()
-            try:
-                self._loop.run_until_complete(self._task)
-            except asyncio.CancelledError:
-                pass
+            try:  # returns once every task has been cancelled
+                self._loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
             finally:
                 self._loop.close()
 
@@ -76,14 +91,18 @@ class Scheduler:
         self._thread.start()
         ready.wait()
 
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
     def stop(self) -> None:
-        if self._task is None or self._loop is None:
+        if not self._tasks or self._loop is None:
             return
         if self._thread is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._loop.call_soon_threadsafe(self._cancel_tasks)
             self._thread.join(timeout=10)
             self._thread = None
         elif not self._loop.is_closed():
-            self._task.cancel()
-        self._task = None
+            self._cancel_tasks()
+        self._tasks = []
         self._loop = None

@@ -1,4 +1,4 @@
-"""``opsstack backup create|list|verify|restore|cleanup|stats``."""
+"""``opsstack backup create|list|verify|restore|cleanup|drill|stats``."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--days", type=_days, help="delete backups older than this many days (>= 0)")
     group.add_argument("--retention", action="store_true", help="apply BACKUP_RETENTION to scheduled backups")
     add_confirmation(cleanup)
+    drill = sub("drill", "restore a backup into a scratch directory and check every file")
+    drill.add_argument("name", nargs="?", help="the backup to drill (default: the newest)")
     sub("stats", "backup statistics")
 
 
@@ -101,6 +103,7 @@ def _list(manager: BackupManager, args: argparse.Namespace) -> int:
     for b in backups:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b["created_at"]))
         verified = {True: "verified", False: "FAILED verify", None: "unverified"}[b["verified"]]
+        verified += {True: ", drilled", False: ", FAILED drill", None: ""}[b["drilled"]]
         print(f"{b['name']:<32} {when}Z  {b['tier']:<7} {b['files']:>7} files  {_size(b['size']):>10}  "
               f"{verified}{'  encrypted' if b['encrypted'] else ''}  {b['description']}")
     return 0
@@ -171,12 +174,24 @@ def _cleanup(manager: BackupManager, args: argparse.Namespace) -> int:
     return 0
 
 
+def _drill(manager: BackupManager, args: argparse.Namespace) -> int:
+    report = manager.drill_backup_sync(args.name)
+    name = report["backup_name"]
+    if report["ok"]:
+        text = (f"{name}: drill passed ({report['files_checked']} files, "
+                f"{report['sqlite_checked']} SQLite databases, {report['duration_seconds']:.1f}s)")
+    else:
+        text = "\n".join([f"{name}: drill FAILED"] + [f"  {e}" for e in report["errors"]])
+    emit(args, report, text)
+    return 0 if report["ok"] else IntegrityError.exit_code
+
+
 def _stats(manager: BackupManager, args: argparse.Namespace) -> int:
     stats = manager.get_backup_stats()
     emit(args, stats, "\n".join(f"{k:<20} {v}" for k, v in stats.items()))
     return 0
 
 
-ACTIONS = {"create": _create, "list": _list, "verify": _verify, "restore": _restore,
+ACTIONS = {"create": _create, "list": _list, "verify": _verify, "restore": _restore, "drill": _drill,
            "cleanup": _cleanup, "stats": _stats}
 
