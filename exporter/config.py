@@ -239,11 +239,12 @@ def _key_values(raw: Any) -> dict[str, Any]:
 
 
 def backup_retention(raw: Any) -> dict[str, int]:
-    """How many backups each tier keeps: ``{"hourly": 24, "daily": 30, "weekly": 12}``."""
+    """How many backups each tier keeps: ``{"hourly": 24, "daily": 30, "weekly": 12,
+    "manual": 20}`` (tiers not given keep their default)."""
     pairs = _key_values(raw)
-    unknown = sorted(set(pairs) - set(FREQUENCIES))
+    unknown = sorted(set(pairs) - set(DEFAULT_RETENTION))
     if unknown:
-        raise ValueError(f"unknown tier {unknown[0]!r}; tiers are {', '.join(FREQUENCIES)}")
+        raise ValueError(f"unknown tier {unknown[0]!r}; tiers are {', '.join(DEFAULT_RETENTION)}")
     result = dict(DEFAULT_RETENTION)
     for tier, count in pairs.items():
         try:
@@ -301,7 +302,7 @@ def elasticsearch_url(raw: Any) -> Secret | None:
     return value
 
 
-DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12}
+DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
 
 
 # --------------------------------------------------------------------------- the keys

@@ -35,7 +35,7 @@ BACKUP_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 36
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ALERT_SEVERITIES = ("low", "medium", "high", "critical")
 OUTCOMES = ("success", "failure")
-BACKUP_TIERS = ("hourly", "daily", "weekly")
+BACKUP_TIERS = ("hourly", "daily", "weekly", "manual")
 FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "shipping")
 
 

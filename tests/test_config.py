@@ -116,7 +116,7 @@ def test_design_document_config_module_is_accepted(tmp_path):
         "PROFILED_OPERATIONS = None\n")
     settings = load_settings(config_file=config, environ={})
     assert settings.backups.enabled and settings.backups.critical_paths == ("config.py", "tokens", "data")
-    assert settings.backups.retention == {"hourly": 24, "daily": 30, "weekly": 12}
+    assert settings.backups.retention == {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
     assert settings.logging.max_size == 10 * 1024 * 1024
     assert settings.alerts.channels["critical"] == ("telegram", "email")
     assert settings.profiler.operations is None

@@ -373,8 +373,9 @@ class BackupManager(ManagerBase):
         return self._delete_chosen("cleanup", doomed, dry_run)
 
     def apply_retention(self, *, dry_run: bool = False) -> list[str]:
-        """Apply ``BACKUP_RETENTION`` (grandfather-father-son) to scheduled backups; the names
-        deleted (with ``dry_run``: that would be)."""
+        """Apply ``BACKUP_RETENTION``: grandfather-father-son to scheduled backups, the newest N
+        to manual ones; the names deleted (with ``dry_run``: that would be). Runs after each
+        scheduled backup; never deletes the newest verified backup."""
         self._require()
         return self._delete_chosen(
             "retention", lambda backups: retention.to_delete(backups, self.settings.backups.retention)[0],
