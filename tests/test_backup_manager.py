@@ -21,8 +21,8 @@ from exporter.backup_manager import retention
 from exporter.backup_manager.catalog import LOCK_FILE, manifest_path
 from exporter.backup_manager.lock import DirectoryLock
 from exporter.config import load_settings
-from exporter.errors import (BackupError, BackupLockedError, DecryptionError, IntegrityError,
-                             NotEnabledError)
+from exporter.errors import (BackupError, BackupLockedError, BackupUnreadableError,
+                             DecryptionError, IntegrityError, NotEnabledError)
 from exporter.metrics import Metrics
 
 KEY = "0f" * 32
@@ -387,8 +387,9 @@ def test_with_a_key_set_an_unencrypted_backup_is_refused(tmp_path):
     source = make_tree(tmp_path / "data")
     make_manager(tmp_path).create_backup_sync([str(source)], "plain")
     keyed = make_manager(tmp_path, BACKUP_ENCRYPTION_KEY=KEY)
-    report = keyed.verify_backup_report("plain")
-    assert not report["ok"] and "not encrypted" in report["errors"][0]
+    with pytest.raises(BackupUnreadableError, match="not encrypted"):  # cannot read: not bad
+        keyed.verify_backup_report("plain")
+    assert read_catalog(keyed.backup_dir)[0]["verified"] is None
     with pytest.raises(IntegrityError, match="not encrypted"):
         keyed.restore_backup_sync("plain", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()

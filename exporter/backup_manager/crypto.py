@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ..errors import ConfigError, DecryptionError
+from ..errors import BackupKeyError, ConfigError, DecryptionError
 
 MAGIC = b"OPSAEAD1"
 CHUNK_SIZE = 1 << 20
@@ -128,8 +128,9 @@ class Decryptor:
                 self._aead.decrypt(self._prefix + struct.pack(">I", _CHECK_COUNTER),
                                    header[_HEADER_FIXED:], self._fixed)
             except InvalidTag:
-                raise self._fail("wrong key (BACKUP_ENCRYPTION_KEY does not match the one that "
-                                 "encrypted this backup)") from None
+                raise BackupKeyError(f"cannot decrypt {self._where}: wrong key "
+                                     "(BACKUP_ENCRYPTION_KEY does not match the one that "
+                                     "encrypted this backup)") from None
         while len(self._pending) >= 4:
             if self._done:
                 raise self._fail("data after the last frame (tampered)")

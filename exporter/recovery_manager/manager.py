@@ -17,7 +17,7 @@ from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..backup_manager.catalog import NAME_PATTERN, manifest_path, read_manifest
 from ..backup_manager.lock import DirectoryLock
 from ..config import Settings
-from ..errors import BackupLockedError, NotEnabledError, RecoveryError
+from ..errors import BackupLockedError, BackupUnreadableError, NotEnabledError, RecoveryError
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
 from . import baseline as bl
@@ -211,7 +211,11 @@ class RecoveryManager(ManagerBase):
         for backup_dir, backup, manifest in candidates:
             if not result["failed"]:
                 break
-            report = check_archive(backup_dir, manifest, self._key)
+            try:
+                report = check_archive(backup_dir, manifest, self._key)
+            except BackupUnreadableError as exc:  # no key, wrong key: try the next backup
+                log.warning("not repairing from backup %s: %s", backup["name"], exc)
+                continue
             if not report["ok"]:
                 log.warning("not repairing from backup %s: %s", backup["name"], report["errors"][0])
                 continue
