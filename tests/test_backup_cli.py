@@ -97,3 +97,18 @@ def test_progress_line():
     assert line.startswith("\rbacking up: 3/10 files, 5.0 MB of 10.0 MB,") and "s left" in line
     assert line.endswith("\n")
     assert Progress.for_terminal("x", quiet=True) is None
+
+
+def test_verify_with_the_wrong_key_is_an_error_not_a_failed_backup(env, capsys, monkeypatch):
+    source = make_tree(env / "data")
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "0f" * 32)
+    main(["backup", "create", str(source), "--name", "enc"])
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "1e" * 32)
+    capsys.readouterr()
+    code = main(["backup", "verify", "enc"])
+    captured = capsys.readouterr()
+    assert code == 1 and "FAILED" not in captured.out
+    assert "backup 'enc'" in captured.err and "wrong key" in captured.err
+    assert not (env / "backups" / ".verify-state.json").exists()
+    code, listed, _ = run_json(capsys, "backup", "list", "--json")
+    assert listed[0]["verified"] is None

@@ -15,7 +15,8 @@ from .. import tracing
 from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..config import Settings
-from ..errors import BackupError, BackupNotFoundError, NotEnabledError, OpsError
+from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, NotEnabledError,
+                      OpsError)
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
 from . import retention
@@ -245,14 +246,21 @@ class BackupManager(ManagerBase):
 
     def verify_backup_report(self, backup_name: str,
                              progress: Progress | None = None) -> dict[str, Any]:
-        """Read every byte back and check every hash; the report names the archive on failure."""
+        """Read every byte back and check every hash; the report names the archive on failure
+        and the failure is recorded. A backup that cannot be read at all (no key, the wrong
+        key, its archive gone) raises BackupUnreadableError (BackupNotFoundError when the
+        archive is missing) and records nothing: that is not a backup found bad."""
         from .reader import check_archive
 
         self._require()
         manifest = self._manifest(backup_name)
         started = time.time()
         with tracing.span("backup.verify", backup_name=backup_name):
-            report = check_archive(self.backup_dir, manifest, self._key, progress)
+            try:
+                report = check_archive(self.backup_dir, manifest, self._key, progress)
+            except BackupUnreadableError as exc:
+                self._fail("verify", backup_name, exc)
+                raise
         report["duration_seconds"] = round(time.time() - started, 3)
         self._record_verify(backup_name, report["ok"])
         outcome = "success" if report["ok"] else "failure"
