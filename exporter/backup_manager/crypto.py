@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 
+from ..config import key_bytes
 from ..errors import BackupKeyError, ConfigError, DecryptionError
 
 MAGIC = b"OPSAEAD1"
@@ -29,15 +30,10 @@ TAG = 16
 
 def parse_key(value: str) -> bytes:
     """The 32-byte key from its 64 hex characters (raises ConfigError without showing it)."""
-    text = value.strip()
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError("BACKUP_ENCRYPTION_KEY", "environment", "****",
-                          "must be 64 hexadecimal characters (a 256-bit key)")
-    return key
+        return key_bytes(value)
+    except ValueError as exc:
+        raise ConfigError("BACKUP_ENCRYPTION_KEY", "environment", "****", str(exc)) from None
 
 
 def _aead(key: bytes):
