@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracing
+from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..backup_manager.catalog import NAME_PATTERN, manifest_path, read_manifest
@@ -51,7 +52,7 @@ class RecoveryManager(ManagerBase):
         self.settings = settings
         self.metrics = self._resolve_metrics()
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(self.state_dir)
         self._state = read_integrity_state(self.state_dir) or {
             "checks": {"success": 0, "failure": 0}, "repairs": {"success": 0, "failure": 0},
             "history": []}

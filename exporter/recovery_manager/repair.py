@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._files import make_dirs
 from ..backup_manager.catalog import TEMP_MARKER, archive_path
 from ..backup_manager.reader import ArchiveStream, open_tar
 from ..backup_manager.safety import ExtractionGuard
@@ -21,7 +22,7 @@ IO_CHUNK = 1 << 20
 def quarantine(path: Path, quarantine_dir: Path) -> Path:
     """Move ``path`` (file, link or tree) under ``quarantine_dir``, keeping its absolute path."""
     destination = quarantine_dir / str(path).lstrip("/")
-    destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(destination.parent)
     try:
         os.rename(path, destination)
     except OSError:
@@ -81,7 +82,7 @@ def _check_no_link_between(root: Path, target: Path) -> None:
 def _put_back(tar, member, want: dict[str, Any], target: Path, quarantine_dir: Path,
               quarantined: list[str], rel: str, root: Path) -> None:
     _check_no_link_between(root, target)
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(target.parent)
     exists = target.exists() or target.is_symlink()
     if member.isdir():
         if exists and (target.is_symlink() or not target.is_dir()):
