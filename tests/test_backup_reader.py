@@ -76,6 +76,17 @@ def bomb_after_the_end(backup_dir: Path) -> dict:
     return write_backup(backup_dir, "trailing", archive, [entry])
 
 
+def bomb_in_a_pax_header(backup_dir: Path) -> dict:
+    """A pax header of 1 GiB of zeros before the member: tarfile reads a header whole, before
+    any member is seen. The manifest declares 512 MiB, so only the cap on one read stops it."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, 1 << 30
+    compress = zstandard.ZstdCompressor().compress
+    archive = compress(info.tobuf(tarfile.USTAR_FORMAT)) + _zeros(1 << 30)
+    entry = {"path": "x/f", "type": "file", "size": 512 * MiB, "sha256": "0" * 64}
+    return write_backup(backup_dir, "pax", archive, [entry])
+
+
 VERIFY_IN_A_SUBPROCESS = textwrap.dedent("""
     import hashlib, json, resource, sys, time
     from pathlib import Path
@@ -110,7 +121,7 @@ def verify_in_subprocess(backup_dir: Path, name: str) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("craft", [bomb_lying_header, bomb_after_the_end])
+@pytest.mark.parametrize("craft", [bomb_lying_header, bomb_after_the_end, bomb_in_a_pax_header])
 def test_a_decompression_bomb_stops_at_its_declared_size_in_constant_memory(tmp_path, craft):
     manager = make_manager(tmp_path)
     manifest = craft(manager.backup_dir)

@@ -20,6 +20,7 @@ from .tarstream import BLOCK, RECORD
 IO_CHUNK = 1 << 20
 QUEUED_CHUNKS = 8  # decompressed chunks waiting for the reader: at most 8 MiB
 MAX_WINDOW = 8 << 20  # zstd frames of ours use at most 2 MiB; a crafted one may not ask more
+MAX_READ = 16 << 20  # tarfile reads data in small pieces; one large read is a header (pax) bomb
 _END = object()
 
 
@@ -275,7 +276,10 @@ class ArchiveStream:
     def read(self, n: int = -1) -> bytes:
         if self._cancel.is_set():
             raise OpsError("cancelled")
-        parts, want = [], (n if n >= 0 else 1 << 62)
+        if not 0 <= n <= MAX_READ:
+            raise IntegrityError(f"archive {self.path}: a tar header of {n} bytes (more than "
+                                 f"{MAX_READ}); not read")
+        parts, want = [], n
         while want > 0:
             part = self._next(want)
             if part is None:
