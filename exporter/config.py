@@ -285,6 +285,26 @@ def secret(raw: Any) -> Secret | None:
     return Secret(text(raw).strip())
 
 
+def key_bytes(text: str) -> bytes:
+    """The 32 bytes of a 256-bit key written as 64 hexadecimal characters (ValueError
+    otherwise, with a message that never shows the value)."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ValueError("must be 64 hexadecimal characters (a 256-bit key)")
+    return key
+
+
+def aes_key(raw: Any) -> Secret | None:
+    """A secret 256-bit key, checked at load time (see :func:`key_bytes`)."""
+    value = secret(raw)
+    if value is not None:
+        key_bytes(value.get())
+    return value
+
+
 def elasticsearch_url(raw: Any) -> Secret | None:
     """A secret ``http(s)://[user:password@]host:port`` (the port may be left out for https)."""
     value = secret(raw)
@@ -397,7 +417,7 @@ KEYS: tuple[Key, ...] = (
        "Backups kept per tier (grandfather-father-son)."),
     _k("BACKUP_COMPRESSION", "backups", "compression", one_of(("zstd", "gzip", "none")), "zstd",
        "Archive compression."),
-    _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", secret, None,
+    _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", aes_key, None,
        "AES-256-GCM key (64 hex characters) to encrypt backups.", secret=True),
     _k("BACKUP_DRILL_INTERVAL", "backups", "drill_interval", drill_interval, 7 * 86400.0,
        "Seconds between restore drills of the newest backup while backups are scheduled (0: none)."),

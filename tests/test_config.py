@@ -20,7 +20,7 @@ GOOD = {
     "text": "some-text", "optional_text": "some-text", "path": "some/dir",
     "string_list": "a,b", "optional_string_list": '["a", "b"]', "backup_retention": "hourly=2,weekly=1",
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
-    "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243",
+    "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243", "aes_key": "0f" * 32,
     "drill_interval": "86400",
 }
 BAD = {
@@ -35,6 +35,7 @@ BAD = {
     "secret": ("toml", "in-a-file"),
     "elasticsearch_url": ("environment", "in-a-file:9200"),
     "drill_interval": ("environment", "59"),
+    "aes_key": ("environment", "0f" * 16),
 }
 
 
@@ -188,7 +189,9 @@ def test_check_config_masks_secrets_and_names_sources():
 
 @pytest.mark.parametrize("env, key", [({"BACKUP_FREQUENCY": "monthly"}, "BACKUP_FREQUENCY"),
                                       ({"BACKUP_RETENTION": "{oops"}, "BACKUP_RETENTION"),
-                                      ({"LOG_MAX_SIZE": "-10"}, "LOG_MAX_SIZE")])
+                                      ({"LOG_MAX_SIZE": "-10"}, "LOG_MAX_SIZE"),
+                                      ({"BACKUP_ENCRYPTION_KEY": "ab" * 31}, "BACKUP_ENCRYPTION_KEY"),
+                                      ({"BACKUP_ENCRYPTION_KEY": "zz" * 32}, "BACKUP_ENCRYPTION_KEY")])
 def test_check_config_prints_one_line_and_exits_2(env, key):
     result = _cli("check-config", env=env)
     assert result.returncode == 2
@@ -196,3 +199,5 @@ def test_check_config_prints_one_line_and_exits_2(env, key):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and "environment" in lines[0]
     assert "Traceback" not in result.stderr
+    if KEYS_BY_NAME[key].secret:
+        assert env[key] not in result.stderr and "****" in lines[0]  # never a secret's value

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import read_json
+from ..errors import IntegrityError
 
 MANIFEST_SUFFIX = ".manifest.json"
 ARCHIVE_SUFFIX = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
@@ -28,6 +29,23 @@ def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:
     return Path(backup_dir) / f"{name}{MANIFEST_SUFFIX}"
 
 
+def archive_name_ok(name: object) -> bool:
+    """Whether a manifest's ``archive.name`` is a plain file name, so the archive it names lies
+    in the backup directory (not ``../outside/x``, not a path, not a hidden file)."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and \
+        "/" not in name and "\\" not in name and "\0" not in name
+
+
+def archive_path(backup_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """The archive of ``manifest``, inside ``backup_dir`` (IntegrityError when the manifest
+    names a file elsewhere)."""
+    name = manifest["archive"]["name"]
+    if not archive_name_ok(name):
+        raise IntegrityError(f"backup {manifest.get('name')!r}: its manifest names the archive "
+                             f"{name!r}, which is not a file in {backup_dir}; not read")
+    return Path(backup_dir) / name
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest at ``path``, or None when it is missing or not a manifest of ours."""
     data = read_json(path)
@@ -35,7 +53,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     archive, created = data.get("archive"), data.get("created_at")
     if not (isinstance(data.get("name"), str) and isinstance(created, (int, float)) and not isinstance(created, bool)
-            and isinstance(archive, dict) and isinstance(archive.get("name"), str)
+            and isinstance(archive, dict) and archive_name_ok(archive.get("name"))
             and isinstance(data.get("settings", {}), dict) and isinstance(data.get("files", []), list)):
         return None  # damaged or hand-edited: not a backup this code can vouch for
     return data
@@ -114,7 +132,7 @@ def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
             continue
         try:
             archive_name = manifest["archive"]["name"]
-            if "/" in archive_name or not (directory / archive_name).is_file():
+            if not (directory / archive_name).is_file():
                 continue
             backups.append(summarize(manifest, directory, verify_state.get(manifest["name"]),
                                      drill_state.get(manifest["name"])))

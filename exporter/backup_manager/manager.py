@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
+from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..config import Settings
-from ..errors import (BackupError, BackupNotFoundError, DecryptionError, IntegrityError,
+from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, IntegrityError,
                       NotEnabledError, OpsError)
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
@@ -65,7 +66,7 @@ class BackupManager(ManagerBase):
         self.metrics = self._resolve_metrics()
         self.backup_dir = Path(os.path.abspath(settings.backups.dir))
         try:
-            self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(self.backup_dir)
         except OSError as exc:
             raise BackupError(f"cannot create BACKUP_DIR {self.backup_dir}: {exc.strerror}") from exc
         self.enabled = True
@@ -268,14 +269,21 @@ class BackupManager(ManagerBase):
 
     def verify_backup_report(self, backup_name: str,
                              progress: Progress | None = None) -> dict[str, Any]:
-        """Read every byte back and check every hash; the report names the archive on failure."""
+        """Read every byte back and check every hash; the report names the archive on failure
+        and the failure is recorded. A backup that cannot be read at all (no key, the wrong
+        key, its archive gone) raises BackupUnreadableError (BackupNotFoundError when the
+        archive is missing) and records nothing: that is not a backup found bad."""
         from .reader import check_archive
 
         self._require()
         manifest = self._manifest(backup_name)
         started = time.time()
         with tracing.span("backup.verify", backup_name=backup_name):
-            report = check_archive(self.backup_dir, manifest, self._key, progress)
+            try:
+                report = check_archive(self.backup_dir, manifest, self._key, progress)
+            except BackupUnreadableError as exc:
+                self._fail("verify", backup_name, exc)
+                raise
         report["duration_seconds"] = round(time.time() - started, 3)
         self._record_verify(backup_name, report["ok"])
         outcome = "success" if report["ok"] else "failure"
@@ -441,7 +449,7 @@ class BackupManager(ManagerBase):
                 extract(self.backup_dir, manifest, self._key, scratch, protected_dirs={},
                         overwrite=False)
                 report = check_restored(scratch, manifest)
-            except DecryptionError as exc:  # no key or the wrong one: not a verdict on the backup
+            except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
                 self._fail("drill", backup_name, exc)
                 raise
             except IntegrityError as exc:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .._files import make_dirs
 from ..errors import BackupError, IntegrityError
 from .catalog import TEMP_MARKER
 from .merge import apply, journal_name
@@ -176,15 +177,14 @@ def _exact_mtimes(root: Path, entries: list[dict[str, Any]]) -> None:
 
 def _make_target(target: Path) -> list[Path]:
     """Create ``target`` and its missing parents (0700); the ones created, outermost first."""
+    if os.path.lexists(target) and not target.is_dir():
+        raise BackupError(f"cannot restore to {target}: it is not a directory")
     missing = []
     path = target
     while not os.path.lexists(path):
         missing.append(path)
         path = path.parent
-    if os.path.lexists(target) and not target.is_dir():
-        raise BackupError(f"cannot restore to {target}: it is not a directory")
-    for path in reversed(missing):
-        os.mkdir(path, 0o700)
+    make_dirs(target)
     return list(reversed(missing))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
+from .._files import make_dirs
 from ..config import SECRET_KEYS, Settings, load_settings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics, default_metrics
@@ -327,7 +328,7 @@ def _prepare_dir(path: Path) -> Path:
         if not parent.is_dir():
             raise LoggingSetupError(f"LOG_DIR {path}: parent directory {parent} does not exist")
         try:
-            path.mkdir(mode=DIR_MODE)
+            make_dirs(path, DIR_MODE)
         except FileExistsError:  # created meanwhile by another process
             if not path.is_dir():
                 raise LoggingSetupError(f"LOG_DIR {path} exists but is not a directory") from None

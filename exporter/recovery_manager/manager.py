@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracing
+from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..backup_manager.catalog import NAME_PATTERN, manifest_path, read_manifest
 from ..backup_manager.lock import DirectoryLock
 from ..config import Settings
-from ..errors import BackupLockedError, NotEnabledError, RecoveryError
+from ..errors import BackupLockedError, BackupUnreadableError, NotEnabledError, RecoveryError
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
 from . import baseline as bl
@@ -51,7 +52,7 @@ class RecoveryManager(ManagerBase):
         self.settings = settings
         self.metrics = self._resolve_metrics()
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(self.state_dir)
         self._state = read_integrity_state(self.state_dir) or {
             "checks": {"success": 0, "failure": 0}, "repairs": {"success": 0, "failure": 0},
             "history": []}
@@ -211,7 +212,11 @@ class RecoveryManager(ManagerBase):
         for backup_dir, backup, manifest in candidates:
             if not result["failed"]:
                 break
-            report = check_archive(backup_dir, manifest, self._key)
+            try:
+                report = check_archive(backup_dir, manifest, self._key)
+            except BackupUnreadableError as exc:  # no key, wrong key: try the next backup
+                log.warning("not repairing from backup %s: %s", backup["name"], exc)
+                continue
             if not report["ok"]:
                 log.warning("not repairing from backup %s: %s", backup["name"], report["errors"][0])
                 continue

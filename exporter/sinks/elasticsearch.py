@@ -42,6 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from .._files import make_dirs
 from ..config import Settings
 from ..logger_manager.sink import mark_shipping_thread
 from ..metrics import LOG_LEVELS, Metrics
@@ -162,7 +163,7 @@ class ElasticsearchSink:
                 return
             if self._client is None:
                 self._client = _new_client(self._settings)
-            self._state_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self._state_dir)
             self.spool.open()
             self._update_spool_gauges()
             self._thread = threading.Thread(target=self._run, name="es-log-shipper", daemon=True)
