@@ -189,7 +189,8 @@ class BackupManager(ManagerBase):
                            progress: Progress | None = None,
                            cancel: threading.Event | None = None) -> dict[str, Any]:
         """Create a backup of ``source_paths``; return its metadata (``backup_name``, ``size``,
-        ``files``, ``sha256``, ...). Raises BackupError (BackupLockedError when busy)."""
+        ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). Raises
+        BackupError (BackupLockedError when busy)."""
         from .writer import write_backup
 
         self._require()
@@ -242,6 +243,7 @@ class BackupManager(ManagerBase):
             "total_bytes": manifest["total_bytes"], "duration_seconds": round(duration, 3),
             "compression": settings.compression, "encrypted": self._key is not None,
             "source_paths": [s["path"] for s in manifest["sources"]],
+            "skipped": list(manifest.get("skipped", [])),
         }
 
     async def create_backup(self, source_paths: list[str], backup_name: str | None = None,
@@ -309,12 +311,14 @@ class BackupManager(ManagerBase):
 
     def restore_backup_sync(self, backup_name: str, restore_path: str | os.PathLike, *,
                             overwrite: bool = False, delete: bool = False, dry_run: bool = False,
+                            outside_links: bool = False,
                             progress: Progress | None = None) -> dict[str, Any]:
         """Verify, then restore into ``restore_path``; a report of what changed per path.
 
         A non-empty target needs ``overwrite`` (the paths the backup holds are replaced);
         paths the backup does not hold are removed only with ``delete``. BACKUP_DIR, STATE_DIR
-        and LOG_DIR are never touched, and a target inside one is refused. Raises
+        and LOG_DIR are never touched, and a target inside one is refused. Symlinks pointing
+        outside the target are skipped (``skipped`` in the report) unless ``outside_links``. Raises
         IntegrityError (DecryptionError, UnsafeArchiveError) or BackupError, and then the target
         is as it was."""
         from .reader import raise_for_report
@@ -328,12 +332,14 @@ class BackupManager(ManagerBase):
                 report = self.verify_backup_report(backup_name, progress)
                 raise_for_report(report)
                 if dry_run:
-                    result = plan_changes(manifest, target, self.protected_dirs(), delete=delete)
+                    result = plan_changes(manifest, target, self.protected_dirs(), delete=delete,
+                                          outside_links=outside_links)
                 else:
                     try:
                         result = extract(self.backup_dir, manifest, self._key, target,
                                          protected_dirs=self.protected_dirs(),
-                                         overwrite=overwrite, delete=delete)
+                                         overwrite=overwrite, delete=delete,
+                                         outside_links=outside_links)
                     except OSError as exc:  # the target: a file in the way, no permission, disk full
                         raise BackupError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
             except Exception as exc:
@@ -342,6 +348,10 @@ class BackupManager(ManagerBase):
                 self._fail("restore", backup_name, exc)
                 raise
         result["backup_name"] = backup_name
+        if result["skipped"]:
+            log.warning("restore of %s %s %d symlink(s) pointing outside %s: %s", backup_name,
+                        "would skip" if dry_run else "skipped", len(result["skipped"]), target,
+                        ", ".join(c["path"] for c in result["skipped"][:10]))
         if not dry_run:
             self.metrics.backup_restores.labels("success").inc()
             logger_manager.log_event("backup", "success", f"backup {backup_name} restored to {target}",
@@ -446,9 +456,9 @@ class BackupManager(ManagerBase):
             try:
                 report = self.verify_backup_report(backup_name)
                 raise_for_report(report)
-                extract(self.backup_dir, manifest, self._key, scratch, protected_dirs={},
-                        overwrite=False)
-                report = check_restored(scratch, manifest)
+                restored = extract(self.backup_dir, manifest, self._key, scratch,
+                                   protected_dirs={}, overwrite=False)
+                report = check_restored(scratch, manifest, {c["path"] for c in restored["skipped"]})
             except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
                 self._fail("drill", backup_name, exc)
                 raise

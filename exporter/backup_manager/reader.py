@@ -370,7 +370,7 @@ def check_archive(backup_dir: Path, manifest: dict[str, Any], key: bytes | None,
                   progress: Callable[[int, int, int, int], None] | None = None,
                   cancel: threading.Event | None = None) -> dict[str, Any]:
     """Read every byte and check every hash. Bad data gives a report ``{"ok", "name",
-    "archive", "errors", "error_type", "files_checked", "bytes_checked"}``; a backup that cannot
+    "archive", "errors", "error_type", "files_checked", "bytes_checked", "outside_links"}``; a backup that cannot
     be read at all (no key, the wrong key, the archive missing) raises BackupUnreadableError.
 
     Every member passes the same :class:`ExtractionGuard` as a restore (so verify refuses
@@ -379,7 +379,7 @@ def check_archive(backup_dir: Path, manifest: dict[str, Any], key: bytes | None,
     archive = Path(backup_dir) / str(manifest["archive"]["name"])
     report: dict[str, Any] = {"ok": False, "name": manifest["name"], "archive": str(archive),
                               "errors": [], "error_type": None, "files_checked": 0,
-                              "bytes_checked": 0}
+                              "bytes_checked": 0, "outside_links": []}
     expected = {entry["path"]: entry for entry in manifest.get("files", [])}
     files_total = manifest.get("file_count", 0)
     bytes_total = manifest.get("total_bytes", 0)
@@ -426,6 +426,7 @@ def check_archive(backup_dir: Path, manifest: dict[str, Any], key: bytes | None,
                     errors.append(f"archive {archive}: {member.name!r} does not match its "
                                   "recorded size or sha256")
         sha256, size = stream.finish()
+        report["outside_links"] = list(guard.outside)  # kept as links; a restore skips them
         if sha256 != manifest["archive"]["sha256"] or size != manifest["archive"]["size"]:
             errors.insert(0, f"archive {archive} does not match the sha256 and size in its manifest")
         for missing in sorted(set(expected) - seen):

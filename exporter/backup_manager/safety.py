@@ -12,10 +12,14 @@ refuses a member when:
 * its path passes through an earlier symlink member or an earlier file (so its final path is
   its name: never outside the root, never through a link);
 * it repeats an earlier entry, or is not a directory where earlier entries created one;
-* it is a symlink whose target, resolved with the symlinks known so far, leaves the root (or
-  loops), or a symlink at a path an earlier link's resolution went through (it would change
-  where that link points after the fact);
+* it is a symlink that loops, or a symlink at a path an earlier link's resolution went through
+  (it would change where that link points after the fact);
 * it is a hard link to anything but an earlier regular-file member.
+
+A symlink whose target is absolute or resolves outside the root is not refused: the backup
+holds it as the source had it. The guard lists it in :attr:`ExtractionGuard.outside`, nothing
+may pass through it, and a restore skips it unless asked to restore such links
+(``outside_links=True``): writing the link itself never writes outside the target.
 """
 from __future__ import annotations
 
@@ -55,8 +59,10 @@ def unsafe_reason(member: tarfile.TarInfo) -> str | None:
         return "is a sparse file (opsstack never writes one)"
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
         return "has an unsupported type"
-    if (member.issym() or member.islnk()) and (not member.linkname or _is_absolute(member.linkname)):
-        return f"is a link to {member.linkname!r}, an absolute or empty target"
+    if (member.issym() or member.islnk()) and not member.linkname:
+        return "is a link with an empty target"
+    if member.islnk() and _is_absolute(member.linkname):
+        return f"is a hard link to {member.linkname!r}, outside the restore target"
     if member.islnk() and ".." in member.linkname.split("/"):
         return f"is a hard link to {member.linkname!r}, outside the restore target"
     return None
@@ -71,6 +77,7 @@ class ExtractionGuard:
         self._kinds: dict[tuple[str, ...], str] = {}      # path -> _DIR/_IMPLIED/_FILE/_SYMLINK
         self._links: dict[tuple[str, ...], str] = {}      # symlink path -> its target
         self._pinned: dict[tuple[str, ...], set[tuple[str, ...]]] = {}  # path -> links through it
+        self.outside: list[str] = []  # symlinks pointing outside the root, in archive order
 
     def check(self, member: tarfile.TarInfo, where: str = "member") -> None:
         reason = self.reason(member)
@@ -111,25 +118,40 @@ class ExtractionGuard:
         return None
 
     def _add_link(self, path: tuple[str, ...], target: str) -> str | None:
-        """Record the symlink ``path -> target`` unless it, or an earlier link whose resolution
-        went through ``path`` (a link to a link listed later, say), would point outside."""
+        """Record the symlink ``path -> target``: inside the root, or listed in ``outside``.
+        Refused when it loops, or when it would move an earlier link (one whose resolution went
+        through ``path``) from inside the root to outside."""
         self._links[path] = target
-        for link in [path, *self._pinned.get(path, ())]:
-            walked = self._resolve(link[:-1], self._links[link])
-            if walked is None:
+        walked = self._resolve(path[:-1], target)
+        if walked is None:
+            if self._loops(path[:-1], target):
                 del self._links[path]
-                if link == path:
-                    return f"is a symlink to {target!r}, which resolves outside the restore target"
+                return f"is a symlink to {target!r}, which loops"
+            self.outside.append("/".join(path))
+            return None
+        for link in self._pinned.get(path, ()):
+            if self._resolve(link[:-1], self._links[link]) is None:
+                del self._links[path]
                 return (f"is a symlink to {target!r}, which makes the earlier link "
                         f"{'/'.join(link)!r} point outside the restore target")
-            for step in walked:
-                self._pinned.setdefault(step, set()).add(link)
+        for step in walked:
+            self._pinned.setdefault(step, set()).add(path)
         return None
 
-    def _resolve(self, base: tuple[str, ...], target: str) -> list[tuple[str, ...]] | None:
+    def _loops(self, base: tuple[str, ...], target: str) -> bool:
+        try:
+            self._resolve(base, target, strict=True)
+        except RecursionError:
+            return True
+        return False
+
+    def _resolve(self, base: tuple[str, ...], target: str,
+                 strict: bool = False) -> list[tuple[str, ...]] | None:
         """Every path the kernel would walk resolving ``target`` from directory ``base`` with
         the symlinks known so far (the last one is where the link points), or None when the
-        walk leaves the root or loops."""
+        walk leaves the root or loops (``strict``: a loop raises RecursionError)."""
+        if _is_absolute(target):
+            return None
         path = list(base)
         todo = deque(target.split("/"))
         walked: list[tuple[str, ...]] = []
@@ -150,6 +172,10 @@ class ExtractionGuard:
             if link is not None:
                 hops += 1
                 if hops > MAX_LINK_HOPS:
+                    if strict:
+                        raise RecursionError(target)
+                    return None
+                if _is_absolute(link):
                     return None
                 path.pop()
                 todo.extendleft(reversed(link.split("/")))
@@ -157,17 +183,32 @@ class ExtractionGuard:
         return walked
 
 
-def extraction_filter(allowed: Collection[str] | None = None):
+def extraction_filter(allowed: Collection[str] | None = None, *, outside_links: bool = False):
     """A tarfile extraction filter for one extraction: the guard (which keeps its state from
     member to member), then the standard library's ``data`` filter for the attributes
-    (modes, owners). Refusals raise UnsafeArchiveError."""
+    (modes, owners). Refusals raise UnsafeArchiveError. Symlinks pointing outside the root
+    are skipped, or with ``outside_links`` extracted as they are."""
     guard = ExtractionGuard(allowed)
 
-    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         guard.check(member, "refusing member")
+        if guard.outside and guard.outside[-1] == member.name:
+            return member if outside_links else None
         try:
             return tarfile.data_filter(member, dest)
         except tarfile.FilterError as exc:
             raise UnsafeArchiveError(f"refusing member {member.name!r}: {exc}") from exc
 
     return check
+
+
+def outside_links(entries: list[dict]) -> list[str]:
+    """The symlinks among manifest ``entries`` that point outside the restore root."""
+    guard = ExtractionGuard()
+    kinds = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}
+    for entry in entries:
+        member = tarfile.TarInfo(entry["path"])
+        member.type = kinds.get(entry["type"], tarfile.REGTYPE)
+        member.linkname = entry.get("link", "")
+        guard.reason(member)
+    return guard.outside

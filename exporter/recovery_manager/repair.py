@@ -52,6 +52,10 @@ def restore_members(backup_dir: Path, manifest: dict[str, Any], key: bytes | Non
                 rel = names.get(member.name)                       # models the whole tree
                 if rel is None:
                     continue
+                if member.name in guard.outside:
+                    failed[rel] = (f"the backup holds it as a symlink to {member.linkname!r}, "
+                                   "outside the repaired path; repair does not restore it")
+                    continue
                 want = wanted[rel]
                 target = _target(root, rel)
                 try:
