@@ -115,12 +115,12 @@ class AlertManager(ManagerBase):
         self._monitor = None
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
         """Build the channels (ChannelConfigError names a missing key), load history, start."""
         if self.enabled:
             return
         settings = self._resolve_settings(settings)
-        metrics = self._resolve_metrics()
+        metrics = self._resolve_metrics(metrics)
         routes = {parse_severity(sev): tuple(names) for sev, names in settings.alerts.channels.items()}
         names = sorted({name for chans in routes.values() for name in chans})
         channels: dict[str, Channel] = {}

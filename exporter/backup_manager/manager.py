@@ -47,7 +47,8 @@ class BackupManager(ManagerBase):
         self._state_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None, *, schedule: bool | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+               schedule: bool | None = None) -> None:
         """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
         in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
         if self.enabled:
@@ -59,7 +60,7 @@ class BackupManager(ManagerBase):
 
             key = parse_key(settings.backups.encryption_key.get())
         self.settings, self._key = settings, key
-        self.metrics = self._resolve_metrics()
+        self.metrics = self._resolve_metrics(metrics)
         self.backup_dir = Path(os.path.abspath(settings.backups.dir))
         try:
             self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
-from ..config import SECRET_KEYS, Settings, load_settings
+from .._manager_base import ManagerBase
+from ..config import SECRET_KEYS, Settings
 from ..errors import LoggingSetupError
-from ..metrics import Metrics, default_metrics
+from ..metrics import Metrics
 
 if TYPE_CHECKING:  # the handler, its outputs and the trace lookup load on enable() or first use
     from ._handler import ECSHandler, RotatingFile
@@ -25,7 +26,7 @@ DIR_MODE = 0o700
 EVENTS_LOGGER = "exporter.events"
 
 
-class LoggerManager:
+class LoggerManager(ManagerBase):
     """ECS JSON logging on the root logger, so every ``logging.getLogger(...)`` is covered.
 
     While disabled every event method returns at once; ``get_log_stats`` and
@@ -33,12 +34,9 @@ class LoggerManager:
     """
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
-        self.enabled = False
-        self._settings = settings
-        self._metrics = metrics
+        super().__init__(settings, metrics)
         self._lock = threading.RLock()
         self._handler: ECSHandler | None = None
-        self._active: Settings | None = None
         self._added_sinks: list[LogSink] = []
         self._saved_root_level: int | None = None
         self._set_root_level: int | None = None
@@ -53,7 +51,7 @@ class LoggerManager:
         self._builders: Any = None  # the _events module, once enabled
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
         """Install the handler on the root logger and open the files (idempotent).
 
         Raises :class:`LoggingSetupError` naming the path when ``LOG_DIR`` or its files cannot be
@@ -70,8 +68,8 @@ class LoggerManager:
         with self._lock:
             if self.enabled:
                 return
-            settings = settings or self._settings or load_settings()
-            metrics = self._metrics or default_metrics()
+            settings = self._resolve_settings(settings)
+            metrics = self._resolve_metrics(metrics)
             config = settings.logging
             level = logging.getLevelName(config.level)
             log_dir = _prepare_dir(Path(config.dir))
@@ -116,7 +114,8 @@ class LoggerManager:
                 root.setLevel(level)
             self._events = logging.getLogger(EVENTS_LOGGER)
             self._handler = handler
-            self._active = settings
+            self.settings = settings
+            self.metrics = metrics
             self._added_sinks = []
             metrics.feature_enabled.labels("logging").set(1)
             # A bot that exits without disable() still gets its sinks flushed (before logging's
@@ -132,7 +131,7 @@ class LoggerManager:
             self.enabled = False
             atexit.unregister(self.disable)
             handler = self._handler
-            settings = self._active
+            settings = self.settings
             root = logging.getLogger()
             root.removeHandler(handler)
             if self._set_root_level is not None and root.level == self._set_root_level:
@@ -240,7 +239,7 @@ class LoggerManager:
         """Files and bytes per handler, records by level since enable, redactions, errors, shipping."""
         from ._handler import LEVEL_NAMES, existing_files
 
-        settings = self._active or self._settings or load_settings()
+        settings = self.settings or self._resolve_settings()
         log_dir = Path(settings.logging.dir)
         handlers: dict[str, Any] = {}
         for name, file_name in (("file", LOG_FILE), ("errors", ERROR_FILE)):
@@ -282,7 +281,7 @@ class LoggerManager:
             raise ValueError("days must not be negative")
         from ._handler import existing_files
 
-        settings = self._active or self._settings or load_settings()
+        settings = self.settings or self._resolve_settings()
         log_dir = Path(settings.logging.dir)
         cutoff = time.time() - days * 86400
         deleted = 0

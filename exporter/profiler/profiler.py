@@ -6,8 +6,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..config import Settings, load_settings
-from ..metrics import Metrics, default_metrics
+from .._manager_base import ManagerBase
+from ..config import Settings
+from ..metrics import Metrics
 from ._blocks import AsyncBlock, Block, NoopBlock, Timer
 
 if TYPE_CHECKING:  # the sample rings (array, math) load with the first measured operation
@@ -19,7 +20,7 @@ SLOW_ALERT_INTERVAL = 60.0  # seconds between two SLOW_OPERATION alerts of one o
 _UNKNOWN = object()  # an operation not looked up yet (None: looked up, not profiled)
 
 
-class Profiler:
+class Profiler(ManagerBase):
     """Times operations (``profile_sync``, ``profile_async``, ``mark_operation``) into per-operation
     windows and the ``bot_operation_duration_seconds`` histogram.
 
@@ -28,10 +29,8 @@ class Profiler:
     """
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
-        self._settings = settings
-        self._metrics = metrics
+        super().__init__(settings, metrics)
         self.metrics: Metrics | None = metrics
-        self.enabled = False
         self._threshold = float("inf")
         self._window = 2048
         self._max_age = 24 * 3600.0
@@ -42,12 +41,12 @@ class Profiler:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None) -> None:
-        settings = settings or self._settings or load_settings()
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+        settings = self._resolve_settings(settings)
         config = settings.profiler
         with self._lock:
-            self._settings = settings
-            self.metrics = self._metrics or default_metrics()
+            self.settings = settings
+            self.metrics = self._resolve_metrics(metrics)
             self._window = config.window
             self._max_age = config.retention_hours * 3600.0
             self._wanted = frozenset(config.operations) if config.operations else None
@@ -137,7 +136,8 @@ class Profiler:
         """Operations whose slowest retained sample exceeds ``threshold`` (default
         ``PROFILE_THRESHOLD``), slowest average first."""
         if threshold is None:
-            threshold = self._settings.profiler.threshold if self._settings is not None else 1.0
+            settings = self.settings or self._settings_arg
+            threshold = settings.profiler.threshold if settings is not None else 1.0
         found = [stats for stats in self.get_all_stats().values() if stats["max_duration"] > threshold]
         return sorted(found, key=lambda stats: stats["average_duration"], reverse=True)
 

@@ -38,7 +38,8 @@ class RecoveryManager(ManagerBase):
         self._key: bytes | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None, *, periodic: bool | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+               periodic: bool | None = None) -> None:
         """Turn on; ``periodic`` (default: when ``RECOVERY_CRITICAL_PATHS`` is set) starts a
         thread checking them every ``INTEGRITY_CHECK_INTERVAL`` seconds."""
         if self.enabled:
@@ -49,7 +50,7 @@ class RecoveryManager(ManagerBase):
 
             self._key = parse_key(settings.backups.encryption_key.get())
         self.settings = settings
-        self.metrics = self._resolve_metrics()
+        self.metrics = self._resolve_metrics(metrics)
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._state = read_integrity_state(self.state_dir) or {
