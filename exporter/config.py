@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ._record import Record, field
+from .channels import CHANNELS
 from .errors import ConfigError
 
 FREQUENCIES = ("hourly", "daily", "weekly")
 SEVERITY_NAMES = ("low", "medium", "high", "critical")
-CHANNEL_NAMES = ("log", "webhook", "telegram", "email", "slack", "alertmanager")
+CHANNEL_NAMES = tuple(CHANNELS)  # from the channels registry: a new channel is known here too
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 SAMPLERS = (

@@ -88,6 +88,7 @@ def test_enabled_managers_write_to_the_metrics_given_to_start(tmp_path):
     from exporter.alert_manager import alert_manager
     from exporter.backup_manager import backup_manager
     from exporter.config import default_settings
+    from exporter.errors import BackupError
     from exporter.logger_manager import logger_manager
     from exporter.metrics import Metrics
     from exporter.profiler import profiler
@@ -111,6 +112,9 @@ def test_enabled_managers_write_to_the_metrics_given_to_start(tmp_path):
         backup_manager.create_backup_sync([str(data)])
         recovery_manager.record_baseline([str(data)])
         recovery_manager.verify_integrity_sync(str(data))
+        with pytest.raises(BackupError):  # the module-level managers are wired to each other
+            backup_manager.create_backup_sync([str(data)], "-bad name")
+        assert [alert.type.value for alert in alert_manager.get_alerts()] == ["backup_failed", "custom"]
         alert_manager.flush()
         features = {name: metrics.registry.get_sample_value("bot_feature_enabled", {"feature": name})
                     for name in handle.enabled}

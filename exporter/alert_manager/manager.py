@@ -1,7 +1,6 @@
 """The alert manager: record, fold repeats, notify subscribers and channels, keep history."""
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -14,6 +13,7 @@ from .._manager_base import ManagerBase
 from ..config import Secret, Settings
 from ..errors import AlertError, NotEnabledError
 from ..metrics import Metrics
+from ..ports import Channel, ChannelFactory
 from .model import FIRING, RESOLVED, Alert, AlertSeverity, AlertType, fingerprint, parse_severity, parse_type
 
 if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history store (json) load
@@ -21,32 +21,13 @@ if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history st
     from datetime import datetime
 
     from .callbacks import CallbackLane, Subscription
-    from .delivery import Channel, ChannelLane, Job, Outbox
+    from .delivery import ChannelLane, Job, Outbox
     from .store import AlertStore, HistoryFile
     from .worker import LoopThread
 
 log = logging.getLogger("exporter.alert_manager")
 
-# Channel name -> "module:callable(settings) -> Channel", imported only when a channel is used.
-CHANNEL_FACTORIES: dict[str, str] = {
-    "log": "exporter.channels.log:from_settings",
-    "webhook": "exporter.channels.webhook:from_settings",
-    "telegram": "exporter.channels.telegram:from_settings",
-    "email": "exporter.channels.email:from_settings",
-    "slack": "exporter.channels.slack:from_settings",
-    "alertmanager": "exporter.channels.alertmanager:from_settings",
-}
-
-ChannelFactory = Callable[[Settings], "Channel"]
-
 COMPACT_SLACK_LINES = 10_000  # history lines beyond two per alert before the file is rewritten
-
-
-def _load_factory(name: str, spec: str | ChannelFactory) -> ChannelFactory:
-    if callable(spec):
-        return spec
-    module_name, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 def _secret_values(settings: Settings) -> list[str]:
@@ -69,16 +50,19 @@ def _timestamp(since: Any) -> float | None:
 
 
 class AlertManager(ManagerBase):
-    """Alerts of the bot. Nothing is opened until :meth:`enable`; disabled, calls do nothing."""
+    """Alerts of the bot. Nothing is opened until :meth:`enable`; disabled, calls do nothing.
+
+    ``channel_factories`` are the channels ``ALERT_CHANNELS`` may name (the module-level manager
+    is given every channel of :mod:`exporter.channels`)."""
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
-                 channel_factories: Mapping[str, str | ChannelFactory] | None = None,
+                 channel_factories: Mapping[str, ChannelFactory] | None = None,
                  clock: Callable[[], float] = time.time, send_timeout: float = 10.0,
                  callback_timeout: float = 5.0, retry_base: float = 1.0, retry_max: float = 60.0,
                  lane_size: int = 1000, intake_size: int = 10_000, max_alerts: int = 10_000,
                  monitor_resources: bool = True, resource_probe: Any = None) -> None:
         super().__init__(settings, metrics)
-        self._factories = {**CHANNEL_FACTORIES, **(channel_factories or {})}
+        self._factories = dict(channel_factories or {})
         self._clock = clock
         self._send_timeout = send_timeout
         self._callback_timeout = callback_timeout
@@ -127,7 +111,7 @@ class AlertManager(ManagerBase):
         for name in names:
             if name not in self._factories:
                 raise AlertError(f"unknown alert channel {name!r}; channels are {', '.join(sorted(self._factories))}")
-            channels[name] = _load_factory(name, self._factories[name])(settings)
+            channels[name] = self._factories[name](settings)
 
         from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_state_dir
 

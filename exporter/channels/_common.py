@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Secret, Settings
 from ..errors import ChannelConfigError, DeliveryError
+
+if TYPE_CHECKING:
+    from ..config import Secret, Settings
 
 _masked: list[str] = []  # longest first
 _masked_lock = threading.Lock()
@@ -35,7 +37,7 @@ def mask(secret: Secret | str) -> None:
     writes it (scheme and host lower-cased, default port dropped, characters %-encoded) and
     by its path and query, where its token is."""
     global _masked
-    value = secret.get() if isinstance(secret, Secret) else secret
+    value = secret if isinstance(secret, str) else secret.get()
     forms = {value}
     if "://" in value:
         import httpx

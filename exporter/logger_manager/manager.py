@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,10 @@ from .._manager_base import ManagerBase
 from ..config import SECRET_KEYS, Settings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics
+from ..ports import LogSink, SinkFactory
 
 if TYPE_CHECKING:  # the handler, its outputs and the trace lookup load on enable() or first use
     from ._handler import ECSHandler, RotatingFile
-    from .sink import LogSink
 
 LOG_FILE = "bot.json"
 ERROR_FILE = "errors.json"
@@ -31,10 +32,14 @@ class LoggerManager(ManagerBase):
 
     While disabled every event method returns at once; ``get_log_stats`` and
     ``cleanup_old_logs`` work on ``LOG_DIR`` either way (``opsstack logs`` uses them).
+    ``sink_factories`` are the shipping backends enable() asks for a sink (the module-level
+    manager is given every one of :mod:`exporter.sinks`).
     """
 
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 sink_factories: Mapping[str, SinkFactory] | None = None) -> None:
         super().__init__(settings, metrics)
+        self._sink_factories = dict(sink_factories or {})
         self._lock = threading.RLock()
         self._handler: ECSHandler | None = None
         self._added_sinks: list[LogSink] = []
@@ -84,11 +89,15 @@ class LoggerManager(ManagerBase):
                     except OSError as exc:
                         raise LoggingSetupError(f"cannot open log file {path}: {exc.strerror or exc}") from exc
                 sinks = list(self._added_sinks)
-                if settings.shipping.url is not None:
-                    sinks.append(_elasticsearch_sink(settings, metrics))
+                for factory in self._sink_factories.values():
+                    sink = factory(settings, metrics)
+                    if sink is not None:
+                        sinks.append(sink)
             except BaseException:
                 for output in files:
                     output.close()
+                for sink in sinks[len(self._added_sinks):]:  # the ones started here
+                    sink.close(0)
                 raise
             redactor = None
             if config.redact:
@@ -299,23 +308,6 @@ class LoggerManager(ManagerBase):
         return deleted
 
 
-def _elasticsearch_sink(settings: Settings, metrics: Metrics) -> LogSink:
-    """The started Elasticsearch sink; a missing client package is an error here, not a spool
-    that never drains."""
-    try:
-        from ..sinks.elasticsearch import ElasticsearchSink
-
-        sink = ElasticsearchSink(settings, metrics)
-        sink.start()
-    except ImportError as exc:
-        raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch client cannot be loaded: {exc}"
-                                ) from exc
-    except OSError as exc:  # STATE_DIR (the spool lives there) cannot be made or read
-        raise LoggingSetupError(f"cannot keep the log spool under STATE_DIR={settings.general.state_dir}: "
-                                f"{exc.strerror or exc}") from exc
-    return sink
-
-
 def _prepare_dir(path: Path) -> Path:
     """``LOG_DIR`` as a directory of mode 0700: created when its parent exists, else an error."""
     path = path.expanduser()
@@ -347,5 +339,3 @@ def _size(path: Path) -> int:
     except FileNotFoundError:
         return 0
 
-
-logger_manager = LoggerManager()

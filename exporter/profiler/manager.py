@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .._manager_base import ManagerBase
 from ..config import Settings
 from ..metrics import Metrics
+from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
 from ._blocks import AsyncBlock, Block, NoopBlock, Timer
 
 if TYPE_CHECKING:  # the sample rings (array, math) load with the first measured operation
@@ -25,11 +26,14 @@ class Profiler(ManagerBase):
     windows and the ``bot_operation_duration_seconds`` histogram.
 
     Off until :meth:`enable`; while off every call returns a shared no-op object, and the query
-    methods return empty results.
+    methods return empty results. Slow operations are written to ``events`` and alerted with ``alerts``.
     """
 
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
         super().__init__(settings, metrics)
+        self._events = events
+        self._alerts = alerts
         self.metrics: Metrics | None = metrics
         self._threshold = float("inf")
         self._window = 2048
@@ -149,27 +153,21 @@ class Profiler(ManagerBase):
         """Count, log and (rate-limited) alert one slow run. Never raises."""
         try:
             self.metrics.slow_operations.labels(state.name).inc()
-            from ..logger_manager import logger_manager
-
-            logger_manager.log_event("slow_operation", "failure" if failed else "success",
-                                     f"{state.name} took {duration:.3f} s (threshold "
-                                     f"{self._threshold:.3f} s)", level=logging.WARNING,
-                                     duration=duration, operation=state.name)
+            self._events.log_event("slow_operation", "failure" if failed else "success",
+                                   f"{state.name} took {duration:.3f} s (threshold "
+                                   f"{self._threshold:.3f} s)", level=logging.WARNING,
+                                   duration=duration, operation=state.name)
             now = time.monotonic()
             with state.series.lock:
                 due = now - state.last_alert >= SLOW_ALERT_INTERVAL
                 if due:
                     state.last_alert = now
             if due:
-                from ..alert_manager import AlertSeverity, AlertType, alert_manager
-
-                alert_manager.trigger_alert_sync(
-                    AlertType.SLOW_OPERATION, AlertSeverity.MEDIUM, "Slow operation",
+                self._alerts.trigger_alert_sync(
+                    "slow_operation", "medium", "Slow operation",
                     f"{state.name} took {duration:.3f} s, above the {self._threshold:.3f} s threshold",
                     details={"operation": state.name, "duration_seconds": round(duration, 6),
                              "threshold_seconds": self._threshold})
         except Exception:  # telemetry never breaks the profiled code
             log.exception("slow-operation handling failed for %s", state.name)
 
-
-profiler = Profiler()
