@@ -579,6 +579,11 @@ class Settings(Record, frozen=True):
             rows.append((key.name, shown, self.sources.get(key.name, "default")))
         return rows
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The plain text of every secret setting that is set, for the secret maskers."""
+        values = (self.value(name) for name in sorted(SECRET_KEYS))
+        return tuple(value.get() for value in values if value is not None)
+
 
 def _show(value: Any) -> str:
     import json  # describe() only: not loaded on import

@@ -7,7 +7,7 @@ module of ``exporter/``, including those inside functions (the lazy ones); impor
   package's module-level manager) imports no backend (``exporter.sinks``, ``exporter.channels``)
   and no other manager's module-level manager;
 - the module of each manager class imports, of the project, only the ports, config, metrics,
-  errors, tracing, the manager base and its own package.
+  errors, tracing, the manager base, the secret masker and its own package.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ MANAGERS = {"alert_manager": "alert_manager", "backup_manager": "backup_manager"
             "logger_manager": "logger_manager", "profiler": "profiler", "recovery_manager": "recovery_manager"}
 BACKENDS = ("exporter.sinks", "exporter.channels")
 MANAGER_MAY_IMPORT = {"exporter.ports", "exporter.config", "exporter.metrics", "exporter.errors",
-                      "exporter.tracing", "exporter._manager_base"}
+                      "exporter.tracing", "exporter._manager_base", "exporter._masking"}
 
 
 def module_names() -> dict[str, Path]:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._manager_base import ManagerBase
-from ..config import Secret, Settings
+from .._masking import SecretMasker
+from ..config import Settings
 from ..errors import AlertError, NotEnabledError
 from ..metrics import Metrics
 from ..ports import Channel, ChannelFactory
@@ -28,15 +29,6 @@ if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history st
 log = logging.getLogger("exporter.alert_manager")
 
 COMPACT_SLACK_LINES = 10_000  # history lines beyond two per alert before the file is rewritten
-
-
-def _secret_values(settings: Settings) -> list[str]:
-    values = []
-    for section in vars(settings).values():
-        for value in getattr(section, "__dict__", {}).values():
-            if isinstance(value, Secret) and len(value.get()) >= 4:
-                values.append(value.get())
-    return sorted(values, key=len, reverse=True)
 
 
 def _timestamp(since: Any) -> float | None:
@@ -94,7 +86,7 @@ class AlertManager(ManagerBase):
         self._outbox: Outbox | None = None
         self._history: HistoryFile | None = None
         self._tasks: list[asyncio.Task] = []
-        self._secrets: list[str] = []
+        self._masker = SecretMasker()
         self._window = 300.0
         self._monitor = None
 
@@ -137,7 +129,7 @@ class AlertManager(ManagerBase):
         self._channels = channels
         self._routes = routes
         self._outbox = outbox
-        self._secrets = _secret_values(settings)
+        self._masker = SecretMasker(settings.secret_values())
         self._window = settings.alerts.dedup_window
         self._refresh_active()
 
@@ -288,26 +280,12 @@ class AlertManager(ManagerBase):
             log.warning("trigger_alert_sync ignored a bad call: %s", exc)
             return None
 
-    def _redact(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, "****")
-            return value
-        if isinstance(value, Mapping):
-            return {str(k): self._redact(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self._redact(v) for v in value]
-        if isinstance(value, (int, float, bool)) or value is None:
-            return value
-        return self._redact(str(value))
-
     def _record(self, kind: AlertType, severity: AlertSeverity, title: str, message: str,
                 task_id: str | None, details: dict[str, Any] | None) -> Alert | None:
         store = self._store
         if store is None:  # disabled by another thread meanwhile
             return None
-        title, message = self._redact(str(title)), self._redact(str(message))
+        title, message = self._masker.mask(str(title)), self._masker.mask(str(message))
         now = self._clock()
         fp = fingerprint(kind, message, task_id)
         metrics = self.metrics
@@ -331,7 +309,7 @@ class AlertManager(ManagerBase):
                 alert = existing
             else:
                 alert = Alert(type=kind, severity=severity, title=title, message=message, first_seen=now,
-                              task_id=task_id, details=self._redact(details or {}), fingerprint=fp,
+                              task_id=task_id, details=self._masker.mask_value(details or {}), fingerprint=fp,
                               notified_at=now)
                 for evicted in store.add(alert):  # past max_alerts the oldest go: forget them here too
                     self._unindex(evicted)

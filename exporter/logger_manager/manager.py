@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import tracing
 from .._manager_base import ManagerBase
-from ..config import SECRET_KEYS, Settings
+from ..config import Settings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics
 from ..ports import LogSink, SinkFactory
@@ -101,8 +101,7 @@ class LoggerManager(ManagerBase):
                 raise
             redactor = None
             if config.redact:
-                values = [settings.value(name) for name in sorted(SECRET_KEYS)]
-                redactor = Redactor(secret_literals(value.get() for value in values if value is not None))
+                redactor = Redactor(secret_literals(settings.secret_values()))
             self._redactions = 0
             redaction_counter = metrics.log_redactions
 
