@@ -435,7 +435,7 @@ def test_alerts_past_the_cap_leave_no_trace_in_the_index(running, metrics):
     for number in range(50):
         manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", f"message {'x' * number}")
     assert len(manager.get_alerts(limit=None)) == 10
-    assert len(manager._by_fingerprint) == 10
+    assert len(manager._state.by_fingerprint) == 10
     assert value(metrics, "bot_alerts_active", severity="low") == 10
 
 
@@ -711,9 +711,9 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path, metrics):
 
 
 def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monkeypatch):
-    from exporter.alert_manager import manager as manager_module
+    from exporter.alert_manager import persistence
 
-    monkeypatch.setattr(manager_module, "COMPACT_SLACK_LINES", 5)
+    monkeypatch.setattr(persistence, "COMPACT_SLACK_LINES", 5)
     clock = Clock()
     manager = manager_with(metrics, clock=clock)
     manager.enable(make_settings(tmp_path, ALERT_DEDUP_WINDOW=3600))
