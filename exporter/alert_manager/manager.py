@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history st
     from datetime import datetime
 
     from .callbacks import Subscription
+    from .delivery import Job
     from .intake import Intake
     from .persistence import AlertState
     from .routing import Router
@@ -100,7 +101,7 @@ class AlertManager(ManagerBase):
         from .routing import Router
         from .worker import LoopThread
 
-        state = AlertState.open(settings, metrics, self._clock, self._max_alerts)
+        state, saved_jobs = AlertState.open(settings, metrics, self._clock, self._max_alerts)
         self.settings, self.metrics, self._state = settings, metrics, state
         self._intake = Intake(state, metrics, SecretMasker(settings.secret_values()), self._clock,
                               window=settings.alerts.dedup_window, size=self._intake_size, wake=self._wake)
@@ -111,7 +112,7 @@ class AlertManager(ManagerBase):
                                   retry_max=self._retry_max, max_age=settings.alerts.retention_hours * 3600.0,
                                   clock=time.time))  # real time: backoff must pass even under a test clock
         self._worker = LoopThread("opsstack-alerts").start()
-        self._worker.run(self._start(), timeout=10)
+        self._worker.run(self._start(saved_jobs), timeout=10)
         self.enabled = True  # before the monitor starts: its first check may raise an alert
         if self._monitor_resources:
             from .monitors import ResourceMonitor
@@ -121,12 +122,10 @@ class AlertManager(ManagerBase):
         metrics.feature_enabled.labels("alerts").set(1)
         log.info("alert manager enabled: channels %s", ", ".join(names) or "none")
 
-    async def _start(self) -> None:
-        state = self._state
-        self._tasks += self._router.start(state.saved_jobs)
-        state.saved_jobs = []
-        state.update_queue_gauge()
-        self._spawn(state.run())
+    async def _start(self, saved_jobs: list[Job]) -> None:
+        self._tasks += self._router.start(saved_jobs)
+        self._state.update_queue_gauge()
+        self._spawn(self._state.run())
 
     def _spawn(self, coro) -> None:
         import asyncio

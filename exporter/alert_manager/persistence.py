@@ -31,20 +31,21 @@ class AlertState:
     Who changes an alert holds ``store.lock`` and adds its id to :attr:`dirty`; :meth:`write_history`
     appends those to the history file."""
 
-    def __init__(self, store: AlertStore, history: HistoryFile, outbox: Outbox, saved_jobs: list[Job],
-                 metrics: Metrics, clock: Callable[[], float]) -> None:
+    def __init__(self, store: AlertStore, history: HistoryFile, outbox: Outbox, metrics: Metrics,
+                 clock: Callable[[], float]) -> None:
         self.store = store
         self.history = history
         self.outbox = outbox
-        self.saved_jobs = saved_jobs  # the outbox as read: handed to the lanes once they start
         self.metrics = metrics
         self.clock = clock
         self.by_fingerprint = {a.fingerprint: a.id for a in store.alerts.values() if not a.resolved}
         self.dirty: set[str] = set()
 
     @classmethod
-    def open(cls, settings: Settings, metrics: Metrics, clock: Callable[[], float], max_alerts: int) -> AlertState:
-        """Load the history and the outbox (AlertError naming ``STATE_DIR`` when it cannot be used)."""
+    def open(cls, settings: Settings, metrics: Metrics, clock: Callable[[], float],
+             max_alerts: int) -> tuple[AlertState, list[Job]]:
+        """Load the history and the outbox: the state, and the jobs the outbox held for the lanes
+        (AlertError naming ``STATE_DIR`` when it cannot be used)."""
         from .delivery import Outbox
         from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_state_dir
 
@@ -58,9 +59,9 @@ class AlertState:
             saved_jobs = outbox.load()
         except OSError as exc:
             raise AlertError(f"cannot keep alert state in {state_dir} (STATE_DIR): {exc.strerror}") from exc
-        state = cls(store, history, outbox, saved_jobs, metrics, clock)
+        state = cls(store, history, outbox, metrics, clock)
         state.refresh_active()
-        return state
+        return state, saved_jobs
 
     def unindex(self, alert: Alert) -> None:
         """Drop the fingerprint entry of ``alert``, gone from the store (the caller holds its lock)."""
