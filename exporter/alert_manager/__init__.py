@@ -12,10 +12,11 @@ callables), ``await trigger_alert(...)`` (raises AlertError on a bad type or sev
 include_resolved)``, ``get_alert_summary()``, and for tests and the CLI ``flush(timeout)`` /
 ``await wait_idle(timeout)``, ``channel_stats()``, ``channel_errors()``.
 
-Modules: ``model`` (Alert, enums, fingerprint), ``store`` (history in memory and on disk),
-``delivery`` (retried and rate-limited channel lanes, persisted outbox), ``callbacks``
-(subscriber lanes), ``monitors`` (disk and memory), ``worker`` (the I/O thread), ``manager`` (the
-manager). Backends live in :mod:`exporter.channels`; the module-level ``alert_manager`` is given
+Modules: ``model`` (Alert, enums, fingerprint), ``intake`` (recording, masking, folding repeats),
+``routing`` (alerts to subscriber and channel lanes), ``persistence`` (the history and outbox, the
+loop writing them), ``store`` (history in memory and on disk), ``delivery`` (retried and
+rate-limited channel lanes, persisted outbox), ``callbacks`` (subscriber lanes), ``monitors`` (disk
+and memory), ``worker`` (the I/O thread), ``manager`` (lifecycle, subscriptions, queries). Backends live in :mod:`exporter.channels`; the module-level ``alert_manager`` is given
 its registry and imports a channel's module only when ``ALERT_CHANNELS`` names it.
 """
 from __future__ import annotations
