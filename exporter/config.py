@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ._record import Record, field
+from .channels import CHANNELS
 from .errors import ConfigError
 
 FREQUENCIES = ("hourly", "daily", "weekly")
 SEVERITY_NAMES = ("low", "medium", "high", "critical")
-CHANNEL_NAMES = ("log", "webhook", "telegram", "email", "slack", "alertmanager")
+CHANNEL_NAMES = tuple(CHANNELS)  # from the channels registry: a new channel is known here too
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 SAMPLERS = (
@@ -609,6 +610,11 @@ class Settings(Record, frozen=True):
             shown = "****" if (key.secret and value is not None) else _show(value)
             rows.append((key.name, shown, self.sources.get(key.name, "default")))
         return rows
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The plain text of every secret setting that is set, for the secret maskers."""
+        values = (self.value(name) for name in sorted(SECRET_KEYS))
+        return tuple(value.get() for value in values if value is not None)
 
 
 def _show(value: Any) -> str:

@@ -24,6 +24,7 @@ from exporter.config import load_settings
 from exporter.errors import (BackupError, BackupLockedError, BackupUnreadableError,
                              DecryptionError, IntegrityError, NotEnabledError)
 from exporter.metrics import Metrics
+from tests.fakes import Recorder
 
 KEY = "0f" * 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -530,3 +531,16 @@ def test_verify_that_cannot_read_raises_and_records_nothing(tmp_path):
     report = good.verify_backup_report("gone")
     assert report["ok"] is False and "does not match the sha256" in report["errors"][0]
     assert [b["verified"] for b in read_catalog(good.backup_dir) if b["name"] == "gone"] == [False]
+
+
+def test_events_and_alerts_go_to_the_given_collaborators(tmp_path):
+    recorder = Recorder()
+    manager = BackupManager(make_settings(tmp_path), Metrics(), events=recorder, alerts=recorder)
+    manager.enable(schedule=False)
+    source = make_tree(tmp_path / "data")
+    manager.create_backup_sync([str(source)], "first")
+    with pytest.raises(BackupError):
+        manager.create_backup_sync([str(source)], "-bad name")
+    assert [event[:2] for event in recorder.events] == [("backup", "success"), ("backup", "failure")]
+    assert [alert[:3] for alert in recorder.alerts] == [("backup_failed", "high", "Backup create failed")]
+    assert recorder.alerts[0][4] == {"backup_name": "-bad name", "action": "create"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.backup_manager import archives
 from exporter._files import make_dirs
 from exporter.alert_manager.store import ensure_state_dir
 from exporter.metrics import Metrics
@@ -49,7 +50,7 @@ def test_make_dirs_gives_every_new_directory_0700_and_leaves_existing_ones(tmp_p
 
 def test_state_quarantine_and_alert_directories_are_0700_under_umask_000(tmp_path, umask_000):
     state = tmp_path / "deep" / "state"
-    recovery = RecoveryManager(make_settings(tmp_path, STATE_DIR=str(state)), Metrics())
+    recovery = RecoveryManager(make_settings(tmp_path, STATE_DIR=str(state)), Metrics(), backups=archives)
     recovery.enable(periodic=False)
     assert modes(tmp_path, state) == {"deep": 0o700, "deep/state": 0o700}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from exporter.backup_manager import archives
 from exporter.backup_manager.catalog import manifest_path, read_catalog, read_verify_state
 from exporter.backup_manager.reader import ArchiveStream, check_archive, open_tar
 from exporter.metrics import Metrics
@@ -242,7 +243,7 @@ def test_verify_restore_and_repair_refuse_alike(tmp_path, case):
         stream.close()
     assert _refused(str(caught.value)) == refused
 
-    recovery = RecoveryManager(manager.settings, Metrics())
+    recovery = RecoveryManager(manager.settings, Metrics(), backups=archives)
     recovery.enable(periodic=False)
     assert recovery.repair_corrupted_data_sync(str(live), case)["restored"] == []
     wanted = from_manifest(manifest, live)[1]
@@ -267,7 +268,7 @@ def test_a_manifest_naming_an_archive_outside_the_backup_dir_is_refused_not_read
         manager.verify_backup_report("b")
     report = check_archive(manager.backup_dir, manifest, None)
     assert report["ok"] is False and "not a file in" in report["errors"][0]
-    recovery = RecoveryManager(manager.settings, Metrics())
+    recovery = RecoveryManager(manager.settings, Metrics(), backups=archives)
     recovery.enable(periodic=False)
     result = recovery.repair_corrupted_data_sync(str(tmp_path / "live"), "b")
     assert "no backup or backup directory" in result["failed"][""]

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 from .. import tracing
 from .._files import make_dirs
 from .._manager_base import ManagerBase
-from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..config import Settings
 from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, IntegrityError,
                       NotEnabledError, OpsError)
-from ..logger_manager import logger_manager
 from ..metrics import Metrics
+from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
 from . import retention
 from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
                       last_drill, manifest_path, read_catalog, read_drill_state, read_manifest,
@@ -43,15 +42,21 @@ def _writer_alive(temp_name: str) -> bool:
 
 
 class BackupManager(ManagerBase):
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+    """Backups in ``BACKUP_DIR``; writes its events to ``events`` and raises alerts with ``alerts``."""
+
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
         super().__init__(settings, metrics)
+        self._events = events
+        self._alerts = alerts
         self.backup_dir: Path | None = None
         self._key: bytes | None = None
         self._scheduler: Scheduler | None = None
         self._state_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None, *, schedule: bool | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+               schedule: bool | None = None) -> None:
         """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
         in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
         if self.enabled:
@@ -63,7 +68,7 @@ class BackupManager(ManagerBase):
 
             key = parse_key(settings.backups.encryption_key.get())
         self.settings, self._key = settings, key
-        self.metrics = self._resolve_metrics()
+        self.metrics = self._resolve_metrics(metrics)
         self.backup_dir = Path(os.path.abspath(settings.backups.dir))
         try:
             make_dirs(self.backup_dir)
@@ -142,11 +147,11 @@ class BackupManager(ManagerBase):
         return name
 
     def _fail(self, action: str, name: str, exc: BaseException) -> None:
-        logger_manager.log_event("backup", "failure", f"backup {action} of {name} failed: {exc}",
-                                 level=logging.ERROR, event_action=f"backup-{action}",
-                                 backup_name=name, error_message=str(exc))
-        alert_manager.trigger_alert_sync(
-            AlertType.BACKUP_FAILED, AlertSeverity.HIGH, f"Backup {action} failed",
+        self._events.log_event("backup", "failure", f"backup {action} of {name} failed: {exc}",
+                               level=logging.ERROR, event_action=f"backup-{action}",
+                               backup_name=name, error_message=str(exc))
+        self._alerts.trigger_alert_sync(
+            "backup_failed", "high", f"Backup {action} failed",
             f"Backup {action} of {name!r} failed: {exc}", details={"backup_name": name,
                                                                     "action": action})
 
@@ -231,7 +236,7 @@ class BackupManager(ManagerBase):
             m.backup_files.set(manifest["file_count"])
             if span is not None:
                 span.set_attribute("backup.size_bytes", archive["size"])
-        logger_manager.log_event(
+        self._events.log_event(
             "backup", "success", f"backup {name} created: {manifest['file_count']} files, "
             f"{archive['size']} bytes in {duration:.2f}s", event_action="backup-create",
             event_duration=int(duration * 1e9), backup_name=name, file_size=archive["size"])
@@ -292,8 +297,8 @@ class BackupManager(ManagerBase):
         self.metrics.backup_verifications.labels(outcome).inc()
         self.metrics.backup_last_verify_ok.set(1 if report["ok"] else 0)
         if report["ok"]:
-            logger_manager.log_event("backup", "success", f"backup {backup_name} verified",
-                                     event_action="backup-verify", backup_name=backup_name)
+            self._events.log_event("backup", "success", f"backup {backup_name} verified",
+                                   event_action="backup-verify", backup_name=backup_name)
         else:
             self._fail("verify", backup_name, "; ".join(report["errors"][:3]))
         return report
@@ -354,9 +359,9 @@ class BackupManager(ManagerBase):
                         ", ".join(c["path"] for c in result["skipped"][:10]))
         if not dry_run:
             self.metrics.backup_restores.labels("success").inc()
-            logger_manager.log_event("backup", "success", f"backup {backup_name} restored to {target}",
-                                     event_action="backup-restore", backup_name=backup_name,
-                                     file_path=str(target))
+            self._events.log_event("backup", "success", f"backup {backup_name} restored to {target}",
+                                   event_action="backup-restore", backup_name=backup_name,
+                                   file_path=str(target))
         return result
 
     async def restore_backup(self, backup_name: str, restore_path: str | os.PathLike,
@@ -412,8 +417,8 @@ class BackupManager(ManagerBase):
     def _after_delete(self, why: str, names: list[str]) -> None:
         self._update_retained(read_catalog(self.backup_dir))
         if names:
-            logger_manager.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
-                                     event_action=f"backup-{why}", labels={"deleted": len(names)})
+            self._events.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
+                                   event_action=f"backup-{why}", labels={"deleted": len(names)})
 
     def run_scheduled_backup(self) -> dict[str, Any]:
         """What the scheduler (or a Celery beat task) runs: create, verify, apply retention."""
@@ -475,7 +480,7 @@ class BackupManager(ManagerBase):
         self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
         self._show_drill({"ok": report["ok"], "at": time.time()})
         if report["ok"]:
-            logger_manager.log_event(
+            self._events.log_event(
                 "backup", "success", f"restore drill of {backup_name} passed: "
                 f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
                 event_action="backup-drill", backup_name=backup_name)

@@ -14,13 +14,10 @@ from typing import Any
 from .. import tracing
 from .._files import make_dirs
 from .._manager_base import ManagerBase
-from ..alert_manager import AlertSeverity, AlertType, alert_manager
-from ..backup_manager.catalog import NAME_PATTERN, manifest_path, read_manifest
-from ..backup_manager.lock import DirectoryLock
 from ..config import Settings
 from ..errors import BackupLockedError, BackupUnreadableError, NotEnabledError, RecoveryError
-from ..logger_manager import logger_manager
 from ..metrics import Metrics
+from ..ports import NO_ALERTS, NO_EVENTS, Alerter, BackupArchives, EventLog
 from . import baseline as bl
 from .state import BASELINE_FILE, STATE_FILE, read_baselines, read_integrity_state, write_json
 
@@ -30,8 +27,15 @@ HISTORY_KEPT = 50
 
 
 class RecoveryManager(ManagerBase):
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+    """Checks and repairs; reads the backups through ``backups``, writes its events to ``events``
+    and raises alerts with ``alerts``."""
+
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 backups: BackupArchives, events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
         super().__init__(settings, metrics)
+        self._backups = backups
+        self._events = events
+        self._alerts = alerts
         self._history: collections.deque = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -39,18 +43,17 @@ class RecoveryManager(ManagerBase):
         self._key: bytes | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None, *, periodic: bool | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+               periodic: bool | None = None) -> None:
         """Turn on; ``periodic`` (default: when ``RECOVERY_CRITICAL_PATHS`` is set) starts a
         thread checking them every ``INTEGRITY_CHECK_INTERVAL`` seconds."""
         if self.enabled:
             return
         settings = self._resolve_settings(settings)
         if settings.backups.encryption_key is not None:
-            from ..backup_manager.crypto import parse_key
-
-            self._key = parse_key(settings.backups.encryption_key.get())
+            self._key = self._backups.parse_key(settings.backups.encryption_key.get())
         self.settings = settings
-        self.metrics = self._resolve_metrics()
+        self.metrics = self._resolve_metrics(metrics)
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
         make_dirs(self.state_dir)
         self._state = read_integrity_state(self.state_dir) or {
@@ -162,15 +165,15 @@ class RecoveryManager(ManagerBase):
             self._state["last_report"] = summary
             self._append(summary)
         if valid:
-            logger_manager.log_event("integrity", "success", f"integrity of {details['path']} ok",
-                                     event_action="integrity-check", file_path=details["path"])
+            self._events.log_event("integrity", "success", f"integrity of {details['path']} ok",
+                                   event_action="integrity-check", file_path=details["path"])
         else:
-            logger_manager.log_event("integrity", "failure",
-                                     f"integrity of {details['path']} failed: {len(details['errors'])} "
-                                     "problem(s)", level=logging.WARNING, event_action="integrity-check",
-                                     file_path=details["path"])
-            alert_manager.trigger_alert_sync(
-                AlertType.INTEGRITY_FAILED, AlertSeverity.HIGH, "Integrity check failed",
+            self._events.log_event("integrity", "failure",
+                                   f"integrity of {details['path']} failed: {len(details['errors'])} "
+                                   "problem(s)", level=logging.WARNING, event_action="integrity-check",
+                                   file_path=details["path"])
+            self._alerts.trigger_alert_sync(
+                "integrity_failed", "high", "Integrity check failed",
                 f"{details['path']}: {'; '.join(details['errors'][:5])}",
                 details={"path": details["path"], "problems": len(details["errors"])})
 
@@ -191,8 +194,7 @@ class RecoveryManager(ManagerBase):
             if source.is_dir():
                 return [(source, b, m) for b, m in bl.backups_covering(source, path)]
             backup_dir = Path(os.path.abspath(self.settings.backups.dir))
-            manifest = read_manifest(manifest_path(backup_dir, backup_source)) \
-                if NAME_PATTERN.match(backup_source) else None
+            manifest = self._backups.read_manifest(backup_dir, backup_source)
             if manifest is None:
                 raise RecoveryError(f"no backup or backup directory {backup_source!r}")
             if bl.covering_source(manifest, path) is None:
@@ -205,7 +207,6 @@ class RecoveryManager(ManagerBase):
                 candidates: list[tuple[Path, dict, dict]]) -> dict[str, Any]:
         result = {"restored": [], "quarantined": [], "failed": dict.fromkeys(damaged, "no backup"),
                   "backup": None, "quarantine_dir": None}
-        from ..backup_manager.reader import check_archive  # tarfile and the archive code: on first repair
         from .repair import new_quarantine_dir, restore_members
 
         quarantine_dir = new_quarantine_dir(self.state_dir)
@@ -213,7 +214,7 @@ class RecoveryManager(ManagerBase):
             if not result["failed"]:
                 break
             try:
-                report = check_archive(backup_dir, manifest, self._key)
+                report = self._backups.check_archive(backup_dir, manifest, self._key)
             except BackupUnreadableError as exc:  # no key, wrong key: try the next backup
                 log.warning("not repairing from backup %s: %s", backup["name"], exc)
                 continue
@@ -242,7 +243,7 @@ class RecoveryManager(ManagerBase):
         target = Path(os.path.abspath(path))
         with tracing.span("integrity.repair", path=str(target)):
             try:
-                with DirectoryLock(self.state_dir / "recovery.lock", "recovery state directory"):
+                with self._backups.lock(self.state_dir / "recovery.lock", "recovery state directory"):
                     candidates = self._sources(backup_source, target)
                     recorded = read_baselines(self.state_dir).get(str(target))
                     if recorded is not None:
@@ -279,16 +280,16 @@ class RecoveryManager(ManagerBase):
                           "errors": [f"{rel or '.'}: {why}" for rel, why in result["failed"].items()][:10],
                           "restored": result["restored"][:50]})
         if result["ok"]:
-            logger_manager.log_event("integrity", "success",
-                                     f"repaired {len(result['restored'])} file(s) under {result['path']} "
-                                     f"from backup {result['backup']}", event_action="integrity-repair",
-                                     file_path=result["path"])
+            self._events.log_event("integrity", "success",
+                                   f"repaired {len(result['restored'])} file(s) under {result['path']} "
+                                   f"from backup {result['backup']}", event_action="integrity-repair",
+                                   file_path=result["path"])
         else:
-            logger_manager.log_event("integrity", "failure", f"repair of {result['path']} failed",
-                                     level=logging.ERROR, event_action="integrity-repair",
-                                     file_path=result["path"])
-            alert_manager.trigger_alert_sync(
-                AlertType.INTEGRITY_FAILED, AlertSeverity.CRITICAL, "Repair failed",
+            self._events.log_event("integrity", "failure", f"repair of {result['path']} failed",
+                                   level=logging.ERROR, event_action="integrity-repair",
+                                   file_path=result["path"])
+            self._alerts.trigger_alert_sync(
+                "integrity_failed", "critical", "Repair failed",
                 f"{result['path']}: {len(result['failed'])} path(s) could not be repaired",
                 details={"path": result["path"]})
 
