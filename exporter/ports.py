@@ -112,8 +112,9 @@ class BackupArchives(Protocol):
     def parse_key(self, text: str) -> bytes:
         """The ``BACKUP_ENCRYPTION_KEY`` as bytes; ``ConfigError`` when malformed."""
 
-    def read_manifest(self, backup_dir: Path, name: str) -> dict[str, Any] | None:
-        """The manifest of backup ``name`` in ``backup_dir``; None when there is none."""
+    def read_manifest(self, backup_dir: Path, name: str, key: bytes | None) -> dict[str, Any] | None:
+        """The manifest of backup ``name`` in ``backup_dir`` (unsealed with ``key``); None when
+        there is none. Raises IntegrityError when a sealed one cannot be opened."""
 
     def check_archive(self, backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
         """Read every byte back and check every hash: a report with ``ok`` and ``errors``."""

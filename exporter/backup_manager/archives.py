@@ -17,10 +17,11 @@ def parse_key(text: str) -> bytes:
     return parse(text)
 
 
-def read_manifest(backup_dir: Path, name: str) -> dict[str, Any] | None:
+def read_manifest(backup_dir: Path, name: str, key: bytes | None) -> dict[str, Any] | None:
     if not catalog.NAME_PATTERN.match(name):
         return None
-    return catalog.read_manifest(catalog.manifest_path(backup_dir, name))
+    manifest = catalog.read_manifest(catalog.manifest_path(backup_dir, name))
+    return None if manifest is None else catalog.open_manifest(manifest, key)
 
 
 def check_archive(backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ LOCK_FILE = ".lock"
 TEMP_MARKER = ".tmp-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FORMAT_VERSION = 2  # 2: the zstd archive is a series of frames, one per 2 MiB of tar
+SEALED_FORMAT_VERSION = 3  # 3: an encrypted backup's manifest is sealed (see sealing.py)
 
 
 def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:
@@ -57,6 +58,16 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
             and isinstance(data.get("settings", {}), dict) and isinstance(data.get("files", []), list)):
         return None  # damaged or hand-edited: not a backup this code can vouch for
     return data
+
+
+def open_manifest(manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """The whole manifest: as read, or unsealed with ``key`` when it is sealed (format 3).
+    Raises BackupKeyError (no key, another key) or DecryptionError (changed)."""
+    if not isinstance(manifest.get("sealed"), dict):
+        return manifest
+    from .sealing import unseal  # cryptography loads only for sealed manifests
+
+    return unseal(manifest, key)
 
 
 def read_verify_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -100,6 +111,7 @@ def summarize(manifest: dict[str, Any], backup_dir: Path, verified: dict[str, An
         "total_bytes": manifest.get("total_bytes", 0),
         "compression": settings.get("compression"),
         "encrypted": bool(settings.get("encrypted")),
+        "sealed": "sealed" in manifest,
         "source_paths": [source["path"] for source in manifest.get("sources", [])],
         "archive": str(backup_dir / archive["name"]),
         "manifest": str(manifest_path(backup_dir, manifest["name"])),

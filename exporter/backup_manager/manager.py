@@ -16,13 +16,14 @@ from .. import tracing
 from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..config import Settings
-from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, IntegrityError,
-                      NotEnabledError, OpsError)
+from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, DecryptionError,
+                      IntegrityError, NotEnabledError, OpsError)
 from ..metrics import Metrics
 from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
 from . import retention
 from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
-                      last_drill, manifest_path, read_catalog, read_drill_state, read_manifest,
+                      last_drill, manifest_path, open_manifest, read_catalog, read_drill_state,
+                      read_manifest,
                       read_verify_state)
 from .lock import DirectoryLock, pid_alive
 from .scheduler import PERIODS, Job, Scheduler
@@ -137,7 +138,7 @@ class BackupManager(ManagerBase):
         manifest = read_manifest(manifest_path(self.backup_dir, name))
         if manifest is None or not (self.backup_dir / manifest["archive"]["name"]).is_file():
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
-        return manifest
+        return open_manifest(manifest, self._key)
 
     def _new_name(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -283,14 +284,18 @@ class BackupManager(ManagerBase):
         from .reader import check_archive
 
         self._require()
-        manifest = self._manifest(backup_name)
         started = time.time()
         with tracing.span("backup.verify", backup_name=backup_name):
             try:
+                manifest = self._manifest(backup_name)
                 report = check_archive(self.backup_dir, manifest, self._key, progress)
             except BackupUnreadableError as exc:
                 self._fail("verify", backup_name, exc)
                 raise
+            except DecryptionError as exc:  # a sealed manifest changed: the backup is bad
+                report = {"ok": False, "name": backup_name, "errors": [str(exc)],
+                          "error_type": "DecryptionError", "files_checked": 0, "bytes_checked": 0,
+                          "outside_links": []}
         report["duration_seconds"] = round(time.time() - started, 3)
         self._record_verify(backup_name, report["ok"])
         outcome = "success" if report["ok"] else "failure"

@@ -111,7 +111,7 @@ class RecoveryManager(ManagerBase):
         if recorded is not None:
             return "recorded", recorded["entries"], None
         backup_dir = backup_dir or Path(os.path.abspath(self.settings.backups.dir))
-        for backup, manifest in bl.backups_covering(backup_dir, path):
+        for backup, manifest in bl.backups_covering(backup_dir, path, self._key):
             _, entries = bl.from_manifest(manifest, path)
             return f"backup:{backup['name']}", entries, (backup, manifest)
         raise RecoveryError(f"no baseline for {path}: record one or make a backup that holds it")
@@ -192,16 +192,16 @@ class RecoveryManager(ManagerBase):
         if backup_source:
             source = Path(os.path.abspath(backup_source))
             if source.is_dir():
-                return [(source, b, m) for b, m in bl.backups_covering(source, path)]
+                return [(source, b, m) for b, m in bl.backups_covering(source, path, self._key)]
             backup_dir = Path(os.path.abspath(self.settings.backups.dir))
-            manifest = self._backups.read_manifest(backup_dir, backup_source)
+            manifest = self._backups.read_manifest(backup_dir, backup_source, self._key)
             if manifest is None:
                 raise RecoveryError(f"no backup or backup directory {backup_source!r}")
             if bl.covering_source(manifest, path) is None:
                 raise RecoveryError(f"backup {backup_source!r} does not hold {path}")
             return [(backup_dir, {"name": backup_source}, manifest)]
         backup_dir = Path(os.path.abspath(self.settings.backups.dir))
-        return [(backup_dir, b, m) for b, m in bl.backups_covering(backup_dir, path)]
+        return [(backup_dir, b, m) for b, m in bl.backups_covering(backup_dir, path, self._key)]
 
     def _repair(self, target: Path, damaged: dict[str, dict[str, Any]],
                 candidates: list[tuple[Path, dict, dict]]) -> dict[str, Any]:
