@@ -10,6 +10,9 @@ half random bytes), then measures in one run, all with a warm page cache:
 * verify: ``backup_manager.verify_backup`` (reads the archive, checks its SHA-256, decompresses,
   checks every file's SHA-256) against ``sha256sum`` over the source files;
 * hashing: Python's hashlib SHA-256 over the source files against ``sha256sum``;
+* restore: ``restore_backup_sync`` into an empty directory (a full verify first, then staging
+  and one rename per path under the undo journal) against ``zstd -dc | tar -xf -`` of the CLI
+  archive (no check at all): no goal, the price of checking first;
 * verify of zeros: ``verify_backup`` of a backup of one zero-filled file (``--zero-mb``, 1 GiB)
   against ``sha256sum`` of that file: the case where decompression is nearly free and was
   quadratic once (a growing buffer), so verify must keep pace with hashing alone.
@@ -166,6 +169,13 @@ def main() -> int:
             report = measure("verify", lambda: manager.verify_backup_report(result["backup_name"]))
             assert report["ok"], report["errors"]
             measure("hashlib", lambda: hashlib_tree(source))
+            untar, restored = work / "untar", work / "restored"
+            untar.mkdir()
+            measure("untar", lambda: subprocess.run(
+                f"zstd -dc -q {cli_archive} | tar -xf - -C {untar}", shell=True, check=True))
+            measure("restore", lambda: manager.restore_backup_sync(result["backup_name"], restored))
+            shutil.rmtree(untar)
+            shutil.rmtree(restored)
             if encrypted is not None:
                 enc = measure("create_enc", lambda: encrypted.create_backup_sync(
                     [str(source)], f"enc{next(counter)}"))
@@ -187,6 +197,7 @@ def main() -> int:
             ("create", f"tar | zstd -3 -T{threads}", cli_t, ours_t, 0.8),
             ("verify", "sha256sum (source files)", sum_t, verify_t, 0.9),
             ("hashing (hashlib sha256)", "sha256sum (source files)", sum_t, hash_t, None),
+            ("restore (verify first)", "zstd -dc | tar -x", best["untar"], best["restore"], None),
         ]
         if args.encrypt:
             enc_t, venc_t = best["create_enc"], best["verify_enc"]

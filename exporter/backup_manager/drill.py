@@ -2,14 +2,16 @@
 it, and what landed on disk is compared with the manifest, file by file; SQLite databases must
 also pass ``PRAGMA integrity_check``. A backup counts as proven only once a drill passed.
 
-This module checks a restored tree; the backup manager runs the restore and records the result
-(``.drill-state.json`` beside the backups, metrics, log event, alert).
+This module restores into scratch space and checks the tree; the backup manager verifies first
+and records the result (``.drill-state.json`` beside the backups, metrics, log event, alert).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,17 @@ def check_restored(root: Path, manifest: dict[str, Any], skipped: set[str] = fro
         if problem is not None:
             errors.append(f"{entry['path']}: {problem}")
     return {"files_checked": files, "sqlite_checked": databases, "errors": errors}
+
+
+def restore_and_check(backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """Restore the backup of ``manifest`` into scratch space in ``backup_dir`` (through the
+    same code as any restore), check it with :func:`check_restored`, remove it."""
+    from .catalog import TEMP_MARKER
+    from .restore import extract
+
+    scratch = backup_dir / f".drill{TEMP_MARKER}{os.getpid()}-{threading.get_ident()}"
+    try:
+        restored = extract(backup_dir, manifest, key, scratch, protected_dirs={}, overwrite=False)
+        return check_restored(scratch, manifest, {change["path"] for change in restored["skipped"]})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,12 +19,13 @@ from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, D
                       IntegrityError, NotEnabledError, OpsError)
 from ..metrics import Metrics
 from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
-from . import retention
-from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
+from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE,
                       last_drill, manifest_path, open_manifest, read_catalog, read_drill_state,
                       read_manifest,
                       read_verify_state)
-from .lock import DirectoryLock, pid_alive
+from .housekeeping import Housekeeping
+from .leftovers import clean_leftovers
+from .lock import DirectoryLock
 from .scheduler import PERIODS, Job, Scheduler
 
 if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on first use
@@ -35,14 +35,7 @@ log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
 
 
-def _writer_alive(temp_name: str) -> bool:
-    """Whether the process that named ``temp_name`` (``.<name>.tmp-<pid>[-...]``) still runs
-    (this process does: another of its threads may be writing it)."""
-    digits = temp_name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
-    return digits.isdigit() and pid_alive(int(digits))
-
-
-class BackupManager(ManagerBase):
+class BackupManager(Housekeeping, ManagerBase):
     """Backups in ``BACKUP_DIR``; writes its events to ``events`` and raises alerts with ``alerts``."""
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
@@ -78,7 +71,7 @@ class BackupManager(ManagerBase):
         self.enabled = True
         try:
             with DirectoryLock(self.backup_dir / LOCK_FILE):
-                self._clean_leftovers()
+                clean_leftovers(self.backup_dir)
         except BackupError:
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
@@ -105,33 +98,6 @@ class BackupManager(ManagerBase):
             raise NotEnabledError("the backup manager is not enabled (ENABLE_BACKUP_SYSTEM)")
 
     # ------------------------------------------------------------------ helpers
-    def _clean_leftovers(self) -> list[str]:
-        """Undo the restores and remove the temp files of runs whose process is gone (lock
-        held). Nothing else is touched: an archive without a manifest may be someone's file,
-        not a crashed backup. A restore that cannot be undone keeps its journal."""
-        from .merge import is_journal, undo_interrupted
-
-        removed = []
-        for entry in sorted(os.listdir(self.backup_dir), key=lambda name: not is_journal(name)):
-            if not (entry.startswith(".") and TEMP_MARKER in entry) or _writer_alive(entry):
-                continue
-            path = self.backup_dir / entry
-            if is_journal(entry):
-                undo_interrupted(path)
-                continue
-            try:
-                if path.is_dir() and not path.is_symlink():  # a restore drill's scratch tree
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-                removed.append(entry)
-            except OSError:
-                pass
-        if removed:
-            log.warning("removed %d leftover file(s) of an interrupted backup in %s",
-                        len(removed), self.backup_dir)
-        return removed
-
     def _manifest(self, name: str) -> dict[str, Any]:
         if not NAME_PATTERN.match(name or ""):
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
@@ -170,21 +136,6 @@ class BackupManager(ManagerBase):
             write_json_atomic(self.backup_dir / state_file,
                               {k: v for k, v in state.items() if k in known})
 
-    def _update_retained(self, backups: list[dict[str, Any]]) -> None:
-        kept = retention.select(backups, self.settings.backups.retention)
-        for tier in retention.TIERS:
-            self.metrics.backups_retained.labels(tier).set(
-                sum(1 for t in kept.values() if t == tier))
-
-    def _delete(self, name: str) -> None:
-        manifest = read_manifest(manifest_path(self.backup_dir, name))
-        os.unlink(manifest_path(self.backup_dir, name))  # unlisted from here on
-        if manifest is not None:
-            try:
-                os.unlink(self.backup_dir / manifest["archive"]["name"])
-            except FileNotFoundError:
-                pass
-
     def _last_scheduled(self) -> float | None:
         times = [b["created_at"] for b in read_catalog(self.backup_dir) if b["tier"] in PERIODS]
         return max(times) if times else None
@@ -210,7 +161,7 @@ class BackupManager(ManagerBase):
                     raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
                                       "and '-' (at most 128, not starting with '.' or '-')")
                 with DirectoryLock(self.backup_dir / LOCK_FILE):
-                    self._clean_leftovers()
+                    clean_leftovers(self.backup_dir)
                     if manifest_path(self.backup_dir, name).exists():
                         raise BackupError(f"a backup named {name!r} already exists")
                     manifest = write_backup(
@@ -376,55 +327,6 @@ class BackupManager(ManagerBase):
         self._require()
         return await asyncio.to_thread(self.restore_backup_sync, backup_name, restore_path, **kwargs)
 
-    # ------------------------------------------------------------------ retention
-    def cleanup_old_backups(self, days: float) -> int:
-        """Delete backups older than ``days`` (never the newest verified one); the count."""
-        if not self.enabled:
-            return 0
-        return len(self.delete_old_backups(days))
-
-    def delete_old_backups(self, days: float, *, dry_run: bool = False) -> list[str]:
-        """Delete (or with ``dry_run`` only name) the backups older than ``days``, a finite
-        number >= 0, except the newest verified one; the names, oldest first."""
-        import math
-
-        self._require()
-        if isinstance(days, bool) or not isinstance(days, (int, float)) \
-                or not math.isfinite(days) or days < 0:
-            raise BackupError(f"days must be a finite number >= 0, got {days!r}")
-        cutoff = time.time() - days * 86400
-
-        def doomed(backups: list[dict[str, Any]]) -> list[str]:
-            protected = (retention.newest_verified(backups) or {}).get("name")
-            return [b["name"] for b in backups if b["created_at"] < cutoff and b["name"] != protected]
-
-        return self._delete_chosen("cleanup", doomed, dry_run)
-
-    def apply_retention(self, *, dry_run: bool = False) -> list[str]:
-        """Apply ``BACKUP_RETENTION``: grandfather-father-son to scheduled backups, the newest N
-        to manual ones; the names deleted (with ``dry_run``: that would be). Runs after each
-        scheduled backup; never deletes the newest verified backup."""
-        self._require()
-        return self._delete_chosen(
-            "retention", lambda backups: retention.to_delete(backups, self.settings.backups.retention)[0],
-            dry_run)
-
-    def _delete_chosen(self, why: str, choose, dry_run: bool) -> list[str]:
-        if dry_run:
-            return choose(read_catalog(self.backup_dir))
-        with DirectoryLock(self.backup_dir / LOCK_FILE):
-            doomed = choose(read_catalog(self.backup_dir))
-            for name in doomed:
-                self._delete(name)
-        self._after_delete(why, doomed)
-        return doomed
-
-    def _after_delete(self, why: str, names: list[str]) -> None:
-        self._update_retained(read_catalog(self.backup_dir))
-        if names:
-            self._events.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
-                                   event_action=f"backup-{why}", labels={"deleted": len(names)})
-
     def run_scheduled_backup(self) -> dict[str, Any]:
         """What the scheduler (or a Celery beat task) runs: create, verify, apply retention."""
         self._require()
@@ -449,9 +351,8 @@ class BackupManager(ManagerBase):
         every file with the manifest and run SQLite's integrity check; record and export the
         result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
         cannot run: no backup, no key, no space."""
-        from .drill import check_restored
+        from .drill import restore_and_check
         from .reader import raise_for_report
-        from .restore import extract
 
         self._require()
         if backup_name is None:
@@ -461,14 +362,10 @@ class BackupManager(ManagerBase):
             backup_name = backups[-1]["name"]
         manifest = self._manifest(backup_name)
         started = time.time()
-        scratch = self.backup_dir / f".drill{TEMP_MARKER}{os.getpid()}-{threading.get_ident()}"
         with tracing.span("backup.drill", backup_name=backup_name):
             try:
-                report = self.verify_backup_report(backup_name)
-                raise_for_report(report)
-                restored = extract(self.backup_dir, manifest, self._key, scratch,
-                                   protected_dirs={}, overwrite=False)
-                report = check_restored(scratch, manifest, {c["path"] for c in restored["skipped"]})
+                raise_for_report(self.verify_backup_report(backup_name))
+                report = restore_and_check(self.backup_dir, manifest, self._key)
             except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
                 self._fail("drill", backup_name, exc)
                 raise
@@ -477,8 +374,6 @@ class BackupManager(ManagerBase):
             except Exception as exc:
                 self._fail("drill", backup_name, exc)
                 raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
         report.update(backup_name=backup_name, ok=not report["errors"],
                       duration_seconds=round(time.time() - started, 3))
         self._record(DRILL_STATE_FILE, read_drill_state, backup_name, report["ok"])
@@ -515,31 +410,3 @@ class BackupManager(ManagerBase):
     def _last_drill_time(self) -> float | None:
         drill = last_drill(self.backup_dir)
         return drill["at"] if drill else None
-
-    # ------------------------------------------------------------------ stats
-    def get_backup_stats(self) -> dict[str, Any]:
-        if not self.enabled:
-            return {"enabled": False}
-        backups = read_catalog(self.backup_dir)
-        kept = retention.select(backups, self.settings.backups.retention)
-        newest = backups[-1] if backups else None
-        verified = retention.newest_verified([b for b in backups if b["verified"]])
-        drilled = max((b for b in backups if b["drilled"]), key=lambda b: b["created_at"], default=None)
-        return {
-            "enabled": True, "backup_dir": str(self.backup_dir), "count": len(backups),
-            "total_size": sum(b["size"] for b in backups),
-            "newest": newest["name"] if newest else None,
-            "newest_created_at": newest["created_at"] if newest else None,
-            "oldest": backups[0]["name"] if backups else None,
-            "newest_verified": verified["name"] if verified else None,
-            "failed_verification": [b["name"] for b in backups if b["verified"] is False],
-            "by_tier": {tier: sum(1 for t in kept.values() if t == tier) for tier in retention.TIERS},
-            "frequency": self.settings.backups.frequency,
-            "retention": dict(self.settings.backups.retention),
-            "compression": self.settings.backups.compression,
-            "encrypted": self._key is not None,
-            "next_scheduled": self._scheduler.next_run("backup") if self._scheduler else None,
-            "newest_drilled": drilled["name"] if drilled else None,
-            "drill_interval": self.settings.backups.drill_interval,
-            "next_drill": self._scheduler.next_run("drill") if self._scheduler else None,
-        }
