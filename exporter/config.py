@@ -420,6 +420,8 @@ KEYS: tuple[Key, ...] = (
        "Archive compression."),
     _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", aes_key, None,
        "AES-256-GCM key (64 hex characters) to encrypt backups.", secret=True),
+    _k("BACKUP_SCHEDULER", "backups", "scheduler", one_of(("in-process", "celery")), "in-process",
+       "Who runs scheduled backups: the in-process scheduler, or Celery beat (then enable() starts none)."),
     _k("BACKUP_DRILL_INTERVAL", "backups", "drill_interval", drill_interval, 7 * 86400.0,
        "Seconds between restore drills of the newest backup while backups are scheduled (0: none)."),
     # profiler
@@ -525,6 +527,7 @@ class BackupSettings(Record, frozen=True):
     retention: dict[str, int]
     compression: str
     encryption_key: Secret | None
+    scheduler: str
     drill_interval: float
 
 
