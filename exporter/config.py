@@ -401,6 +401,10 @@ KEYS: tuple[Key, ...] = (
        secret=True),
     _k("ALERTMANAGER_URL", "alerts", "alertmanager_url", secret, None, "Alertmanager base URL.",
        secret=True),
+    _k("CELERY_BROKER_URL", "alerts", "celery_broker_url", secret, None,
+       "Celery broker of the celery alert channel (it may hold a password).", secret=True),
+    _k("ALERT_CELERY_TASK", "alerts", "celery_task", optional_text, None,
+       "Task the celery alert channel sends each alert to (keyword arguments status, alert)."),
     _k("DISK_FREE_MIN_PERCENT", "alerts", "disk_free_min_percent", percent, 10.0,
        "DISK_FULL below this free space."),
     _k("MEMORY_MAX_PERCENT", "alerts", "memory_max_percent", percent, 90.0,
@@ -513,6 +517,8 @@ class AlertSettings(Record, frozen=True):
     email_to: tuple[str, ...]
     slack_webhook_url: Secret | None
     alertmanager_url: Secret | None
+    celery_broker_url: Secret | None
+    celery_task: str | None
     disk_free_min_percent: float
     memory_max_percent: float
     process_memory_max: int

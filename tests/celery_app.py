@@ -29,3 +29,12 @@ def finish_download(name: str, size: int) -> int:
 @app.task(name="bot.fail")
 def fail() -> None:
     raise RuntimeError("the peer went away")
+
+
+@app.task(name="bot.on_alert")
+def on_alert(status: str, alert: dict) -> None:
+    """Alerts → Celery: the bot's own handling of an alert (here: a line in a file)."""
+    import json
+
+    with open(os.environ["ALERT_OUT"], "a") as out:
+        out.write(json.dumps({"status": status, "title": alert["title"]}) + "\n")

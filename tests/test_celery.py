@@ -114,3 +114,50 @@ def test_beat_backs_up_in_a_worker_and_tasks_carry_the_callers_trace(bot_env):
     assert tracebacks, "the failing task's traceback is in the worker's log"
     assert all(any(line.startswith("RuntimeError: the peer went away") for line in lines[n:n + 20])
                for n in tracebacks), "a traceback other than the failing task's"
+
+
+def test_alerts_reach_a_celery_task_through_the_celery_channel(bot_env):
+    from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+    from exporter.metrics import Metrics
+
+    tmp_path, env = bot_env
+    out = tmp_path / "alerts.jsonl"
+    worker = celery(tmp_path, {**env, "ALERT_OUT": str(out)}, "worker", "--concurrency", "1",
+                    "--pool", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle")
+    metrics = Metrics()
+    settings = load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "alerts"),
+                              "ALERT_CHANNELS": {"high": ["log", "celery"]},
+                              "ALERT_CELERY_TASK": "bot.on_alert"},
+                             environ={"CELERY_BROKER_URL": env["CELERY_BROKER_URL"]})
+    manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, monitor_resources=False)
+    manager.enable(settings)
+    try:
+        manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Downloads failing",
+                                   "peer reset")
+        assert manager.flush(30)
+        lines = wait_for(lambda: out.exists() and out.read_text().splitlines(), 60,
+                         "the alert in the worker", worker)
+        assert [json.loads(line) for line in lines] == [{"status": "firing", "title": "Downloads failing"}]
+        assert metrics.registry.get_sample_value(
+            "bot_alert_notifications_total", {"channel": "celery", "outcome": "success"}) == 1
+    finally:
+        manager.disable()
+        worker.stop()
+
+
+async def test_a_broker_that_is_down_is_a_delivery_failure_without_its_password():
+    from exporter.channels.celery import CeleryChannel
+    from exporter.config import Secret
+    from exporter.errors import DeliveryError
+    from tests.harness.base import free_port
+    from tests.test_channels import make_alert
+
+    channel = CeleryChannel(Secret(f"redis://:hunter2-broker@127.0.0.1:{free_port()}/0"), "bot.on_alert")
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(make_alert())
+    await channel.close()
+    assert time.monotonic() - started < 30
+    assert "hunter2" not in str(caught.value) and "celery" in str(caught.value)
