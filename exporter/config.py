@@ -112,6 +112,21 @@ def positive_float(raw: Any) -> float:
     return value
 
 
+def redis_url(raw: Any) -> Secret | None:
+    value = secret(raw)
+    if value is not None and not value.get().startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def lock_ttl(raw: Any) -> float:
+    """Seconds: 5 to 3600."""
+    value = _number(raw, float)
+    if not 5 <= value <= 3600:
+        raise ValueError("must be between 5 and 3600 seconds")
+    return value
+
+
 def drill_interval(raw: Any) -> float:
     """Seconds between restore drills: 0 (off) or 60 s to 366 days."""
     value = _number(raw, float)
@@ -352,6 +367,11 @@ KEYS: tuple[Key, ...] = (
     # general
     _k("STATE_DIR", "general", "state_dir", path, "state",
        "Alert history, integrity baselines, retry queues, the log spool."),
+    _k("REDIS_URL", "general", "redis_url", redis_url, None,
+       "Redis shared by the bot's processes and hosts (locks); redis://, rediss:// or unix://.",
+       secret=True),
+    _k("SHARED_LOCK_TTL", "general", "lock_ttl", lock_ttl, 60.0,
+       "Seconds a shared lock outlives its holder's last renewal (a killed holder's lock then expires)."),
     # logging
     _k("ENABLE_ENHANCED_LOGGING", "logging", "enabled", parse_bool, False, "Turn the logger manager on."),
     _k("LOG_DIR", "logging", "dir", path, "logs", "Directory of the JSON log files."),
@@ -475,6 +495,8 @@ SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
 
 class GeneralSettings(Record, frozen=True):
     state_dir: Path
+    redis_url: Secret | None
+    lock_ttl: float
 
 
 class LoggingSettings(Record, frozen=True):

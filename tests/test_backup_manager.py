@@ -547,3 +547,14 @@ def test_events_and_alerts_go_to_the_given_collaborators(tmp_path):
     assert [event[:2] for event in recorder.events] == [("backup", "success"), ("backup", "failure")]
     assert [alert[:3] for alert in recorder.alerts] == [("backup_failed", "high", "Backup create failed")]
     assert recorder.alerts[0][4] == {"backup_name": "-bad name", "action": "create"}
+
+
+def test_a_name_made_from_an_iso_timestamp_is_accepted(tmp_path):
+    from datetime import datetime, timezone
+
+    manager = make_manager(tmp_path)
+    stamp = datetime(2026, 12, 4, 20, 55, 1, 123456, tzinfo=timezone.utc).isoformat()
+    result = manager.create_backup_sync([str(make_tree(tmp_path / "data"))], f"backup_{stamp}")
+    assert result["backup_name"] == "backup_2026-12-04T20-55-01.123456-00-00"
+    with pytest.raises(BackupError, match="invalid backup name"):
+        manager.create_backup_sync([str(tmp_path / "data")], "../escape")

@@ -250,8 +250,11 @@ class _Tally:
 def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os.PathLike],
                  description: str, tier: str, compression: str, key: bytes | None,
                  level: int | None = None, threads: int = 0, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> dict[str, Any]:
-    """Create the backup ``name`` in ``backup_dir``; return its manifest."""
+                 cancel: threading.Event | None = None,
+                 before_publish: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Create the backup ``name`` in ``backup_dir``; return its manifest. ``before_publish``
+    runs once the archive is complete, before anything of it is made visible (it may raise to
+    abandon the backup: a shared lock lost meanwhile)."""
     started = time.time()
     sources = plan_sources(source_paths)
     entries, skipped = walk(sources, exclude=backup_dir)
@@ -294,6 +297,8 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
                              archive={"name": final_archive.name, "size": sink.size,
                                       "sha256": sink.sha256.hexdigest()},
                              records=records, skipped=skipped)
+        if before_publish is not None:
+            before_publish()
         _publish(backup_dir, manifest, key, tmp_archive, final_archive, temps)
         return manifest
     except OSError as exc:
