@@ -30,8 +30,8 @@ __getattr__ = lazy_attributes(__name__, {"BackupManager": ".manager", "backup_ma
 
 
 def scheduled_backup() -> dict:
-    """The Celery beat task of ``BackupManager.create_backup_schedule`` (register it with
-    ``shared_task(name="exporter.backup_manager.scheduled_backup")(scheduled_backup)``)."""
+    """The Celery beat task of ``BackupManager.create_backup_schedule``: create, verify and apply
+    retention in this process (``exporter.integrations.celery.install(app)`` registers it)."""
     manager = __getattr__("backup_manager")
     if not manager.enabled:
         manager.enable(schedule=False)

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from .. import tracing
-from ..backup_manager import backup_manager
+from ..backup_manager import scheduled_backup
 from ..backup_manager.manager import CELERY_TASK as SCHEDULED_BACKUP_TASK
 from ..logger_manager import logger_manager
 from ..profiler import profiler
@@ -49,14 +49,6 @@ class _RunningTask:
 
 
 _running: dict[str, _RunningTask] = {}
-
-
-def scheduled_backup() -> dict[str, Any]:
-    """The beat task: create, verify and apply retention to a ``BACKUP_FREQUENCY`` backup of
-    ``CRITICAL_BACKUP_PATHS`` in this worker (the backup manager enabled if it is not)."""
-    if not backup_manager.enabled:
-        backup_manager.enable(schedule=False)
-    return backup_manager.run_scheduled_backup()
 
 
 def install(app: Any, settings: Any = None) -> None:
