@@ -127,6 +127,13 @@ def lock_ttl(raw: Any) -> float:
     return value
 
 
+def max_operations(raw: Any) -> int:
+    value = _number(raw, int)
+    if not 1 <= value <= 10000:
+        raise ValueError("must be between 1 and 10000")
+    return value
+
+
 def drill_interval(raw: Any) -> float:
     """Seconds between restore drills: 0 (off) or 60 s to 366 days."""
     value = _number(raw, float)
@@ -456,6 +463,8 @@ KEYS: tuple[Key, ...] = (
     _k("PROFILER_RETENTION_HOURS", "profiler", "retention_hours", positive_float, 24.0,
        "Hours samples stay in the statistics."),
     _k("PROFILER_WINDOW", "profiler", "window", positive_int, 2048, "Samples kept per operation."),
+    _k("PROFILER_MAX_OPERATIONS", "profiler", "max_operations", max_operations, 200,
+       "Distinct operations measured (1 to 10000); the ones past it are recorded as operation=\"other\"."),
     # recovery
     _k("ENABLE_RECOVERY_MANAGER", "recovery", "enabled", parse_bool, False, "Turn the recovery manager on."),
     _k("ENABLE_AUTO_RECOVERY", "recovery", "auto_recovery", parse_bool, False,
@@ -565,6 +574,7 @@ class ProfilerSettings(Record, frozen=True):
     operations: tuple[str, ...] | None
     retention_hours: float
     window: int
+    max_operations: int
 
 
 class RecoverySettings(Record, frozen=True):
