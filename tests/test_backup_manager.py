@@ -558,3 +558,24 @@ def test_a_name_made_from_an_iso_timestamp_is_accepted(tmp_path):
     assert result["backup_name"] == "backup_2026-12-04T20-55-01.123456-00-00"
     with pytest.raises(BackupError, match="invalid backup name"):
         manager.create_backup_sync([str(tmp_path / "data")], "../escape")
+
+
+def test_the_catalog_parses_a_manifest_again_only_when_it_changed(tmp_path, monkeypatch):
+    from exporter.backup_manager import catalog
+
+    manager = make_manager(tmp_path)
+    source = make_tree(tmp_path / "data")
+    for name in ("a", "b"):
+        manager.create_backup_sync([str(source)], name)
+    parsed = []
+    real = catalog.read_manifest
+    monkeypatch.setattr(catalog, "read_manifest", lambda path: parsed.append(Path(path).name) or real(path))
+    first = read_catalog(manager.backup_dir)
+    assert sorted(parsed) == ["a.manifest.json", "b.manifest.json"]
+    parsed.clear()
+    assert read_catalog(manager.backup_dir) == first and parsed == []  # a scrape: no JSON parsed
+    _shift(manager, "b", time.time() - 3600, tier="manual")  # rewritten: parsed again
+    again = read_catalog(manager.backup_dir)
+    assert parsed == ["b.manifest.json"] and [b["name"] for b in again] == ["b", "a"]
+    manager._delete("a")
+    assert [b["name"] for b in read_catalog(manager.backup_dir)] == ["b"]
