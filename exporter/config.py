@@ -75,7 +75,11 @@ def parse_bool(raw: Any) -> bool:
     raise ValueError("must be true or false")
 
 
+_INF = float("inf")
+
+
 def _number(raw: Any, kind: type) -> int | float:
+    """A finite int or float from a number or its text; NaN, infinities and 1e999 are refused."""
     if isinstance(raw, bool):
         raise ValueError(f"must be a number, not {raw!r}")
     if isinstance(raw, (int, float)):
@@ -85,48 +89,18 @@ def _number(raw: Any, kind: type) -> int | float:
             value = kind(str(raw).strip())
         except ValueError:
             raise ValueError(f"must be a{'n integer' if kind is int else ' number'}") from None
+    if isinstance(value, float) and not -_INF < value < _INF:
+        raise ValueError("must be a finite number")
     if kind is int and value != int(value):
         raise ValueError("must be an integer")
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError("is out of range") from None
 
 
-def non_negative_int(raw: Any) -> int:
-    value = _number(raw, int)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def positive_int(raw: Any) -> int:
-    value = _number(raw, int)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def positive_float(raw: Any) -> float:
-    value = _number(raw, float)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def percent(raw: Any) -> float:
-    value = _number(raw, float)
-    if not 0 <= value <= 100:
-        raise ValueError("must be a percentage between 0 and 100")
-    return value
-
-
-def ratio(raw: Any) -> float:
-    value = _number(raw, float)
-    if not 0 <= value <= 1:
-        raise ValueError("must be between 0 and 1")
-    return value
-
-
-def size_bytes(raw: Any) -> int:
-    """A positive size: an integer of bytes or a string such as ``10MiB`` / ``512k``."""
+def _size(raw: Any) -> int:
+    """Bytes from an integer or a string such as ``10MiB`` / ``512k``."""
     if isinstance(raw, str):
         text = raw.strip().lower().replace(" ", "")
         digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
@@ -134,29 +108,74 @@ def size_bytes(raw: Any) -> int:
         if unit not in _SIZE_UNITS or not digits:
             raise ValueError("must be a size in bytes such as 10485760 or 10MiB")
         try:
-            value = float(digits) * _SIZE_UNITS[unit]
+            raw = _number(digits, float) * _SIZE_UNITS[unit]
         except ValueError:
             raise ValueError("must be a size in bytes such as 10485760 or 10MiB") from None
-        raw = int(value)
-    value = _number(raw, int)
-    if value <= 0:
-        raise ValueError("must be a positive size in bytes")
-    return value
+        raw = int(raw)
+    return _number(raw, int)
 
 
-def optional_port(raw: Any) -> int | None:
-    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-        return None
-    value = _number(raw, int)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port between 0 and 65535")
-    return value
+def _show_size(n: int) -> str:
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} bytes"
+
+
+def _plain(n: int | float) -> str:
+    return str(int(n)) if n == int(n) else f"{n:f}".rstrip("0")
+
+
+class Bounded:
+    """A number parser with inclusive bounds, ``low <= value <= high``: every numeric flag has
+    one, so no value can stop a thread later (an interval of ``inf`` or ``1e300`` ends a
+    ``wait()``). ``optional`` also takes an empty value as None."""
+
+    __slots__ = ("kind", "low", "high", "unit", "optional")
+
+    def __init__(self, kind: str, low: int | float, high: int | float, unit: str = "",
+                 optional: bool = False) -> None:
+        self.kind, self.low, self.high, self.unit, self.optional = kind, low, high, unit, optional
+
+    def __call__(self, raw: Any) -> int | float | None:
+        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip() == "")):
+            return None
+        value = _size(raw) if self.kind == "size" else _number(raw, int if self.kind == "integer" else float)
+        if not self.low <= value <= self.high:
+            raise ValueError(f"must be from {self.range_text()}")
+        return value
+
+    def range_text(self) -> str:
+        """``0.01 to 3600 seconds``, ``1 KiB to 1 TiB``: for error messages and the README."""
+        if self.kind == "size":
+            return f"{_show_size(self.low)} to {_show_size(self.high)}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_plain(self.low)} to {_plain(self.high)}{unit}"
+
+    def __repr__(self) -> str:
+        return f"Bounded({self.kind!r}, {self.low!r}, {self.high!r})"
+
+
+def integer(low: int, high: int) -> Bounded:
+    return Bounded("integer", low, high)
+
+
+def number(low: float, high: float, unit: str = "") -> Bounded:
+    return Bounded("number", low, high, unit)
+
+
+def size(low: int, high: int) -> Bounded:
+    """A size in bytes: an integer or a string such as ``10MiB`` / ``512k``."""
+    return Bounded("size", low, high)
 
 
 def text(raw: Any) -> str:
     if not isinstance(raw, (str, Path)):
         raise ValueError("must be a string")
-    return str(raw)
+    value = str(raw)
+    if "\x00" in value:  # no path, address or name holds one; os and socket calls refuse it
+        raise ValueError("must not contain a NUL character")
+    return value
 
 
 def optional_text(raw: Any) -> str | None:
@@ -164,6 +183,14 @@ def optional_text(raw: Any) -> str | None:
         return None
     value = text(raw).strip()
     return value or None
+
+
+def host(raw: Any) -> str:
+    """A host name or an IP address (whether it resolves is found when binding)."""
+    value = text(raw).strip()
+    if not value or any(char.isspace() or char == "/" for char in value):
+        raise ValueError("must be a host name or an IP address")
+    return value
 
 
 def path(raw: Any) -> Path:
@@ -201,10 +228,10 @@ def string_list(raw: Any) -> tuple[str, ...]:
     """A list: JSON, comma-separated, or a Python/TOML list of strings."""
     raw = _structured(raw)
     if isinstance(raw, str):
-        items = [item.strip() for item in raw.split(",")]
+        items = [text(item).strip() for item in raw.split(",")]
         return tuple(item for item in items if item)
     if isinstance(raw, (list, tuple)) and all(isinstance(item, (str, Path)) for item in raw):
-        return tuple(str(item) for item in raw)
+        return tuple(text(item) for item in raw)
     raise ValueError("must be a list of strings (JSON or comma-separated)")
 
 
@@ -239,7 +266,7 @@ def backup_retention(raw: Any) -> dict[str, int]:
     result = dict(DEFAULT_RETENTION)
     for tier, count in pairs.items():
         try:
-            result[tier] = non_negative_int(count)
+            result[tier] = _RETENTION_COUNT(count)
         except ValueError as exc:
             raise ValueError(f"tier {tier!r} {exc}") from None
     return result
@@ -276,6 +303,17 @@ def secret(raw: Any) -> Secret | None:
     return Secret(text(raw).strip())
 
 
+def aes_key(raw: Any) -> Secret | None:
+    """A secret AES-256 key: 64 hexadecimal characters."""
+    value = secret(raw)
+    if value is not None and (len(value.get()) != 64 or value.get().strip(_HEX_DIGITS)):
+        raise ValueError("must be 64 hexadecimal characters (a 256-bit key)")
+    return value
+
+
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
 def elasticsearch_url(raw: Any) -> Secret | None:
     """A secret ``http(s)://[user:password@]host:port`` (the port may be left out for https)."""
     value = secret(raw)
@@ -294,6 +332,7 @@ def elasticsearch_url(raw: Any) -> Secret | None:
 
 
 DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12}
+_RETENTION_COUNT = integer(0, 100_000)
 
 
 # --------------------------------------------------------------------------- the keys
@@ -313,10 +352,13 @@ class Key(Record, frozen=True):
 
 def _k(name: str, section: str, attr: str, parse: Callable[[Any], Any], default: Any, doc: str,
        secret: bool = False) -> Key:
+    if isinstance(parse, Bounded):
+        doc = f"{doc} Range: {parse.range_text()}."
     return Key(name, section, attr, parse, default, doc, secret)
 
 
-MiB = 1024 * 1024
+KiB, MiB, TiB = 1024, 1024**2, 1024**4
+DAY = 86_400  # seconds
 
 KEYS: tuple[Key, ...] = (
     # general
@@ -326,8 +368,8 @@ KEYS: tuple[Key, ...] = (
     _k("ENABLE_ENHANCED_LOGGING", "logging", "enabled", parse_bool, False, "Turn the logger manager on."),
     _k("LOG_DIR", "logging", "dir", path, "logs", "Directory of the JSON log files."),
     _k("LOG_LEVEL", "logging", "level", one_of(LOG_LEVELS, upper=True), "INFO", "Lowest level written."),
-    _k("LOG_MAX_SIZE", "logging", "max_size", size_bytes, 10 * MiB, "Bytes before a log file rotates."),
-    _k("LOG_BACKUP_COUNT", "logging", "backup_count", non_negative_int, 5, "Rotated files kept."),
+    _k("LOG_MAX_SIZE", "logging", "max_size", size(KiB, TiB), 10 * MiB, "Bytes before a log file rotates."),
+    _k("LOG_BACKUP_COUNT", "logging", "backup_count", integer(0, 10_000), 5, "Rotated files kept."),
     _k("LOG_CONSOLE", "logging", "console", parse_bool, True, "Also write ECS lines to stderr."),
     _k("LOG_REDACT_SECRETS", "logging", "redact", parse_bool, True, "Mask tokens and passwords in logs."),
     # shipping to Elasticsearch
@@ -336,24 +378,24 @@ KEYS: tuple[Key, ...] = (
     _k("ELASTICSEARCH_API_KEY", "shipping", "api_key", secret, None, "API key for Elasticsearch.", secret=True),
     _k("ELASTICSEARCH_NAMESPACE", "shipping", "namespace", text, "default",
        "Logs go to the data set logs-bot-<namespace>."),
-    _k("LOG_SHIP_BATCH_SIZE", "shipping", "batch_size", positive_int, 2000, "Documents per _bulk request."),
-    _k("LOG_SHIP_INTERVAL", "shipping", "interval", positive_float, 1.0, "Seconds between flushes."),
-    _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", positive_int, 50_000,
+    _k("LOG_SHIP_BATCH_SIZE", "shipping", "batch_size", integer(1, 100_000), 2000, "Documents per _bulk request."),
+    _k("LOG_SHIP_INTERVAL", "shipping", "interval", number(0.01, 3600, "seconds"), 1.0, "Seconds between flushes."),
+    _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", integer(1, 10_000_000), 50_000,
        "Records held in memory (about 0.5 KB each); what the node cannot take yet goes to the spool."),
-    _k("LOG_SPOOL_MAX_BYTES", "shipping", "spool_max_bytes", size_bytes, 256 * MiB,
+    _k("LOG_SPOOL_MAX_BYTES", "shipping", "spool_max_bytes", size(KiB, TiB), 256 * MiB,
        "On-disk spool limit while Elasticsearch is down."),
     # Within 2 s of a bot without opsstack, with the slack the sink allows past it; what is not
     # sent by then waits in the spool for the next start.
-    _k("LOG_SHUTDOWN_TIMEOUT", "shipping", "shutdown_timeout", positive_float, 1.0,
+    _k("LOG_SHUTDOWN_TIMEOUT", "shipping", "shutdown_timeout", number(0.01, 3600, "seconds"), 1.0,
        "Seconds the exit waits to flush logs."),
     # alerts
     _k("ENABLE_ALERT_SYSTEM", "alerts", "enabled", parse_bool, False, "Turn the alert manager on."),
-    _k("ALERT_RETENTION_HOURS", "alerts", "retention_hours", positive_float, 24.0, "Hours alerts are kept."),
+    _k("ALERT_RETENTION_HOURS", "alerts", "retention_hours", number(0.01, 87_600, "hours"), 24.0, "Hours alerts are kept."),
     _k("ALERT_CHANNELS", "alerts", "channels", alert_channels,
        {severity: ("log",) for severity in SEVERITY_NAMES}, "Channels per severity."),
-    _k("ALERT_DEDUP_WINDOW", "alerts", "dedup_window", positive_float, 300.0,
+    _k("ALERT_DEDUP_WINDOW", "alerts", "dedup_window", number(0.01, 30 * DAY, "seconds"), 300.0,
        "Seconds in which a repeated alert is counted, not re-sent."),
-    _k("ALERT_RATE_LIMIT", "alerts", "rate_limit_per_minute", positive_int, 20,
+    _k("ALERT_RATE_LIMIT", "alerts", "rate_limit_per_minute", integer(1, 100_000), 20,
        "Messages per channel per minute."),
     _k("ALERT_WEBHOOK_URL", "alerts", "webhook_url", secret, None, "Webhook channel URL.", secret=True),
     _k("TELEGRAM_BOT_TOKEN", "alerts", "telegram_token", secret, None, "Telegram bot token.", secret=True),
@@ -361,7 +403,7 @@ KEYS: tuple[Key, ...] = (
     _k("TELEGRAM_API_URL", "alerts", "telegram_api_url", text, "https://api.telegram.org",
        "Bot API base URL."),
     _k("SMTP_HOST", "alerts", "smtp_host", optional_text, None, "SMTP server for the e-mail channel."),
-    _k("SMTP_PORT", "alerts", "smtp_port", positive_int, 587, "SMTP port."),
+    _k("SMTP_PORT", "alerts", "smtp_port", integer(1, 65_535), 587, "SMTP port."),
     _k("SMTP_STARTTLS", "alerts", "smtp_starttls", parse_bool, True, "Use STARTTLS."),
     _k("SMTP_USERNAME", "alerts", "smtp_username", optional_text, None, "SMTP login."),
     _k("SMTP_PASSWORD", "alerts", "smtp_password", secret, None, "SMTP password.", secret=True),
@@ -371,13 +413,13 @@ KEYS: tuple[Key, ...] = (
        secret=True),
     _k("ALERTMANAGER_URL", "alerts", "alertmanager_url", secret, None, "Alertmanager base URL.",
        secret=True),
-    _k("DISK_FREE_MIN_PERCENT", "alerts", "disk_free_min_percent", percent, 10.0,
+    _k("DISK_FREE_MIN_PERCENT", "alerts", "disk_free_min_percent", number(0, 100, "percent"), 10.0,
        "DISK_FULL below this free space."),
-    _k("MEMORY_MAX_PERCENT", "alerts", "memory_max_percent", percent, 90.0,
+    _k("MEMORY_MAX_PERCENT", "alerts", "memory_max_percent", number(0, 100, "percent"), 90.0,
        "MEMORY_HIGH above this system memory use."),
-    _k("PROCESS_MEMORY_MAX", "alerts", "process_memory_max", size_bytes, 2048 * MiB,
+    _k("PROCESS_MEMORY_MAX", "alerts", "process_memory_max", size(MiB, 64 * TiB), 2048 * MiB,
        "MEMORY_HIGH above this process RSS."),
-    _k("RESOURCE_CHECK_INTERVAL", "alerts", "resource_check_interval", positive_float, 60.0,
+    _k("RESOURCE_CHECK_INTERVAL", "alerts", "resource_check_interval", number(0.01, DAY, "seconds"), 60.0,
        "Seconds between disk and memory checks."),
     # backups
     _k("ENABLE_BACKUP_SYSTEM", "backups", "enabled", parse_bool, False, "Turn the backup manager on."),
@@ -388,27 +430,27 @@ KEYS: tuple[Key, ...] = (
        "Backups kept per tier (grandfather-father-son)."),
     _k("BACKUP_COMPRESSION", "backups", "compression", one_of(("zstd", "gzip", "none")), "zstd",
        "Archive compression."),
-    _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", secret, None,
+    _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", aes_key, None,
        "AES-256-GCM key (64 hex characters) to encrypt backups.", secret=True),
     # profiler
     _k("ENABLE_PROFILER", "profiler", "enabled", parse_bool, False, "Turn the profiler on."),
-    _k("PROFILE_THRESHOLD", "profiler", "threshold", positive_float, 1.0, "Seconds above which it is slow."),
+    _k("PROFILE_THRESHOLD", "profiler", "threshold", number(0.000_001, DAY, "seconds"), 1.0, "Seconds above which it is slow."),
     _k("PROFILED_OPERATIONS", "profiler", "operations", optional_string_list, None,
        "Only these operations are measured (empty: all)."),
-    _k("PROFILER_RETENTION_HOURS", "profiler", "retention_hours", positive_float, 24.0,
+    _k("PROFILER_RETENTION_HOURS", "profiler", "retention_hours", number(0.01, 87_600, "hours"), 24.0,
        "Hours samples stay in the statistics."),
-    _k("PROFILER_WINDOW", "profiler", "window", positive_int, 2048, "Samples kept per operation."),
+    _k("PROFILER_WINDOW", "profiler", "window", integer(1, 1_000_000), 2048, "Samples kept per operation."),
     # recovery
     _k("ENABLE_RECOVERY_MANAGER", "recovery", "enabled", parse_bool, False, "Turn the recovery manager on."),
     _k("ENABLE_AUTO_RECOVERY", "recovery", "auto_recovery", parse_bool, False,
        "Repair damaged critical paths from verified backups."),
     _k("RECOVERY_CRITICAL_PATHS", "recovery", "critical_paths", string_list, (), "Paths checked."),
-    _k("INTEGRITY_CHECK_INTERVAL", "recovery", "check_interval", positive_float, 3600.0,
+    _k("INTEGRITY_CHECK_INTERVAL", "recovery", "check_interval", number(0.01, 30 * DAY, "seconds"), 3600.0,
        "Seconds between periodic integrity checks."),
     # metrics
-    _k("METRICS_PORT", "metrics", "port", optional_port, None,
+    _k("METRICS_PORT", "metrics", "port", Bounded("integer", 0, 65_535, optional=True), None,
        "Serve /metrics from the bot on this port (unset: not served)."),
-    _k("METRICS_ADDR", "metrics", "addr", text, "127.0.0.1", "Address /metrics binds to."),
+    _k("METRICS_ADDR", "metrics", "addr", host, "127.0.0.1", "Address /metrics binds to."),
     _k("METRICS_AUTH_USERNAME", "metrics", "auth_username", optional_text, None, "Basic auth user."),
     _k("METRICS_AUTH_PASSWORD", "metrics", "auth_password", secret, None, "Basic auth password.",
        secret=True),
@@ -422,9 +464,9 @@ KEYS: tuple[Key, ...] = (
     _k("OTEL_EXPORTER_OTLP_PROTOCOL", "tracing", "protocol", one_of(OTLP_PROTOCOLS), "http/protobuf",
        "OTLP protocol."),
     _k("OTEL_TRACES_SAMPLER", "tracing", "sampler", one_of(SAMPLERS), "parentbased_always_on", "Sampler."),
-    _k("OTEL_TRACES_SAMPLER_ARG", "tracing", "sampler_arg", ratio, 1.0, "Sampler ratio."),
+    _k("OTEL_TRACES_SAMPLER_ARG", "tracing", "sampler_arg", number(0, 1), 1.0, "Sampler ratio."),
     # The SDK's default; queued spans are kept compact (about 1 KB each, see tracing._compacting).
-    _k("OTEL_BSP_MAX_QUEUE_SIZE", "tracing", "max_queue_size", positive_int, 2048,
+    _k("OTEL_BSP_MAX_QUEUE_SIZE", "tracing", "max_queue_size", integer(1, 1_000_000), 2048,
        "Ended spans waiting for export; past it new spans are dropped."),
 )
 
