@@ -559,5 +559,9 @@ def read_history(settings: Settings, clock: Callable[[], float] = time.time) -> 
     from .store import HISTORY_FILE, AlertStore
 
     store = AlertStore(settings.alerts.retention_hours)
-    store.load(Path(settings.general.state_dir) / HISTORY_FILE, clock())
+    state_dir = Path(settings.general.state_dir)
+    try:
+        store.load(state_dir / HISTORY_FILE, clock())
+    except OSError as exc:  # STATE_DIR is a file, or cannot be read
+        raise AlertError(f"cannot read the alert history in {state_dir} (STATE_DIR): {exc.strerror}") from exc
     return store

@@ -51,7 +51,11 @@ class RecoveryManager(ManagerBase):
         self.settings = settings
         self.metrics = self._resolve_metrics()
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:  # a file, a read-only place: say which setting, not a traceback
+            raise RecoveryError(f"cannot keep integrity state in {self.state_dir} (STATE_DIR): "
+                                f"{exc.strerror}") from exc
         self._state = read_integrity_state(self.state_dir) or {
             "checks": {"success": 0, "failure": 0}, "repairs": {"success": 0, "failure": 0},
             "history": []}
