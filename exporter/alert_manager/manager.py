@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._manager_base import ManagerBase
 from ..config import Secret, Settings
 from ..errors import AlertError, NotEnabledError
-from ..metrics import Metrics
+from ..metrics import Metrics, worker_failed
 from .model import FIRING, RESOLVED, Alert, AlertSeverity, AlertType, fingerprint, parse_severity, parse_type
 
 if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history store (json) load
@@ -369,7 +369,14 @@ class AlertManager(ManagerBase):
             self._wake_pending = True
             worker = self._worker
             if worker is not None:
-                worker.call(self._drain)
+                worker.call(self._drain_reported)
+
+    def _drain_reported(self) -> None:
+        """:meth:`_drain` on the loop; an unexpected error is reported, the next alert drains again."""
+        try:
+            self._drain()
+        except Exception:  # loop boundary: report, go on
+            worker_failed(self.metrics, "alert_intake", log, "routing new alerts")
 
     def resolve_alert(self, alert: Alert | str) -> Alert | None:
         """Mark an alert (by object, id or fingerprint) resolved and tell the channels it went to."""
@@ -466,6 +473,8 @@ class AlertManager(ManagerBase):
                     self._history.compact()  # repeats append snapshots; keep about one line per alert
             except OSError as exc:
                 log.warning("alert state could not be written: %s", exc)
+            except Exception:  # task boundary: report, keep persisting
+                worker_failed(self.metrics, "alert_persistence", log, "saving the alert state")
 
     def _unindex(self, alert: Alert) -> None:
         """Drop the fingerprint entry of ``alert``, gone from the store (the caller holds its lock)."""

@@ -76,7 +76,7 @@ class BackupManager(ManagerBase):
             schedule = bool(settings.backups.critical_paths)
         if schedule:
             self._scheduler = Scheduler(PERIODS[settings.backups.frequency], self._last_scheduled,
-                                        self.run_scheduled_backup)
+                                        self.run_scheduled_backup, self.metrics)
             self._scheduler.start()
 
     def disable(self) -> None:

@@ -12,20 +12,25 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import OpsError
+from ..metrics import Metrics, worker_failed
+
 if TYPE_CHECKING:  # asyncio (~9 MiB) loads when a schedule starts, not on import
     import asyncio
 
 log = logging.getLogger("exporter.backup_manager")
 
 PERIODS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
+RETRY_AFTER = 300.0  # seconds before a failed scheduled backup is tried again
 
 
 class Scheduler:
     def __init__(self, period: float, last_run: Callable[[], float | None],
-                 job: Callable[[], object]) -> None:
+                 job: Callable[[], object], metrics: Metrics) -> None:
         self.period = period
         self._last_run = last_run
         self._job = job
+        self._metrics = metrics
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -40,12 +45,16 @@ class Scheduler:
         import asyncio
 
         while True:
-            await asyncio.sleep(self.due_in())
             try:
+                await asyncio.sleep(self.due_in())
                 await asyncio.to_thread(self._job)
-            except Exception:  # the job reports its own failure (metric, log, alert)
-                log.exception("scheduled backup failed")
-                await asyncio.sleep(min(self.period, 300.0))
+            except OpsError as exc:  # the job has reported its failure (metric, log, alert)
+                log.error("scheduled backup failed: %s", exc)
+            except Exception:  # thread boundary: report, keep the schedule
+                worker_failed(self._metrics, "backup_scheduler", log, "scheduled backup")
+            else:
+                continue
+            await asyncio.sleep(min(self.period, RETRY_AFTER))
 
     def start(self) -> None:
         import asyncio

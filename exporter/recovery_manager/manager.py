@@ -19,7 +19,7 @@ from ..backup_manager.lock import DirectoryLock
 from ..config import Settings
 from ..errors import BackupLockedError, NotEnabledError, RecoveryError
 from ..logger_manager import logger_manager
-from ..metrics import Metrics
+from ..metrics import Metrics, worker_failed
 from . import baseline as bl
 from .state import BASELINE_FILE, STATE_FILE, read_baselines, read_integrity_state, write_json
 
@@ -85,8 +85,8 @@ class RecoveryManager(ManagerBase):
         while not self._stop.wait(interval):
             try:
                 self.auto_recover_sync(list(self.settings.recovery.critical_paths))
-            except Exception:  # keep checking; the failure is in the log and the metrics
-                log.exception("periodic integrity check failed")
+            except Exception:  # thread boundary: report, keep checking
+                worker_failed(self.metrics, "integrity_check", log, "periodic integrity check")
 
     # ------------------------------------------------------------------ baselines
     def record_baseline(self, paths: list[str]) -> dict[str, int]:
