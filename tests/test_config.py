@@ -218,6 +218,7 @@ def _below_and_above(parse: Bounded) -> tuple[object, object]:
 
 @pytest.mark.parametrize("key", BOUNDED, ids=lambda key: key.name)
 def test_every_number_takes_its_bounds_and_refuses_past_them(key):
+    assert key.help == f"{key.doc} Range: {key.parse.range_text()}."
     for inside in (key.parse.low, key.parse.high):
         assert load_settings(environ={key.name: str(inside)}).value(key.name) == inside
     for outside in _below_and_above(key.parse):
@@ -306,3 +307,25 @@ def test_check_config_reports_a_bad_file_value_in_one_line(content, key, tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"opsstack check-config: {key}=") and str(config) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_every_flag_is_declared_once_as_the_field_it_sets():
+    from exporter.config import _SECTIONS, Settings
+
+    assert list(Settings._fields) == [*_SECTIONS, "sources"]
+    for name, section in _SECTIONS.items():
+        assert [key.attr for key in section.keys] == list(section._fields)
+        assert {key.section for key in section.keys} == {name}
+    assert [key.name for key in KEYS] == [key.name for section in _SECTIONS.values() for key in section.keys]
+    assert len(KEYS_BY_NAME) == len(KEYS)
+    settings = load_settings(environ={"BACKUP_DIR": "from-env"})
+    assert settings.backups.dir == Path("from-env") == settings.value("BACKUP_DIR")
+
+
+def test_a_section_field_without_a_flag_is_refused():
+    from exporter.config import Section, flag, parse_bool
+
+    with pytest.raises(TypeError, match="Broken.undeclared must be declared with flag"):
+        class Broken(Section, section="broken-test"):
+            enabled: bool = flag("BROKEN_TEST_FLAG", parse_bool, False, "A flag.")
+            undeclared: int = 3
