@@ -133,26 +133,29 @@ class Bounded:
     one, so no value can stop a thread later (an interval of ``inf`` or ``1e300`` ends a
     ``wait()``). ``optional`` also takes an empty value as None."""
 
-    __slots__ = ("kind", "low", "high", "unit", "optional")
+    __slots__ = ("kind", "low", "high", "unit", "optional", "off")
 
     def __init__(self, kind: str, low: int | float, high: int | float, unit: str = "",
-                 optional: bool = False) -> None:
-        self.kind, self.low, self.high, self.unit, self.optional = kind, low, high, unit, optional
+                 optional: bool = False, off: int | float | None = None) -> None:
+        self.kind, self.low, self.high, self.unit = kind, low, high, unit
+        self.optional, self.off = optional, off  # off: a value outside the range meaning "none"
 
     def __call__(self, raw: Any) -> int | float | None:
         if self.optional and (raw is None or (isinstance(raw, str) and raw.strip() == "")):
             return None
         value = _size(raw) if self.kind == "size" else _number(raw, int if self.kind == "integer" else float)
-        if not self.low <= value <= self.high:
-            raise ValueError(f"must be from {self.range_text()}")
+        if not (self.low <= value <= self.high or value == self.off):
+            raise ValueError(f"must be {self.range_text()}")
         return value
 
     def range_text(self) -> str:
-        """``0.01 to 3600 seconds``, ``1 KiB to 1 TiB``: for error messages and the README."""
+        """``from 0.01 to 3600 seconds``, ``from 1 KiB to 1 TiB``, ``0 (off) or from 60 to ...``:
+        for error messages and the README."""
+        off = "" if self.off is None else f"{_plain(self.off)} (off) or "
         if self.kind == "size":
-            return f"{_show_size(self.low)} to {_show_size(self.high)}"
+            return f"{off}from {_show_size(self.low)} to {_show_size(self.high)}"
         unit = f" {self.unit}" if self.unit else ""
-        return f"{_plain(self.low)} to {_plain(self.high)}{unit}"
+        return f"{off}from {_plain(self.low)} to {_plain(self.high)}{unit}"
 
 
 # integer(low, high), number(low, high, unit), size(low, high): a size in bytes is an integer or a
@@ -251,11 +254,12 @@ def _key_values(raw: Any) -> dict[str, Any]:
 
 
 def backup_retention(raw: Any) -> dict[str, int]:
-    """How many backups each tier keeps: ``{"hourly": 24, "daily": 30, "weekly": 12}``."""
+    """How many backups each tier keeps: ``{"hourly": 24, "daily": 30, "weekly": 12,
+    "manual": 20}`` (tiers not given keep their default)."""
     pairs = _key_values(raw)
-    unknown = sorted(set(pairs) - set(FREQUENCIES))
+    unknown = sorted(set(pairs) - set(DEFAULT_RETENTION))
     if unknown:
-        raise ValueError(f"unknown tier {unknown[0]!r}; tiers are {', '.join(FREQUENCIES)}")
+        raise ValueError(f"unknown tier {unknown[0]!r}; tiers are {', '.join(DEFAULT_RETENTION)}")
     result = dict(DEFAULT_RETENTION)
     for tier, count in pairs.items():
         try:
@@ -296,15 +300,24 @@ def secret(raw: Any) -> Secret | None:
     return Secret(text(raw).strip())
 
 
-def aes_key(raw: Any) -> Secret | None:
-    """A secret AES-256 key: 64 hexadecimal characters."""
-    value = secret(raw)
-    if value is not None and (len(value.get()) != 64 or value.get().strip(_HEX_DIGITS)):
+def key_bytes(text: str) -> bytes:
+    """The 32 bytes of a 256-bit key written as 64 hexadecimal characters (ValueError
+    otherwise, with a message that never shows the value)."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
         raise ValueError("must be 64 hexadecimal characters (a 256-bit key)")
+    return key
+
+
+def aes_key(raw: Any) -> Secret | None:
+    """A secret 256-bit key, checked at load time (see :func:`key_bytes`)."""
+    value = secret(raw)
+    if value is not None:
+        key_bytes(value.get())
     return value
-
-
-_HEX_DIGITS = "0123456789abcdefABCDEF"
 
 
 def elasticsearch_url(raw: Any) -> Secret | None:
@@ -324,7 +337,7 @@ def elasticsearch_url(raw: Any) -> Secret | None:
     return value
 
 
-DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12}
+DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
 _RETENTION_COUNT = integer(0, 100_000)
 
 
@@ -469,6 +482,9 @@ class BackupSettings(Section, section="backups"):
     encryption_key: Secret | None = flag("BACKUP_ENCRYPTION_KEY", aes_key, None,
                                          "AES-256-GCM key (64 hex characters) to encrypt backups.",
                                          secret=True)
+    drill_interval: float = flag("BACKUP_DRILL_INTERVAL", Bounded("number", 60, 366 * DAY, "seconds", off=0),
+                                 7 * DAY, "Seconds between restore drills of the newest backup "
+                                 "while backups are scheduled (0: none).")
 
 
 class ProfilerSettings(Section, section="profiler"):

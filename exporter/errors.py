@@ -25,6 +25,10 @@ class ConfigError(OpsError):
         super().__init__(f"{key}={value!r} (from {source}): {reason}")
 
 
+class NotConfirmedError(OpsError):
+    """A destructive command was not confirmed (declined, or no terminal to ask and no --yes)."""
+
+
 class NotEnabledError(OpsError):
     """A call that needs a manager to be enabled was made while it is off."""
 

@@ -35,7 +35,7 @@ BACKUP_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 36
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ALERT_SEVERITIES = ("low", "medium", "high", "critical")
 OUTCOMES = ("success", "failure")
-BACKUP_TIERS = ("hourly", "daily", "weekly")
+BACKUP_TIERS = ("hourly", "daily", "weekly", "manual")
 FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "shipping")
 # The background loops: each counts an unexpected error in bot_worker_errors_total and goes on.
 WORKERS = ("integrity_check", "log_shipper", "backup_scheduler", "alert_intake", "alert_delivery",
@@ -299,10 +299,21 @@ class Metrics:
                                        registry=r)
         self.backups_retained = Gauge("bot_backups_retained", "Backups kept, by retention tier.",
                                       ["tier"], registry=r)
+        self.backup_drills = Counter("bot_backup_drills_total", "Restore drills, by outcome.",
+                                     ["outcome"], registry=r)
+        self.backup_last_drill = Gauge("bot_backup_last_drill_timestamp_seconds",
+                                       "Time the last restore drill finished (0: never).", registry=r)
+        self.backup_last_drill_success = Gauge(
+            "bot_backup_last_drill_success", "1 when the last restore drill passed, 0 when it failed "
+            "or none ran.", registry=r)
+        self.backup_drill_interval = Gauge("bot_backup_drill_interval_seconds",
+                                           "Seconds between scheduled restore drills (0: none).",
+                                           registry=r)
         for outcome in OUTCOMES:
             self.backups.labels(outcome)
             self.backup_verifications.labels(outcome)
             self.backup_restores.labels(outcome)
+            self.backup_drills.labels(outcome)
         for tier in BACKUP_TIERS:
             self.backups_retained.labels(tier)
 

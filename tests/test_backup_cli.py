@@ -46,7 +46,7 @@ def test_backup_commands_json(env, capsys):
     code, stats, _ = run_json(capsys, "backup", "stats", "--json")
     assert stats["count"] == 1 and stats["newest_verified"] == "cli"
     code, cleaned, _ = run_json(capsys, "backup", "cleanup", "--days", "0", "--json")
-    assert code == 0 and cleaned == {"deleted": 0}  # the newest verified backup stays
+    assert code == 0 and cleaned == {"dry_run": False, "deleted": [], "count": 0}  # newest verified stays
 
 
 def test_verify_failure_exit_code_names_archive(env, capsys):
@@ -97,3 +97,73 @@ def test_progress_line():
     assert line.startswith("\rbacking up: 3/10 files, 5.0 MB of 10.0 MB,") and "s left" in line
     assert line.endswith("\n")
     assert Progress.for_terminal("x", quiet=True) is None
+
+
+def test_destructive_actions_need_yes_off_a_terminal_and_have_a_dry_run(env, capsys, monkeypatch):
+    source = make_tree(env / "data")
+    for name in ("old", "new"):
+        assert main(["backup", "create", str(source), "--name", name]) == 0
+    manifest = env / "backups" / "old.manifest.json"
+    data = json.loads(manifest.read_text())
+    data["created_at"] -= 10 * 86400
+    manifest.write_text(json.dumps(data))
+    main(["backup", "verify", "new"])
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal
+
+    code, planned, _ = run_json(capsys, "backup", "cleanup", "--days", "1", "--dry-run", "--json")
+    assert code == 0 and planned == {"dry_run": True, "deleted": ["old"], "count": 1}
+    code, _, err = run_json(capsys, "backup", "cleanup", "--days", "1", "--json")
+    assert code == 1 and "--yes" in err and "old" in err
+    assert (env / "backups" / "old.manifest.json").exists()
+    code, cleaned, _ = run_json(capsys, "backup", "cleanup", "--days", "1", "--yes", "--json")
+    assert code == 0 and cleaned == {"dry_run": False, "deleted": ["old"], "count": 1}
+    code, planned, _ = run_json(capsys, "backup", "cleanup", "--retention", "--dry-run", "--json")
+    assert code == 0 and set(planned) == {"dry_run", "deleted", "count"}
+
+    target = env / "out"
+    target.mkdir()
+    (target / "mine.txt").write_text("kept")
+    code, restored, _ = run_json(capsys, "backup", "restore", "new", str(target), "--overwrite", "--json")
+    assert code == 0 and restored["counts"] == {"create": 10, "keep": 1}  # no replace: no question
+    (target / "data" / "config" / "token.txt").write_text("changed")
+    code, _, err = run_json(capsys, "backup", "restore", "new", str(target), "--overwrite", "--delete",
+                            "--json")
+    assert code == 1 and "replace 1" in err and "remove 1" in err and "--yes" in err
+    assert (target / "mine.txt").exists() and (target / "data/config/token.txt").read_text() == "changed"
+    code, restored, _ = run_json(capsys, "backup", "restore", "new", str(target), "--overwrite",
+                                 "--delete", "--yes", "--json")
+    assert code == 0 and restored["counts"]["replace"] == 1 and restored["counts"]["remove"] == 1
+    assert not (target / "mine.txt").exists()
+    assert (target / "data" / "config" / "token.txt").read_text() == "secret-token"
+
+
+def test_confirmation_on_a_terminal(env, capsys, monkeypatch):
+    source = make_tree(env / "data")
+    for name in ("b", "newer"):
+        main(["backup", "create", str(source), "--name", name])
+    manifest = env / "backups" / "b.manifest.json"
+    data = json.loads(manifest.read_text())
+    data["created_at"] -= 10 * 86400
+    manifest.write_text(json.dumps(data))
+    capsys.readouterr()
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    code, _, err = run_json(capsys, "backup", "cleanup", "--days", "1", "--json")
+    assert code == 1 and "[y/N]" in err and "not confirmed" in err
+    assert (env / "backups" / "b.manifest.json").exists()
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert main(["backup", "cleanup", "--days", "1"]) == 0
+    assert not (env / "backups" / "b.manifest.json").exists()
+
+
+@pytest.mark.parametrize("days", ["-1", "nan", "inf", "soon"])
+def test_cleanup_refuses_days_that_are_not_a_finite_count(env, capsys, days):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backup", "cleanup", "--days", days, "--yes"])
+    assert exit_info.value.code == 2
+    assert f"expected a number of days >= 0, got '{days}'" in capsys.readouterr().err

@@ -425,17 +425,6 @@ def test_the_backup_directory_reached_through_a_symlink_is_not_backed_up(tmp_pat
     assert not [entry["path"] for entry in manifest["files"] if "/backups" in entry["path"]]
 
 
-def test_restore_overwrite_swaps_the_trees_in_one_step(tmp_path):
-    from exporter.backup_manager.restore import _exchange
-
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "which").write_text("a")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "which").write_text("b")
-    assert _exchange(tmp_path / "a", tmp_path / "b")  # Linux: renameat2(RENAME_EXCHANGE)
-    assert (tmp_path / "a" / "which").read_text() == "b" and (tmp_path / "b" / "which").read_text() == "a"
-
-
 def test_cleanup_old_backups_never_deletes_newest_verified(tmp_path):
     manager = make_manager(tmp_path)
     source = make_tree(tmp_path / "data")
@@ -488,3 +477,19 @@ def test_schedule_entry_and_in_process_scheduler(tmp_path):
     finally:
         manager.disable()
     assert "celery" not in sys.modules
+
+
+def test_retention_keeps_the_newest_manual_backups_and_the_newest_verified(tmp_path):
+    metrics = Metrics()
+    manager = make_manager(tmp_path, metrics, BACKUP_RETENTION="manual=2")
+    source = make_tree(tmp_path / "data")
+    for n in range(5):
+        manager.create_backup_sync([str(source)], f"m{n}")
+        _shift(manager, f"m{n}", time.time() - (10 - n) * 60, tier="manual")
+    assert manager.verify_backup("m0")
+    assert manager.apply_retention(dry_run=True) == ["m1", "m2"]
+    assert len(manager.list_backups()) == 5
+    assert manager.apply_retention() == ["m1", "m2"]
+    assert [b["name"] for b in manager.list_backups()] == ["m4", "m3", "m0"]
+    assert sample(metrics.registry, "bot_backups_retained", {"tier": "manual"}) == 2
+    assert retention.to_delete(read_catalog(manager.backup_dir), {"hourly": 1})[0] == []  # no count: kept

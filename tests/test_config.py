@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_design_document_config_module_is_accepted(tmp_path):
         "PROFILED_OPERATIONS = None\n")
     settings = load_settings(config_file=config, environ={})
     assert settings.backups.enabled and settings.backups.critical_paths == ("config.py", "tokens", "data")
-    assert settings.backups.retention == {"hourly": 24, "daily": 30, "weekly": 12}
+    assert settings.backups.retention == {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
     assert settings.logging.max_size == 10 * 1024 * 1024
     assert settings.alerts.channels["critical"] == ("telegram", "email")
     assert settings.profiler.operations is None
@@ -219,10 +220,11 @@ def _below_and_above(parse: Bounded) -> tuple[object, object]:
 @pytest.mark.parametrize("key", BOUNDED, ids=lambda key: key.name)
 def test_every_number_takes_its_bounds_and_refuses_past_them(key):
     assert key.help == f"{key.doc} Range: {key.parse.range_text()}."
-    for inside in (key.parse.low, key.parse.high):
+    taken = [key.parse.low, key.parse.high] + ([] if key.parse.off is None else [key.parse.off])
+    for inside in taken:
         assert load_settings(environ={key.name: str(inside)}).value(key.name) == inside
     for outside in _below_and_above(key.parse):
-        with pytest.raises(ConfigError, match=f"must be from {key.parse.range_text()}") as caught:
+        with pytest.raises(ConfigError, match=re.escape(f"must be {key.parse.range_text()}")) as caught:
             load_settings(environ={key.name: str(outside)})
         assert caught.value.key == key.name and caught.value.value == str(outside)
 

@@ -248,7 +248,8 @@ def _exercise(metrics) -> None:
         metrics.slow_operations.labels(operation).inc()
     for outcome in ("success", "failure"):
         for counter in (metrics.downloads, metrics.uploads, metrics.api_calls, metrics.backups,
-                        metrics.backup_verifications, metrics.backup_restores, metrics.integrity_checks,
+                        metrics.backup_verifications, metrics.backup_restores, metrics.backup_drills,
+                        metrics.integrity_checks,
                         metrics.integrity_repairs):
             counter.labels(outcome).inc()
         metrics.alert_notifications.labels("log", outcome).inc()
@@ -265,6 +266,7 @@ def _exercise(metrics) -> None:
     metrics.backup_duration.observe(2.0)
     for gauge, value in ((metrics.backup_last_success, now - 60), (metrics.backup_last_attempt, now - 60),
                          (metrics.backup_size, 4096), (metrics.backup_files, 12), (metrics.backup_last_verify_ok, 1),
+                         (metrics.backup_last_drill, now - 90), (metrics.backup_last_drill_success, 1),
                          (metrics.integrity_last_check, now - 5), (metrics.integrity_last_ok, 1),
                          (metrics.ship_queue_size, 3), (metrics.spool_bytes, 2048), (metrics.spool_oldest, now - 30),
                          (metrics.memory_used_ratio, 0.4), (metrics.process_memory, 5e7),

@@ -117,13 +117,17 @@ def test_non_empty_target_needs_overwrite_and_dry_run_writes_nothing(tmp_path):
 
     plan = manager.restore_backup_sync("b", target, dry_run=True)
     actions = {c["path"]: c["action"] for c in plan["changes"]}
-    assert actions["keep-me.txt"] == "remove"
+    assert actions["keep-me.txt"] == "keep"
     assert actions["data/config/token.txt"] == "create"
+    assert manager.restore_backup_sync("b", target, dry_run=True, delete=True)["counts"]["remove"] == 1
     assert sorted(os.listdir(target)) == ["keep-me.txt"]
 
     manager.restore_backup_sync("b", target, overwrite=True)
-    assert sorted(os.listdir(target)) == ["data"]
+    assert sorted(os.listdir(target)) == ["data", "keep-me.txt"]
     assert (target / "data" / "config" / "token.txt").read_text() == "secret-token"
+    manager.restore_backup_sync("b", target, overwrite=True, delete=True)
+    assert sorted(os.listdir(target)) == ["data"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p for p in target.iterdir() if p.name.startswith(".")] == []
     again = manager.restore_backup_sync("b", target, dry_run=True)
     assert set(again["counts"]) == {"unchanged"}

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
-from exporter.backup_manager.scheduler import Scheduler
+from exporter.backup_manager.scheduler import Job, Scheduler
 from exporter.errors import BackupError
 from exporter.metrics import WORKERS, Metrics
 from exporter.recovery_manager import RecoveryManager
@@ -97,7 +97,7 @@ def test_the_backup_scheduler_reports_a_failure_and_keeps_its_schedule():
             raise job_errors.pop(0)
         done.set()
 
-    scheduler = Scheduler(0.01, last_run, job, metrics)
+    scheduler = Scheduler([Job("backup", 0.01, last_run, job)], metrics)
     scheduler.start()
     try:
         assert done.wait(10)

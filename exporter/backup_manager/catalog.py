@@ -17,6 +17,7 @@ from .._files import read_json
 MANIFEST_SUFFIX = ".manifest.json"
 ARCHIVE_SUFFIX = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 VERIFY_STATE_FILE = ".verify-state.json"
+DRILL_STATE_FILE = ".drill-state.json"
 LOCK_FILE = ".lock"
 TEMP_MARKER = ".tmp-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -42,12 +43,33 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def read_verify_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{name: {"ok": bool, "at": timestamp}}`` of the last verification of each backup."""
-    data = read_json(Path(backup_dir) / VERIFY_STATE_FILE)
-    return data if isinstance(data, dict) else {}
+    return _read_state(Path(backup_dir) / VERIFY_STATE_FILE)
 
 
-def summarize(manifest: dict[str, Any], backup_dir: Path,
-              verified: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_drill_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: {"ok": bool, "at": timestamp}}`` of the last restore drill of each backup."""
+    return _read_state(Path(backup_dir) / DRILL_STATE_FILE)
+
+
+def _read_state(path: Path) -> dict[str, dict[str, Any]]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        return {}
+    return {name: entry for name, entry in data.items() if isinstance(entry, dict)
+            and isinstance(entry.get("at"), (int, float)) and isinstance(entry.get("ok"), bool)}
+
+
+def last_drill(backup_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The newest drill recorded, ``{"name", "ok", "at"}``, or None."""
+    state = read_drill_state(backup_dir)
+    if not state:
+        return None
+    name = max(state, key=lambda key: state[key]["at"])
+    return {"name": name, **state[name]}
+
+
+def summarize(manifest: dict[str, Any], backup_dir: Path, verified: dict[str, Any] | None = None,
+              drilled: dict[str, Any] | None = None) -> dict[str, Any]:
     archive = manifest["archive"]
     settings = manifest.get("settings", {})
     return {
@@ -65,6 +87,8 @@ def summarize(manifest: dict[str, Any], backup_dir: Path,
         "manifest": str(manifest_path(backup_dir, manifest["name"])),
         "verified": None if verified is None else bool(verified.get("ok")),
         "verified_at": None if verified is None else verified.get("at"),
+        "drilled": None if drilled is None else bool(drilled.get("ok")),
+        "drilled_at": None if drilled is None else drilled.get("at"),
     }
 
 
@@ -73,14 +97,14 @@ def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
     Each entry: ``name, created_at, tier, description, size (archive bytes), files,
     total_bytes, compression, encrypted, source_paths, archive, manifest, verified,
-    verified_at``.
+    verified_at, drilled, drilled_at`` (``drilled``: None until a restore drill ran).
     """
     directory = Path(backup_dir)
     try:
         names = os.listdir(directory)
     except OSError:
         return []
-    verify_state = read_verify_state(directory)
+    verify_state, drill_state = read_verify_state(directory), read_drill_state(directory)
     backups = []
     for entry in names:
         if entry.startswith(".") or not entry.endswith(MANIFEST_SUFFIX):
@@ -92,7 +116,8 @@ def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
             archive_name = manifest["archive"]["name"]
             if "/" in archive_name or not (directory / archive_name).is_file():
                 continue
-            backups.append(summarize(manifest, directory, verify_state.get(manifest["name"])))
+            backups.append(summarize(manifest, directory, verify_state.get(manifest["name"]),
+                                     drill_state.get(manifest["name"])))
         except (KeyError, TypeError):
             continue
     backups.sort(key=lambda item: (item["created_at"], item["name"]))

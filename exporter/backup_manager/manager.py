@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,14 +16,16 @@ from .. import tracing
 from .._manager_base import ManagerBase
 from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..config import Settings
-from ..errors import BackupError, BackupNotFoundError, NotEnabledError, OpsError
+from ..errors import (BackupError, BackupNotFoundError, DecryptionError, IntegrityError,
+                      NotEnabledError, OpsError)
 from ..logger_manager import logger_manager
 from ..metrics import Metrics
 from . import retention
-from .catalog import (LOCK_FILE, NAME_PATTERN, TEMP_MARKER,
-                      VERIFY_STATE_FILE, manifest_path, read_catalog, read_manifest, read_verify_state)
+from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
+                      last_drill, manifest_path, read_catalog, read_drill_state, read_manifest,
+                      read_verify_state)
 from .lock import DirectoryLock, pid_alive
-from .scheduler import PERIODS, Scheduler
+from .scheduler import PERIODS, Job, Scheduler
 
 if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on first use
     from .writer import Progress
@@ -72,11 +75,16 @@ class BackupManager(ManagerBase):
         except BackupError:
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
+        self._show_drill(last_drill(self.backup_dir))
         if schedule is None:
             schedule = bool(settings.backups.critical_paths)
         if schedule:
-            self._scheduler = Scheduler(PERIODS[settings.backups.frequency], self._last_scheduled,
-                                        self.run_scheduled_backup, self.metrics)
+            jobs = [Job("backup", PERIODS[settings.backups.frequency], self._last_scheduled,
+                        self.run_scheduled_backup)]
+            if settings.backups.drill_interval:
+                jobs.append(Job("drill", settings.backups.drill_interval, self._last_drill_time,
+                                self.run_scheduled_drill))
+            self._scheduler = Scheduler(jobs, self.metrics)
             self._scheduler.start()
 
     def disable(self) -> None:
@@ -91,16 +99,27 @@ class BackupManager(ManagerBase):
 
     # ------------------------------------------------------------------ helpers
     def _clean_leftovers(self) -> list[str]:
-        """Remove the temp files of runs whose process is gone (lock held). Nothing else is
-        touched: an archive without a manifest may be someone's file, not a crashed backup."""
+        """Undo the restores and remove the temp files of runs whose process is gone (lock
+        held). Nothing else is touched: an archive without a manifest may be someone's file,
+        not a crashed backup. A restore that cannot be undone keeps its journal."""
+        from .merge import is_journal, undo_interrupted
+
         removed = []
-        for entry in os.listdir(self.backup_dir):
-            if entry.startswith(".") and TEMP_MARKER in entry and not _writer_alive(entry):
-                try:
-                    os.unlink(self.backup_dir / entry)
-                    removed.append(entry)
-                except OSError:
-                    pass
+        for entry in sorted(os.listdir(self.backup_dir), key=lambda name: not is_journal(name)):
+            if not (entry.startswith(".") and TEMP_MARKER in entry) or _writer_alive(entry):
+                continue
+            path = self.backup_dir / entry
+            if is_journal(entry):
+                undo_interrupted(path)
+                continue
+            try:
+                if path.is_dir() and not path.is_symlink():  # a restore drill's scratch tree
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+                removed.append(entry)
+            except OSError:
+                pass
         if removed:
             log.warning("removed %d leftover file(s) of an interrupted backup in %s",
                         len(removed), self.backup_dir)
@@ -131,13 +150,17 @@ class BackupManager(ManagerBase):
                                                                     "action": action})
 
     def _record_verify(self, name: str, ok: bool) -> None:
+        self._record(VERIFY_STATE_FILE, read_verify_state, name, ok)
+
+    def _record(self, state_file: str, read_state, name: str, ok: bool) -> None:
+        """Note the outcome for ``name`` in ``state_file``; backups that are gone leave it."""
         from .writer import write_json_atomic
 
         with self._state_lock:
-            state = read_verify_state(self.backup_dir)
+            state = read_state(self.backup_dir)
             state[name] = {"ok": ok, "at": time.time()}
             known = {b["name"] for b in read_catalog(self.backup_dir)} | {name}
-            write_json_atomic(self.backup_dir / VERIFY_STATE_FILE,
+            write_json_atomic(self.backup_dir / state_file,
                               {k: v for k, v in state.items() if k in known})
 
     def _update_retained(self, backups: list[dict[str, Any]]) -> None:
@@ -270,26 +293,39 @@ class BackupManager(ManagerBase):
         return self.verify_backup_report(backup_name)["ok"]
 
     # ------------------------------------------------------------------ restore
+    def protected_dirs(self) -> dict[str, Path]:
+        """The project's own directories, which a restore never writes or removes."""
+        settings = self.settings
+        return {"BACKUP_DIR": self.backup_dir, "STATE_DIR": Path(settings.general.state_dir),
+                "LOG_DIR": Path(settings.logging.dir)}
+
     def restore_backup_sync(self, backup_name: str, restore_path: str | os.PathLike, *,
-                            overwrite: bool = False, dry_run: bool = False,
+                            overwrite: bool = False, delete: bool = False, dry_run: bool = False,
                             progress: Progress | None = None) -> dict[str, Any]:
-        """Verify, then restore into ``restore_path`` (a truthy report). Raises IntegrityError
-        (DecryptionError, UnsafeArchiveError) or BackupError; nothing is written then."""
+        """Verify, then restore into ``restore_path``; a report of what changed per path.
+
+        A non-empty target needs ``overwrite`` (the paths the backup holds are replaced);
+        paths the backup does not hold are removed only with ``delete``. BACKUP_DIR, STATE_DIR
+        and LOG_DIR are never touched, and a target inside one is refused. Raises
+        IntegrityError (DecryptionError, UnsafeArchiveError) or BackupError, and then the target
+        is as it was."""
         from .reader import raise_for_report
         from .restore import extract, plan_changes
 
         self._require()
-        target = Path(os.path.abspath(restore_path))
+        target = Path(os.path.realpath(restore_path))
         with tracing.span("backup.restore", backup_name=backup_name, dry_run=dry_run):
             try:
                 manifest = self._manifest(backup_name)
                 report = self.verify_backup_report(backup_name, progress)
                 raise_for_report(report)
                 if dry_run:
-                    result = plan_changes(manifest, target)
+                    result = plan_changes(manifest, target, self.protected_dirs(), delete=delete)
                 else:
                     try:
-                        result = extract(self.backup_dir, manifest, self._key, target, overwrite=overwrite)
+                        result = extract(self.backup_dir, manifest, self._key, target,
+                                         protected_dirs=self.protected_dirs(),
+                                         overwrite=overwrite, delete=delete)
                     except OSError as exc:  # the target: a file in the way, no permission, disk full
                         raise BackupError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
             except Exception as exc:
@@ -317,26 +353,42 @@ class BackupManager(ManagerBase):
         """Delete backups older than ``days`` (never the newest verified one); the count."""
         if not self.enabled:
             return 0
-        cutoff = time.time() - days * 86400
-        with DirectoryLock(self.backup_dir / LOCK_FILE):
-            backups = read_catalog(self.backup_dir)
-            protected = retention.newest_verified(backups)
-            doomed = [b["name"] for b in backups if b["created_at"] < cutoff
-                      and b["name"] != (protected or {}).get("name")]
-            for name in doomed:
-                self._delete(name)
-        self._after_delete("cleanup", doomed)
-        return len(doomed)
+        return len(self.delete_old_backups(days))
 
-    def apply_retention(self) -> list[str]:
-        """Apply ``BACKUP_RETENTION`` (grandfather-father-son) to scheduled backups."""
+    def delete_old_backups(self, days: float, *, dry_run: bool = False) -> list[str]:
+        """Delete (or with ``dry_run`` only name) the backups older than ``days``, a finite
+        number >= 0, except the newest verified one; the names, oldest first."""
+        import math
+
         self._require()
+        if isinstance(days, bool) or not isinstance(days, (int, float)) \
+                or not math.isfinite(days) or days < 0:
+            raise BackupError(f"days must be a finite number >= 0, got {days!r}")
+        cutoff = time.time() - days * 86400
+
+        def doomed(backups: list[dict[str, Any]]) -> list[str]:
+            protected = (retention.newest_verified(backups) or {}).get("name")
+            return [b["name"] for b in backups if b["created_at"] < cutoff and b["name"] != protected]
+
+        return self._delete_chosen("cleanup", doomed, dry_run)
+
+    def apply_retention(self, *, dry_run: bool = False) -> list[str]:
+        """Apply ``BACKUP_RETENTION``: grandfather-father-son to scheduled backups, the newest N
+        to manual ones; the names deleted (with ``dry_run``: that would be). Runs after each
+        scheduled backup; never deletes the newest verified backup."""
+        self._require()
+        return self._delete_chosen(
+            "retention", lambda backups: retention.to_delete(backups, self.settings.backups.retention)[0],
+            dry_run)
+
+    def _delete_chosen(self, why: str, choose, dry_run: bool) -> list[str]:
+        if dry_run:
+            return choose(read_catalog(self.backup_dir))
         with DirectoryLock(self.backup_dir / LOCK_FILE):
-            doomed, _ = retention.to_delete(read_catalog(self.backup_dir),
-                                            self.settings.backups.retention)
+            doomed = choose(read_catalog(self.backup_dir))
             for name in doomed:
                 self._delete(name)
-        self._after_delete("retention", doomed)
+        self._after_delete(why, doomed)
         return doomed
 
     def _after_delete(self, why: str, names: list[str]) -> None:
@@ -363,6 +415,79 @@ class BackupManager(ManagerBase):
             "task": CELERY_TASK, "schedule": PERIODS[settings.backups.frequency],
             "args": (), "options": {"expires": PERIODS[settings.backups.frequency]}}}
 
+    # ------------------------------------------------------------------ drills
+    def drill_backup_sync(self, backup_name: str | None = None) -> dict[str, Any]:
+        """Restore ``backup_name`` (default: the newest backup) into a scratch directory, compare
+        every file with the manifest and run SQLite's integrity check; record and export the
+        result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
+        cannot run: no backup, no key, no space."""
+        from .drill import check_restored
+        from .reader import raise_for_report
+        from .restore import extract
+
+        self._require()
+        if backup_name is None:
+            backups = read_catalog(self.backup_dir)
+            if not backups:
+                raise BackupNotFoundError(f"no backup to drill in {self.backup_dir}")
+            backup_name = backups[-1]["name"]
+        manifest = self._manifest(backup_name)
+        started = time.time()
+        scratch = self.backup_dir / f".drill{TEMP_MARKER}{os.getpid()}-{threading.get_ident()}"
+        with tracing.span("backup.drill", backup_name=backup_name):
+            try:
+                report = self.verify_backup_report(backup_name)
+                raise_for_report(report)
+                extract(self.backup_dir, manifest, self._key, scratch, protected_dirs={},
+                        overwrite=False)
+                report = check_restored(scratch, manifest)
+            except DecryptionError as exc:  # no key or the wrong one: not a verdict on the backup
+                self._fail("drill", backup_name, exc)
+                raise
+            except IntegrityError as exc:
+                report = {"files_checked": 0, "sqlite_checked": 0, "errors": [str(exc)]}
+            except Exception as exc:
+                self._fail("drill", backup_name, exc)
+                raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        report.update(backup_name=backup_name, ok=not report["errors"],
+                      duration_seconds=round(time.time() - started, 3))
+        self._record(DRILL_STATE_FILE, read_drill_state, backup_name, report["ok"])
+        self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
+        self._show_drill({"ok": report["ok"], "at": time.time()})
+        if report["ok"]:
+            logger_manager.log_event(
+                "backup", "success", f"restore drill of {backup_name} passed: "
+                f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
+                event_action="backup-drill", backup_name=backup_name)
+        else:
+            self._fail("drill", backup_name, "; ".join(report["errors"][:3]))
+        return report
+
+    async def drill_backup(self, backup_name: str | None = None) -> dict[str, Any]:
+        import asyncio
+
+        self._require()
+        return await asyncio.to_thread(self.drill_backup_sync, backup_name)
+
+    def run_scheduled_drill(self) -> dict[str, Any] | None:
+        """What the scheduler runs every ``BACKUP_DRILL_INTERVAL``: drill the newest backup
+        (None while there is none yet)."""
+        if not read_catalog(self.backup_dir):
+            return None
+        return self.drill_backup_sync()
+
+    def _show_drill(self, drill: dict[str, Any] | None) -> None:
+        self.metrics.backup_drill_interval.set(self.settings.backups.drill_interval)
+        if drill is not None:
+            self.metrics.backup_last_drill.set(drill["at"])
+            self.metrics.backup_last_drill_success.set(1 if drill["ok"] else 0)
+
+    def _last_drill_time(self) -> float | None:
+        drill = last_drill(self.backup_dir)
+        return drill["at"] if drill else None
+
     # ------------------------------------------------------------------ stats
     def get_backup_stats(self) -> dict[str, Any]:
         if not self.enabled:
@@ -371,6 +496,7 @@ class BackupManager(ManagerBase):
         kept = retention.select(backups, self.settings.backups.retention)
         newest = backups[-1] if backups else None
         verified = retention.newest_verified([b for b in backups if b["verified"]])
+        drilled = max((b for b in backups if b["drilled"]), key=lambda b: b["created_at"], default=None)
         return {
             "enabled": True, "backup_dir": str(self.backup_dir), "count": len(backups),
             "total_size": sum(b["size"] for b in backups),
@@ -384,5 +510,8 @@ class BackupManager(ManagerBase):
             "retention": dict(self.settings.backups.retention),
             "compression": self.settings.backups.compression,
             "encrypted": self._key is not None,
-            "next_scheduled": self._scheduler.next_run if self._scheduler else None,
+            "next_scheduled": self._scheduler.next_run("backup") if self._scheduler else None,
+            "newest_drilled": drilled["name"] if drilled else None,
+            "drill_interval": self.settings.backups.drill_interval,
+            "next_drill": self._scheduler.next_run("drill") if self._scheduler else None,
         }

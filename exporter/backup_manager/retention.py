@@ -1,12 +1,14 @@
 """Grandfather-father-son retention: keep one backup of each of the last N hours, days and weeks
-(``BACKUP_RETENTION``), the newest whose verification did not fail. Pure functions over
-catalog entries."""
+(``BACKUP_RETENTION``), the newest whose verification did not fail, and the newest N backups
+made by hand (``manual``). Pure functions over catalog entries."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-TIERS = ("hourly", "daily", "weekly")
+SCHEDULED = ("hourly", "daily", "weekly")
+MANUAL = "manual"
+TIERS = (*SCHEDULED, MANUAL)
 
 
 def _bucket(tier: str, created_at: float) -> tuple:
@@ -27,11 +29,11 @@ def newest_verified(backups: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def select(backups: list[dict[str, Any]], retention: dict[str, int]) -> dict[str, str]:
-    """``{name: tier}`` of the scheduled backups that the retention keeps (first tier wins)."""
-    scheduled = sorted((b for b in backups if b.get("tier") in TIERS),
+    """``{name: tier}`` of the backups that the retention keeps (first tier wins)."""
+    scheduled = sorted((b for b in backups if b.get("tier") in SCHEDULED),
                        key=lambda b: b["created_at"], reverse=True)
     keep: dict[str, str] = {}
-    for tier in TIERS:
+    for tier in SCHEDULED:
         best: dict[tuple, dict[str, Any]] = {}  # newest bucket first
         for backup in scheduled:
             bucket = _bucket(tier, backup["created_at"])
@@ -39,6 +41,9 @@ def select(backups: list[dict[str, Any]], retention: dict[str, int]) -> dict[str
                 best[bucket] = backup
         for backup in list(best.values())[:retention.get(tier, 0)]:
             keep.setdefault(backup["name"], tier)
+    manual = sorted((b for b in backups if b.get("tier", MANUAL) == MANUAL), key=_preferred, reverse=True)
+    for backup in manual[:retention.get(MANUAL, len(manual))]:
+        keep[backup["name"]] = MANUAL
     return keep
 
 
@@ -48,10 +53,12 @@ def _preferred(backup: dict[str, Any]) -> tuple[bool, float]:
 
 
 def to_delete(backups: list[dict[str, Any]], retention: dict[str, int]) -> tuple[list[str], dict[str, str]]:
-    """Scheduled backups the retention drops (never the newest verified one), and the kept map."""
+    """Backups the retention drops (never the newest verified one), and the kept map. Manual
+    backups are dropped only when ``retention`` has a ``manual`` count."""
     keep = select(backups, retention)
     protected = newest_verified(backups)
+    tiers = TIERS if MANUAL in retention else SCHEDULED
     drop = [b["name"] for b in backups
-            if b.get("tier") in TIERS and b["name"] not in keep
+            if b.get("tier", MANUAL) in tiers and b["name"] not in keep
             and (protected is None or b["name"] != protected["name"])]
     return drop, keep

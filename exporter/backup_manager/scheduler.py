@@ -1,8 +1,9 @@
-"""The in-process scheduler: one asyncio task that runs a scheduled backup every
-``BACKUP_FREQUENCY`` (counted from the newest scheduled backup, so restarts do not re-run it).
+"""The in-process scheduler: one asyncio task per job, e.g. a scheduled backup every
+``BACKUP_FREQUENCY`` and a restore drill every ``BACKUP_DRILL_INTERVAL``, each counted from its
+last run as recorded on disk (so restarts do not re-run it).
 
 It runs on the caller's event loop when ``enable()`` is called inside one, otherwise on a
-private loop in one daemon thread. The backup itself runs in a worker thread.
+private loop in one daemon thread. The jobs themselves run in worker threads.
 """
 from __future__ import annotations
 
@@ -21,19 +22,15 @@ if TYPE_CHECKING:  # asyncio (~9 MiB) loads when a schedule starts, not on impor
 log = logging.getLogger("exporter.backup_manager")
 
 PERIODS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
-RETRY_AFTER = 300.0  # seconds before a failed scheduled backup is tried again
+RETRY_AFTER = 300.0  # seconds before a failed or idle job looks again
 
 
-class Scheduler:
-    def __init__(self, period: float, last_run: Callable[[], float | None],
-                 job: Callable[[], object], metrics: Metrics) -> None:
-        self.period = period
-        self._last_run = last_run
-        self._job = job
-        self._metrics = metrics
-        self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+class Job:
+    """``run`` every ``period`` seconds after ``last_run()`` (None: never ran, so now)."""
+
+    def __init__(self, name: str, period: float, last_run: Callable[[], float | None],
+                 run: Callable[[], object]) -> None:
+        self.name, self.period, self._last_run, self._run = name, period, last_run, run
         self.next_run: float | None = None
 
     def due_in(self) -> float:
@@ -41,20 +38,38 @@ class Scheduler:
         self.next_run = time.time() if last is None else last + self.period
         return max(0.0, self.next_run - time.time())
 
-    async def _run(self) -> None:
+    async def loop(self, metrics: Metrics) -> None:
         import asyncio
 
         while True:
             try:
                 await asyncio.sleep(self.due_in())
-                await asyncio.to_thread(self._job)
+                await asyncio.to_thread(self._run)
+                if self.due_in() > 0:
+                    continue
+                # it recorded no run (nothing to do yet): look again later
             except OpsError as exc:  # the job has reported its failure (metric, log, alert)
-                log.error("scheduled backup failed: %s", exc)
+                log.error("scheduled %s failed: %s", self.name, exc)
             except Exception:  # thread boundary: report, keep the schedule
-                worker_failed(self._metrics, "backup_scheduler", log, "scheduled backup")
-            else:
-                continue
+                worker_failed(metrics, "backup_scheduler", log, f"scheduled {self.name}")
             await asyncio.sleep(min(self.period, RETRY_AFTER))
+
+
+class Scheduler:
+    def __init__(self, jobs: list[Job], metrics: Metrics) -> None:
+        self.jobs = {job.name: job for job in jobs}
+        self._metrics = metrics
+        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def next_run(self, name: str) -> float | None:
+        job = self.jobs.get(name)
+        return job.next_run if job is not None else None
+
+    def _create_tasks(self) -> None:
+        self._tasks = [self._loop.create_task(job.loop(self._metrics), name=f"opsstack-scheduled-{job.name}")
+                       for job in self.jobs.values()]
 
     def start(self) -> None:
         import asyncio
@@ -65,19 +80,17 @@ class Scheduler:
             loop = None
         if loop is not None:
             self._loop = loop
-            self._task = loop.create_task(self._run(), name="opsstack-backup-scheduler")
+            self._create_tasks()
             return
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         def main() -> None:
             asyncio.set_event_loop(self._loop)
-            self._task = self._loop.create_task(self._run(), name="opsstack-backup-scheduler")
+            self._create_tasks()
             ready.set()
-            try:
-                self._loop.run_until_complete(self._task)
-            except asyncio.CancelledError:
-                pass
+            try:  # returns once every task has been cancelled
+                self._loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
             finally:
                 self._loop.close()
 
@@ -85,14 +98,18 @@ class Scheduler:
         self._thread.start()
         ready.wait()
 
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
     def stop(self) -> None:
-        if self._task is None or self._loop is None:
+        if not self._tasks or self._loop is None:
             return
         if self._thread is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._loop.call_soon_threadsafe(self._cancel_tasks)
             self._thread.join(timeout=10)
             self._thread = None
         elif not self._loop.is_closed():
-            self._task.cancel()
-        self._task = None
+            self._cancel_tasks()
+        self._tasks = []
         self._loop = None

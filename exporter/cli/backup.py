@@ -1,7 +1,8 @@
-"""``opsstack backup create|list|verify|restore|cleanup|stats``."""
+"""``opsstack backup create|list|verify|restore|cleanup|drill|stats``."""
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import time
 
@@ -9,7 +10,7 @@ from ..backup_manager import BackupManager
 from ..config import load_settings
 from ..errors import BackupError, IntegrityError
 from ..metrics import Metrics
-from ._actions import action_parsers, emit
+from ._actions import action_parsers, add_confirmation, confirm, emit
 from .progress import Progress
 
 
@@ -26,13 +27,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore = sub("restore", "verify, then restore a backup into a directory")
     restore.add_argument("name")
     restore.add_argument("target", help="directory to restore into")
-    restore.add_argument("--overwrite", action="store_true", help="replace a non-empty target")
-    restore.add_argument("--dry-run", action="store_true", help="list what would change, write nothing")
+    restore.add_argument("--overwrite", action="store_true",
+                         help="replace the paths the backup holds in a non-empty target")
+    restore.add_argument("--delete", action="store_true",
+                         help="also remove what the target holds and the backup does not "
+                              "(never BACKUP_DIR, STATE_DIR or LOG_DIR)")
+    add_confirmation(restore)
     cleanup = sub("cleanup", "delete old backups (never the newest verified one)")
     group = cleanup.add_mutually_exclusive_group(required=True)
-    group.add_argument("--days", type=float, help="delete backups older than this many days")
+    group.add_argument("--days", type=_days, help="delete backups older than this many days (>= 0)")
     group.add_argument("--retention", action="store_true", help="apply BACKUP_RETENTION to scheduled backups")
+    add_confirmation(cleanup)
+    drill = sub("drill", "restore a backup into a scratch directory and check every file")
+    drill.add_argument("name", nargs="?", help="the backup to drill (default: the newest)")
     sub("stats", "backup statistics")
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not (math.isfinite(days) and days >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
+    return days
 
 
 def _terminate(signum, frame) -> None:
@@ -85,6 +103,7 @@ def _list(manager: BackupManager, args: argparse.Namespace) -> int:
     for b in backups:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b["created_at"]))
         verified = {True: "verified", False: "FAILED verify", None: "unverified"}[b["verified"]]
+        verified += {True: ", drilled", False: ", FAILED drill", None: ""}[b["drilled"]]
         print(f"{b['name']:<32} {when}Z  {b['tier']:<7} {b['files']:>7} files  {_size(b['size']):>10}  "
               f"{verified}{'  encrypted' if b['encrypted'] else ''}  {b['description']}")
     return 0
@@ -106,30 +125,65 @@ def _verify(manager: BackupManager, args: argparse.Namespace) -> int:
 
 
 def _restore(manager: BackupManager, args: argparse.Namespace) -> int:
+    options = {"overwrite": args.overwrite, "delete": args.delete}
+    if not args.dry_run and (args.overwrite or args.delete) and not args.yes:
+        plan = _verified(manager, args, dry_run=True, **options)
+        if plan["counts"].get("replace") or plan["counts"].get("remove"):
+            confirm(args, f"Restore {args.name} into {plan['target']}: {_counts(plan)}.")
+    result = _verified(manager, args, dry_run=args.dry_run, **options)
+    lines = [f"{c['action']:<9} {c['path']}" for c in result["changes"]
+             if args.dry_run and c["action"] != "unchanged"]
+    lines += [f"protected {p['path']} ({p['setting']}): left as it is" for p in result["protected"]]
+    if args.dry_run:
+        lines.append(f"would: {_counts(result)}")
+    else:
+        lines.append(f"restored {args.name} into {result['target']}: {_counts(result)}")
+    emit(args, result, "\n".join(lines))
+    return 0
+
+
+def _verified(manager: BackupManager, args: argparse.Namespace, **options) -> dict:
     progress = Progress.for_terminal("verifying", args.json)
     try:
-        result = manager.restore_backup_sync(args.name, args.target, overwrite=args.overwrite,
-                                             dry_run=args.dry_run, progress=progress)
+        return manager.restore_backup_sync(args.name, args.target, progress=progress, **options)
     finally:
         if progress:
             progress.done()
-    if args.dry_run:
-        lines = [f"{c['action']:<9} {c['path']}" for c in result["changes"]]
-        lines.append("would " + ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())))
-        emit(args, result, "\n".join(lines))
-    else:
-        emit(args, result, f"restored {args.name} into {result['target']} ({result['files']} files)")
-    return 0
+
+
+def _counts(result: dict) -> str:
+    return ", ".join(f"{action} {n}" for action, n in result["counts"].items()) or "nothing to do"
 
 
 def _cleanup(manager: BackupManager, args: argparse.Namespace) -> int:
-    if args.retention:
-        deleted = manager.apply_retention()
-        emit(args, {"deleted": deleted}, f"retention deleted {len(deleted)} backup(s)")
-    else:
-        count = manager.cleanup_old_backups(args.days)
-        emit(args, {"deleted": count}, f"deleted {count} backup(s) older than {args.days:g} days")
+    """One JSON shape for both ways: ``{"dry_run", "deleted": [names], "count"}``."""
+    def run(dry_run: bool) -> list[str]:
+        if args.retention:
+            return manager.apply_retention(dry_run=dry_run)
+        return manager.delete_old_backups(args.days, dry_run=dry_run)
+
+    why = "by BACKUP_RETENTION" if args.retention else f"older than {args.days:g} days"
+    doomed = run(dry_run=True)
+    if doomed and not args.dry_run:
+        confirm(args, f"Delete {len(doomed)} backup(s) {why} ({', '.join(doomed[:5])}"
+                      f"{', ...' if len(doomed) > 5 else ''})?")
+    deleted = doomed if args.dry_run or not doomed else run(dry_run=False)
+    verb = "would delete" if args.dry_run else "deleted"
+    emit(args, {"dry_run": args.dry_run, "deleted": deleted, "count": len(deleted)},
+         "\n".join([f"{verb} {len(deleted)} backup(s) {why}"] + [f"  {name}" for name in deleted]))
     return 0
+
+
+def _drill(manager: BackupManager, args: argparse.Namespace) -> int:
+    report = manager.drill_backup_sync(args.name)
+    name = report["backup_name"]
+    if report["ok"]:
+        text = (f"{name}: drill passed ({report['files_checked']} files, "
+                f"{report['sqlite_checked']} SQLite databases, {report['duration_seconds']:.1f}s)")
+    else:
+        text = "\n".join([f"{name}: drill FAILED"] + [f"  {e}" for e in report["errors"]])
+    emit(args, report, text)
+    return 0 if report["ok"] else IntegrityError.exit_code
 
 
 def _stats(manager: BackupManager, args: argparse.Namespace) -> int:
@@ -138,6 +192,6 @@ def _stats(manager: BackupManager, args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS = {"create": _create, "list": _list, "verify": _verify, "restore": _restore,
+ACTIONS = {"create": _create, "list": _list, "verify": _verify, "restore": _restore, "drill": _drill,
            "cleanup": _cleanup, "stats": _stats}
 

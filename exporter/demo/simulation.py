@@ -158,6 +158,9 @@ class DemoBot:
                     description=f"demo scheduled backup #{round_number}")
                 backup_manager.verify_backup(result["backup_name"])
                 self.tally.backups += 1
+                if round_number % 5 == 1:  # a restore drill of the first backup, then every fifth
+                    await backup_manager.drill_backup(result["backup_name"])
+                backup_manager.apply_retention()  # the demo keeps BACKUP_RETENTION's manual count
             except OpsError as exc:  # the demo shows failures, it does not die of them
                 log.error("scheduled backup failed: %s", exc)
                 self.tally.backup_failures += 1

@@ -34,6 +34,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def backup_families(settings: Any) -> Iterable[Any]:
     from ..backup_manager import read_catalog
+    from ..backup_manager.catalog import last_drill
 
     catalog = read_catalog(settings.backups.dir)
     last = catalog[-1] if catalog else None
@@ -47,6 +48,14 @@ def backup_families(settings: Any) -> Iterable[Any]:
         latest = max(verified, key=lambda entry: entry.get("verified_at") or 0)
         yield _gauge("bot_backup_last_verify_ok", "1 when the last verification passed, 0 when it failed.",
                      1.0 if latest["verified"] else 0.0)
+    drill = last_drill(settings.backups.dir)
+    yield _gauge("bot_backup_last_drill_timestamp_seconds", "Time the last restore drill finished (0: never).",
+                 float(drill["at"]) if drill else 0.0)
+    yield _gauge("bot_backup_last_drill_success",
+                 "1 when the last restore drill passed, 0 when it failed or none ran.",
+                 1.0 if drill and drill["ok"] else 0.0)
+    yield _gauge("bot_backup_drill_interval_seconds", "Seconds between scheduled restore drills (0: none).",
+                 float(settings.backups.drill_interval))
     retained = GaugeMetricFamily("bot_backups_retained", "Backups kept, by retention tier.", labels=["tier"])
     for tier in BACKUP_TIERS:
         retained.add_metric([tier], float(sum(1 for entry in catalog if entry["tier"] == tier)))
