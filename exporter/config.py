@@ -384,8 +384,9 @@ class Section(Record):
             declared = cls.__dict__.get(attr)
             if not isinstance(declared, Key):
                 raise TypeError(f"{cls.__name__}.{attr} must be declared with flag()")
-            keys.append(Key(declared.name, section, attr, declared.parse, declared.default, declared.doc,
-                            declared.secret))
+            object.__setattr__(declared, "section", section)  # completing it: not yet shared
+            object.__setattr__(declared, "attr", attr)
+            keys.append(declared)
             delattr(cls, attr)  # a required field of the record, not a default
         super().__init_subclass__(frozen=True, **kwargs)
         cls.keys = tuple(keys)
