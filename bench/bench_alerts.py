@@ -12,6 +12,7 @@ import tempfile
 import time
 
 from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.metrics import Metrics
 
@@ -34,8 +35,8 @@ def main() -> None:
     off = per_call(lambda i: disabled.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m"))
 
     with tempfile.TemporaryDirectory() as state:
-        manager = AlertManager(metrics=Metrics(), monitor_resources=False, max_alerts=N + 10, intake_size=N + 10,
-                               lane_size=N + 10)
+        manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                               max_alerts=N + 10, intake_size=N + 10, lane_size=N + 10)
         manager.enable(load_settings({"STATE_DIR": state, "ALERT_CHANNELS": {"low": []}}, environ={}))
         manager.subscribe(AlertType.CUSTOM, lambda alert: None)
         repeated = per_call(lambda i: manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t",

@@ -9,10 +9,16 @@ half random bytes), then measures in one run, all with a warm page cache:
   against ``tar -cf - | zstd -3 -T<n>`` with the same level and threads;
 * verify: ``backup_manager.verify_backup`` (reads the archive, checks its SHA-256, decompresses,
   checks every file's SHA-256) against ``sha256sum`` over the source files;
-* hashing: Python's hashlib SHA-256 over the source files against ``sha256sum``.
+* hashing: Python's hashlib SHA-256 over the source files against ``sha256sum``;
+* restore: ``restore_backup_sync`` into an empty directory (a full verify first, then staging
+  and one rename per path under the undo journal) against ``zstd -dc | tar -xf -`` of the CLI
+  archive (no check at all): no goal, the price of checking first;
+* verify of zeros: ``verify_backup`` of a backup of one zero-filled file (``--zero-mb``, 1 GiB)
+  against ``sha256sum`` of that file: the case where decompression is nearly free and was
+  quadratic once (a growing buffer), so verify must keep pace with hashing alone.
 
 Throughput is source bytes per second; each ratio is ours / baseline (goals: create >= 0.8,
-verify >= 0.9). The tree and the backups are removed at the end.
+verify >= 0.9, verify of zeros >= 0.9). The tree and the backups are removed at the end.
 """
 from __future__ import annotations
 
@@ -106,6 +112,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="best of N interleaved rounds")
     parser.add_argument("--encrypt", action="store_true", help="also measure an encrypted backup")
     parser.add_argument("--verbose", action="store_true", help="print every measurement")
+    parser.add_argument("--zero-mb", type=int, default=1024,
+                        help="size of the zero-filled file for the verify-of-zeros case (0: skip)")
     args = parser.parse_args()
     for tool in ("tar", "zstd", "sha256sum"):
         if shutil.which(tool) is None:
@@ -130,6 +138,15 @@ def main() -> int:
             return manager
 
         manager = make({})
+        zeros_backup = None
+        if args.zero_mb:
+            zeros = work / "zeros" / "zeros.bin"
+            zeros.parent.mkdir()
+            with open(zeros, "wb") as handle:
+                block = bytes(1 << 20)
+                for _ in range(args.zero_mb):
+                    handle.write(block)
+            zeros_backup = manager.create_backup_sync([str(zeros.parent)], "zeros")["backup_name"]
         encrypted = make({"BACKUP_ENCRYPTION_KEY": "ab" * 32}) if args.encrypt else None
         best: dict[str, float] = {}
 
@@ -152,26 +169,44 @@ def main() -> int:
             report = measure("verify", lambda: manager.verify_backup_report(result["backup_name"]))
             assert report["ok"], report["errors"]
             measure("hashlib", lambda: hashlib_tree(source))
+            untar, restored = work / "untar", work / "restored"
+            untar.mkdir()
+            measure("untar", lambda: subprocess.run(
+                f"zstd -dc -q {cli_archive} | tar -xf - -C {untar}", shell=True, check=True))
+            measure("restore", lambda: manager.restore_backup_sync(result["backup_name"], restored))
+            shutil.rmtree(untar)
+            shutil.rmtree(restored)
             if encrypted is not None:
                 enc = measure("create_enc", lambda: encrypted.create_backup_sync(
                     [str(source)], f"enc{next(counter)}"))
                 measure("verify_enc", lambda: encrypted.verify_backup_report(enc["backup_name"]))
+            if zeros_backup is not None:
+                measure("zeros_sha256sum", lambda: subprocess.run(
+                    ["sha256sum", str(zeros)], check=True, stdout=subprocess.DEVNULL))
+                report = measure("zeros_verify", lambda: manager.verify_backup_report(zeros_backup))
+                assert report["ok"], report["errors"]
             for old in manager.list_backups():
+                if old["name"] == zeros_backup:
+                    continue
                 Path(old["archive"]).unlink()
                 Path(old["manifest"]).unlink()
         cli_t, ours_t, sum_t = best["cli"], best["create"], best["sha256sum"]
         verify_t, hash_t = best["verify"], best["hashlib"]
 
-        mb = size / 1e6
         rows = [
             ("create", f"tar | zstd -3 -T{threads}", cli_t, ours_t, 0.8),
             ("verify", "sha256sum (source files)", sum_t, verify_t, 0.9),
             ("hashing (hashlib sha256)", "sha256sum (source files)", sum_t, hash_t, None),
+            ("restore (verify first)", "zstd -dc | tar -x", best["untar"], best["restore"], None),
         ]
         if args.encrypt:
             enc_t, venc_t = best["create_enc"], best["verify_enc"]
             rows += [("create, encrypted", f"tar | zstd -3 -T{threads}", cli_t, enc_t, 0.8),
                      ("verify, encrypted", "sha256sum (source files)", sum_t, venc_t, 0.9)]
+        zero_mb = (args.zero_mb << 20) / 1e6
+        if zeros_backup is not None:
+            rows.append((f"verify, {args.zero_mb} MiB of zeros", "sha256sum (the same file)",
+                         best["zeros_sha256sum"], best["zeros_verify"], 0.9))
         print(f"archive: ours {result['size'] / 1e6:.0f} MB, CLI {cli_archive.stat().st_size / 1e6:.0f} MB "
               f"(ratio {size / result['size']:.2f}x)")
         print(f"{'measurement':<26} {'baseline':<28} {'baseline MB/s':>13} {'ours MB/s':>10} "
@@ -179,6 +214,7 @@ def main() -> int:
         for label, baseline, base_t, ours, goal in rows:
             ratio = base_t / ours
             verdict = "" if goal is None else (f">= {goal} {'ok' if ratio >= goal else 'MISSED'}")
+            mb = zero_mb if "zeros" in label else size / 1e6
             print(f"{label:<26} {baseline:<28} {mb / base_t:>13.0f} {mb / ours:>10.0f} "
                   f"{ratio:>6.2f}  {verdict}")
     finally:

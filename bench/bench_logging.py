@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import load_settings  # noqa: E402
 from exporter.logger_manager import LoggerManager  # noqa: E402
+from exporter.sinks import SINKS  # noqa: E402
 from exporter.metrics import Metrics  # noqa: E402
 
 MESSAGES = ("processed update %d from chat %s", "download progress %d%% of %s", "cache miss for key %d in %s")
@@ -79,7 +80,7 @@ def _manager(directory: Path, metrics: Metrics | None = None, **flags: object) -
     """A manager writing under ``directory``; ``flags`` add settings (``ELASTICSEARCH_URL=...``)."""
     settings = load_settings({"LOG_DIR": str(directory / "managed"), "LOG_CONSOLE": False,
                               "LOG_MAX_SIZE": 1024 * 1024 * 1024, **flags}, environ={})
-    return LoggerManager(settings, metrics or Metrics())
+    return LoggerManager(settings, metrics or Metrics(), sink_factories=SINKS)
 
 
 def manager(directory: Path, count: int) -> float:

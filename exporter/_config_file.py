@@ -2,15 +2,16 @@
 only when there is one, so that importing opsstack does not carry it."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import KEYS_BY_NAME, _known_key
 from .errors import ConfigError
 
 
-def file_values(config_file: Path) -> dict[str, tuple[Any, str]]:
-    """The flags set in a ``config.py`` module or a TOML file: ``{name: (raw value, source)}``."""
+def file_values(config_file: Path, keys: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The flags set in a ``config.py`` module or a TOML file: ``{name: (raw value, source)}``.
+    ``keys`` are the settings' keys by flag name (``config.KEYS_BY_NAME``)."""
     source = f"file {config_file}"
     if not config_file.is_file():
         raise ConfigError("config file", "argument", str(config_file), "no such file")
@@ -25,8 +26,9 @@ def file_values(config_file: Path) -> dict[str, tuple[Any, str]]:
             raise ConfigError("config file", "argument", str(config_file), f"invalid TOML: {exc}") from exc
         values = {}
         for name, raw in data.items():
-            key = _known_key(name.upper(), source)
-            values[key.name] = (raw, source)
+            if name.upper() not in keys:
+                raise ConfigError(name.upper(), source, None, "unknown setting")
+            values[name.upper()] = (raw, source)
     elif config_file.suffix == ".py":
         try:
             import runpy  # only for a config.py file
@@ -36,11 +38,11 @@ def file_values(config_file: Path) -> dict[str, tuple[Any, str]]:
             raise ConfigError("config file", "argument", str(config_file),
                               f"running it failed: {type(exc).__name__}: {exc}") from exc
         # A bot's config.py holds much else besides; only the flags opsstack knows are taken.
-        values = {name: (raw, source) for name, raw in namespace.items() if name in KEYS_BY_NAME}
+        values = {name: (raw, source) for name, raw in namespace.items() if name in keys}
     else:
         raise ConfigError("config file", "argument", str(config_file), "must end in .py or .toml")
     for name in values:
-        if KEYS_BY_NAME[name].secret:
+        if keys[name].secret:
             raise ConfigError(name, source, "****", "secrets are read from the environment only "
                               f"(set {name} or {name}_FILE)")
     return values

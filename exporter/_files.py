@@ -46,3 +46,24 @@ def fsync_directory(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_dirs(path: str | os.PathLike, mode: int = 0o700) -> Path:
+    """Create directory ``path`` and its missing parents, each with exactly ``mode`` whatever
+    the umask (``Path.mkdir(parents=True, mode=...)`` gives the parents ``0777 & ~umask``).
+    Directories that already exist are left as they are; a file in the way raises
+    FileExistsError or NotADirectoryError naming it."""
+    missing = []
+    here = Path(os.path.abspath(path))
+    while not here.is_dir() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made meanwhile by another process: its mode is its own
+        os.chmod(directory, mode)  # the umask took bits off
+    return Path(path)

@@ -1,18 +1,48 @@
-"""Package attributes that load their module when first asked for (PEP 562)."""
+"""Package attributes made on first use (PEP 562): the one way a package wires its module-level
+manager and keeps its heavier modules off the import."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
+_building = threading.RLock()  # re-entrant: wiring one manager asks for the ones it is given
 
-def lazy_attributes(package: str, sources: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__``: ``sources`` maps each name to the submodule that defines it."""
+
+def lazy_attributes(package: str, sources: Mapping[str, str | Callable[[], Any]]) -> Callable[[str], Any]:
+    """A module ``__getattr__``. ``sources`` maps each name to the submodule that defines it
+    (``".delivery"``) or to a function that makes it (the package's manager, given its
+    collaborators). The value is then kept in the package: made once, later found directly."""
 
     def __getattr__(name: str) -> Any:
-        if name in sources:
-            import importlib
+        source = sources.get(name)
+        if source is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        namespace = vars(sys.modules[package])
+        with _building:
+            if name not in namespace:
+                if callable(source):
+                    namespace[name] = source()
+                else:
+                    import importlib
 
-            return getattr(importlib.import_module(sources[name], package), name)
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+                    namespace[name] = getattr(importlib.import_module(source, package), name)
+            return namespace[name]
 
     return __getattr__
+
+
+def plugin(module: str, when: Callable[[Any], bool] | None = None) -> Callable[..., Any]:
+    """A backend's entry in its package registry: a factory that imports ``module`` on its first
+    call and returns ``module.from_settings(settings, *args)``. With ``when``, settings that do
+    not configure the backend give None and import nothing."""
+
+    def factory(settings: Any, *args: Any) -> Any:
+        if when is not None and not when(settings):
+            return None
+        import importlib
+
+        return importlib.import_module(module).from_settings(settings, *args)
+
+    return factory

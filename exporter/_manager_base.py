@@ -4,8 +4,9 @@ A manager is built with optional :class:`Settings` and :class:`Metrics` (a test 
 the module-level managers pass none) and works out the ones to use when it is enabled:
 
 - settings: the argument of ``enable()``, else the constructor's, else :func:`load_settings`;
-- metrics: the constructor's, else the process-wide :func:`default_metrics` (built then, not on
-  import, so that a manager left off never loads prometheus_client).
+- metrics: the argument of ``enable()`` (``runtime.start`` passes its own), else the
+  constructor's, else the process-wide :func:`default_metrics` (built then, not on import, so
+  that a manager left off never loads prometheus_client).
 """
 from __future__ import annotations
 
@@ -28,6 +29,6 @@ class ManagerBase:
         """The settings to enable with: ``settings``, the constructor's, or :func:`load_settings`."""
         return settings or self._settings_arg or load_settings()
 
-    def _resolve_metrics(self) -> Metrics:
-        """The metrics to enable with: the constructor's, or :func:`default_metrics`."""
-        return self._metrics_arg or default_metrics()
+    def _resolve_metrics(self, metrics: Metrics | None = None) -> Metrics:
+        """The metrics to enable with: ``metrics``, the constructor's, or :func:`default_metrics`."""
+        return metrics or self._metrics_arg or default_metrics()

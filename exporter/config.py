@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ._record import Record, field
+from .channels import CHANNELS
 from .errors import ConfigError
 
 FREQUENCIES = ("hourly", "daily", "weekly")
 SEVERITY_NAMES = ("low", "medium", "high", "critical")
-CHANNEL_NAMES = ("log", "webhook", "telegram", "email", "slack", "alertmanager")
+CHANNEL_NAMES = tuple(CHANNELS)  # from the channels registry: a new channel is known here too
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 SAMPLERS = (
@@ -576,6 +577,11 @@ class Settings(Record, frozen=True):
             rows.append((key.name, shown, self.sources.get(key.name, "default")))
         return rows
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The plain text of every secret setting that is set, for the secret maskers."""
+        values = (self.value(name) for name in sorted(SECRET_KEYS))
+        return tuple(value.get() for value in values if value is not None)
+
 
 def _show(value: Any) -> str:
     import json  # describe() only: not loaded on import
@@ -649,7 +655,7 @@ def load_settings(
     if file_name:
         from ._config_file import file_values  # only with a config file
 
-        raw.update(file_values(Path(file_name)))
+        raw.update(file_values(Path(file_name), KEYS_BY_NAME))
     for name, value in (overrides or {}).items():
         raw[_known_key(name, "argument").name] = (value, "argument")
 

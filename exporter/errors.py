@@ -65,6 +65,11 @@ class BackupLockedError(BackupError):
     """Another live process holds the lock of this backup set."""
 
 
+class BackupUnreadableError(BackupError):
+    """A backup could not be read at all (no key, the wrong key, its archive missing or not
+    readable): that says nothing about whether it is good, so verify records nothing for it."""
+
+
 class IntegrityError(OpsError):
     """Data (an archive, a manifest, a file) does not match its recorded hashes or structure."""
 
@@ -77,6 +82,12 @@ class UnsafeArchiveError(IntegrityError):
 
 class DecryptionError(IntegrityError):
     """An encrypted backup could not be decrypted: wrong key or tampered data."""
+
+
+class BackupKeyError(DecryptionError, BackupUnreadableError):
+    """BACKUP_ENCRYPTION_KEY is not set, or is not the key this backup was encrypted with."""
+
+    exit_code = BackupUnreadableError.exit_code
 
 
 class RecoveryError(OpsError):

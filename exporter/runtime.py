@@ -89,7 +89,7 @@ def start(settings: Settings | None = None, metrics: Metrics | None = None) -> R
             runtime.enabled.append("tracing")
         for name, wanted, manager in _managers_by_flag(settings):
             if wanted:
-                manager.enable(settings)
+                manager.enable(settings, metrics)
                 runtime._managers.append(manager)
                 runtime.enabled.append(name)
         if runtime.enabled:  # with every feature off, the metrics are not even built

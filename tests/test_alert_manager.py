@@ -16,6 +16,7 @@ import pytest
 
 from exporter.alert_manager import (Alert, AlertManager, AlertSeverity, AlertType, fingerprint,
                                     normalise_message, read_history)
+from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.errors import AlertError, ChannelConfigError, DeliveryError, NotEnabledError
 from exporter.metrics import Metrics
@@ -74,7 +75,7 @@ def metrics() -> Metrics:
 
 
 def manager_with(metrics, channels: dict | None = None, **options) -> AlertManager:
-    factories = {name: (lambda settings, ch=channel: ch) for name, channel in (channels or {}).items()}
+    factories = {**CHANNELS, **{name: (lambda settings, ch=channel: ch) for name, channel in (channels or {}).items()}}
     options.setdefault("monitor_resources", False)
     options.setdefault("retry_base", 0.05)
     options.setdefault("retry_max", 0.2)
@@ -145,7 +146,7 @@ def test_unknown_severity_in_settings_names_the_value(tmp_path):
     ("slack", "SLACK_WEBHOOK_URL"), ("alertmanager", "ALERTMANAGER_URL"),
 ])
 def test_misconfigured_channel_names_channel_and_key(tmp_path, metrics, channel, key):
-    manager = AlertManager(metrics=metrics, monitor_resources=False)
+    manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, monitor_resources=False)
     with pytest.raises(ChannelConfigError) as caught:
         manager.enable(make_settings(tmp_path, ALERT_CHANNELS={"critical": [channel]}))
     assert caught.value.key == key
@@ -158,7 +159,7 @@ def test_telegram_needs_chat_id_too(tmp_path, metrics):
                               "ALERT_CHANNELS": {"high": ["telegram"]}},
                              environ={"TELEGRAM_BOT_TOKEN": "123:abc"})
     with pytest.raises(ChannelConfigError, match="TELEGRAM_CHAT_ID"):
-        AlertManager(metrics=metrics, monitor_resources=False).enable(settings)
+        AlertManager(metrics=metrics, channel_factories=CHANNELS, monitor_resources=False).enable(settings)
 
 
 # --------------------------------------------------------------------------- files
@@ -297,9 +298,10 @@ def test_a_hanging_sync_subscriber_does_not_hold_up_the_exit(tmp_path):
     script = f"""
 import time
 from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.metrics import Metrics
-manager = AlertManager(metrics=Metrics(), monitor_resources=False, callback_timeout=0.1)
+manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False, callback_timeout=0.1)
 manager.enable(load_settings({{"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": {str(tmp_path / "state")!r}}}, environ={{}}))
 manager.subscribe(AlertType.CUSTOM, lambda alert: time.sleep(60))
 manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m")
@@ -433,7 +435,7 @@ def test_alerts_past_the_cap_leave_no_trace_in_the_index(running, metrics):
     for number in range(50):
         manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", f"message {'x' * number}")
     assert len(manager.get_alerts(limit=None)) == 10
-    assert len(manager._by_fingerprint) == 10
+    assert len(manager._state.by_fingerprint) == 10
     assert value(metrics, "bot_alerts_active", severity="low") == 10
 
 
@@ -533,7 +535,7 @@ def test_resource_monitor_raises_and_resolves(tmp_path, metrics):
 def test_monitor_runs_periodically_when_enabled(tmp_path, metrics):
     probe = FakeProbe()
     probe.free = 0.01
-    manager = AlertManager(metrics=metrics, resource_probe=probe)
+    manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, resource_probe=probe)
     manager.enable(make_settings(tmp_path, RESOURCE_CHECK_INTERVAL=0.05))
     try:
         deadline = time.monotonic() + 5
@@ -709,9 +711,9 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path, metrics):
 
 
 def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monkeypatch):
-    from exporter.alert_manager import manager as manager_module
+    from exporter.alert_manager import persistence
 
-    monkeypatch.setattr(manager_module, "COMPACT_SLACK_LINES", 5)
+    monkeypatch.setattr(persistence, "COMPACT_SLACK_LINES", 5)
     clock = Clock()
     manager = manager_with(metrics, clock=clock)
     manager.enable(make_settings(tmp_path, ALERT_DEDUP_WINDOW=3600))

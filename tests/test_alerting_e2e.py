@@ -12,6 +12,7 @@ import yaml
 from prometheus_client import start_http_server
 
 from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.channels import CHANNELS
 from exporter.channels.telegram import escape_markdown_v2
 from exporter.config import load_settings
 from exporter.metrics import Metrics
@@ -145,7 +146,8 @@ def bot_settings(tmp_path: Path, channels: dict, **env: str):
 def test_bot_alert_reaches_alertmanager_and_is_routed(tmp_path, start_alertmanager, telegram_api, smtp_server,
                                                       webhook_receiver):
     am = start_alertmanager(alertmanager_config(tmp_path, telegram_api, smtp_server, webhook_receiver))
-    manager = AlertManager(metrics=Metrics(), monitor_resources=False, retry_base=0.2, retry_max=1.0)
+    manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False, retry_base=0.2,
+                           retry_max=1.0)
     manager.enable(bot_settings(tmp_path, {"critical": ["alertmanager"], "high": ["alertmanager"]},
                                 ALERTMANAGER_URL=am.url))
     try:
@@ -182,7 +184,8 @@ def test_every_alert_is_delivered_after_outages_and_a_bot_restart(tmp_path, star
     env = {"ALERTMANAGER_URL": am.url, "TELEGRAM_BOT_TOKEN": telegram_api.token, "TELEGRAM_CHAT_ID": BOT_CHAT,
            "TELEGRAM_API_URL": telegram_api.url}
     first_metrics = Metrics()
-    first = AlertManager(metrics=first_metrics, monitor_resources=False, retry_base=0.2, retry_max=1.0)
+    first = AlertManager(metrics=first_metrics, channel_factories=CHANNELS, monitor_resources=False,
+                         retry_base=0.2, retry_max=1.0)
     first.enable(bot_settings(tmp_path, channels, **env))
     sent = [first.trigger_alert_sync(AlertType.INTEGRITY_FAILED, AlertSeverity.CRITICAL, "Integrity check failed",
                                      f"{name} changed", task_id=name)
@@ -194,7 +197,8 @@ def test_every_alert_is_delivered_after_outages_and_a_bot_restart(tmp_path, star
     assert first_metrics.registry.get_sample_value("bot_alert_delivery_queue_size") == 6
     first.disable(timeout=0.2)  # the bot restarts while both receivers are still down
 
-    second = AlertManager(metrics=Metrics(), monitor_resources=False, retry_base=0.2, retry_max=1.0)
+    second = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                          retry_base=0.2, retry_max=1.0)
     second.enable(bot_settings(tmp_path, channels, **env))
     try:
         am.start()

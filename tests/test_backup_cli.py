@@ -167,3 +167,18 @@ def test_cleanup_refuses_days_that_are_not_a_finite_count(env, capsys, days):
         main(["backup", "cleanup", "--days", days, "--yes"])
     assert exit_info.value.code == 2
     assert f"expected a number of days >= 0, got '{days}'" in capsys.readouterr().err
+
+
+def test_verify_with_the_wrong_key_is_an_error_not_a_failed_backup(env, capsys, monkeypatch):
+    source = make_tree(env / "data")
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "0f" * 32)
+    main(["backup", "create", str(source), "--name", "enc"])
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", "1e" * 32)
+    capsys.readouterr()
+    code = main(["backup", "verify", "enc"])
+    captured = capsys.readouterr()
+    assert code == 1 and "FAILED" not in captured.out
+    assert "backup 'enc'" in captured.err and "wrong key" in captured.err
+    assert not (env / "backups" / ".verify-state.json").exists()
+    code, listed, _ = run_json(capsys, "backup", "list", "--json")
+    assert listed[0]["verified"] is None

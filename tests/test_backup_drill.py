@@ -13,7 +13,7 @@ import pytest
 from exporter.backup_manager import read_catalog
 from exporter.backup_manager.catalog import DRILL_STATE_FILE
 from exporter.cli import main
-from exporter.errors import DecryptionError
+from exporter.errors import BackupUnreadableError
 from exporter.metrics import Metrics
 from tests.test_backup_manager import KEY, make_manager, make_settings, make_tree
 from tests.test_restore_safety import _member, craft_backup
@@ -91,7 +91,7 @@ def test_a_drill_that_cannot_decrypt_records_nothing(tmp_path):
     manager.drill_backup_sync("b")
     before = (manager.backup_dir / DRILL_STATE_FILE).read_bytes()
     wrong = make_manager(tmp_path, BACKUP_ENCRYPTION_KEY="1f" * 32)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(BackupUnreadableError, match="wrong key"):
         wrong.drill_backup_sync("b")
     assert (manager.backup_dir / DRILL_STATE_FILE).read_bytes() == before
 

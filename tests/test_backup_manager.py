@@ -21,9 +21,10 @@ from exporter.backup_manager import retention
 from exporter.backup_manager.catalog import LOCK_FILE, manifest_path
 from exporter.backup_manager.lock import DirectoryLock
 from exporter.config import load_settings
-from exporter.errors import (BackupError, BackupLockedError, DecryptionError, IntegrityError,
-                             NotEnabledError)
+from exporter.errors import (BackupError, BackupLockedError, BackupUnreadableError,
+                             DecryptionError, IntegrityError, NotEnabledError)
 from exporter.metrics import Metrics
+from tests.fakes import Recorder
 
 KEY = "0f" * 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -387,8 +388,9 @@ def test_with_a_key_set_an_unencrypted_backup_is_refused(tmp_path):
     source = make_tree(tmp_path / "data")
     make_manager(tmp_path).create_backup_sync([str(source)], "plain")
     keyed = make_manager(tmp_path, BACKUP_ENCRYPTION_KEY=KEY)
-    report = keyed.verify_backup_report("plain")
-    assert not report["ok"] and "not encrypted" in report["errors"][0]
+    with pytest.raises(BackupUnreadableError, match="not encrypted"):  # cannot read: not bad
+        keyed.verify_backup_report("plain")
+    assert read_catalog(keyed.backup_dir)[0]["verified"] is None
     with pytest.raises(IntegrityError, match="not encrypted"):
         keyed.restore_backup_sync("plain", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
@@ -493,3 +495,52 @@ def test_retention_keeps_the_newest_manual_backups_and_the_newest_verified(tmp_p
     assert [b["name"] for b in manager.list_backups()] == ["m4", "m3", "m0"]
     assert sample(metrics.registry, "bot_backups_retained", {"tier": "manual"}) == 2
     assert retention.to_delete(read_catalog(manager.backup_dir), {"hourly": 1})[0] == []  # no count: kept
+
+
+def test_verify_that_cannot_read_raises_and_records_nothing(tmp_path):
+    """No key, the wrong key, a missing archive: an error naming the backup, and neither
+    .verify-state.json nor bot_backup_last_verify_ok moves. Damage is still recorded."""
+    metrics = Metrics()
+    source = make_tree(tmp_path / "data")
+    good = make_manager(tmp_path, metrics, BACKUP_ENCRYPTION_KEY=KEY)
+    good.create_backup_sync([str(source)], "enc")
+    good.create_backup_sync([str(source)], "gone")
+    assert good.verify_backup("enc") is True
+    state_file = good.backup_dir / ".verify-state.json"
+    state_before = state_file.read_bytes()
+    wrong_metrics, keyless_metrics = Metrics(), Metrics()
+    wrong = make_manager(tmp_path, wrong_metrics, BACKUP_ENCRYPTION_KEY="1e" * 32)
+    keyless = make_manager(tmp_path, keyless_metrics)
+    wrong.metrics.backup_last_verify_ok.set(1)
+    with pytest.raises(BackupUnreadableError, match="backup 'enc'.*wrong key"):
+        wrong.verify_backup_report("enc")
+    with pytest.raises(BackupUnreadableError, match="backup 'enc' is encrypted and BACKUP_ENCRYPTION_KEY is not set"):
+        keyless.verify_backup_report("enc")
+    Path(good.create_backup_sync([str(source)], "gone2")["archive"]).unlink()
+    with pytest.raises(BackupError, match="gone2"):
+        good.verify_backup_report("gone2")
+    assert state_file.read_bytes() == state_before
+    assert sample(wrong_metrics.registry, "bot_backup_last_verify_ok") == 1
+    assert sample(wrong_metrics.registry, "bot_backup_verifications_total", {"outcome": "failure"}) == 0
+    assert [b["verified"] for b in read_catalog(good.backup_dir) if b["name"] == "enc"] == [True]
+
+    archive = good.backup_dir / "gone.tar.zst.enc"
+    data = bytearray(archive.read_bytes())
+    data[30] ^= 0x01  # inside the key check: damage, not a wrong key, since the sha256 differs
+    archive.write_bytes(bytes(data))
+    report = good.verify_backup_report("gone")
+    assert report["ok"] is False and "does not match the sha256" in report["errors"][0]
+    assert [b["verified"] for b in read_catalog(good.backup_dir) if b["name"] == "gone"] == [False]
+
+
+def test_events_and_alerts_go_to_the_given_collaborators(tmp_path):
+    recorder = Recorder()
+    manager = BackupManager(make_settings(tmp_path), Metrics(), events=recorder, alerts=recorder)
+    manager.enable(schedule=False)
+    source = make_tree(tmp_path / "data")
+    manager.create_backup_sync([str(source)], "first")
+    with pytest.raises(BackupError):
+        manager.create_backup_sync([str(source)], "-bad name")
+    assert [event[:2] for event in recorder.events] == [("backup", "success"), ("backup", "failure")]
+    assert [alert[:3] for alert in recorder.alerts] == [("backup_failed", "high", "Backup create failed")]
+    assert recorder.alerts[0][4] == {"backup_name": "-bad name", "action": "create"}

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 import zstandard
 
-from exporter.backup_manager.reader import _Decompressor
+from exporter.backup_manager.reader import IO_CHUNK, _Decompressor
 from exporter.backup_manager.tarstream import (DIRTYPE, RECORD, REGTYPE, SYMTYPE, TarStream,
                                                tar_header)
 
@@ -91,10 +91,13 @@ def pack(files, out, compression, segment_size, advance=lambda n: None):
 
 
 def unpack(raw: bytes, compression: str) -> bytes:
-    decompressor = _Decompressor(compression)
-    tar = b"".join(decompressor.feed(raw[i:i + 3000]) for i in range(0, len(raw), 3000))
+    chunks: list[bytes] = []
+    decompressor = _Decompressor(compression, chunks.append)
+    for i in range(0, len(raw), 3000):
+        decompressor.feed(raw[i:i + 3000])
     decompressor.finish()
-    return tar
+    assert all(len(chunk) <= IO_CHUNK for chunk in chunks)
+    return b"".join(chunks)
 
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])

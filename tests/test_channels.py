@@ -221,10 +221,24 @@ def test_channels_are_imported_only_when_used():
     import subprocess
     import sys
 
+    # the registry (exporter.channels itself) is loaded with the settings; no channel module is
     code = ("import sys; from exporter.alert_manager import alert_manager; "
-            "print(sorted(m for m in sys.modules if m.startswith('exporter.channels') or m in ('httpx', 'smtplib')))")
+            "print(sorted(m for m in sys.modules if m.startswith('exporter.channels.') or m in ('httpx', 'smtplib')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_registry_names_every_channel_module_and_the_settings_accept_them():
+    import pkgutil
+
+    import exporter.channels
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+
+    modules = {m.name for m in pkgutil.iter_modules(exporter.channels.__path__) if not m.name.startswith("_")}
+    assert set(CHANNELS) == modules
+    settings = load_settings({"ALERT_CHANNELS": {"critical": sorted(CHANNELS)}}, environ={})
+    assert settings.alerts.channels["critical"] == tuple(sorted(CHANNELS))
 
 
 async def test_a_message_telegram_refuses_is_marked_permanent(telegram_api):

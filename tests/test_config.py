@@ -201,7 +201,9 @@ def test_check_config_masks_secrets_and_names_sources():
                                       ({"LOG_MAX_SIZE": "1e999"}, "LOG_MAX_SIZE"),
                                       ({"INTEGRITY_CHECK_INTERVAL": "inf"}, "INTEGRITY_CHECK_INTERVAL"),
                                       ({"LOG_SHIP_INTERVAL": "1e300"}, "LOG_SHIP_INTERVAL"),
-                                      ({"METRICS_PORT": "99999"}, "METRICS_PORT")])
+                                      ({"METRICS_PORT": "99999"}, "METRICS_PORT"),
+                                      ({"BACKUP_ENCRYPTION_KEY": "ab" * 31}, "BACKUP_ENCRYPTION_KEY"),
+                                      ({"BACKUP_ENCRYPTION_KEY": "zz" * 32}, "BACKUP_ENCRYPTION_KEY")])
 def test_check_config_prints_one_line_and_exits_2(env, key):
     result = _cli("check-config", env=env)
     assert result.returncode == 2
@@ -209,6 +211,8 @@ def test_check_config_prints_one_line_and_exits_2(env, key):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and "environment" in lines[0]
     assert "Traceback" not in result.stderr
+    if KEYS_BY_NAME[key].secret:
+        assert env[key] not in result.stderr and "****" in lines[0]  # never a secret's value
 
 
 def _below_and_above(parse: Bounded) -> tuple[object, object]:

@@ -45,7 +45,7 @@ HEAVY = textwrap.dedent("""
              "datetime",  # a C extension: loaded with the first alert timestamp shown
              "json", "array", "contextvars",  # with the first state file, measured block, log line
              "exporter.alert_manager.store", "exporter.logger_manager._handler",  # on enable()
-             "exporter.logger_manager.sink", "exporter.profiler._stats"]
+             "exporter.sinks.elasticsearch", "exporter.channels._common", "exporter.profiler._stats"]
     print([name for name in heavy if name in sys.modules])
 """)
 

@@ -11,6 +11,7 @@ from elasticsearch import Elasticsearch
 from exporter.config import default_settings
 from exporter.logger_manager.manager import LoggerManager
 from exporter.metrics import Metrics
+from exporter.sinks import SINKS
 
 SAVED_OBJECTS = Path(__file__).resolve().parents[1] / "deploy" / "kibana" / "saved-objects.ndjson"
 
@@ -59,7 +60,7 @@ def bot_logs(elasticsearch, tmp_path):
         LOG_DIR=str(tmp_path / "logs"), STATE_DIR=str(tmp_path / "state"), LOG_CONSOLE=False,
         ELASTICSEARCH_URL=elasticsearch.url, ELASTICSEARCH_NAMESPACE="kibana", LOG_SHIP_INTERVAL=0.1,
         LOG_SHUTDOWN_TIMEOUT=30)  # disable() waits until all is shipped: a cold node creates the data stream slowly
-    manager = LoggerManager(settings, Metrics())
+    manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
     manager.enable()
     try:
         bot = logging.getLogger("exporter.kibana_test")

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-import types
 from pathlib import Path
 
 import ecs_logging
@@ -22,6 +21,7 @@ from exporter.errors import LoggingSetupError
 from exporter.logger_manager import ECS_VERSION, ECSFormatter, LoggerManager
 from exporter.logger_manager._redact import MASK
 from exporter.metrics import Metrics
+from exporter.sinks import SINKS
 from tests.probes import AUDIT_SIDE_EFFECTS
 
 TOKEN = "123456789:AAHk3w-example_Token_Value_01234567"  # the shape of a Telegram bot token
@@ -181,7 +181,7 @@ def test_shipping_without_the_elasticsearch_client_is_an_error_at_enable(tmp_pat
     monkeypatch.setattr(sink_module, "_new_client", missing)
     handlers = list(logging.getLogger().handlers)
     lm = LoggerManager(make_settings(tmp_path / "logs", ELASTICSEARCH_URL="http://127.0.0.1:9",
-                                     STATE_DIR=str(tmp_path / "state")), metrics)
+                                     STATE_DIR=str(tmp_path / "state")), metrics, sink_factories=SINKS)
     with pytest.raises(LoggingSetupError, match="ELASTICSEARCH_URL.*No module named 'elasticsearch'"):
         lm.enable()
     assert logging.getLogger().handlers == handlers and lm.enabled is False
@@ -190,7 +190,7 @@ def test_shipping_without_the_elasticsearch_client_is_an_error_at_enable(tmp_pat
 def test_shipping_with_a_state_dir_that_is_a_file_is_an_error_naming_it(tmp_path, metrics):
     (tmp_path / "state").write_text("not a directory")
     lm = LoggerManager(make_settings(tmp_path / "logs", ELASTICSEARCH_URL="http://127.0.0.1:9",
-                                     STATE_DIR=str(tmp_path / "state")), metrics)
+                                     STATE_DIR=str(tmp_path / "state")), metrics, sink_factories=SINKS)
     with pytest.raises(LoggingSetupError, match=f"STATE_DIR={tmp_path / 'state'}"):
         lm.enable()
     assert lm.enabled is False
@@ -401,12 +401,12 @@ def test_elasticsearch_sink_is_attached_when_url_is_set(log_dir, metrics, monkey
         def start(self):
             self.started = True
 
-    module = types.ModuleType("exporter.sinks.elasticsearch")
-    module.ElasticsearchSink = FakeElasticsearchSink
-    monkeypatch.setitem(sys.modules, "exporter.sinks.elasticsearch", module)
+    from exporter.sinks import elasticsearch as sink_module
+
+    monkeypatch.setattr(sink_module, "ElasticsearchSink", FakeElasticsearchSink)
     settings = load_settings({"LOG_DIR": str(log_dir), "LOG_CONSOLE": False,
                               "ELASTICSEARCH_URL": "http://127.0.0.1:9"}, environ={})
-    lm = LoggerManager(settings, metrics)
+    lm = LoggerManager(settings, metrics, sink_factories=SINKS)
     lm.enable()
     logging.getLogger("bot").warning("to elasticsearch")
     lm.disable()

@@ -10,6 +10,7 @@ from exporter.config import default_settings
 from exporter.metrics import OPERATION_BUCKETS, Metrics
 from exporter.profiler import NoopBlock, Profiler, profiler as module_profiler
 from exporter.profiler._stats import percentile
+from tests.fakes import Recorder
 
 
 def make(metrics: Metrics | None = None, **flags) -> tuple[Profiler, Metrics]:
@@ -178,16 +179,10 @@ def test_percentiles_are_exact_over_the_window():
     assert percentile([7.0], 0.99) == 7.0
 
 
-def test_slow_operations_counted_logged_and_alerted_once_per_interval(monkeypatch):
-    from exporter import alert_manager as alerts_package
-    from exporter import logger_manager as logger_package
-
-    events, alerts = [], []
-    monkeypatch.setattr(logger_package.logger_manager, "log_event",
-                        lambda *args, **kwargs: events.append((args, kwargs)))
-    monkeypatch.setattr(alerts_package.alert_manager, "trigger_alert_sync",
-                        lambda *args, **kwargs: alerts.append((args, kwargs)))
-    prof, metrics = make(PROFILE_THRESHOLD=0.001)
+def test_slow_operations_counted_logged_and_alerted_once_per_interval():
+    recorder, metrics = Recorder(), Metrics()
+    prof = Profiler(metrics=metrics, events=recorder, alerts=recorder)
+    prof.enable(default_settings().replace(PROFILE_THRESHOLD=0.001))
     for _ in range(3):
         with prof.profile_sync("thumbnail"):
             time.sleep(0.002)
@@ -195,11 +190,10 @@ def test_slow_operations_counted_logged_and_alerted_once_per_interval(monkeypatc
         pass
     assert sample(metrics, "bot_slow_operations_total", operation="thumbnail") == 3
     assert sample(metrics, "bot_slow_operations_total", operation="fast") == 0
-    assert len(events) == 3
-    args, kwargs = events[0]
-    assert args[:2] == ("slow_operation", "success") and kwargs["duration"] >= 0.002
-    assert len(alerts) == 1  # rate-limited
-    assert alerts[0][0][0].name == "SLOW_OPERATION" and alerts[0][0][1].name == "MEDIUM"
+    assert len(recorder.events) == 3
+    action, outcome, _, fields = recorder.events[0]
+    assert (action, outcome) == ("slow_operation", "success") and fields["duration"] >= 0.002
+    assert [alert[:3] for alert in recorder.alerts] == [("slow_operation", "medium", "Slow operation")]  # rate-limited
     slow = prof.get_slow_operations()
     assert [entry["operation"] for entry in slow] == ["thumbnail"]
     assert prof.get_slow_operations(threshold=10) == []

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from exporter.backup_manager import archives
 from exporter.errors import NotEnabledError
 from exporter.metrics import Metrics
 from exporter.recovery_manager import RecoveryManager, read_integrity_state
+from tests.fakes import Recorder
 from tests.test_backup_manager import make_manager, make_settings, make_tree, sample
 
 
 def make_recovery(tmp_path: Path, metrics: Metrics | None = None, periodic: bool = False,
                   **flags) -> RecoveryManager:
-    manager = RecoveryManager(make_settings(tmp_path, **flags), metrics or Metrics())
+    manager = RecoveryManager(make_settings(tmp_path, **flags), metrics or Metrics(), backups=archives)
     manager.enable(periodic=periodic)
     return manager
 
@@ -155,7 +157,7 @@ def test_repair_from_a_backup_that_does_not_hold_the_path_says_so(tmp_path, sour
 
 
 def test_disabled_and_missing_baseline(tmp_path):
-    recovery = RecoveryManager(make_settings(tmp_path), Metrics())
+    recovery = RecoveryManager(make_settings(tmp_path), Metrics(), backups=archives)
     with pytest.raises(NotEnabledError):
         recovery.verify_integrity_sync(str(tmp_path))
     assert recovery.get_integrity_history() == [] and recovery.get_recovery_status() == {"enabled": False}
@@ -169,7 +171,7 @@ def test_disabled_and_missing_baseline(tmp_path):
 def test_periodic_checks_write_the_state_file(tmp_path):
     source = make_tree(tmp_path / "data")
     recovery = RecoveryManager(make_settings(tmp_path, RECOVERY_CRITICAL_PATHS=[str(source)],
-                                             INTEGRITY_CHECK_INTERVAL=0.1), Metrics())
+                                             INTEGRITY_CHECK_INTERVAL=0.1), Metrics(), backups=archives)
     recovery.enable()
     recovery.record_baseline([str(source)])
     try:
@@ -183,3 +185,17 @@ def test_periodic_checks_write_the_state_file(tmp_path):
     finally:
         recovery.disable()
     assert recovery.get_recovery_status() == {"enabled": False}
+
+
+def test_a_failed_check_is_logged_and_alerted_through_the_given_collaborators(tmp_path):
+    recorder = Recorder()
+    source = make_tree(tmp_path / "data")
+    recovery = RecoveryManager(make_settings(tmp_path), Metrics(), backups=archives, events=recorder,
+                               alerts=recorder)
+    recovery.enable(periodic=False)
+    recovery.record_baseline([str(source)])
+    (source / "stray.txt").write_text("x")
+    valid, _ = recovery.verify_integrity_sync(str(source))
+    assert not valid
+    assert [event[:2] for event in recorder.events] == [("integrity", "failure")]
+    assert [alert[:3] for alert in recorder.alerts] == [("integrity_failed", "high", "Integrity check failed")]

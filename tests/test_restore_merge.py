@@ -3,6 +3,7 @@ directories are never touched, ``delete`` is explicit, and a failure or a SIGKIL
 leaves (after the next start) the target exactly as it was."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -176,3 +177,73 @@ def test_not_enough_space_is_refused_before_writing_and_leaves_no_parent(tmp_pat
     with pytest.raises(BackupError, match="free"):
         manager.restore_backup_sync("b", tmp_path / "new" / "deeper" / "target")
     assert not (tmp_path / "new").exists()
+
+
+def test_links_leaving_the_target_are_backed_up_and_skipped_on_restore_unless_asked(tmp_path, capsys):
+    from exporter.cli import main as cli
+
+    outside = tmp_path / "shared"
+    outside.mkdir()
+    (outside / "conf.txt").write_text("outside the data")
+    source = make_tree(tmp_path / "data")
+    os.symlink(outside / "conf.txt", source / "config" / "absolute-link")
+    os.symlink("../../../shared", source / "config" / "relative-link")
+    manager = make_manager(tmp_path)
+    manager.create_backup_sync([str(source)], "b")
+    report = manager.verify_backup_report("b")
+    assert report["ok"] and sorted(report["outside_links"]) == ["data/config/absolute-link",
+                                                                "data/config/relative-link"]
+    plan = manager.restore_backup_sync("b", tmp_path / "out", dry_run=True)
+    assert plan["counts"]["skipped"] == 2
+
+    restored = manager.restore_backup_sync("b", tmp_path / "out")
+    assert sorted(c["path"] for c in restored["skipped"]) == ["data/config/absolute-link",
+                                                              "data/config/relative-link"]
+    assert "outside the target" in restored["skipped"][0]["reason"]
+    assert not os.path.lexists(tmp_path / "out" / "data" / "config" / "absolute-link")
+    assert (tmp_path / "out" / "data" / "config" / "token.txt").read_text() == "secret-token"
+    assert manager.drill_backup_sync("b")["ok"]  # a skipped link is not a failed drill
+
+    manager.restore_backup_sync("b", tmp_path / "all", outside_links=True)
+    assert os.readlink(tmp_path / "all" / "data" / "config" / "absolute-link") == str(outside / "conf.txt")
+    assert os.readlink(tmp_path / "all" / "data" / "config" / "relative-link") == "../../../shared"
+    assert sorted(os.listdir(outside)) == ["conf.txt"]
+
+    env = {"BACKUP_DIR": str(manager.backup_dir), "STATE_DIR": str(tmp_path / "state")}
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        capsys.readouterr()
+        assert cli(["backup", "restore", "b", str(tmp_path / "cli")]) == 3  # done, with skips
+        out = capsys.readouterr().out
+        assert "skipped   data/config/absolute-link" in out and "--outside-links" in out
+        os.mkfifo(source / "pipe")
+        assert cli(["backup", "create", str(source), "--name", "with-fifo", "--json"]) == 3
+        assert json.loads(capsys.readouterr().out)["skipped"] == ["data/pipe"]
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_the_filter_on_its_own_skips_links_leaving_the_root(tmp_path):
+    import io
+    import tarfile
+
+    from exporter.backup_manager.safety import extraction_filter
+    from tests.test_restore_safety import _member
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in [_member("x", tarfile.DIRTYPE), _member("x/up", tarfile.SYMTYPE, link="../../.."),
+                           _member("x/etc", tarfile.SYMTYPE, link="/etc"), _member("x/f", data=b"ok")]:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    for allow, expected in ((False, ["f"]), (True, ["etc", "f", "up"])):
+        buffer.seek(0)
+        dest = tmp_path / f"dest-{allow}"
+        dest.mkdir()
+        with tarfile.open(fileobj=buffer) as tar:
+            tar.extractall(dest, filter=extraction_filter(outside_links=allow))
+        assert sorted(os.listdir(dest / "x")) == expected

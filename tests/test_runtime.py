@@ -81,3 +81,53 @@ def test_with_every_feature_off_the_metrics_are_built_only_when_asked_for():
     assert handle.enabled == [] and handle.metrics_server is None
     assert handle.metrics is default_metrics()
     handle.stop()
+
+
+def test_enabled_managers_write_to_the_metrics_given_to_start(tmp_path):
+    from exporter import runtime
+    from exporter.alert_manager import alert_manager
+    from exporter.backup_manager import backup_manager
+    from exporter.config import default_settings
+    from exporter.errors import BackupError
+    from exporter.logger_manager import logger_manager
+    from exporter.metrics import Metrics
+    from exporter.profiler import profiler
+    from exporter.recovery_manager import recovery_manager
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.db").write_bytes(b"rows")
+    settings = default_settings().replace(
+        STATE_DIR=str(tmp_path / "state"), ENABLE_ENHANCED_LOGGING=True, LOG_DIR=str(tmp_path / "logs"),
+        LOG_CONSOLE=False, ENABLE_ALERT_SYSTEM=True, ALERT_CHANNELS={"low": ["log"]},
+        ENABLE_PROFILER=True, ENABLE_BACKUP_SYSTEM=True, BACKUP_DIR=str(tmp_path / "backups"),
+        ENABLE_RECOVERY_MANAGER=True)
+    metrics = Metrics()
+    handle = runtime.start(settings, metrics)
+    try:
+        logger_manager.log_download("t1", "a.zip", 10, 1.0, 10.0, "completed")
+        alert_manager.trigger_alert_sync("custom", "low", "title", "message")
+        with profiler.profile_sync("parse"):
+            pass
+        backup_manager.create_backup_sync([str(data)])
+        recovery_manager.record_baseline([str(data)])
+        recovery_manager.verify_integrity_sync(str(data))
+        with pytest.raises(BackupError):  # the module-level managers are wired to each other
+            backup_manager.create_backup_sync([str(data)], "-bad name")
+        assert [alert.type.value for alert in alert_manager.get_alerts()] == ["backup_failed", "custom"]
+        alert_manager.flush()
+        features = {name: metrics.registry.get_sample_value("bot_feature_enabled", {"feature": name})
+                    for name in handle.enabled}
+    finally:
+        handle.stop()
+    assert features == dict.fromkeys(["logging", "alerts", "profiler", "backups", "recovery"], 1.0)
+    value = metrics.registry.get_sample_value
+    assert value("bot_downloads_total", {"outcome": "success"}) == 1.0
+    assert value("bot_transferred_bytes_total", {"direction": "download"}) == 10.0
+    assert value("bot_log_records_total", {"level": "info"}) >= 1.0
+    assert value("bot_alerts_total", {"type": "custom", "severity": "low"}) == 1.0
+    assert value("bot_operation_duration_seconds_count", {"operation": "parse"}) == 1.0
+    assert value("bot_backups_total", {"outcome": "success"}) == 1.0
+    assert value("bot_backup_last_files") == 1.0
+    assert value("bot_integrity_checks_total", {"outcome": "success"}) == 1.0
+    assert value("bot_integrity_last_check_ok") == 1.0

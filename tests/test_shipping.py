@@ -293,9 +293,10 @@ def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elast
 
 def test_the_shippers_own_request_lines_are_neither_shipped_nor_logged(elasticsearch, tmp_path):
     from exporter.logger_manager import LoggerManager
+    from exporter.sinks import SINKS
 
     settings = _settings(tmp_path, elasticsearch.url, "quiet", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE=False)
-    manager = LoggerManager(settings, Metrics())
+    manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
     manager.enable()
     logging.getLogger("bot").info("the only line")
     time.sleep(1.5)  # several ship intervals: each _bulk request would log a line and ship it again

@@ -3,7 +3,6 @@
 failure into a real worker and waits (bounded) for the count and for the work after it."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.backup_manager import archives
 from exporter.backup_manager.scheduler import Job, Scheduler
 from exporter.errors import BackupError
 from exporter.metrics import WORKERS, Metrics
@@ -49,7 +49,7 @@ def test_every_worker_series_starts_at_zero():
 def test_the_integrity_thread_reports_a_failure_and_keeps_checking(tmp_path, caplog):
     metrics = Metrics()
     recovery = RecoveryManager(make_settings(tmp_path, RECOVERY_CRITICAL_PATHS=[str(tmp_path)],
-                                             INTEGRITY_CHECK_INTERVAL=0.01), metrics)
+                                             INTEGRITY_CHECK_INTERVAL=0.01), metrics, backups=archives)
     recovery.auto_recover_sync = check = failing(2, lambda paths: {})
     with caplog.at_level(logging.ERROR, "exporter.recovery_manager"):
         recovery.enable()
@@ -126,28 +126,27 @@ def alerts(tmp_path):
 def test_an_alert_lane_reports_a_failure_and_delivers_after_it(alerts):
     channel = RecordingChannel("webhook")
     manager = alerts({"webhook": channel}, ALERT_CHANNELS={"critical": ["webhook"]})
-    limiter = manager._lanes["webhook"].limiter
+    limiter = manager._router.lanes["webhook"].limiter
     limiter.delay = failing(1, limiter.delay)
     manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "title", "message")
     _wait_for(lambda: len(channel.sent) == 1)
     assert errors(manager.metrics, "alert_delivery") == 1
 
 
-def test_the_alert_intake_reports_a_failure_and_routes_the_next_alerts(alerts, tmp_path):
-    manager = alerts()
-    history = tmp_path / "state" / "alerts.jsonl"
-    manager._write_history = failing(1, manager._write_history)
-    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "first", "one message")
+def test_the_alert_intake_reports_a_failure_and_routes_the_next_alerts(alerts):
+    channel = RecordingChannel("webhook")
+    manager = alerts({"webhook": channel}, ALERT_CHANNELS={"critical": ["webhook"]})
+    manager._router.route = failing(1, manager._router.route)
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "first", "one message")
     _wait_for(lambda: errors(manager.metrics, "alert_intake") == 1)
-    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "second", "another message")
-    _wait_for(lambda: {"first", "second"} <= {json.loads(line)["title"]
-                                              for line in history.read_text().splitlines()})
+    manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "second", "another message")
+    _wait_for(lambda: sorted(alert.title for alert in channel.sent) == ["first", "second"])
     assert errors(manager.metrics, "alert_intake") == 1
 
 
 def test_alert_persistence_reports_a_failure_and_goes_on(alerts):
     manager = alerts()
-    history = manager._history
+    history = manager._state.history
     history.oversized = checks = failing(1, history.oversized)
     _wait_for(lambda: len(checks.calls) >= 3)  # a tick every 0.2 s
     assert errors(manager.metrics, "alert_persistence") == 1

@@ -17,32 +17,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import AlertError, DeliveryError
 from ..metrics import Metrics, worker_failed
+from ..ports import Channel
 from .model import FIRING, Alert
 from .store import read_jsonl, write_atomic
 
 log = logging.getLogger("exporter.alert_manager")
 
 DROP_LOG_INTERVAL = 10.0  # seconds between "queue full" warnings of one channel
-
-
-@runtime_checkable
-class Channel(Protocol):
-    """What a notification backend implements (see ``exporter/channels``)."""
-
-    name: str
-
-    async def send(self, alert: Alert) -> None:
-        """Deliver ``alert``; raise :class:`DeliveryError` (retried) on failure."""
-
-    async def send_resolved(self, alert: Alert) -> None:
-        """Tell the receiver ``alert`` is resolved (may do nothing)."""
-
-    async def close(self) -> None:
-        """Release connections."""
 
 
 @dataclass

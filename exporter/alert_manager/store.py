@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._files import replace_file
+from .._files import make_dirs, replace_file
 from .model import Alert, AlertSeverity, AlertType, parse_severity, parse_type
 
 log = logging.getLogger("exporter.alert_manager")
@@ -29,7 +29,7 @@ def write_atomic(path: Path, lines: Iterable[str]) -> None:
 
 
 def ensure_state_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path)
     return path
 
 

@@ -6,21 +6,26 @@ The manager's modules load on first use of ``BackupManager``/``backup_manager``,
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 from .catalog import read_catalog
+
+if TYPE_CHECKING:
+    from .manager import BackupManager
 
 __all__ = ["BackupManager", "backup_manager", "read_catalog", "scheduled_backup"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("BackupManager", "backup_manager"):
-        from .manager import BackupManager
+def _backup_manager() -> BackupManager:
+    from ..alert_manager import alert_manager
+    from ..logger_manager import logger_manager
+    from .manager import BackupManager
 
-        globals().setdefault("BackupManager", BackupManager)
-        globals().setdefault("backup_manager", BackupManager())
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return BackupManager(events=logger_manager, alerts=alert_manager)
+
+
+__getattr__ = lazy_attributes(__name__, {"BackupManager": ".manager", "backup_manager": _backup_manager})
 
 
 def scheduled_backup() -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import read_json
+from ..errors import IntegrityError
 
 MANIFEST_SUFFIX = ".manifest.json"
 ARCHIVE_SUFFIX = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
@@ -22,10 +23,28 @@ LOCK_FILE = ".lock"
 TEMP_MARKER = ".tmp-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FORMAT_VERSION = 2  # 2: the zstd archive is a series of frames, one per 2 MiB of tar
+SEALED_FORMAT_VERSION = 3  # 3: an encrypted backup's manifest is sealed (see sealing.py)
 
 
 def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:
     return Path(backup_dir) / f"{name}{MANIFEST_SUFFIX}"
+
+
+def archive_name_ok(name: object) -> bool:
+    """Whether a manifest's ``archive.name`` is a plain file name, so the archive it names lies
+    in the backup directory (not ``../outside/x``, not a path, not a hidden file)."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and \
+        "/" not in name and "\\" not in name and "\0" not in name
+
+
+def archive_path(backup_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """The archive of ``manifest``, inside ``backup_dir`` (IntegrityError when the manifest
+    names a file elsewhere)."""
+    name = manifest["archive"]["name"]
+    if not archive_name_ok(name):
+        raise IntegrityError(f"backup {manifest.get('name')!r}: its manifest names the archive "
+                             f"{name!r}, which is not a file in {backup_dir}; not read")
+    return Path(backup_dir) / name
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -35,10 +54,20 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     archive, created = data.get("archive"), data.get("created_at")
     if not (isinstance(data.get("name"), str) and isinstance(created, (int, float)) and not isinstance(created, bool)
-            and isinstance(archive, dict) and isinstance(archive.get("name"), str)
+            and isinstance(archive, dict) and archive_name_ok(archive.get("name"))
             and isinstance(data.get("settings", {}), dict) and isinstance(data.get("files", []), list)):
         return None  # damaged or hand-edited: not a backup this code can vouch for
     return data
+
+
+def open_manifest(manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """The whole manifest: as read, or unsealed with ``key`` when it is sealed (format 3).
+    Raises BackupKeyError (no key, another key) or DecryptionError (changed)."""
+    if not isinstance(manifest.get("sealed"), dict):
+        return manifest
+    from .sealing import unseal  # cryptography loads only for sealed manifests
+
+    return unseal(manifest, key)
 
 
 def read_verify_state(backup_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -82,6 +111,7 @@ def summarize(manifest: dict[str, Any], backup_dir: Path, verified: dict[str, An
         "total_bytes": manifest.get("total_bytes", 0),
         "compression": settings.get("compression"),
         "encrypted": bool(settings.get("encrypted")),
+        "sealed": "sealed" in manifest,
         "source_paths": [source["path"] for source in manifest.get("sources", [])],
         "archive": str(backup_dir / archive["name"]),
         "manifest": str(manifest_path(backup_dir, manifest["name"])),
@@ -114,7 +144,7 @@ def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
             continue
         try:
             archive_name = manifest["archive"]["name"]
-            if "/" in archive_name or not (directory / archive_name).is_file():
+            if not (directory / archive_name).is_file():
                 continue
             backups.append(summarize(manifest, directory, verify_state.get(manifest["name"]),
                                      drill_state.get(manifest["name"])))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import struct
 
-from ..errors import ConfigError, DecryptionError
+from ..config import key_bytes
+from ..errors import BackupKeyError, ConfigError, DecryptionError
 
 MAGIC = b"OPSAEAD1"
 CHUNK_SIZE = 1 << 20
@@ -29,15 +30,10 @@ TAG = 16
 
 def parse_key(value: str) -> bytes:
     """The 32-byte key from its 64 hex characters (raises ConfigError without showing it)."""
-    text = value.strip()
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError("BACKUP_ENCRYPTION_KEY", "environment", "****",
-                          "must be 64 hexadecimal characters (a 256-bit key)")
-    return key
+        return key_bytes(value)
+    except ValueError as exc:
+        raise ConfigError("BACKUP_ENCRYPTION_KEY", "environment", "****", str(exc)) from None
 
 
 def _aead(key: bytes):
@@ -128,8 +124,9 @@ class Decryptor:
                 self._aead.decrypt(self._prefix + struct.pack(">I", _CHECK_COUNTER),
                                    header[_HEADER_FIXED:], self._fixed)
             except InvalidTag:
-                raise self._fail("wrong key (BACKUP_ENCRYPTION_KEY does not match the one that "
-                                 "encrypted this backup)") from None
+                raise BackupKeyError(f"cannot decrypt {self._where}: wrong key "
+                                     "(BACKUP_ENCRYPTION_KEY does not match the one that "
+                                     "encrypted this backup)") from None
         while len(self._pending) >= 4:
             if self._done:
                 raise self._fail("data after the last frame (tampered)")

@@ -2,14 +2,16 @@
 it, and what landed on disk is compared with the manifest, file by file; SQLite databases must
 also pass ``PRAGMA integrity_check``. A backup counts as proven only once a drill passed.
 
-This module checks a restored tree; the backup manager runs the restore and records the result
-(``.drill-state.json`` beside the backups, metrics, log event, alert).
+This module restores into scratch space and checks the tree; the backup manager verifies first
+and records the result (``.drill-state.json`` beside the backups, metrics, log event, alert).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,14 @@ def _entry_problem(root: Path, entry: dict[str, Any]) -> str | None:
     return None
 
 
-def check_restored(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Compare the tree restored at ``root`` with ``manifest``: ``files_checked``,
-    ``sqlite_checked`` and ``errors`` (one line per path that is wrong)."""
+def check_restored(root: Path, manifest: dict[str, Any], skipped: set[str] = frozenset()) -> dict[str, Any]:
+    """Compare the tree restored at ``root`` with ``manifest`` (less the ``skipped`` paths: links
+    leaving the root): ``files_checked``, ``sqlite_checked`` and ``errors`` (one line per path
+    that is wrong)."""
     errors, files, databases = [], 0, 0
     for entry in manifest.get("files", []):
+        if entry["path"] in skipped:
+            continue
         problem = _entry_problem(root, entry)
         if problem is None and entry["type"] == "file":
             files += 1
@@ -88,3 +93,17 @@ def check_restored(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         if problem is not None:
             errors.append(f"{entry['path']}: {problem}")
     return {"files_checked": files, "sqlite_checked": databases, "errors": errors}
+
+
+def restore_and_check(backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """Restore the backup of ``manifest`` into scratch space in ``backup_dir`` (through the
+    same code as any restore), check it with :func:`check_restored`, remove it."""
+    from .catalog import TEMP_MARKER
+    from .restore import extract
+
+    scratch = backup_dir / f".drill{TEMP_MARKER}{os.getpid()}-{threading.get_ident()}"
+    try:
+        restored = extract(backup_dir, manifest, key, scratch, protected_dirs={}, overwrite=False)
+        return check_restored(scratch, manifest, {change["path"] for change in restored["skipped"]})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -6,25 +6,26 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
+from .._files import make_dirs
 from .._manager_base import ManagerBase
-from ..alert_manager import AlertSeverity, AlertType, alert_manager
 from ..config import Settings
-from ..errors import (BackupError, BackupNotFoundError, DecryptionError, IntegrityError,
-                      NotEnabledError, OpsError)
-from ..logger_manager import logger_manager
+from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, DecryptionError,
+                      IntegrityError, NotEnabledError, OpsError)
 from ..metrics import Metrics
-from . import retention
-from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, TEMP_MARKER, VERIFY_STATE_FILE,
-                      last_drill, manifest_path, read_catalog, read_drill_state, read_manifest,
+from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
+from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE,
+                      last_drill, manifest_path, open_manifest, read_catalog, read_drill_state,
+                      read_manifest,
                       read_verify_state)
-from .lock import DirectoryLock, pid_alive
+from .housekeeping import Housekeeping
+from .leftovers import clean_leftovers
+from .lock import DirectoryLock
 from .scheduler import PERIODS, Job, Scheduler
 
 if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on first use
@@ -34,23 +35,22 @@ log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
 
 
-def _writer_alive(temp_name: str) -> bool:
-    """Whether the process that named ``temp_name`` (``.<name>.tmp-<pid>[-...]``) still runs
-    (this process does: another of its threads may be writing it)."""
-    digits = temp_name.split(TEMP_MARKER, 1)[1].split("-", 1)[0]
-    return digits.isdigit() and pid_alive(int(digits))
+class BackupManager(Housekeeping, ManagerBase):
+    """Backups in ``BACKUP_DIR``; writes its events to ``events`` and raises alerts with ``alerts``."""
 
-
-class BackupManager(ManagerBase):
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
         super().__init__(settings, metrics)
+        self._events = events
+        self._alerts = alerts
         self.backup_dir: Path | None = None
         self._key: bytes | None = None
         self._scheduler: Scheduler | None = None
         self._state_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None, *, schedule: bool | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+               schedule: bool | None = None) -> None:
         """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
         in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
         if self.enabled:
@@ -62,16 +62,16 @@ class BackupManager(ManagerBase):
 
             key = parse_key(settings.backups.encryption_key.get())
         self.settings, self._key = settings, key
-        self.metrics = self._resolve_metrics()
+        self.metrics = self._resolve_metrics(metrics)
         self.backup_dir = Path(os.path.abspath(settings.backups.dir))
         try:
-            self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(self.backup_dir)
         except OSError as exc:
             raise BackupError(f"cannot create BACKUP_DIR {self.backup_dir}: {exc.strerror}") from exc
         self.enabled = True
         try:
             with DirectoryLock(self.backup_dir / LOCK_FILE):
-                self._clean_leftovers()
+                clean_leftovers(self.backup_dir)
         except BackupError:
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
@@ -98,40 +98,13 @@ class BackupManager(ManagerBase):
             raise NotEnabledError("the backup manager is not enabled (ENABLE_BACKUP_SYSTEM)")
 
     # ------------------------------------------------------------------ helpers
-    def _clean_leftovers(self) -> list[str]:
-        """Undo the restores and remove the temp files of runs whose process is gone (lock
-        held). Nothing else is touched: an archive without a manifest may be someone's file,
-        not a crashed backup. A restore that cannot be undone keeps its journal."""
-        from .merge import is_journal, undo_interrupted
-
-        removed = []
-        for entry in sorted(os.listdir(self.backup_dir), key=lambda name: not is_journal(name)):
-            if not (entry.startswith(".") and TEMP_MARKER in entry) or _writer_alive(entry):
-                continue
-            path = self.backup_dir / entry
-            if is_journal(entry):
-                undo_interrupted(path)
-                continue
-            try:
-                if path.is_dir() and not path.is_symlink():  # a restore drill's scratch tree
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-                removed.append(entry)
-            except OSError:
-                pass
-        if removed:
-            log.warning("removed %d leftover file(s) of an interrupted backup in %s",
-                        len(removed), self.backup_dir)
-        return removed
-
     def _manifest(self, name: str) -> dict[str, Any]:
         if not NAME_PATTERN.match(name or ""):
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
         manifest = read_manifest(manifest_path(self.backup_dir, name))
         if manifest is None or not (self.backup_dir / manifest["archive"]["name"]).is_file():
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
-        return manifest
+        return open_manifest(manifest, self._key)
 
     def _new_name(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -141,11 +114,11 @@ class BackupManager(ManagerBase):
         return name
 
     def _fail(self, action: str, name: str, exc: BaseException) -> None:
-        logger_manager.log_event("backup", "failure", f"backup {action} of {name} failed: {exc}",
-                                 level=logging.ERROR, event_action=f"backup-{action}",
-                                 backup_name=name, error_message=str(exc))
-        alert_manager.trigger_alert_sync(
-            AlertType.BACKUP_FAILED, AlertSeverity.HIGH, f"Backup {action} failed",
+        self._events.log_event("backup", "failure", f"backup {action} of {name} failed: {exc}",
+                               level=logging.ERROR, event_action=f"backup-{action}",
+                               backup_name=name, error_message=str(exc))
+        self._alerts.trigger_alert_sync(
+            "backup_failed", "high", f"Backup {action} failed",
             f"Backup {action} of {name!r} failed: {exc}", details={"backup_name": name,
                                                                     "action": action})
 
@@ -163,21 +136,6 @@ class BackupManager(ManagerBase):
             write_json_atomic(self.backup_dir / state_file,
                               {k: v for k, v in state.items() if k in known})
 
-    def _update_retained(self, backups: list[dict[str, Any]]) -> None:
-        kept = retention.select(backups, self.settings.backups.retention)
-        for tier in retention.TIERS:
-            self.metrics.backups_retained.labels(tier).set(
-                sum(1 for t in kept.values() if t == tier))
-
-    def _delete(self, name: str) -> None:
-        manifest = read_manifest(manifest_path(self.backup_dir, name))
-        os.unlink(manifest_path(self.backup_dir, name))  # unlisted from here on
-        if manifest is not None:
-            try:
-                os.unlink(self.backup_dir / manifest["archive"]["name"])
-            except FileNotFoundError:
-                pass
-
     def _last_scheduled(self) -> float | None:
         times = [b["created_at"] for b in read_catalog(self.backup_dir) if b["tier"] in PERIODS]
         return max(times) if times else None
@@ -188,7 +146,8 @@ class BackupManager(ManagerBase):
                            progress: Progress | None = None,
                            cancel: threading.Event | None = None) -> dict[str, Any]:
         """Create a backup of ``source_paths``; return its metadata (``backup_name``, ``size``,
-        ``files``, ``sha256``, ...). Raises BackupError (BackupLockedError when busy)."""
+        ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). Raises
+        BackupError (BackupLockedError when busy)."""
         from .writer import write_backup
 
         self._require()
@@ -202,7 +161,7 @@ class BackupManager(ManagerBase):
                     raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
                                       "and '-' (at most 128, not starting with '.' or '-')")
                 with DirectoryLock(self.backup_dir / LOCK_FILE):
-                    self._clean_leftovers()
+                    clean_leftovers(self.backup_dir)
                     if manifest_path(self.backup_dir, name).exists():
                         raise BackupError(f"a backup named {name!r} already exists")
                     manifest = write_backup(
@@ -229,7 +188,7 @@ class BackupManager(ManagerBase):
             m.backup_files.set(manifest["file_count"])
             if span is not None:
                 span.set_attribute("backup.size_bytes", archive["size"])
-        logger_manager.log_event(
+        self._events.log_event(
             "backup", "success", f"backup {name} created: {manifest['file_count']} files, "
             f"{archive['size']} bytes in {duration:.2f}s", event_action="backup-create",
             event_duration=int(duration * 1e9), backup_name=name, file_size=archive["size"])
@@ -241,6 +200,7 @@ class BackupManager(ManagerBase):
             "total_bytes": manifest["total_bytes"], "duration_seconds": round(duration, 3),
             "compression": settings.compression, "encrypted": self._key is not None,
             "source_paths": [s["path"] for s in manifest["sources"]],
+            "skipped": list(manifest.get("skipped", [])),
         }
 
     async def create_backup(self, source_paths: list[str], backup_name: str | None = None,
@@ -268,22 +228,33 @@ class BackupManager(ManagerBase):
 
     def verify_backup_report(self, backup_name: str,
                              progress: Progress | None = None) -> dict[str, Any]:
-        """Read every byte back and check every hash; the report names the archive on failure."""
+        """Read every byte back and check every hash; the report names the archive on failure
+        and the failure is recorded. A backup that cannot be read at all (no key, the wrong
+        key, its archive gone) raises BackupUnreadableError (BackupNotFoundError when the
+        archive is missing) and records nothing: that is not a backup found bad."""
         from .reader import check_archive
 
         self._require()
-        manifest = self._manifest(backup_name)
         started = time.time()
         with tracing.span("backup.verify", backup_name=backup_name):
-            report = check_archive(self.backup_dir, manifest, self._key, progress)
+            try:
+                manifest = self._manifest(backup_name)
+                report = check_archive(self.backup_dir, manifest, self._key, progress)
+            except BackupUnreadableError as exc:
+                self._fail("verify", backup_name, exc)
+                raise
+            except DecryptionError as exc:  # a sealed manifest changed: the backup is bad
+                report = {"ok": False, "name": backup_name, "errors": [str(exc)],
+                          "error_type": "DecryptionError", "files_checked": 0, "bytes_checked": 0,
+                          "outside_links": []}
         report["duration_seconds"] = round(time.time() - started, 3)
         self._record_verify(backup_name, report["ok"])
         outcome = "success" if report["ok"] else "failure"
         self.metrics.backup_verifications.labels(outcome).inc()
         self.metrics.backup_last_verify_ok.set(1 if report["ok"] else 0)
         if report["ok"]:
-            logger_manager.log_event("backup", "success", f"backup {backup_name} verified",
-                                     event_action="backup-verify", backup_name=backup_name)
+            self._events.log_event("backup", "success", f"backup {backup_name} verified",
+                                   event_action="backup-verify", backup_name=backup_name)
         else:
             self._fail("verify", backup_name, "; ".join(report["errors"][:3]))
         return report
@@ -301,12 +272,14 @@ class BackupManager(ManagerBase):
 
     def restore_backup_sync(self, backup_name: str, restore_path: str | os.PathLike, *,
                             overwrite: bool = False, delete: bool = False, dry_run: bool = False,
+                            outside_links: bool = False,
                             progress: Progress | None = None) -> dict[str, Any]:
         """Verify, then restore into ``restore_path``; a report of what changed per path.
 
         A non-empty target needs ``overwrite`` (the paths the backup holds are replaced);
         paths the backup does not hold are removed only with ``delete``. BACKUP_DIR, STATE_DIR
-        and LOG_DIR are never touched, and a target inside one is refused. Raises
+        and LOG_DIR are never touched, and a target inside one is refused. Symlinks pointing
+        outside the target are skipped (``skipped`` in the report) unless ``outside_links``. Raises
         IntegrityError (DecryptionError, UnsafeArchiveError) or BackupError, and then the target
         is as it was."""
         from .reader import raise_for_report
@@ -320,12 +293,14 @@ class BackupManager(ManagerBase):
                 report = self.verify_backup_report(backup_name, progress)
                 raise_for_report(report)
                 if dry_run:
-                    result = plan_changes(manifest, target, self.protected_dirs(), delete=delete)
+                    result = plan_changes(manifest, target, self.protected_dirs(), delete=delete,
+                                          outside_links=outside_links)
                 else:
                     try:
                         result = extract(self.backup_dir, manifest, self._key, target,
                                          protected_dirs=self.protected_dirs(),
-                                         overwrite=overwrite, delete=delete)
+                                         overwrite=overwrite, delete=delete,
+                                         outside_links=outside_links)
                     except OSError as exc:  # the target: a file in the way, no permission, disk full
                         raise BackupError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
             except Exception as exc:
@@ -334,11 +309,15 @@ class BackupManager(ManagerBase):
                 self._fail("restore", backup_name, exc)
                 raise
         result["backup_name"] = backup_name
+        if result["skipped"]:
+            log.warning("restore of %s %s %d symlink(s) pointing outside %s: %s", backup_name,
+                        "would skip" if dry_run else "skipped", len(result["skipped"]), target,
+                        ", ".join(c["path"] for c in result["skipped"][:10]))
         if not dry_run:
             self.metrics.backup_restores.labels("success").inc()
-            logger_manager.log_event("backup", "success", f"backup {backup_name} restored to {target}",
-                                     event_action="backup-restore", backup_name=backup_name,
-                                     file_path=str(target))
+            self._events.log_event("backup", "success", f"backup {backup_name} restored to {target}",
+                                   event_action="backup-restore", backup_name=backup_name,
+                                   file_path=str(target))
         return result
 
     async def restore_backup(self, backup_name: str, restore_path: str | os.PathLike,
@@ -347,55 +326,6 @@ class BackupManager(ManagerBase):
 
         self._require()
         return await asyncio.to_thread(self.restore_backup_sync, backup_name, restore_path, **kwargs)
-
-    # ------------------------------------------------------------------ retention
-    def cleanup_old_backups(self, days: float) -> int:
-        """Delete backups older than ``days`` (never the newest verified one); the count."""
-        if not self.enabled:
-            return 0
-        return len(self.delete_old_backups(days))
-
-    def delete_old_backups(self, days: float, *, dry_run: bool = False) -> list[str]:
-        """Delete (or with ``dry_run`` only name) the backups older than ``days``, a finite
-        number >= 0, except the newest verified one; the names, oldest first."""
-        import math
-
-        self._require()
-        if isinstance(days, bool) or not isinstance(days, (int, float)) \
-                or not math.isfinite(days) or days < 0:
-            raise BackupError(f"days must be a finite number >= 0, got {days!r}")
-        cutoff = time.time() - days * 86400
-
-        def doomed(backups: list[dict[str, Any]]) -> list[str]:
-            protected = (retention.newest_verified(backups) or {}).get("name")
-            return [b["name"] for b in backups if b["created_at"] < cutoff and b["name"] != protected]
-
-        return self._delete_chosen("cleanup", doomed, dry_run)
-
-    def apply_retention(self, *, dry_run: bool = False) -> list[str]:
-        """Apply ``BACKUP_RETENTION``: grandfather-father-son to scheduled backups, the newest N
-        to manual ones; the names deleted (with ``dry_run``: that would be). Runs after each
-        scheduled backup; never deletes the newest verified backup."""
-        self._require()
-        return self._delete_chosen(
-            "retention", lambda backups: retention.to_delete(backups, self.settings.backups.retention)[0],
-            dry_run)
-
-    def _delete_chosen(self, why: str, choose, dry_run: bool) -> list[str]:
-        if dry_run:
-            return choose(read_catalog(self.backup_dir))
-        with DirectoryLock(self.backup_dir / LOCK_FILE):
-            doomed = choose(read_catalog(self.backup_dir))
-            for name in doomed:
-                self._delete(name)
-        self._after_delete(why, doomed)
-        return doomed
-
-    def _after_delete(self, why: str, names: list[str]) -> None:
-        self._update_retained(read_catalog(self.backup_dir))
-        if names:
-            logger_manager.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
-                                     event_action=f"backup-{why}", labels={"deleted": len(names)})
 
     def run_scheduled_backup(self) -> dict[str, Any]:
         """What the scheduler (or a Celery beat task) runs: create, verify, apply retention."""
@@ -421,9 +351,8 @@ class BackupManager(ManagerBase):
         every file with the manifest and run SQLite's integrity check; record and export the
         result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
         cannot run: no backup, no key, no space."""
-        from .drill import check_restored
+        from .drill import restore_and_check
         from .reader import raise_for_report
-        from .restore import extract
 
         self._require()
         if backup_name is None:
@@ -433,15 +362,11 @@ class BackupManager(ManagerBase):
             backup_name = backups[-1]["name"]
         manifest = self._manifest(backup_name)
         started = time.time()
-        scratch = self.backup_dir / f".drill{TEMP_MARKER}{os.getpid()}-{threading.get_ident()}"
         with tracing.span("backup.drill", backup_name=backup_name):
             try:
-                report = self.verify_backup_report(backup_name)
-                raise_for_report(report)
-                extract(self.backup_dir, manifest, self._key, scratch, protected_dirs={},
-                        overwrite=False)
-                report = check_restored(scratch, manifest)
-            except DecryptionError as exc:  # no key or the wrong one: not a verdict on the backup
+                raise_for_report(self.verify_backup_report(backup_name))
+                report = restore_and_check(self.backup_dir, manifest, self._key)
+            except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
                 self._fail("drill", backup_name, exc)
                 raise
             except IntegrityError as exc:
@@ -449,15 +374,13 @@ class BackupManager(ManagerBase):
             except Exception as exc:
                 self._fail("drill", backup_name, exc)
                 raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
         report.update(backup_name=backup_name, ok=not report["errors"],
                       duration_seconds=round(time.time() - started, 3))
         self._record(DRILL_STATE_FILE, read_drill_state, backup_name, report["ok"])
         self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
         self._show_drill({"ok": report["ok"], "at": time.time()})
         if report["ok"]:
-            logger_manager.log_event(
+            self._events.log_event(
                 "backup", "success", f"restore drill of {backup_name} passed: "
                 f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
                 event_action="backup-drill", backup_name=backup_name)
@@ -487,31 +410,3 @@ class BackupManager(ManagerBase):
     def _last_drill_time(self) -> float | None:
         drill = last_drill(self.backup_dir)
         return drill["at"] if drill else None
-
-    # ------------------------------------------------------------------ stats
-    def get_backup_stats(self) -> dict[str, Any]:
-        if not self.enabled:
-            return {"enabled": False}
-        backups = read_catalog(self.backup_dir)
-        kept = retention.select(backups, self.settings.backups.retention)
-        newest = backups[-1] if backups else None
-        verified = retention.newest_verified([b for b in backups if b["verified"]])
-        drilled = max((b for b in backups if b["drilled"]), key=lambda b: b["created_at"], default=None)
-        return {
-            "enabled": True, "backup_dir": str(self.backup_dir), "count": len(backups),
-            "total_size": sum(b["size"] for b in backups),
-            "newest": newest["name"] if newest else None,
-            "newest_created_at": newest["created_at"] if newest else None,
-            "oldest": backups[0]["name"] if backups else None,
-            "newest_verified": verified["name"] if verified else None,
-            "failed_verification": [b["name"] for b in backups if b["verified"] is False],
-            "by_tier": {tier: sum(1 for t in kept.values() if t == tier) for tier in retention.TIERS},
-            "frequency": self.settings.backups.frequency,
-            "retention": dict(self.settings.backups.retention),
-            "compression": self.settings.backups.compression,
-            "encrypted": self._key is not None,
-            "next_scheduled": self._scheduler.next_run("backup") if self._scheduler else None,
-            "newest_drilled": drilled["name"] if drilled else None,
-            "drill_interval": self.settings.backups.drill_interval,
-            "next_drill": self._scheduler.next_run("drill") if self._scheduler else None,
-        }

@@ -5,8 +5,9 @@ Only the paths the backup holds are written. A target that is not empty needs
 ``delete=True``. The project's own directories (``BACKUP_DIR``, ``STATE_DIR``, ``LOG_DIR``, the
 spool inside ``STATE_DIR``) are never written or removed: a target inside one of them is
 refused, and inside a target they are left as they are (the plan lists them as ``protected``).
-``dry_run=True`` writes nothing and returns the same plan. The moves go through
-:mod:`.merge`, whose journal lets a crash be undone.
+Symlinks pointing outside the target are skipped (listed as ``skipped``) unless
+``outside_links=True``. ``dry_run=True`` writes nothing and returns the same plan. The moves go
+through :mod:`.merge`, whose journal lets a crash be undone.
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .._files import make_dirs
 from ..errors import BackupError, IntegrityError
 from .catalog import TEMP_MARKER
 from .merge import apply, journal_name
 from .reader import ArchiveStream, open_tar
-from .safety import extraction_filter
+from .safety import extraction_filter, outside_links as links_leaving
 
-ACTIONS = ("create", "replace", "unchanged", "remove", "keep", "protected")
+ACTIONS = ("create", "replace", "unchanged", "remove", "keep", "protected", "skipped")
 STAGING_PREFIX = ".opsstack-restore"
 
 
@@ -114,22 +116,29 @@ def _not_in_backup(target: Path, listed: dict[str, str], protected: dict[str, st
 
 
 def plan(manifest: dict[str, Any], target: Path, protected: dict[str, str], *,
-         delete: bool) -> list[dict[str, Any]]:
+         delete: bool, outside_links: bool = False) -> list[dict[str, Any]]:
     """One change per path, in archive order (a directory before what it holds), then the
-    paths only the target has."""
+    paths only the target has. Symlinks pointing outside the target are ``skipped`` unless
+    ``outside_links``."""
     changes, listed, fresh = [], {}, set()  # fresh: directories the restore makes anew
+    leaving = set() if outside_links else set(links_leaving(manifest.get("files", [])))
     for entry in manifest.get("files", []):
         rel, kind = entry["path"], entry["type"]
         listed[rel] = kind
         if _under(rel, protected) or (_above(rel, protected) and kind != "dir"):
             action = "protected"
+        elif rel in leaving:
+            action = "skipped"
         elif os.path.dirname(rel) in fresh:
             action = "create"
         else:
             action = _action(entry, target / rel)
         if kind == "dir" and action in ("create", "replace"):
             fresh.add(rel)
-        changes.append({"path": rel, "action": action, "type": kind})
+        change = {"path": rel, "action": action, "type": kind}
+        if action == "skipped":
+            change["reason"] = f"a symlink to {entry.get('link')!r}, outside the target"
+        changes.append(change)
     return changes + _not_in_backup(target, listed, protected, delete)
 
 
@@ -140,14 +149,16 @@ def summary(changes: list[dict[str, Any]], target: Path, protected: dict[str, st
         counts[change["action"]] += 1
     return {"dry_run": dry_run, "target": str(target), "changes": changes,
             "counts": {k: v for k, v in counts.items() if v},
-            "protected": [{"path": rel, "setting": key} for rel, key in sorted(protected.items())]}
+            "protected": [{"path": rel, "setting": key} for rel, key in sorted(protected.items())],
+            "skipped": [c for c in changes if c["action"] == "skipped"]}
 
 
 def plan_changes(manifest: dict[str, Any], target: Path, protected_dirs: dict[str, Path], *,
-                 delete: bool = False) -> dict[str, Any]:
+                 delete: bool = False, outside_links: bool = False) -> dict[str, Any]:
     """What a restore into ``target`` would do, writing nothing."""
     protected = protected_inside(target, protected_dirs)
-    return summary(plan(manifest, target, protected, delete=delete), target, protected, True)
+    changes = plan(manifest, target, protected, delete=delete, outside_links=outside_links)
+    return summary(changes, target, protected, True)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -176,15 +187,14 @@ def _exact_mtimes(root: Path, entries: list[dict[str, Any]]) -> None:
 
 def _make_target(target: Path) -> list[Path]:
     """Create ``target`` and its missing parents (0700); the ones created, outermost first."""
+    if os.path.lexists(target) and not target.is_dir():
+        raise BackupError(f"cannot restore to {target}: it is not a directory")
     missing = []
     path = target
     while not os.path.lexists(path):
         missing.append(path)
         path = path.parent
-    if os.path.lexists(target) and not target.is_dir():
-        raise BackupError(f"cannot restore to {target}: it is not a directory")
-    for path in reversed(missing):
-        os.mkdir(path, 0o700)
+    make_dirs(target)
     return list(reversed(missing))
 
 
@@ -198,7 +208,7 @@ def _check_space(target: Path, manifest: dict[str, Any]) -> None:
 
 def extract(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, target: Path, *,
             protected_dirs: dict[str, Path], overwrite: bool, delete: bool = False,
-            cancel: threading.Event | None = None) -> dict[str, Any]:
+            outside_links: bool = False, cancel: threading.Event | None = None) -> dict[str, Any]:
     """Restore a verified backup into ``target`` (a real path): stage, check, move in."""
     protected = protected_inside(target, protected_dirs)
     if not is_empty(target) and not overwrite:
@@ -210,8 +220,8 @@ def extract(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, targe
     try:
         _check_space(target, manifest)
         staging.mkdir(mode=0o700)
-        _stage(backup_dir, manifest, key, staging, cancel)
-        changes = plan(manifest, target, protected, delete=delete)
+        _stage(backup_dir, manifest, key, staging, outside_links, cancel)
+        changes = plan(manifest, target, protected, delete=delete, outside_links=outside_links)
         steps = [c for c in changes if c["action"] in ("create", "replace", "remove")]
         apply(steps, staging=staging, old=target / f"{STAGING_PREFIX}.old{tag}", target=target,
               journal=backup_dir / journal_name(tag))
@@ -232,13 +242,13 @@ def extract(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, targe
 
 
 def _stage(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, staging: Path,
-           cancel: threading.Event | None) -> None:
+           outside_links: bool, cancel: threading.Event | None) -> None:
     allowed = {entry["path"] for entry in manifest.get("files", [])}
     archive = backup_dir / manifest["archive"]["name"]
     stream = ArchiveStream(archive, manifest, key, cancel)
     try:
         with open_tar(stream) as tar:
-            tar.extractall(staging, filter=extraction_filter(allowed))
+            tar.extractall(staging, filter=extraction_filter(allowed, outside_links=outside_links))
         sha256, size = stream.finish()
     finally:
         stream.close()

@@ -21,7 +21,7 @@ from typing import Any
 from .. import __version__
 from .._files import fsync_directory, replace_file
 from ..errors import BackupError
-from .catalog import ARCHIVE_SUFFIX, FORMAT_VERSION, TEMP_MARKER, manifest_path
+from .catalog import ARCHIVE_SUFFIX, FORMAT_VERSION, SEALED_FORMAT_VERSION, TEMP_MARKER, manifest_path
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
 
 SYNC_EVERY = 32 << 20  # bytes written between two fdatasync calls
@@ -310,7 +310,13 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
         # whose archive is missing (listed as nothing) and our temp file, never an archive that
         # a later clean-up could not tell from someone else's file.
         manifest_file = manifest_path(backup_dir, name)
-        write_json_atomic(manifest_file, manifest)
+        if key is not None:
+            from .sealing import seal
+
+            manifest = {**manifest, "format_version": SEALED_FORMAT_VERSION}
+            write_json_atomic(manifest_file, seal(manifest, key))
+        else:
+            write_json_atomic(manifest_file, manifest)
         temps.append(manifest_file)
         os.replace(tmp_archive, final_archive)
         fsync_directory(backup_dir)

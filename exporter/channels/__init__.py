@@ -1,7 +1,26 @@
-"""Notification backends of the alert manager, one module each, imported only when configured.
+"""Notification backends of the alert manager, one module each; :data:`CHANNELS` is their registry.
 
-Each module has ``from_settings(settings) -> Channel`` (see :class:`exporter.alert_manager.Channel`):
-it raises :class:`~exporter.errors.ChannelConfigError` naming the missing key, and its
+Each module has ``from_settings(settings) -> Channel`` (see :class:`exporter.ports.Channel`): it
+raises :class:`~exporter.errors.ChannelConfigError` naming the missing key, and its
 ``send``/``send_resolved`` raise :class:`~exporter.errors.DeliveryError` (retried) with a
-message that never contains a token, password or webhook URL.
+message that never contains a token, password or webhook URL. A module is imported only when
+``ALERT_CHANNELS`` names its channel. A new channel is one module plus one line below; the
+settings learn its name from here.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import plugin
+
+if TYPE_CHECKING:
+    from ..ports import ChannelFactory
+
+CHANNELS: dict[str, ChannelFactory] = {
+    "log": plugin(f"{__name__}.log"),
+    "webhook": plugin(f"{__name__}.webhook"),
+    "telegram": plugin(f"{__name__}.telegram"),
+    "email": plugin(f"{__name__}.email"),
+    "slack": plugin(f"{__name__}.slack"),
+    "alertmanager": plugin(f"{__name__}.alertmanager"),
+}

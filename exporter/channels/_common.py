@@ -4,13 +4,16 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Secret, Settings
+from .._masking import SecretMasker
 from ..errors import ChannelConfigError, DeliveryError
 
-_masked: list[str] = []  # longest first
-_masked_lock = threading.Lock()
+if TYPE_CHECKING:
+    from ..config import Secret, Settings
+
+_masker = SecretMasker()
+_masker_lock = threading.Lock()
 MIN_MASKED_PATH = 12  # a shorter URL path ("/hook") carries no token and would mask too much
 
 
@@ -18,12 +21,9 @@ class _MaskSecrets(logging.Filter):
     """Replaces registered secrets in records of the HTTP client's loggers (URLs carry tokens)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = _masked
-        if secrets:
-            message = record.getMessage()
-            for secret in secrets:  # longest first: a whole URL before the path inside it
-                message = message.replace(secret, "****")
-            record.msg, record.args = message, None
+        masker = _masker
+        if masker.values:
+            record.msg, record.args = masker.mask(record.getMessage()), None
         return True
 
 
@@ -34,8 +34,8 @@ def mask(secret: Secret | str) -> None:
     """Never let ``secret`` reach a log line of httpx/httpcore. A URL is also masked as httpx
     writes it (scheme and host lower-cased, default port dropped, characters %-encoded) and
     by its path and query, where its token is."""
-    global _masked
-    value = secret.get() if isinstance(secret, Secret) else secret
+    global _masker
+    value = secret if isinstance(secret, str) else secret.get()
     forms = {value}
     if "://" in value:
         import httpx
@@ -47,8 +47,8 @@ def mask(secret: Secret | str) -> None:
         else:
             path = url.raw_path.decode("ascii")
             forms.update([str(url)] + ([path] if len(path) >= MIN_MASKED_PATH else []))
-    with _masked_lock:  # a new list, not changed in place: a filter running meanwhile keeps its own
-        _masked = sorted(forms.union(_masked), key=len, reverse=True)
+    with _masker_lock:  # a new masker, not changed in place: a filter running meanwhile keeps its own
+        _masker = _masker.plus(forms)
         for name in ("httpx", "httpcore"):
             logger = logging.getLogger(name)
             if _filter not in logger.filters:

@@ -8,9 +8,12 @@ resolves it after its ``resolve_timeout`` unless repeated); resolving sends ``en
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ._common import HttpPoster, mask, require
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 ROUTING_SEVERITY = {"critical": "critical", "high": "warning", "medium": "info", "low": "info"}
 

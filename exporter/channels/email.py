@@ -6,10 +6,13 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..errors import DeliveryError
 from ._common import one_line, plain_text, require
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class EmailChannel:

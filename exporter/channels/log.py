@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from ..config import Settings
+if TYPE_CHECKING:
+    from ..config import Settings
+
 
 LEVELS = {"low": logging.INFO, "medium": logging.WARNING, "high": logging.ERROR, "critical": logging.CRITICAL}
 

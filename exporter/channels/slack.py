@@ -1,8 +1,12 @@
 """The ``slack`` channel: a Slack incoming webhook (``{"text": ...}``)."""
 from __future__ import annotations
 
-from ..config import Settings
+from typing import TYPE_CHECKING
+
 from ._common import SEVERITY_MARK, HttpPoster, mask, plain_text, require
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class SlackChannel:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ._common import SEVERITY_MARK, HttpPoster, delivery_error, mask, require
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 _RESERVED = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
 MAX_LENGTH = 4096  # Telegram's limit for one message

@@ -1,8 +1,12 @@
 """The ``webhook`` channel: a JSON POST ``{"status": "firing"|"resolved", "alert": {...}}``."""
 from __future__ import annotations
 
-from ..config import Settings
+from typing import TYPE_CHECKING
+
 from ._common import HttpPoster, mask, require
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class WebhookChannel:

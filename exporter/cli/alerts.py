@@ -101,11 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _test(settings, args: argparse.Namespace) -> int:
     from ..alert_manager import AlertManager, AlertType, parse_severity
+    from ..channels import CHANNELS
     from ..metrics import Metrics
 
     severity = parse_severity(args.severity)
     with tempfile.TemporaryDirectory(prefix="opsstack-alert-test-") as state:
-        manager = AlertManager(metrics=Metrics(), monitor_resources=False, retry_base=1.0, retry_max=5.0)
+        manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                               retry_base=1.0, retry_max=5.0)
         manager.enable(settings.replace(STATE_DIR=state, ENABLE_ALERT_SYSTEM=True))
         try:
             manager.trigger_alert_sync(AlertType.CUSTOM, severity, "opsstack test alert",

@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.add_argument("--delete", action="store_true",
                          help="also remove what the target holds and the backup does not "
                               "(never BACKUP_DIR, STATE_DIR or LOG_DIR)")
+    restore.add_argument("--outside-links", action="store_true",
+                         help="also restore symlinks that point outside the target (skipped by default)")
     add_confirmation(restore)
     cleanup = sub("cleanup", "delete old backups (never the newest verified one)")
     group = cleanup.add_mutually_exclusive_group(required=True)
@@ -41,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     drill = sub("drill", "restore a backup into a scratch directory and check every file")
     drill.add_argument("name", nargs="?", help="the backup to drill (default: the newest)")
     sub("stats", "backup statistics")
+
+
+DONE_WITH_SKIPS = 3  # done, but some paths were left out (as restic's exit code 3)
 
 
 def _days(text: str) -> float:
@@ -87,10 +92,14 @@ def _create(manager: BackupManager, args: argparse.Namespace) -> int:
     finally:
         if progress:
             progress.done()
-    emit(args, result, f"created {result['backup_name']}: {result['files']} files, "
-           f"{_size(result['total_bytes'])} -> {_size(result['size'])} in "
-           f"{result['duration_seconds']:.1f}s ({result['archive']})")
-    return 0
+    skipped = result["skipped"]
+    lines = [f"skipped {path}: not a file, directory or link (socket, FIFO or device)" for path in skipped]
+    lines.append(f"created {result['backup_name']}: {result['files']} files, "
+                 f"{_size(result['total_bytes'])} -> {_size(result['size'])} in "
+                 f"{result['duration_seconds']:.1f}s ({result['archive']})"
+                 + (f", {len(skipped)} skipped" if skipped else ""))
+    emit(args, result, "\n".join(lines))
+    return DONE_WITH_SKIPS if result["skipped"] else 0
 
 
 def _list(manager: BackupManager, args: argparse.Namespace) -> int:
@@ -125,7 +134,7 @@ def _verify(manager: BackupManager, args: argparse.Namespace) -> int:
 
 
 def _restore(manager: BackupManager, args: argparse.Namespace) -> int:
-    options = {"overwrite": args.overwrite, "delete": args.delete}
+    options = {"overwrite": args.overwrite, "delete": args.delete, "outside_links": args.outside_links}
     if not args.dry_run and (args.overwrite or args.delete) and not args.yes:
         plan = _verified(manager, args, dry_run=True, **options)
         if plan["counts"].get("replace") or plan["counts"].get("remove"):
@@ -134,12 +143,14 @@ def _restore(manager: BackupManager, args: argparse.Namespace) -> int:
     lines = [f"{c['action']:<9} {c['path']}" for c in result["changes"]
              if args.dry_run and c["action"] != "unchanged"]
     lines += [f"protected {p['path']} ({p['setting']}): left as it is" for p in result["protected"]]
+    lines += [f"skipped   {c['path']}: {c['reason']} (--outside-links restores it)"
+              for c in result["skipped"] if not args.dry_run]
     if args.dry_run:
         lines.append(f"would: {_counts(result)}")
     else:
         lines.append(f"restored {args.name} into {result['target']}: {_counts(result)}")
     emit(args, result, "\n".join(lines))
-    return 0
+    return DONE_WITH_SKIPS if result["skipped"] and not args.dry_run else 0
 
 
 def _verified(manager: BackupManager, args: argparse.Namespace, **options) -> dict:

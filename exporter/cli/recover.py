@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backup_manager import archives
 from ..config import load_settings
 from ..errors import IntegrityError, RecoveryError
 from ..metrics import Metrics
@@ -37,7 +38,7 @@ def _paths(manager: RecoveryManager, given: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config)
-    manager = RecoveryManager(settings, Metrics())
+    manager = RecoveryManager(settings, Metrics(), backups=archives)
     manager.enable(settings, periodic=False)
     try:
         return ACTIONS[args.recover_command](manager, args)

@@ -7,14 +7,16 @@ import random
 import sqlite3
 from pathlib import Path
 
+from .._files import make_dirs
+
 
 def create_workspace(data_dir: Path, rng: random.Random) -> dict[str, Path]:
     """Make (or reuse) the sample data folder; return the paths the demo works with."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(data_dir)
     config_dir = data_dir / "config"
     media_dir = data_dir / "media"
-    config_dir.mkdir(exist_ok=True, mode=0o700)
-    media_dir.mkdir(exist_ok=True, mode=0o700)
+    make_dirs(config_dir)
+    make_dirs(media_dir)
     settings_file = config_dir / "bot_settings.json"
     if not settings_file.exists():
         settings_file.write_text(json.dumps({"max_parallel_downloads": 4, "chunk_size": 524288,

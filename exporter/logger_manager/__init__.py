@@ -8,26 +8,35 @@
                                 status="completed")
     logger_manager.log_event(action, outcome, message=None, *, level=logging.INFO, **fields)
 
-Contract for other managers: ``log_event`` never raises and does nothing while disabled.
-``fields`` use ECS names with underscores for dots (``file_name=...`` -> ``file.name``), or land
-under ``labels.*`` (text) / ``bot.*`` (numbers). Importing this package opens nothing.
+Contract for other managers (the :class:`exporter.ports.EventLog` port): ``log_event`` never
+raises and does nothing while disabled. ``fields`` use ECS names with underscores for dots
+(``file_name=...`` -> ``file.name``), or land under ``labels.*`` (text) / ``bot.*`` (numbers).
+Importing this package opens nothing. The module-level ``logger_manager`` ships to the sinks of
+:mod:`exporter.sinks` that the settings configure.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
-from .manager import ERROR_FILE, LOG_FILE, LoggerManager, logger_manager
+from ..ports import LogSink
+from .manager import ERROR_FILE, LOG_FILE, LoggerManager
 
 if TYPE_CHECKING:
     from ._fields import ECS_VERSION
     from ._formatter import ECSFormatter
     from ._redact import Redactor
-    from .sink import LogSink
 
-# the formatter, the ECS field table and the sink protocol load when asked for (or on enable)
+
+def _logger_manager() -> LoggerManager:
+    from ..sinks import SINKS
+
+    return LoggerManager(sink_factories=SINKS)
+
+
+# the formatter and the ECS field table load when asked for (or on enable)
 __getattr__ = lazy_attributes(__name__, {"ECS_VERSION": "._fields", "ECSFormatter": "._formatter",
-                                         "LogSink": ".sink", "Redactor": "._redact"})
+                                         "Redactor": "._redact", "logger_manager": _logger_manager})
 
 __all__ = ["ECS_VERSION", "ECSFormatter", "ERROR_FILE", "LOG_FILE", "LogSink", "LoggerManager", "Redactor",
            "logger_manager"]

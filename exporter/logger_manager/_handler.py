@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..metrics import Metrics
-from .sink import LogSink, thread_state
+from ..ports import LogSink, thread_state
 
 FILE_MODE = 0o600
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)

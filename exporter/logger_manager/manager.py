@@ -7,17 +7,20 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
-from ..config import SECRET_KEYS, Settings, load_settings
+from .._files import make_dirs
+from .._manager_base import ManagerBase
+from ..config import Settings
 from ..errors import LoggingSetupError
-from ..metrics import Metrics, default_metrics
+from ..metrics import Metrics
+from ..ports import LogSink, SinkFactory
 
 if TYPE_CHECKING:  # the handler, its outputs and the trace lookup load on enable() or first use
     from ._handler import ECSHandler, RotatingFile
-    from .sink import LogSink
 
 LOG_FILE = "bot.json"
 ERROR_FILE = "errors.json"
@@ -25,20 +28,21 @@ DIR_MODE = 0o700
 EVENTS_LOGGER = "exporter.events"
 
 
-class LoggerManager:
+class LoggerManager(ManagerBase):
     """ECS JSON logging on the root logger, so every ``logging.getLogger(...)`` is covered.
 
     While disabled every event method returns at once; ``get_log_stats`` and
     ``cleanup_old_logs`` work on ``LOG_DIR`` either way (``opsstack logs`` uses them).
+    ``sink_factories`` are the shipping backends enable() asks for a sink (the module-level
+    manager is given every one of :mod:`exporter.sinks`).
     """
 
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
-        self.enabled = False
-        self._settings = settings
-        self._metrics = metrics
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 sink_factories: Mapping[str, SinkFactory] | None = None) -> None:
+        super().__init__(settings, metrics)
+        self._sink_factories = dict(sink_factories or {})
         self._lock = threading.RLock()
         self._handler: ECSHandler | None = None
-        self._active: Settings | None = None
         self._added_sinks: list[LogSink] = []
         self._saved_root_level: int | None = None
         self._set_root_level: int | None = None
@@ -53,7 +57,7 @@ class LoggerManager:
         self._builders: Any = None  # the _events module, once enabled
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
         """Install the handler on the root logger and open the files (idempotent).
 
         Raises :class:`LoggingSetupError` naming the path when ``LOG_DIR`` or its files cannot be
@@ -70,8 +74,8 @@ class LoggerManager:
         with self._lock:
             if self.enabled:
                 return
-            settings = settings or self._settings or load_settings()
-            metrics = self._metrics or default_metrics()
+            settings = self._resolve_settings(settings)
+            metrics = self._resolve_metrics(metrics)
             config = settings.logging
             level = logging.getLevelName(config.level)
             log_dir = _prepare_dir(Path(config.dir))
@@ -86,16 +90,19 @@ class LoggerManager:
                     except OSError as exc:
                         raise LoggingSetupError(f"cannot open log file {path}: {exc.strerror or exc}") from exc
                 sinks = list(self._added_sinks)
-                if settings.shipping.url is not None:
-                    sinks.append(_elasticsearch_sink(settings, metrics))
+                for factory in self._sink_factories.values():
+                    sink = factory(settings, metrics)
+                    if sink is not None:
+                        sinks.append(sink)
             except BaseException:
                 for output in files:
                     output.close()
+                for sink in sinks[len(self._added_sinks):]:  # the ones started here
+                    sink.close(0)
                 raise
             redactor = None
             if config.redact:
-                values = [settings.value(name) for name in sorted(SECRET_KEYS)]
-                redactor = Redactor(secret_literals(value.get() for value in values if value is not None))
+                redactor = Redactor(secret_literals(settings.secret_values()))
             self._redactions = 0
             redaction_counter = metrics.log_redactions
 
@@ -116,7 +123,8 @@ class LoggerManager:
                 root.setLevel(level)
             self._events = logging.getLogger(EVENTS_LOGGER)
             self._handler = handler
-            self._active = settings
+            self.settings = settings
+            self.metrics = metrics
             self._added_sinks = []
             metrics.feature_enabled.labels("logging").set(1)
             # A bot that exits without disable() still gets its sinks flushed (before logging's
@@ -132,7 +140,7 @@ class LoggerManager:
             self.enabled = False
             atexit.unregister(self.disable)
             handler = self._handler
-            settings = self._active
+            settings = self.settings
             root = logging.getLogger()
             root.removeHandler(handler)
             if self._set_root_level is not None and root.level == self._set_root_level:
@@ -240,7 +248,7 @@ class LoggerManager:
         """Files and bytes per handler, records by level since enable, redactions, errors, shipping."""
         from ._handler import LEVEL_NAMES, existing_files
 
-        settings = self._active or self._settings or load_settings()
+        settings = self.settings or self._resolve_settings()
         log_dir = Path(settings.logging.dir)
         handlers: dict[str, Any] = {}
         for name, file_name in (("file", LOG_FILE), ("errors", ERROR_FILE)):
@@ -282,7 +290,7 @@ class LoggerManager:
             raise ValueError("days must not be negative")
         from ._handler import existing_files
 
-        settings = self._active or self._settings or load_settings()
+        settings = self.settings or self._resolve_settings()
         log_dir = Path(settings.logging.dir)
         cutoff = time.time() - days * 86400
         deleted = 0
@@ -300,23 +308,6 @@ class LoggerManager:
         return deleted
 
 
-def _elasticsearch_sink(settings: Settings, metrics: Metrics) -> LogSink:
-    """The started Elasticsearch sink; a missing client package is an error here, not a spool
-    that never drains."""
-    try:
-        from ..sinks.elasticsearch import ElasticsearchSink
-
-        sink = ElasticsearchSink(settings, metrics)
-        sink.start()
-    except ImportError as exc:
-        raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch client cannot be loaded: {exc}"
-                                ) from exc
-    except OSError as exc:  # STATE_DIR (the spool lives there) cannot be made or read
-        raise LoggingSetupError(f"cannot keep the log spool under STATE_DIR={settings.general.state_dir}: "
-                                f"{exc.strerror or exc}") from exc
-    return sink
-
-
 def _prepare_dir(path: Path) -> Path:
     """``LOG_DIR`` as a directory of mode 0700: created when its parent exists, else an error."""
     path = path.expanduser()
@@ -327,7 +318,7 @@ def _prepare_dir(path: Path) -> Path:
         if not parent.is_dir():
             raise LoggingSetupError(f"LOG_DIR {path}: parent directory {parent} does not exist")
         try:
-            path.mkdir(mode=DIR_MODE)
+            make_dirs(path, DIR_MODE)
         except FileExistsError:  # created meanwhile by another process
             if not path.is_dir():
                 raise LoggingSetupError(f"LOG_DIR {path} exists but is not a directory") from None
@@ -348,5 +339,3 @@ def _size(path: Path) -> int:
     except FileNotFoundError:
         return 0
 
-
-logger_manager = LoggerManager()

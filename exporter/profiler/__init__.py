@@ -9,11 +9,23 @@
 Each operation keeps a ring of its last ``PROFILER_WINDOW`` samples (older than
 ``PROFILER_RETENTION_HOURS`` they leave the statistics) and feeds the
 ``bot_operation_duration_seconds`` histogram; with tracing on, each block is also a span and its
-observation carries the trace id as an exemplar.
+observation carries the trace id as an exemplar. Slow operations are logged and alerted through
+the module-level logger and alert managers.
 """
 from __future__ import annotations
 
+from .._lazy import lazy_attributes
 from ._blocks import AsyncBlock, Block, NoopBlock, Timer
-from .profiler import SLOW_ALERT_INTERVAL, Profiler, profiler
+from .manager import SLOW_ALERT_INTERVAL, Profiler
+
+
+def _profiler() -> Profiler:
+    from ..alert_manager import alert_manager
+    from ..logger_manager import logger_manager
+
+    return Profiler(events=logger_manager, alerts=alert_manager)
+
+
+__getattr__ = lazy_attributes(__name__, {"profiler": _profiler})
 
 __all__ = ["AsyncBlock", "Block", "NoopBlock", "Profiler", "SLOW_ALERT_INTERVAL", "Timer", "profiler"]

@@ -16,7 +16,7 @@ from ..metrics import OPERATION_BUCKETS
 
 if TYPE_CHECKING:
     from ._stats import OperationState
-    from .profiler import Profiler
+    from .manager import Profiler
 
 _BUCKETS = OPERATION_BUCKETS
 

@@ -6,12 +6,16 @@ A baseline maps each relative path under a checked path (``""`` is the path itse
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
-from ..backup_manager.catalog import read_catalog, read_manifest
+from ..backup_manager.catalog import open_manifest, read_catalog, read_manifest
+from ..errors import IntegrityError
+
+log = logging.getLogger("exporter.recovery_manager")
 
 IO_CHUNK = 1 << 20
 MTIME_TOLERANCE = 0.001
@@ -94,12 +98,21 @@ def from_manifest(manifest: dict[str, Any], path: Path) -> tuple[str, dict[str, 
     return prefix, entries
 
 
-def backups_covering(backup_dir: Path, path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """``(catalog entry, manifest)`` of backups holding ``path``: verified ones first, newest first."""
+def backups_covering(backup_dir: Path, path: Path,
+                     key: bytes | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(catalog entry, manifest)`` of backups holding ``path``: verified ones first, newest
+    first. A sealed manifest that ``key`` cannot open is passed over (and logged)."""
     found = []
     for backup in reversed(read_catalog(backup_dir)):
         manifest = read_manifest(backup["manifest"])
-        if manifest is not None and covering_source(manifest, path) is not None:
+        if manifest is None:
+            continue
+        try:
+            manifest = open_manifest(manifest, key)
+        except IntegrityError as exc:  # no key, another key, or a changed manifest
+            log.warning("not using backup %s: %s", backup["name"], exc)
+            continue
+        if covering_source(manifest, path) is not None:
             found.append((backup, manifest))
     found.sort(key=lambda pair: (not pair[0]["verified"], -pair[0]["created_at"]))
     return found

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracing
+from .._files import make_dirs
 from .._manager_base import ManagerBase
-from ..alert_manager import AlertSeverity, AlertType, alert_manager
-from ..backup_manager.catalog import NAME_PATTERN, manifest_path, read_manifest
-from ..backup_manager.lock import DirectoryLock
 from ..config import Settings
-from ..errors import BackupLockedError, NotEnabledError, RecoveryError
-from ..logger_manager import logger_manager
+from ..errors import BackupLockedError, BackupUnreadableError, NotEnabledError, RecoveryError
 from ..metrics import Metrics, worker_failed
+from ..ports import NO_ALERTS, NO_EVENTS, Alerter, BackupArchives, EventLog
 from . import baseline as bl
 from .state import BASELINE_FILE, STATE_FILE, read_baselines, read_integrity_state, write_json
 
@@ -29,8 +27,15 @@ HISTORY_KEPT = 50
 
 
 class RecoveryManager(ManagerBase):
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+    """Checks and repairs; reads the backups through ``backups``, writes its events to ``events``
+    and raises alerts with ``alerts``."""
+
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 backups: BackupArchives, events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
         super().__init__(settings, metrics)
+        self._backups = backups
+        self._events = events
+        self._alerts = alerts
         self._history: collections.deque = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -38,21 +43,20 @@ class RecoveryManager(ManagerBase):
         self._key: bytes | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None, *, periodic: bool | None = None) -> None:
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+               periodic: bool | None = None) -> None:
         """Turn on; ``periodic`` (default: when ``RECOVERY_CRITICAL_PATHS`` is set) starts a
         thread checking them every ``INTEGRITY_CHECK_INTERVAL`` seconds."""
         if self.enabled:
             return
         settings = self._resolve_settings(settings)
         if settings.backups.encryption_key is not None:
-            from ..backup_manager.crypto import parse_key
-
-            self._key = parse_key(settings.backups.encryption_key.get())
+            self._key = self._backups.parse_key(settings.backups.encryption_key.get())
         self.settings = settings
-        self.metrics = self._resolve_metrics()
+        self.metrics = self._resolve_metrics(metrics)
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(self.state_dir)
         except OSError as exc:  # a file, a read-only place: say which setting, not a traceback
             raise RecoveryError(f"cannot keep integrity state in {self.state_dir} (STATE_DIR): "
                                 f"{exc.strerror}") from exc
@@ -111,7 +115,7 @@ class RecoveryManager(ManagerBase):
         if recorded is not None:
             return "recorded", recorded["entries"], None
         backup_dir = backup_dir or Path(os.path.abspath(self.settings.backups.dir))
-        for backup, manifest in bl.backups_covering(backup_dir, path):
+        for backup, manifest in bl.backups_covering(backup_dir, path, self._key):
             _, entries = bl.from_manifest(manifest, path)
             return f"backup:{backup['name']}", entries, (backup, manifest)
         raise RecoveryError(f"no baseline for {path}: record one or make a backup that holds it")
@@ -165,15 +169,15 @@ class RecoveryManager(ManagerBase):
             self._state["last_report"] = summary
             self._append(summary)
         if valid:
-            logger_manager.log_event("integrity", "success", f"integrity of {details['path']} ok",
-                                     event_action="integrity-check", file_path=details["path"])
+            self._events.log_event("integrity", "success", f"integrity of {details['path']} ok",
+                                   event_action="integrity-check", file_path=details["path"])
         else:
-            logger_manager.log_event("integrity", "failure",
-                                     f"integrity of {details['path']} failed: {len(details['errors'])} "
-                                     "problem(s)", level=logging.WARNING, event_action="integrity-check",
-                                     file_path=details["path"])
-            alert_manager.trigger_alert_sync(
-                AlertType.INTEGRITY_FAILED, AlertSeverity.HIGH, "Integrity check failed",
+            self._events.log_event("integrity", "failure",
+                                   f"integrity of {details['path']} failed: {len(details['errors'])} "
+                                   "problem(s)", level=logging.WARNING, event_action="integrity-check",
+                                   file_path=details["path"])
+            self._alerts.trigger_alert_sync(
+                "integrity_failed", "high", "Integrity check failed",
                 f"{details['path']}: {'; '.join(details['errors'][:5])}",
                 details={"path": details["path"], "problems": len(details["errors"])})
 
@@ -192,30 +196,32 @@ class RecoveryManager(ManagerBase):
         if backup_source:
             source = Path(os.path.abspath(backup_source))
             if source.is_dir():
-                return [(source, b, m) for b, m in bl.backups_covering(source, path)]
+                return [(source, b, m) for b, m in bl.backups_covering(source, path, self._key)]
             backup_dir = Path(os.path.abspath(self.settings.backups.dir))
-            manifest = read_manifest(manifest_path(backup_dir, backup_source)) \
-                if NAME_PATTERN.match(backup_source) else None
+            manifest = self._backups.read_manifest(backup_dir, backup_source, self._key)
             if manifest is None:
                 raise RecoveryError(f"no backup or backup directory {backup_source!r}")
             if bl.covering_source(manifest, path) is None:
                 raise RecoveryError(f"backup {backup_source!r} does not hold {path}")
             return [(backup_dir, {"name": backup_source}, manifest)]
         backup_dir = Path(os.path.abspath(self.settings.backups.dir))
-        return [(backup_dir, b, m) for b, m in bl.backups_covering(backup_dir, path)]
+        return [(backup_dir, b, m) for b, m in bl.backups_covering(backup_dir, path, self._key)]
 
     def _repair(self, target: Path, damaged: dict[str, dict[str, Any]],
                 candidates: list[tuple[Path, dict, dict]]) -> dict[str, Any]:
         result = {"restored": [], "quarantined": [], "failed": dict.fromkeys(damaged, "no backup"),
                   "backup": None, "quarantine_dir": None}
-        from ..backup_manager.reader import check_archive  # tarfile and the archive code: on first repair
         from .repair import new_quarantine_dir, restore_members
 
         quarantine_dir = new_quarantine_dir(self.state_dir)
         for backup_dir, backup, manifest in candidates:
             if not result["failed"]:
                 break
-            report = check_archive(backup_dir, manifest, self._key)
+            try:
+                report = self._backups.check_archive(backup_dir, manifest, self._key)
+            except BackupUnreadableError as exc:  # no key, wrong key: try the next backup
+                log.warning("not repairing from backup %s: %s", backup["name"], exc)
+                continue
             if not report["ok"]:
                 log.warning("not repairing from backup %s: %s", backup["name"], report["errors"][0])
                 continue
@@ -241,7 +247,7 @@ class RecoveryManager(ManagerBase):
         target = Path(os.path.abspath(path))
         with tracing.span("integrity.repair", path=str(target)):
             try:
-                with DirectoryLock(self.state_dir / "recovery.lock", "recovery state directory"):
+                with self._backups.lock(self.state_dir / "recovery.lock", "recovery state directory"):
                     candidates = self._sources(backup_source, target)
                     recorded = read_baselines(self.state_dir).get(str(target))
                     if recorded is not None:
@@ -278,16 +284,16 @@ class RecoveryManager(ManagerBase):
                           "errors": [f"{rel or '.'}: {why}" for rel, why in result["failed"].items()][:10],
                           "restored": result["restored"][:50]})
         if result["ok"]:
-            logger_manager.log_event("integrity", "success",
-                                     f"repaired {len(result['restored'])} file(s) under {result['path']} "
-                                     f"from backup {result['backup']}", event_action="integrity-repair",
-                                     file_path=result["path"])
+            self._events.log_event("integrity", "success",
+                                   f"repaired {len(result['restored'])} file(s) under {result['path']} "
+                                   f"from backup {result['backup']}", event_action="integrity-repair",
+                                   file_path=result["path"])
         else:
-            logger_manager.log_event("integrity", "failure", f"repair of {result['path']} failed",
-                                     level=logging.ERROR, event_action="integrity-repair",
-                                     file_path=result["path"])
-            alert_manager.trigger_alert_sync(
-                AlertType.INTEGRITY_FAILED, AlertSeverity.CRITICAL, "Repair failed",
+            self._events.log_event("integrity", "failure", f"repair of {result['path']} failed",
+                                   level=logging.ERROR, event_action="integrity-repair",
+                                   file_path=result["path"])
+            self._alerts.trigger_alert_sync(
+                "integrity_failed", "critical", "Repair failed",
                 f"{result['path']}: {len(result['failed'])} path(s) could not be repaired",
                 details={"path": result["path"]})
 

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backup_manager.catalog import TEMP_MARKER
+from .._files import make_dirs
+from ..backup_manager.catalog import TEMP_MARKER, archive_path
 from ..backup_manager.reader import ArchiveStream, open_tar
-from ..backup_manager.safety import unsafe_reason
-from ..errors import RecoveryError, UnsafeArchiveError
+from ..backup_manager.safety import ExtractionGuard
+from ..errors import RecoveryError
 
 IO_CHUNK = 1 << 20
 
@@ -21,7 +22,7 @@ IO_CHUNK = 1 << 20
 def quarantine(path: Path, quarantine_dir: Path) -> Path:
     """Move ``path`` (file, link or tree) under ``quarantine_dir``, keeping its absolute path."""
     destination = quarantine_dir / str(path).lstrip("/")
-    destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(destination.parent)
     try:
         os.rename(path, destination)
     except OSError:
@@ -41,20 +42,24 @@ def restore_members(backup_dir: Path, manifest: dict[str, Any], key: bytes | Non
     """
     names = {(prefix if rel == "" else f"{prefix}/{rel}"): rel for rel in wanted}
     restored, quarantined, failed = [], [], {}
-    stream = ArchiveStream(backup_dir / manifest["archive"]["name"], manifest, key)
+    archive = archive_path(backup_dir, manifest)
+    guard = ExtractionGuard({entry["path"] for entry in manifest.get("files", [])})
+    stream = ArchiveStream(archive, manifest, key)
     try:
         with open_tar(stream) as tar:
             for member in tar:
-                rel = names.get(member.name)
+                guard.check(member, f"archive {archive}: member")  # every member: the guard
+                rel = names.get(member.name)                       # models the whole tree
                 if rel is None:
                     continue
-                reason = unsafe_reason(member)
-                if reason:
-                    raise UnsafeArchiveError(f"member {member.name!r} {reason}")
+                if member.name in guard.outside:
+                    failed[rel] = (f"the backup holds it as a symlink to {member.linkname!r}, "
+                                   "outside the repaired path; repair does not restore it")
+                    continue
                 want = wanted[rel]
                 target = _target(root, rel)
                 try:
-                    _put_back(tar, member, want, target, quarantine_dir, quarantined, rel)
+                    _put_back(tar, member, want, target, quarantine_dir, quarantined, rel, root)
                     restored.append(rel)
                 except (OSError, RecoveryError) as exc:
                     failed[rel] = str(exc)
@@ -67,9 +72,21 @@ def restore_members(backup_dir: Path, manifest: dict[str, Any], key: bytes | Non
     return {"restored": sorted(restored), "quarantined": sorted(quarantined), "failed": failed}
 
 
+def _check_no_link_between(root: Path, target: Path) -> None:
+    """Refuse a ``target`` reached from ``root`` through a symlink or a non-directory on disk
+    (the live tree may hold links the archive's guard cannot see)."""
+    here = root
+    for part in target.relative_to(root).parts[:-1]:
+        here = here / part
+        if here.is_symlink() or (here.exists() and not here.is_dir()):
+            raise RecoveryError(f"cannot restore {target}: {here} is a link or not a directory; "
+                                "nothing is written through it")
+
+
 def _put_back(tar, member, want: dict[str, Any], target: Path, quarantine_dir: Path,
-              quarantined: list[str], rel: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+              quarantined: list[str], rel: str, root: Path) -> None:
+    _check_no_link_between(root, target)
+    make_dirs(target.parent)
     exists = target.exists() or target.is_symlink()
     if member.isdir():
         if exists and (target.is_symlink() or not target.is_dir()):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._files import read_json, replace_file
+from .._files import make_dirs, read_json, replace_file
 
 STATE_FILE = "integrity-state.json"
 BASELINE_FILE = "integrity-baseline.json"
@@ -31,5 +31,5 @@ def read_baselines(state_dir: Path) -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> None:
     import json
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path.parent)
     replace_file(path, json.dumps(data, sort_keys=True).encode())

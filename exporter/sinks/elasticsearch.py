@@ -42,9 +42,11 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from .._files import make_dirs
 from ..config import Settings
-from ..logger_manager.sink import mark_shipping_thread
+from ..errors import LoggingSetupError
 from ..metrics import LOG_LEVELS, Metrics, worker_failed
+from ..ports import mark_shipping_thread
 from .spool import Record, Spool, lines_end, parse
 
 log = logging.getLogger("exporter.sinks.elasticsearch")
@@ -154,7 +156,7 @@ class ElasticsearchSink:
 
     # -- the protocol
     def start(self) -> None:
-        """Make the client and start the worker. ``logger_manager.enable()`` calls it, so the
+        """Make the client and start the worker. :func:`from_settings` calls it, so the
         ``elasticsearch`` package loads while the bot starts (a missing one is an error there,
         not a spool that never drains), not on the worker in the middle of the first records."""
         with self._start_lock:
@@ -162,7 +164,7 @@ class ElasticsearchSink:
                 return
             if self._client is None:
                 self._client = _new_client(self._settings)
-            self._state_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self._state_dir)
             self.spool.open()
             self._update_spool_gauges()
             self._thread = threading.Thread(target=self._run, name="es-log-shipper", daemon=True)
@@ -473,3 +475,18 @@ class ElasticsearchSink:
     def _update_spool_gauges(self) -> None:
         self._metrics.spool_bytes.set(self.spool.size())
         self._metrics.spool_oldest.set(self.spool.oldest())
+
+
+def from_settings(settings: Settings, metrics: Metrics) -> ElasticsearchSink:
+    """The started sink (``logger_manager.enable()`` calls this when ``ELASTICSEARCH_URL`` is
+    set): a missing client package is an error here, not a spool that never drains."""
+    try:
+        sink = ElasticsearchSink(settings, metrics)
+        sink.start()
+    except ImportError as exc:
+        raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch client cannot be loaded: {exc}"
+                                ) from exc
+    except OSError as exc:  # STATE_DIR (the spool lives there) cannot be made or read
+        raise LoggingSetupError(f"cannot keep the log spool under STATE_DIR={settings.general.state_dir}: "
+                                f"{exc.strerror or exc}") from exc
+    return sink

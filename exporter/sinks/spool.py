@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .._files import replace_file
+from .._files import make_dirs, replace_file
 
 Record = tuple[int, str, bytes]  # (levelno, _id, json)
 
@@ -34,8 +34,8 @@ class Spool:
         with self._lock:
             if self._opened:
                 return
-            self.directory.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.directory, 0o700)
+            make_dirs(self.directory)
+            os.chmod(self.directory, 0o700)  # one made by an older version: 0755
             for path in sorted(self.directory.glob("*.spool")):
                 counter, _, created = path.stem.partition("-")
                 if not (counter.isdigit() and created.isdigit()):

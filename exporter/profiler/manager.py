@@ -6,8 +6,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..config import Settings, load_settings
-from ..metrics import Metrics, default_metrics
+from .._manager_base import ManagerBase
+from ..config import Settings
+from ..metrics import Metrics
+from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
 from ._blocks import AsyncBlock, Block, NoopBlock, Timer
 
 if TYPE_CHECKING:  # the sample rings (array, math) load with the first measured operation
@@ -19,19 +21,20 @@ SLOW_ALERT_INTERVAL = 60.0  # seconds between two SLOW_OPERATION alerts of one o
 _UNKNOWN = object()  # an operation not looked up yet (None: looked up, not profiled)
 
 
-class Profiler:
+class Profiler(ManagerBase):
     """Times operations (``profile_sync``, ``profile_async``, ``mark_operation``) into per-operation
     windows and the ``bot_operation_duration_seconds`` histogram.
 
     Off until :meth:`enable`; while off every call returns a shared no-op object, and the query
-    methods return empty results.
+    methods return empty results. Slow operations are written to ``events`` and alerted with ``alerts``.
     """
 
-    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
-        self._settings = settings
-        self._metrics = metrics
+    def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
+                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
+        super().__init__(settings, metrics)
+        self._events = events
+        self._alerts = alerts
         self.metrics: Metrics | None = metrics
-        self.enabled = False
         self._threshold = float("inf")
         self._window = 2048
         self._max_age = 24 * 3600.0
@@ -42,12 +45,12 @@ class Profiler:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
-    def enable(self, settings: Settings | None = None) -> None:
-        settings = settings or self._settings or load_settings()
+    def enable(self, settings: Settings | None = None, metrics: Metrics | None = None) -> None:
+        settings = self._resolve_settings(settings)
         config = settings.profiler
         with self._lock:
-            self._settings = settings
-            self.metrics = self._metrics or default_metrics()
+            self.settings = settings
+            self.metrics = self._resolve_metrics(metrics)
             self._window = config.window
             self._max_age = config.retention_hours * 3600.0
             self._wanted = frozenset(config.operations) if config.operations else None
@@ -137,7 +140,8 @@ class Profiler:
         """Operations whose slowest retained sample exceeds ``threshold`` (default
         ``PROFILE_THRESHOLD``), slowest average first."""
         if threshold is None:
-            threshold = self._settings.profiler.threshold if self._settings is not None else 1.0
+            settings = self.settings or self._settings_arg
+            threshold = settings.profiler.threshold if settings is not None else 1.0
         found = [stats for stats in self.get_all_stats().values() if stats["max_duration"] > threshold]
         return sorted(found, key=lambda stats: stats["average_duration"], reverse=True)
 
@@ -149,27 +153,21 @@ class Profiler:
         """Count, log and (rate-limited) alert one slow run. Never raises."""
         try:
             self.metrics.slow_operations.labels(state.name).inc()
-            from ..logger_manager import logger_manager
-
-            logger_manager.log_event("slow_operation", "failure" if failed else "success",
-                                     f"{state.name} took {duration:.3f} s (threshold "
-                                     f"{self._threshold:.3f} s)", level=logging.WARNING,
-                                     duration=duration, operation=state.name)
+            self._events.log_event("slow_operation", "failure" if failed else "success",
+                                   f"{state.name} took {duration:.3f} s (threshold "
+                                   f"{self._threshold:.3f} s)", level=logging.WARNING,
+                                   duration=duration, operation=state.name)
             now = time.monotonic()
             with state.series.lock:
                 due = now - state.last_alert >= SLOW_ALERT_INTERVAL
                 if due:
                     state.last_alert = now
             if due:
-                from ..alert_manager import AlertSeverity, AlertType, alert_manager
-
-                alert_manager.trigger_alert_sync(
-                    AlertType.SLOW_OPERATION, AlertSeverity.MEDIUM, "Slow operation",
+                self._alerts.trigger_alert_sync(
+                    "slow_operation", "medium", "Slow operation",
                     f"{state.name} took {duration:.3f} s, above the {self._threshold:.3f} s threshold",
                     details={"operation": state.name, "duration_seconds": round(duration, 6),
                              "threshold_seconds": self._threshold})
         except Exception:  # telemetry never breaks the profiled code
             log.exception("slow-operation handling failed for %s", state.name)
 
-
-profiler = Profiler()

@@ -1,0 +1,130 @@
+"""What the alert manager keeps: the alerts (in memory, appended to the history file), the index
+of unresolved alerts by fingerprint, the outbox of notifications not yet delivered, and the
+loop that writes them every 0.2 s, prunes hourly and compacts the history."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import AlertError
+from ..metrics import worker_failed
+from .model import Alert, AlertSeverity
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..metrics import Metrics
+    from .delivery import Job, Outbox
+    from .store import AlertStore, HistoryFile
+
+log = logging.getLogger("exporter.alert_manager")
+
+COMPACT_SLACK_LINES = 10_000  # history lines beyond two per alert before the file is rewritten
+PERSIST_INTERVAL = 0.2  # seconds between two writes of what changed
+PRUNE_INTERVAL = 3600.0  # seconds between two prunes of alerts past ALERT_RETENTION_HOURS
+
+
+class AlertState:
+    """The alerts, their index and the outbox, read from ``STATE_DIR`` by :meth:`open`.
+
+    Who changes an alert holds ``store.lock`` and adds its id to :attr:`dirty`; :meth:`write_history`
+    appends those to the history file."""
+
+    def __init__(self, store: AlertStore, history: HistoryFile, outbox: Outbox, metrics: Metrics,
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.history = history
+        self.outbox = outbox
+        self.metrics = metrics
+        self.clock = clock
+        self.by_fingerprint = {a.fingerprint: a.id for a in store.alerts.values() if not a.resolved}
+        self.dirty: set[str] = set()
+
+    @classmethod
+    def open(cls, settings: Settings, metrics: Metrics, clock: Callable[[], float],
+             max_alerts: int) -> tuple[AlertState, list[Job]]:
+        """Load the history and the outbox: the state, and the jobs the outbox held for the lanes
+        (AlertError naming ``STATE_DIR`` when it cannot be used)."""
+        from .delivery import Outbox
+        from .store import HISTORY_FILE, OUTBOX_FILE, AlertStore, HistoryFile, ensure_state_dir
+
+        state_dir = Path(settings.general.state_dir)
+        store = AlertStore(settings.alerts.retention_hours, max_alerts)
+        try:
+            ensure_state_dir(state_dir)
+            store.load(state_dir / HISTORY_FILE, clock())
+            history = HistoryFile(state_dir / HISTORY_FILE, store, COMPACT_SLACK_LINES).open()
+            outbox = Outbox(state_dir / OUTBOX_FILE)
+            saved_jobs = outbox.load()
+        except OSError as exc:
+            raise AlertError(f"cannot keep alert state in {state_dir} (STATE_DIR): {exc.strerror}") from exc
+        state = cls(store, history, outbox, metrics, clock)
+        state.refresh_active()
+        return state, saved_jobs
+
+    def unindex(self, alert: Alert) -> None:
+        """Drop the fingerprint entry of ``alert``, gone from the store (the caller holds its lock)."""
+        if self.by_fingerprint.get(alert.fingerprint) == alert.id:
+            del self.by_fingerprint[alert.fingerprint]
+
+    def write_history(self) -> None:
+        """Append the alerts changed since the last call."""
+        store = self.store
+        with store.lock:
+            dirty, self.dirty = self.dirty, set()
+            records = [store.alerts[i].to_dict() for i in dirty if i in store.alerts]
+        self.history.append(records)
+
+    def refresh_active(self) -> None:
+        """Set ``bot_alerts_active`` from the store."""
+        counts = {severity: 0 for severity in AlertSeverity}
+        for alert in self.store.alerts.values():
+            if not alert.resolved:
+                counts[alert.severity] += 1
+        for severity, count in counts.items():
+            self.metrics.alerts_active.labels(severity.value).set(count)
+
+    def update_queue_gauge(self) -> None:
+        self.metrics.alert_delivery_queue.set(self.outbox.pending())
+
+    def prune(self) -> None:
+        store = self.store
+        with store.lock:
+            gone = store.prune(self.clock())
+            for alert in gone:
+                self.unindex(alert)
+        if gone:
+            self.history.compact()
+            self.refresh_active()
+
+    def save(self) -> None:
+        """Write what changed and the whole outbox (on the way out)."""
+        self.write_history()
+        self.outbox.save()
+
+    async def run(self) -> None:
+        """Every 0.2 s: append changed alerts, save the outbox if it changed, prune hourly."""
+        import asyncio
+
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(PERSIST_INTERVAL)
+            try:
+                self.write_history()
+                if self.outbox.dirty:
+                    self.outbox.save()
+                self.update_queue_gauge()
+                if time.monotonic() - last_prune > PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    self.prune()
+                elif self.history.oversized():
+                    self.history.compact()  # repeats append snapshots; keep about one line per alert
+            except OSError as exc:
+                log.warning("alert state could not be written: %s", exc)
+            except Exception:  # task boundary: report, keep persisting
+                worker_failed(self.metrics, "alert_persistence", log, "saving the alert state")
+
+    def close(self) -> None:
+        self.history.close()

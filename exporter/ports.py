@@ -1,0 +1,123 @@
+"""The ports: the small protocols managers are built against, and the no-op objects that stand in
+when the feature behind one is off. Standard library only; nothing of the project is imported,
+so every package may depend on this module and it on none.
+
+- :class:`LogSink` (built by a :data:`SinkFactory`): a log shipping backend, see ``exporter.sinks``;
+- :class:`Channel` (built by a :data:`ChannelFactory`): a notification backend, see
+  ``exporter.channels``;
+- :class:`EventLog`: where managers write their ECS events (the logger manager, else :data:`NO_EVENTS`);
+- :class:`Alerter`: where managers raise alerts (the alert manager, else :data:`NO_ALERTS`);
+- :class:`BackupArchives`: what the recovery manager reads of the backups
+  (``exporter.backup_manager.archives``).
+
+A sink's own worker thread calls :func:`mark_shipping_thread` first: what is logged on it (its
+HTTP client's request lines, its warnings) would otherwise be shipped again and keep the worker
+busy forever. Such records are never handed to a sink, and only WARNING and above are written.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+# Per thread: empty on the bot's threads (one dict check on the hot path); "shipping" on a
+# sink's worker, "submitting" while a sink's submit() runs (a sink that logs does not loop).
+thread_state = threading.local()
+
+
+def mark_shipping_thread() -> None:
+    """Declare the calling thread a sink's worker (see the module docstring)."""
+    thread_state.shipping = True
+
+
+@runtime_checkable
+class LogSink(Protocol):
+    """Receives every record at or above ``LOG_LEVEL`` as its final ECS JSON line (masked, ending
+    in ``\\n``, ready for NDJSON)."""
+
+    def submit(self, line: bytes, levelno: int) -> None:
+        """Take one ECS JSON line of a record of level ``levelno``. Called on the logging thread:
+        never blocks (append to a bounded queue and return)."""
+
+    def stats(self) -> dict:
+        """Figures for ``get_log_stats()["shipping"]`` (queued, shipped, spooled, dropped, ...)."""
+
+    def close(self, timeout: float) -> None:
+        """Flush what is queued within ``timeout`` seconds, then stop."""
+
+
+# (settings, metrics) -> a started sink, or None when the settings do not configure this backend.
+SinkFactory = Callable[[Any, Any], "LogSink | None"]
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A notification backend. ``alert`` is an ``exporter.alert_manager.Alert``."""
+
+    name: str
+
+    async def send(self, alert: Any) -> None:
+        """Deliver ``alert``; raise ``DeliveryError`` (retried) on failure."""
+
+    async def send_resolved(self, alert: Any) -> None:
+        """Tell the receiver ``alert`` is resolved (may do nothing)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+# settings -> a channel; raises ChannelConfigError naming the setting it misses.
+ChannelFactory = Callable[[Any], Channel]
+
+
+class EventLog(Protocol):
+    def log_event(self, action: Any, outcome: Any, message: Any = None, *, level: int = logging.INFO,
+                  **fields: Any) -> None:
+        """Write one ECS event; never raises."""
+
+
+class Alerter(Protocol):
+    def trigger_alert_sync(self, alert_type: Any, severity: Any, title: str, message: str,
+                           task_id: str | None = None, details: dict[str, Any] | None = None) -> Any:
+        """Raise an alert (type and severity by value, e.g. ``"backup_failed"``, ``"high"``);
+        thread-safe, never blocks, never raises."""
+
+
+class NoEvents:
+    """The event log when logging is off."""
+
+    def log_event(self, action: Any, outcome: Any, message: Any = None, *, level: int = logging.INFO,
+                  **fields: Any) -> None:
+        return None
+
+
+class NoAlerts:
+    """The alerter when alerting is off."""
+
+    def trigger_alert_sync(self, alert_type: Any, severity: Any, title: str, message: str,
+                           task_id: str | None = None, details: dict[str, Any] | None = None) -> None:
+        return None
+
+
+NO_EVENTS = NoEvents()
+NO_ALERTS = NoAlerts()
+
+
+class BackupArchives(Protocol):
+    """The backups as the recovery manager reads them."""
+
+    def parse_key(self, text: str) -> bytes:
+        """The ``BACKUP_ENCRYPTION_KEY`` as bytes; ``ConfigError`` when malformed."""
+
+    def read_manifest(self, backup_dir: Path, name: str, key: bytes | None) -> dict[str, Any] | None:
+        """The manifest of backup ``name`` in ``backup_dir`` (unsealed with ``key``); None when
+        there is none. Raises IntegrityError when a sealed one cannot be opened."""
+
+    def check_archive(self, backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+        """Read every byte back and check every hash: a report with ``ok`` and ``errors``."""
+
+    def lock(self, path: Path, what: str) -> AbstractContextManager:
+        """An exclusive lock on ``path`` (``BackupLockedError`` naming ``what`` when held)."""
