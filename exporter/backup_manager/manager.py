@@ -232,7 +232,7 @@ class BackupManager(Housekeeping, ManagerBase):
         and the failure is recorded. A backup that cannot be read at all (no key, the wrong
         key, its archive gone) raises BackupUnreadableError (BackupNotFoundError when the
         archive is missing) and records nothing: that is not a backup found bad."""
-        from .reader import check_archive
+        from .verify import check_archive
 
         self._require()
         started = time.time()
@@ -282,7 +282,7 @@ class BackupManager(Housekeeping, ManagerBase):
         outside the target are skipped (``skipped`` in the report) unless ``outside_links``. Raises
         IntegrityError (DecryptionError, UnsafeArchiveError) or BackupError, and then the target
         is as it was."""
-        from .reader import raise_for_report
+        from .verify import raise_for_report
         from .restore import extract, plan_changes
 
         self._require()
@@ -352,7 +352,7 @@ class BackupManager(Housekeeping, ManagerBase):
         result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
         cannot run: no backup, no key, no space."""
         from .drill import restore_and_check
-        from .reader import raise_for_report
+        from .verify import raise_for_report
 
         self._require()
         if backup_name is None:
