@@ -79,6 +79,8 @@ def run_process(*argv: str, cwd: Path, env: dict[str, str]) -> subprocess.Comple
     (["demo", "--duration", "nan"], "--duration", "nan"),
     (["demo", "--rate", "0"], "--rate", "0"),
     (["demo", "--rate", "1e999"], "--rate", "1e999"),
+    (["logs", "cleanup", "--days", "-1"], "--days", "-1"),
+    (["logs", "cleanup", "--days", "inf"], "--days", "inf"),
 ])
 def test_an_option_out_of_range_is_one_line_and_exit_2(clean_env, capsys, argv, option, value):
     code, _, err = run(capsys, *argv)

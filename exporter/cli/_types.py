@@ -25,3 +25,4 @@ LIMIT = option(integer(1, 1_000_000))
 TIMEOUT = option(number(0.1, 3600, "seconds"))
 DURATION = option(number(0, 30 * DAY, "seconds"))
 RATE = option(number(0.01, 1000, "per second"))
+DAYS = option(number(0, 36_500, "days"))  # an age: up to a hundred years, never inf
