@@ -118,17 +118,6 @@ def _size(raw: Any) -> int:
     return _number(raw, int)
 
 
-def _show_size(n: int) -> str:
-    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor} {unit}"
-    return f"{n} bytes"
-
-
-def _plain(n: int | float) -> str:
-    return str(int(n)) if n == int(n) else f"{n:f}".rstrip("0")
-
-
 class Bounded:
     """A number parser with inclusive bounds, ``low <= value <= high``: every numeric flag has
     one, so no value can stop a thread later (an interval of ``inf`` or ``1e300`` ends a
@@ -152,11 +141,21 @@ class Bounded:
     def range_text(self) -> str:
         """``from 0.01 to 3600 seconds``, ``from 1 KiB to 1 TiB``, ``0 (off) or from 60 to ...``:
         for error messages and the README."""
-        off = "" if self.off is None else f"{_plain(self.off)} (off) or "
-        if self.kind == "size":
-            return f"{off}from {_show_size(self.low)} to {_show_size(self.high)}"
+        show = self._show_size if self.kind == "size" else self._plain
+        off = "" if self.off is None else f"{show(self.off)} (off) or "
         unit = f" {self.unit}" if self.unit else ""
-        return f"{off}from {_plain(self.low)} to {_plain(self.high)}{unit}"
+        return f"{off}from {show(self.low)} to {show(self.high)}{unit}"
+
+    @staticmethod
+    def _plain(n: int | float) -> str:
+        return str(int(n)) if n == int(n) else f"{n:f}".rstrip("0")
+
+    @staticmethod
+    def _show_size(n: int) -> str:
+        for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if n >= factor and n % factor == 0:
+                return f"{n // factor} {unit}"
+        return f"{n} bytes"
 
 
 # integer(low, high), number(low, high, unit), size(low, high): a size in bytes is an integer or a

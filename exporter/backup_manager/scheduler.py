@@ -14,15 +14,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import OpsError
-from ..metrics import Metrics, worker_failed
+from ..metrics import worker_failed
 
 if TYPE_CHECKING:  # asyncio (~9 MiB) loads when a schedule starts, not on import
     import asyncio
 
+    from ..metrics import Metrics
+
 log = logging.getLogger("exporter.backup_manager")
 
 PERIODS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
-RETRY_AFTER = 300.0  # seconds before a failed or idle job looks again
 
 
 class Job:
@@ -47,12 +48,11 @@ class Job:
                 await asyncio.to_thread(self._run)
                 if self.due_in() > 0:
                     continue
-                # it recorded no run (nothing to do yet): look again later
             except OpsError as exc:  # the job has reported its failure (metric, log, alert)
                 log.error("scheduled %s failed: %s", self.name, exc)
             except Exception:  # thread boundary: report, keep the schedule
                 worker_failed(metrics, "backup_scheduler", log, f"scheduled {self.name}")
-            await asyncio.sleep(min(self.period, RETRY_AFTER))
+            await asyncio.sleep(min(self.period, 300.0))  # failed, or nothing to do yet: look again later
 
 
 class Scheduler:
