@@ -483,6 +483,9 @@ class BackupSettings(Section, section="backups"):
     encryption_key: Secret | None = flag("BACKUP_ENCRYPTION_KEY", aes_key, None,
                                          "AES-256-GCM key (64 hex characters) to encrypt backups.",
                                          secret=True)
+    scheduler: str = flag("BACKUP_SCHEDULER", one_of(("in-process", "celery")), "in-process",
+                          "Who runs scheduled backups: the in-process scheduler, or Celery beat "
+                          "(then enable() starts none).")
     drill_interval: float = flag("BACKUP_DRILL_INTERVAL", Bounded("number", 60, 366 * DAY, "seconds", off=0),
                                  7 * DAY, "Seconds between restore drills of the newest backup "
                                  "while backups are scheduled (0: none).")

@@ -51,8 +51,9 @@ class BackupManager(Housekeeping, ManagerBase):
     # ------------------------------------------------------------------ lifecycle
     def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
                schedule: bool | None = None) -> None:
-        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
-        in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
+        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set and
+        ``BACKUP_SCHEDULER`` is ``in-process``) starts the in-process scheduler of
+        ``BACKUP_FREQUENCY`` backups and ``BACKUP_DRILL_INTERVAL`` drills."""
         if self.enabled:
             return
         settings = self._resolve_settings(settings)
@@ -76,8 +77,8 @@ class BackupManager(Housekeeping, ManagerBase):
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
         self._show_drill(last_drill(self.backup_dir))
-        if schedule is None:
-            schedule = bool(settings.backups.critical_paths)
+        if schedule is None:  # Celery beat, when it owns the schedule, runs the backups instead
+            schedule = bool(settings.backups.critical_paths) and settings.backups.scheduler == "in-process"
         if schedule:
             jobs = [Job("backup", PERIODS[settings.backups.frequency], self._last_scheduled,
                         self.run_scheduled_backup)]
