@@ -219,8 +219,26 @@ def start_metrics_server(settings: Any, metrics: Any, *, registry: Any = None) -
     def on_scrape(seconds: float) -> None:
         metrics.scrape_duration.set(seconds)
 
-    server = MetricsServer(registry if registry is not None else metrics.registry, addr=config.addr,
-                           port=config.port or 0, username=config.auth_username, password=password,
-                           on_scrape=on_scrape)
+    try:
+        server = MetricsServer(registry if registry is not None else metrics.registry, addr=config.addr,
+                               port=config.port or 0, username=config.auth_username, password=password,
+                               on_scrape=on_scrape)
+    except OSError as exc:  # the port is taken, the address is not this host's or does not resolve
+        raise _listen_error(settings, exc) from exc
     log.info("serving metrics on %s", server.url)
     return server
+
+
+def _listen_error(settings: Any, exc: OSError) -> Exception:
+    """A :class:`ConfigError` naming the setting that cannot be used: METRICS_ADDR when the
+    address does not resolve or is not this host's, else METRICS_PORT (taken, or privileged)."""
+    import errno
+    import socket
+
+    from ..errors import ConfigError
+
+    config = settings.metrics
+    wrong_addr = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+    key, value = ("METRICS_ADDR", config.addr) if wrong_addr else ("METRICS_PORT", config.port)
+    return ConfigError(key, settings.sources.get(key, "default"), value,
+                       f"cannot listen on {config.addr}:{config.port}: {exc.strerror or exc}")
