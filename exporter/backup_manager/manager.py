@@ -18,13 +18,12 @@ from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..config import Settings
 from ..errors import (BackupError, BackupLockedError, BackupNotFoundError, BackupUnreadableError,
-                      DecryptionError, IntegrityError, LockHeldError, NotEnabledError, OpsError)
+                      DecryptionError, LockHeldError, NotEnabledError, OpsError)
 from ..metrics import Metrics
 from ..ports import LOCAL_ONLY, NO_ALERTS, NO_EVENTS, Alerter, EventLog, SharedHold, SharedLocks
-from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE,
-                      last_drill, manifest_path, open_manifest, read_catalog, read_drill_state,
-                      read_manifest,
-                      read_verify_state)
+from .catalog import (LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE, last_drill, manifest_path,
+                      open_manifest, read_catalog, read_manifest, read_verify_state)
+from .drill import Drills
 from .housekeeping import Housekeeping
 from .leftovers import clean_leftovers
 from .lock import DirectoryLock
@@ -38,7 +37,7 @@ CELERY_TASK = "exporter.backup_manager.scheduled_backup"
 TIMESTAMP_SAFE = str.maketrans(":+", "--")  # f"backup_{datetime.now().isoformat()}" is a fine name
 
 
-class BackupManager(Housekeeping, ManagerBase):
+class BackupManager(Drills, Housekeeping, ManagerBase):
     """Backups in ``BACKUP_DIR``; writes its events to ``events`` and raises alerts with ``alerts``."""
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
@@ -204,26 +203,30 @@ class BackupManager(Housekeeping, ManagerBase):
                 self.metrics.backups.labels("failure").inc()
                 raise
             duration = time.time() - started
-            archive = manifest["archive"]
-            m = self.metrics
-            m.backups.labels("success").inc()
-            m.backup_last_success.set(time.time())
-            m.backup_duration.observe(duration)
-            m.backup_size.set(archive["size"])
-            m.backup_files.set(manifest["file_count"])
             if span is not None:
-                span.set_attribute("backup.size_bytes", archive["size"])
+                span.set_attribute("backup.size_bytes", manifest["archive"]["size"])
+        return self._created(manifest, duration)
+
+    def _created(self, manifest: dict[str, Any], duration: float) -> dict[str, Any]:
+        """Count, log and describe a backup just created."""
+        name, archive, m = manifest["name"], manifest["archive"], self.metrics
+        m.backups.labels("success").inc()
+        m.backup_last_success.set(time.time())
+        m.backup_duration.observe(duration)
+        m.backup_size.set(archive["size"])
+        m.backup_files.set(manifest["file_count"])
         self._events.log_event(
             "backup", "success", f"backup {name} created: {manifest['file_count']} files, "
             f"{archive['size']} bytes in {duration:.2f}s", event_action="backup-create",
             event_duration=int(duration * 1e9), backup_name=name, file_size=archive["size"])
         return {
-            "backup_name": name, "name": name, "created_at": manifest["created_at"], "tier": tier,
-            "description": description, "archive": str(self.backup_dir / archive["name"]),
+            "backup_name": name, "name": name, "created_at": manifest["created_at"],
+            "tier": manifest["tier"], "description": manifest["description"],
+            "archive": str(self.backup_dir / archive["name"]),
             "manifest": str(manifest_path(self.backup_dir, name)), "size": archive["size"],
             "sha256": archive["sha256"], "files": manifest["file_count"],
             "total_bytes": manifest["total_bytes"], "duration_seconds": round(duration, 3),
-            "compression": settings.compression, "encrypted": self._key is not None,
+            "compression": manifest["settings"]["compression"], "encrypted": self._key is not None,
             "source_paths": [s["path"] for s in manifest["sources"]],
             "skipped": list(manifest.get("skipped", [])),
         }
@@ -369,69 +372,3 @@ class BackupManager(Housekeeping, ManagerBase):
         return {"opsstack-scheduled-backup": {
             "task": CELERY_TASK, "schedule": PERIODS[settings.backups.frequency],
             "args": (), "options": {"expires": PERIODS[settings.backups.frequency]}}}
-
-    # ------------------------------------------------------------------ drills
-    def drill_backup_sync(self, backup_name: str | None = None) -> dict[str, Any]:
-        """Restore ``backup_name`` (default: the newest backup) into a scratch directory, compare
-        every file with the manifest and run SQLite's integrity check; record and export the
-        result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
-        cannot run: no backup, no key, no space."""
-        from .drill import restore_and_check
-        from .verify import raise_for_report
-
-        self._require()
-        if backup_name is None:
-            backups = read_catalog(self.backup_dir)
-            if not backups:
-                raise BackupNotFoundError(f"no backup to drill in {self.backup_dir}")
-            backup_name = backups[-1]["name"]
-        manifest = self._manifest(backup_name)
-        started = time.time()
-        with tracing.span("backup.drill", backup_name=backup_name):
-            try:
-                raise_for_report(self.verify_backup_report(backup_name))
-                report = restore_and_check(self.backup_dir, manifest, self._key)
-            except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
-                self._fail("drill", backup_name, exc)
-                raise
-            except IntegrityError as exc:
-                report = {"files_checked": 0, "sqlite_checked": 0, "errors": [str(exc)]}
-            except Exception as exc:
-                self._fail("drill", backup_name, exc)
-                raise
-        report.update(backup_name=backup_name, ok=not report["errors"],
-                      duration_seconds=round(time.time() - started, 3))
-        self._record(DRILL_STATE_FILE, read_drill_state, backup_name, report["ok"])
-        self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
-        self._show_drill({"ok": report["ok"], "at": time.time()})
-        if report["ok"]:
-            self._events.log_event(
-                "backup", "success", f"restore drill of {backup_name} passed: "
-                f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
-                event_action="backup-drill", backup_name=backup_name)
-        else:
-            self._fail("drill", backup_name, "; ".join(report["errors"][:3]))
-        return report
-
-    async def drill_backup(self, backup_name: str | None = None) -> dict[str, Any]:
-        import asyncio
-
-        self._require()
-        return await asyncio.to_thread(self.drill_backup_sync, backup_name)
-
-    def run_scheduled_drill(self) -> dict[str, Any] | None:
-        """What the scheduler runs every ``BACKUP_DRILL_INTERVAL``: drill the newest backup
-        (None while there is none yet)."""
-        if not read_catalog(self.backup_dir):
-            return None
-        return self.drill_backup_sync()
-
-    def _show_drill(self, drill: dict[str, Any] | None) -> None:
-        self.metrics.backup_drill_interval.set(self.settings.backups.drill_interval)
-        if drill is not None:
-            self.metrics.backup_last_drill.set(drill["at"])
-            self.metrics.backup_last_drill_success.set(1 if drill["ok"] else 0)
-
-    def _last_drill_time(self) -> float | None:
-        drill = last_drill(self.backup_dir)
-        return drill["at"] if drill else None
