@@ -39,6 +39,11 @@ BACKUP_TIERS = ("hourly", "daily", "weekly", "manual")
 FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "shipping")
 
 
+def log_level_label(levelno: int) -> str:
+    """The ``level`` label (one of :data:`LOG_LEVELS`) of a stdlib ``levelno``; custom levels round down."""
+    return LOG_LEVELS[min(4, max(0, levelno // 10 - 1))]
+
+
 class OperationSeries:
     """One operation's histogram: bucket counts (not cumulative; the last is +Inf), sum, count
     and the latest exemplar per bucket. The profiler records under ``lock`` itself."""

@@ -144,8 +144,9 @@ def test_while_the_node_is_away_an_attempt_is_a_connect_not_a_batch(tmp_path):
         sink.submit(_line(number), logging.INFO)
     _wait_for(lambda: sink.stats()["retried"] >= 1)
     sent = []
-    send = sink._send
-    sink._send = lambda *args: sent.append(args) or send(*args)
+    worker = sink._worker
+    send = worker._send
+    worker._send = lambda *args: sent.append(args) or send(*args)
     _wait_for(lambda: sink.stats()["retried"] >= 3)  # two more attempts, each a failed connect
     assert sent == []  # no batch was built for them
     sink.close(0.5)
