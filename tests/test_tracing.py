@@ -196,6 +196,7 @@ def test_exit_is_bounded_with_the_collector_unreachable(protocol, endpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.services  # builds the Collector into the harness cache
 def test_deploy_collector_config_validates():
     from tests.harness import otelcol
     from tests.harness.base import ServiceUnavailable
