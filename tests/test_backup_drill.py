@@ -15,6 +15,7 @@ from exporter.backup_manager.catalog import DRILL_STATE_FILE
 from exporter.cli import main
 from exporter.errors import BackupUnreadableError
 from exporter.metrics import Metrics
+from tests.probes import wait_until
 from tests.test_backup_manager import KEY, make_manager, make_settings, make_tree
 from tests.test_restore_safety import _member, craft_backup
 
@@ -107,9 +108,7 @@ def test_the_scheduler_drills_the_newest_backup(tmp_path):
     manager = BackupManager(settings, Metrics())
     manager.enable()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (manager.backup_dir / DRILL_STATE_FILE).exists():
-            time.sleep(0.05)
+        wait_until((manager.backup_dir / DRILL_STATE_FILE).exists, timeout=30, what="the first drill")
         drilled = json.loads((manager.backup_dir / DRILL_STATE_FILE).read_text())
         assert list(drilled.values())[0]["ok"] is True
         assert manager.get_backup_stats()["next_drill"] == pytest.approx(time.time() + 3600, abs=60)

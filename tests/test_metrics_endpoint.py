@@ -18,6 +18,7 @@ from exporter.exposition import DiskCollector, start_metrics_server
 from exporter.metrics import Metrics
 from exporter.profiler import Profiler
 from tests.harness.base import free_port
+from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -304,15 +305,14 @@ def test_real_prometheus_scrapes_both(start_prometheus, server, serve, tmp_path)
         ],
     }
     prometheus = start_prometheus(config)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def both_scraped():
         up = {item["metric"]["job"]: item["value"][1] for item in prometheus.query("up")}
         downloads = prometheus.query('bot_downloads_total{job="bot",outcome="success"}')
         retained = prometheus.query('bot_backups_retained{job="serve",tier="daily"}')
-        if (up == {"bot": "1", "serve": "1"} and downloads and retained) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert up == {"bot": "1", "serve": "1"}
+        return up == {"bot": "1", "serve": "1"} and downloads and retained and (downloads, retained)
+
+    downloads, retained = wait_until(both_scraped, timeout=30, what="both targets up and scraped", interval=0.5)
     assert downloads[0]["value"][1] == "3"
     assert retained[0]["value"][1] == "1"
 

@@ -15,6 +15,7 @@ from elasticsearch import Elasticsearch
 from exporter.config import default_settings
 from exporter.metrics import Metrics
 from exporter.sinks.elasticsearch import ElasticsearchSink
+from tests.probes import wait_until
 
 
 def _closed_port_url() -> str:
@@ -130,10 +131,10 @@ def test_a_full_queue_spills_to_the_spool_without_losing_records(tmp_path):
 def test_while_the_node_is_away_one_batch_stays_in_memory_and_the_rest_waits_on_disk(tmp_path):
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_BATCH_SIZE=100), Metrics())
     sink.submit(_line(0), logging.INFO)
-    _wait_for(lambda: sink.stats()["retried"] >= 1)  # the first request failed: backing off
+    wait_until(lambda: sink.stats()["retried"] >= 1)  # the first request failed: backing off
     for number in range(1, 5_000):  # far below LOG_SHIP_QUEUE_SIZE (50,000)
         sink.submit(_line(number), logging.INFO)
-    _wait_for(lambda: sink.stats()["spooled"] >= 4_900)  # the first record and all but a batch
+    wait_until(lambda: sink.stats()["spooled"] >= 4_900)  # the first record and all but a batch
     assert sink.stats()["queue_size"] == 100
     sink.close(0.5)
     stats = sink.stats()
@@ -144,12 +145,12 @@ def test_while_the_node_is_away_an_attempt_is_a_connect_not_a_batch(tmp_path):
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_BATCH_SIZE=10), Metrics())
     for number in range(50):
         sink.submit(_line(number), logging.INFO)
-    _wait_for(lambda: sink.stats()["retried"] >= 1)
+    wait_until(lambda: sink.stats()["retried"] >= 1)
     sent = []
     worker = sink._worker
     send = worker._send
     worker._send = lambda *args: sent.append(args) or send(*args)
-    _wait_for(lambda: sink.stats()["retried"] >= 3)  # two more attempts, each a failed connect
+    wait_until(lambda: sink.stats()["retried"] >= 3)  # two more attempts, each a failed connect
     assert sent == []  # no batch was built for them
     sink.close(0.5)
     assert sink.stats()["spooled"] == 50 and sink.stats()["dropped"] == {}
@@ -166,7 +167,7 @@ def test_close_spools_the_batch_of_a_request_that_never_ends(tmp_path):
                                            LOG_SHIP_INTERVAL=0.1), Metrics())
         for number in range(10):
             sink.submit(_line(number), logging.INFO)
-        _wait_for(lambda: sink.stats()["queue_size"] == 0)  # the worker took them and waits on the node
+        wait_until(lambda: sink.stats()["queue_size"] == 0)  # the worker took them and waits on the node
         sink.close(0.5)
         spooled = [line for path in (tmp_path / "state" / "spool").glob("*.spool")
                    for line in path.read_bytes().splitlines()]
@@ -223,22 +224,15 @@ def test_a_replayed_batch_with_refused_records_is_not_sent_twice(tmp_path):
                                            LOG_SHIP_INTERVAL=0.1), Metrics(), client=client)
         for number in range(3):
             sink.submit(_line(number), logging.INFO)
-        _wait_for(lambda: sink.stats()["spooled"] == 3)
+        wait_until(lambda: sink.stats()["spooled"] == 3)
         client.down = False
-        _wait_for(lambda: not sink.spool)
+        wait_until(lambda: not sink.spool)
         sink.close(1.0)
     finally:
         listener.close()
     stats = sink.stats()
     assert stats["shipped"] == 2 and stats["dead_lettered"] == 1
     assert len((tmp_path / "state" / "dead-letter.ndjson").read_text().splitlines()) == 1
-
-
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_a_record_past_the_overflow_room_is_dropped_and_counted(tmp_path):
@@ -283,7 +277,7 @@ def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elast
         if number == 7_000:
             assert sink.stats()["spooled"] > 0
             node.start()
-        if number % 500 == 0:
+        if number % 500 == 0:  # a paced stream, so the worker ships while the node stops and starts
             time.sleep(0.05)
     sink.close(60)
     hits = _search(node.url, "logs-bot-restart", size=10_000)
@@ -300,14 +294,23 @@ def test_the_shippers_own_request_lines_are_neither_shipped_nor_logged(elasticse
     from exporter.sinks import SINKS
 
     settings = _settings(tmp_path, elasticsearch.url, "quiet", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE=False)
-    manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
+    metrics = Metrics()
+    manager = LoggerManager(settings, metrics, sink_factories=SINKS)
     manager.enable()
-    logging.getLogger("bot").info("the only line")
-    time.sleep(1.5)  # several ship intervals: each _bulk request would log a line and ship it again
+
+    def shipped() -> float:
+        return metrics.registry.get_sample_value("bot_log_shipping_shipped_total")
+
+    logging.getLogger("bot").info("the first line")
+    wait_until(lambda: shipped() >= 1, what="the first line shipped")
+    # One queue, oldest first: a line the first _bulk request logged would be shipped before this one.
+    logging.getLogger("bot").info("the last line")
+    wait_until(lambda: shipped() >= 2, what="the last line shipped")
     manager.disable()
     lines = [json.loads(line) for line in (tmp_path / "logs" / "bot.json").read_text().splitlines()]
-    assert [line["message"] for line in lines] == ["the only line"]
-    assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-quiet")] == ["the only line"]
+    assert [line["message"] for line in lines] == ["the first line", "the last line"]
+    assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-quiet")] == \
+        ["the first line", "the last line"]
 
 
 UNTRACED_PROBE = """

@@ -18,6 +18,7 @@ from exporter.config import default_settings
 from exporter.errors import ConfigError
 from exporter.metrics import Metrics
 from tests.harness.base import free_port, skip_or_fail
+from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_CONFIG = ROOT / "deploy" / "otel-collector" / "config.yaml"
@@ -214,16 +215,15 @@ def _search_trace(es_url: str, trace_id: str, timeout: float = 30.0) -> list[dic
     from tests.harness.otelcol import TRACES_INDEX
 
     query = urllib.parse.urlencode({"q": f'TraceId:"{trace_id}"'})
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def hits() -> list[dict]:
         try:
             with urllib.request.urlopen(f"{es_url}/{TRACES_INDEX}/_search?{query}", timeout=5) as response:
-                hits = json.load(response)["hits"]["hits"]
-        except OSError:
-            hits = []
-        if hits or time.monotonic() > deadline:
-            return hits
-        time.sleep(0.5)
+                return json.load(response)["hits"]["hits"]
+        except OSError:  # the index is not there yet
+            return []
+
+    return wait_until(hits, timeout, what=f"trace {trace_id} in Elasticsearch", interval=0.5)
 
 
 @pytest.mark.slow
