@@ -53,7 +53,8 @@ def test_a_good_backup_passes_and_is_recorded_listed_and_exported(tmp_path):
     restarted = Metrics()
     make_manager(tmp_path, restarted)  # a restart shows the last drill, not "never"
     assert sample(restarted, "bot_backup_last_drill_success") == 1
-    assert sample(restarted, "bot_backup_last_drill_timestamp_seconds") > 0
+    assert sample(restarted, "bot_backup_last_drill_timestamp_seconds") == pytest.approx(
+        sample(metrics, "bot_backup_last_drill_timestamp_seconds"), abs=1)
 
 
 def test_a_damaged_sqlite_database_fails_the_drill(tmp_path):

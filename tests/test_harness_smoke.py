@@ -78,7 +78,8 @@ def test_telegram_stand_in_answers_like_the_bot_api(telegram_api):
 
 def test_markdown_v2_check_accepts_escaped_text():
     assert markdown_v2_error(r"*Backup failed* on host\-1 \(disk 95\.0%\)") is None
-    assert markdown_v2_error("*unclosed") is not None
+    assert markdown_v2_error("*unclosed") == ("Bad Request: can't parse entities: Can't find end of the entity "
+                                              "starting at byte offset 0")
 
 
 def test_elasticsearch_indexes_and_finds_a_document(elasticsearch):

@@ -180,7 +180,8 @@ def test_disk_collector_reads_catalog_integrity_and_spool(tmp_path):
     assert value("bot_integrity_checks_total", {"outcome": "failure"}) == 1
     assert value("bot_integrity_repairs_total", {"outcome": "success"}) == 1
     assert value("bot_log_spool_bytes") == 1234
-    assert value("bot_log_spool_oldest_timestamp_seconds") > 0
+    spooled = Path(env["STATE_DIR"]) / "spool" / "0001.ndjson"
+    assert value("bot_log_spool_oldest_timestamp_seconds") == spooled.stat().st_mtime
 
 
 def test_disk_collector_survives_a_failing_source(tmp_path):
