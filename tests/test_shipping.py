@@ -358,3 +358,51 @@ def test_a_line_without_its_newline_or_with_one_inside_still_ships(elasticsearch
     sink.close(10)
     assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-newlines")] == \
         ["record 0", "record 1", "record 2"]
+
+
+# --------------------------------------------------------------------------- the parts, offline
+
+
+def test_a_record_replayed_from_the_spool_is_the_bulk_line_it_would_have_been_sent_as():
+    from exporter.sinks._es_bulk import BulkEncoder
+    from exporter.sinks.spool import encode_line, parse
+
+    encoder = BulkEncoder("logs-bot-unit", "0123456789abcdef")
+    taken = [(logging.INFO, _line(0)), (logging.WARNING, _line(1, "warning"))]
+    fresh = encoder.fresh(7, taken)
+    assert fresh.splitlines()[0] == b'{"create":{"_index":"logs-bot-unit","_id":"0123456789abcdef-7"}}'
+    assert json.loads(fresh.splitlines()[3]) == {**json.loads(_line(1, "warning")),
+                                                 "agent.ephemeral_id": "0123456789abcdef", "event.sequence": 8}
+    spooled = bytes(encoder.spool_block(7, taken))
+    assert encoder.replayed(spooled) == fresh
+    records = encoder.records(7, taken)
+    assert list(parse(spooled)) == records
+    assert b"".join(encode_line(*record) for record in records) == spooled
+
+
+def test_an_answer_is_sorted_into_shipped_retried_and_dead():
+    from exporter.sinks._es_bulk import classify
+
+    records = [(20, f"p-{n}", b"{}") for n in range(6)]
+    assert classify({"errors": False}, 6, lambda: pytest.fail("a clean batch builds no records")) == (6, [], [])
+    error = {"type": "mapper_parsing_exception", "reason": "failed to parse field [file.size]"}
+    items = [{"create": {"status": 201}}, {"create": {"status": 409}}, {"create": {"status": 429}},
+             {"create": {"status": 503}}, {"create": {"status": 400, "error": error}}, {"index": {"status": 200}}]
+    shipped, retry, dead = classify({"errors": True, "items": items}, 6, lambda: records)
+    assert shipped == 3
+    assert retry == [records[2], records[3]]
+    assert dead == [(records[4], error)]
+
+
+def test_dead_letters_keep_the_document_the_reason_and_the_level(tmp_path):
+    from exporter.sinks.dead_letters import DeadLetters
+
+    letters = DeadLetters(tmp_path, "logs-bot-unit")
+    letters.append([((logging.ERROR, "p-1", b'{"message":"m"}'), {"type": "x"}),
+                    ((25, "p-2", b"not json \xff"), None)])
+    assert [json.loads(line) for line in letters.path.read_text().splitlines()] == [
+        {"_id": "p-1", "index": "logs-bot-unit", "reason": {"type": "x"}, "level": "error",
+         "document": {"message": "m"}},
+        {"_id": "p-2", "index": "logs-bot-unit", "reason": None, "level": "info", "document": "not json \ufffd"},
+    ]
+    assert stat.S_IMODE(os.stat(letters.path).st_mode) == 0o600

@@ -38,7 +38,7 @@ from ..errors import LoggingSetupError
 from ..metrics import Metrics
 from ._es_bulk import BulkEncoder
 from ._es_client import TEMPLATE_NAME, Node, load_template
-from ._es_client import new_client as _new_client
+from ._es_client import new_client as _new_client  # looked up here at start(): a test stands in for it
 from ._es_worker import Tally, Worker
 from .dead_letters import DeadLetters
 from .spool import Spool
