@@ -67,3 +67,14 @@ def make_dirs(path: str | os.PathLike, mode: int = 0o700) -> Path:
             continue  # made meanwhile by another process: its mode is its own
         os.chmod(directory, mode)  # the umask took bits off
     return Path(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path``, read in 1 MiB chunks."""
+    import hashlib  # OpenSSL: loaded with the first hash, not on import
+
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

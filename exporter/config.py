@@ -112,6 +112,28 @@ def positive_float(raw: Any) -> float:
     return value
 
 
+def redis_url(raw: Any) -> Secret | None:
+    value = secret(raw)
+    if value is not None and not value.get().startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def lock_ttl(raw: Any) -> float:
+    """Seconds: 5 to 3600."""
+    value = _number(raw, float)
+    if not 5 <= value <= 3600:
+        raise ValueError("must be between 5 and 3600 seconds")
+    return value
+
+
+def max_operations(raw: Any) -> int:
+    value = _number(raw, int)
+    if not 1 <= value <= 10000:
+        raise ValueError("must be between 1 and 10000")
+    return value
+
+
 def drill_interval(raw: Any) -> float:
     """Seconds between restore drills: 0 (off) or 60 s to 366 days."""
     value = _number(raw, float)
@@ -352,6 +374,11 @@ KEYS: tuple[Key, ...] = (
     # general
     _k("STATE_DIR", "general", "state_dir", path, "state",
        "Alert history, integrity baselines, retry queues, the log spool."),
+    _k("REDIS_URL", "general", "redis_url", redis_url, None,
+       "Redis shared by the bot's processes and hosts (locks); redis://, rediss:// or unix://.",
+       secret=True),
+    _k("SHARED_LOCK_TTL", "general", "lock_ttl", lock_ttl, 60.0,
+       "Seconds a shared lock outlives its holder's last renewal (a killed holder's lock then expires)."),
     # logging
     _k("ENABLE_ENHANCED_LOGGING", "logging", "enabled", parse_bool, False, "Turn the logger manager on."),
     _k("LOG_DIR", "logging", "dir", path, "logs", "Directory of the JSON log files."),
@@ -401,6 +428,10 @@ KEYS: tuple[Key, ...] = (
        secret=True),
     _k("ALERTMANAGER_URL", "alerts", "alertmanager_url", secret, None, "Alertmanager base URL.",
        secret=True),
+    _k("CELERY_BROKER_URL", "alerts", "celery_broker_url", secret, None,
+       "Celery broker of the celery alert channel (it may hold a password).", secret=True),
+    _k("ALERT_CELERY_TASK", "alerts", "celery_task", optional_text, None,
+       "Task the celery alert channel sends each alert to (keyword arguments status, alert)."),
     _k("DISK_FREE_MIN_PERCENT", "alerts", "disk_free_min_percent", percent, 10.0,
        "DISK_FULL below this free space."),
     _k("MEMORY_MAX_PERCENT", "alerts", "memory_max_percent", percent, 90.0,
@@ -420,6 +451,8 @@ KEYS: tuple[Key, ...] = (
        "Archive compression."),
     _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", aes_key, None,
        "AES-256-GCM key (64 hex characters) to encrypt backups.", secret=True),
+    _k("BACKUP_SCHEDULER", "backups", "scheduler", one_of(("in-process", "celery")), "in-process",
+       "Who runs scheduled backups: the in-process scheduler, or Celery beat (then enable() starts none)."),
     _k("BACKUP_DRILL_INTERVAL", "backups", "drill_interval", drill_interval, 7 * 86400.0,
        "Seconds between restore drills of the newest backup while backups are scheduled (0: none)."),
     # profiler
@@ -430,6 +463,8 @@ KEYS: tuple[Key, ...] = (
     _k("PROFILER_RETENTION_HOURS", "profiler", "retention_hours", positive_float, 24.0,
        "Hours samples stay in the statistics."),
     _k("PROFILER_WINDOW", "profiler", "window", positive_int, 2048, "Samples kept per operation."),
+    _k("PROFILER_MAX_OPERATIONS", "profiler", "max_operations", max_operations, 200,
+       "Distinct operations measured (1 to 10000); the ones past it are recorded as operation=\"other\"."),
     # recovery
     _k("ENABLE_RECOVERY_MANAGER", "recovery", "enabled", parse_bool, False, "Turn the recovery manager on."),
     _k("ENABLE_AUTO_RECOVERY", "recovery", "auto_recovery", parse_bool, False,
@@ -469,6 +504,8 @@ SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
 
 class GeneralSettings(Record, frozen=True):
     state_dir: Path
+    redis_url: Secret | None
+    lock_ttl: float
 
 
 class LoggingSettings(Record, frozen=True):
@@ -511,6 +548,8 @@ class AlertSettings(Record, frozen=True):
     email_to: tuple[str, ...]
     slack_webhook_url: Secret | None
     alertmanager_url: Secret | None
+    celery_broker_url: Secret | None
+    celery_task: str | None
     disk_free_min_percent: float
     memory_max_percent: float
     process_memory_max: int
@@ -525,6 +564,7 @@ class BackupSettings(Record, frozen=True):
     retention: dict[str, int]
     compression: str
     encryption_key: Secret | None
+    scheduler: str
     drill_interval: float
 
 
@@ -534,6 +574,7 @@ class ProfilerSettings(Record, frozen=True):
     operations: tuple[str, ...] | None
     retention_hours: float
     window: int
+    max_operations: int
 
 
 class RecoverySettings(Record, frozen=True):

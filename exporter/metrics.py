@@ -206,6 +206,10 @@ class Metrics:
         self.slow_operations = Counter("bot_slow_operations_total",
                                        "Operations slower than PROFILE_THRESHOLD.", ["operation"],
                                        registry=r)
+        self.operations_overflow = Counter(
+            "bot_profiler_operations_overflow_total",
+            "Measurements of operations past PROFILER_MAX_OPERATIONS, recorded as operation=\"other\".",
+            registry=r)
 
         # -- bot activity (from the logger manager's custom events)
         self.downloads = Counter("bot_downloads_total", "Downloads finished, by outcome.", ["outcome"],

@@ -99,7 +99,7 @@ VERIFY_IN_A_SUBPROCESS = textwrap.dedent("""
                 return int(line.split()[1]) / 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    from exporter.backup_manager.reader import check_archive
+    from exporter.backup_manager.verify import check_archive
     backup_dir = Path(sys.argv[1])
     manifest = json.loads((backup_dir / (sys.argv[2] + ".manifest.json")).read_text())
     started = time.perf_counter()

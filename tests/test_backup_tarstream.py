@@ -195,7 +195,7 @@ def test_the_reader_refuses_garbage_after_the_frames_and_a_truncated_frame(tmp_p
 def test_a_backup_of_files_spanning_many_segments_verifies(tmp_path, compression):
     """End to end through the archive file's own writer thread: the segments it is handed are
     reused by the stream as soon as it returns, so it must not keep a view of them."""
-    from exporter.backup_manager.reader import check_archive
+    from exporter.backup_manager.verify import check_archive
     from exporter.backup_manager.writer import write_backup
 
     source = tmp_path / "source"

@@ -21,7 +21,8 @@ GOOD = {
     "string_list": "a,b", "optional_string_list": '["a", "b"]', "backup_retention": "hourly=2,weekly=1",
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
     "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243", "aes_key": "0f" * 32,
-    "drill_interval": "86400",
+    "drill_interval": "86400", "redis_url": "redis://:s3cret-value@127.0.0.1:6379/0",
+    "lock_ttl": "30", "max_operations": "500",
 }
 BAD = {
     "parse_bool": ("environment", "maybe"), "positive_int": ("environment", "0"),
@@ -35,6 +36,8 @@ BAD = {
     "secret": ("toml", "in-a-file"),
     "elasticsearch_url": ("environment", "in-a-file:9200"),
     "drill_interval": ("environment", "59"),
+    "redis_url": ("environment", "http://127.0.0.1:6379"), "lock_ttl": ("environment", "1"),
+    "max_operations": ("environment", "0"),
     "aes_key": ("environment", "0f" * 16),
 }
 

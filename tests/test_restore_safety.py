@@ -16,7 +16,8 @@ import zstandard
 
 from exporter.backup_manager import archives
 from exporter.backup_manager.catalog import manifest_path, read_catalog, read_verify_state
-from exporter.backup_manager.reader import ArchiveStream, check_archive, open_tar
+from exporter.backup_manager.reader import ArchiveStream, open_tar
+from exporter.backup_manager.verify import check_archive
 from exporter.metrics import Metrics
 from exporter.recovery_manager import RecoveryManager
 from exporter.recovery_manager.baseline import from_manifest

@@ -25,7 +25,7 @@ def read_manifest(backup_dir: Path, name: str, key: bytes | None) -> dict[str, A
 
 
 def check_archive(backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
-    from .reader import check_archive as check
+    from .verify import check_archive as check
 
     return check(backup_dir, manifest, key)
 

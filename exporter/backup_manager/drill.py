@@ -7,7 +7,6 @@ and records the result (``.drill-state.json`` beside the backups, metrics, log e
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -15,15 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .._files import file_sha256
+
 SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -69,7 +62,7 @@ def _entry_problem(root: Path, entry: dict[str, Any]) -> str | None:
         return "is not a regular file"
     if info.st_size != entry.get("size"):
         return f"has {info.st_size} bytes, the manifest {entry.get('size')}"
-    if _sha256(path) != entry.get("sha256"):
+    if file_sha256(path) != entry.get("sha256"):
         return "differs from the manifest (SHA-256)"
     return None
 

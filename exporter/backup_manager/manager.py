@@ -4,21 +4,23 @@ empty results and ``cleanup_old_backups`` returns 0; calls that need a result
 (create, verify, restore) raise :class:`NotEnabledError`."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
 from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..config import Settings
-from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, DecryptionError,
-                      IntegrityError, NotEnabledError, OpsError)
+from ..errors import (BackupError, BackupLockedError, BackupNotFoundError, BackupUnreadableError,
+                      DecryptionError, IntegrityError, LockHeldError, NotEnabledError, OpsError)
 from ..metrics import Metrics
-from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
+from ..ports import LOCAL_ONLY, NO_ALERTS, NO_EVENTS, Alerter, EventLog, SharedHold, SharedLocks
 from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE,
                       last_drill, manifest_path, open_manifest, read_catalog, read_drill_state,
                       read_manifest,
@@ -33,16 +35,20 @@ if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on firs
 
 log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
+TIMESTAMP_SAFE = str.maketrans(":+", "--")  # f"backup_{datetime.now().isoformat()}" is a fine name
 
 
 class BackupManager(Housekeeping, ManagerBase):
     """Backups in ``BACKUP_DIR``; writes its events to ``events`` and raises alerts with ``alerts``."""
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
-                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
+                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS,
+                 shared_locks: Callable[[Settings], SharedLocks] = lambda settings: LOCAL_ONLY) -> None:
         super().__init__(settings, metrics)
         self._events = events
         self._alerts = alerts
+        self._shared_locks = shared_locks  # settings -> the locks shared across hosts (Redis)
+        self._locks: SharedLocks = LOCAL_ONLY
         self.backup_dir: Path | None = None
         self._key: bytes | None = None
         self._scheduler: Scheduler | None = None
@@ -51,8 +57,9 @@ class BackupManager(Housekeeping, ManagerBase):
     # ------------------------------------------------------------------ lifecycle
     def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
                schedule: bool | None = None) -> None:
-        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
-        in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
+        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set and
+        ``BACKUP_SCHEDULER`` is ``in-process``) starts the in-process scheduler of
+        ``BACKUP_FREQUENCY`` backups and ``BACKUP_DRILL_INTERVAL`` drills."""
         if self.enabled:
             return
         settings = self._resolve_settings(settings)
@@ -68,6 +75,7 @@ class BackupManager(Housekeeping, ManagerBase):
             make_dirs(self.backup_dir)
         except OSError as exc:
             raise BackupError(f"cannot create BACKUP_DIR {self.backup_dir}: {exc.strerror}") from exc
+        self._locks = self._shared_locks(settings)
         self.enabled = True
         try:
             with DirectoryLock(self.backup_dir / LOCK_FILE):
@@ -76,8 +84,8 @@ class BackupManager(Housekeeping, ManagerBase):
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
         self._show_drill(last_drill(self.backup_dir))
-        if schedule is None:
-            schedule = bool(settings.backups.critical_paths)
+        if schedule is None:  # Celery beat, when it owns the schedule, runs the backups instead
+            schedule = bool(settings.backups.critical_paths) and settings.backups.scheduler == "in-process"
         if schedule:
             jobs = [Job("backup", PERIODS[settings.backups.frequency], self._last_scheduled,
                         self.run_scheduled_backup)]
@@ -105,6 +113,22 @@ class BackupManager(Housekeeping, ManagerBase):
         if manifest is None or not (self.backup_dir / manifest["archive"]["name"]).is_file():
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
         return open_manifest(manifest, self._key)
+
+    @contextlib.contextmanager
+    def _hold_set(self) -> Iterator[SharedHold]:
+        """The lock of this backup set shared by every process and host (``REDIS_URL``); the
+        set is named by the real path of ``BACKUP_DIR``, so hosts sharing one mount it alike."""
+        import hashlib  # OpenSSL: with the first backup, not on import
+
+        name = "backup:" + hashlib.sha256(os.fsencode(os.path.realpath(self.backup_dir))).hexdigest()[:16]
+        try:
+            with self._locks.hold(name) as shared:
+                yield shared
+        except LockHeldError as exc:
+            if isinstance(exc, BackupLockedError):
+                raise
+            raise BackupLockedError(f"backup set {self.backup_dir} is busy on another process or "
+                                    f"host: {exc}") from exc
 
     def _new_name(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -146,21 +170,22 @@ class BackupManager(Housekeeping, ManagerBase):
                            progress: Progress | None = None,
                            cancel: threading.Event | None = None) -> dict[str, Any]:
         """Create a backup of ``source_paths``; return its metadata (``backup_name``, ``size``,
-        ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). Raises
+        ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). A name
+        made from an ISO timestamp is accepted: its ``:`` and ``+`` become ``-``. Raises
         BackupError (BackupLockedError when busy)."""
         from .writer import write_backup
 
         self._require()
         started = time.time()
         self.metrics.backup_last_attempt.set(started)
-        name = backup_name or self._new_name()
+        name = backup_name.translate(TIMESTAMP_SAFE) if backup_name else self._new_name()
         settings = self.settings.backups
         with tracing.span("backup.create", backup_name=name, tier=tier) as span:
             try:
                 if not NAME_PATTERN.match(name):
                     raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
                                       "and '-' (at most 128, not starting with '.' or '-')")
-                with DirectoryLock(self.backup_dir / LOCK_FILE):
+                with self._hold_set() as shared, DirectoryLock(self.backup_dir / LOCK_FILE):
                     clean_leftovers(self.backup_dir)
                     if manifest_path(self.backup_dir, name).exists():
                         raise BackupError(f"a backup named {name!r} already exists")
@@ -168,7 +193,7 @@ class BackupManager(Housekeeping, ManagerBase):
                         backup_dir=self.backup_dir, name=name, source_paths=source_paths,
                         description=description, tier=tier, compression=settings.compression,
                         key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
-                        cancel=cancel)
+                        cancel=cancel, before_publish=shared.check)
             except Exception as exc:
                 self.metrics.backups.labels("failure").inc()
                 self._fail("create", name, exc)
@@ -232,7 +257,7 @@ class BackupManager(Housekeeping, ManagerBase):
         and the failure is recorded. A backup that cannot be read at all (no key, the wrong
         key, its archive gone) raises BackupUnreadableError (BackupNotFoundError when the
         archive is missing) and records nothing: that is not a backup found bad."""
-        from .reader import check_archive
+        from .verify import check_archive
 
         self._require()
         started = time.time()
@@ -282,7 +307,7 @@ class BackupManager(Housekeeping, ManagerBase):
         outside the target are skipped (``skipped`` in the report) unless ``outside_links``. Raises
         IntegrityError (DecryptionError, UnsafeArchiveError) or BackupError, and then the target
         is as it was."""
-        from .reader import raise_for_report
+        from .verify import raise_for_report
         from .restore import extract, plan_changes
 
         self._require()
@@ -352,7 +377,7 @@ class BackupManager(Housekeeping, ManagerBase):
         result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
         cannot run: no backup, no key, no space."""
         from .drill import restore_and_check
-        from .reader import raise_for_report
+        from .verify import raise_for_report
 
         self._require()
         if backup_name is None:

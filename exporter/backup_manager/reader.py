@@ -1,6 +1,6 @@
 """Read an archive back: a thread reads the file, hashes its raw bytes, decrypts and decompresses,
-while the caller's thread walks the tar stream and hashes each member. ``check_archive`` is the
-full verification; :mod:`.restore` uses the same stream to extract."""
+while the caller's thread walks the tar stream. :mod:`.verify` checks every member with it;
+:mod:`.restore` and repair extract through the same stream."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import (BackupKeyError, BackupUnreadableError, DecryptionError, IntegrityError,
-                      OpsError, UnsafeArchiveError)
-from .catalog import archive_path
-from .safety import ExtractionGuard
+from ..errors import BackupKeyError, BackupUnreadableError, IntegrityError, OpsError
 from .tarstream import BLOCK, RECORD
 
 IO_CHUNK = 1 << 20
@@ -359,101 +356,3 @@ class ArchiveStream:
 
 def open_tar(stream: ArchiveStream) -> tarfile.TarFile:
     return tarfile.open(fileobj=stream, mode="r:")
-
-
-def _kind(member: tarfile.TarInfo) -> str:
-    return "file" if member.isreg() else "dir" if member.isdir() else \
-        "symlink" if member.issym() else "other"
-
-
-def check_archive(backup_dir: Path, manifest: dict[str, Any], key: bytes | None,
-                  progress: Callable[[int, int, int, int], None] | None = None,
-                  cancel: threading.Event | None = None) -> dict[str, Any]:
-    """Read every byte and check every hash. Bad data gives a report ``{"ok", "name",
-    "archive", "errors", "error_type", "files_checked", "bytes_checked", "outside_links"}``; a backup that cannot
-    be read at all (no key, the wrong key, the archive missing) raises BackupUnreadableError.
-
-    Every member passes the same :class:`ExtractionGuard` as a restore (so verify refuses
-    exactly what restore would), and its size is checked against the manifest before its data
-    is read, the running total too: nothing is read beyond what the manifest declares."""
-    archive = Path(backup_dir) / str(manifest["archive"]["name"])
-    report: dict[str, Any] = {"ok": False, "name": manifest["name"], "archive": str(archive),
-                              "errors": [], "error_type": None, "files_checked": 0,
-                              "bytes_checked": 0, "outside_links": []}
-    expected = {entry["path"]: entry for entry in manifest.get("files", [])}
-    files_total = manifest.get("file_count", 0)
-    bytes_total = manifest.get("total_bytes", 0)
-    seen: set[str] = set()
-    errors = report["errors"]
-    stream = None
-
-    def advance(n: int) -> None:
-        report["bytes_checked"] += n
-        if progress is not None:
-            progress(report["files_checked"], files_total, report["bytes_checked"], bytes_total)
-
-    try:
-        archive = archive_path(backup_dir, manifest)
-        stream = ArchiveStream(archive, manifest, key, cancel)
-        guard = ExtractionGuard(expected)
-        declared = 0
-        with open_tar(stream) as tar:
-            for member in tar:
-                guard.check(member, f"archive {archive}: member")
-                entry = expected[member.name]
-                seen.add(member.name)
-                kind = _kind(member)
-                if kind != entry["type"]:
-                    errors.append(f"archive {archive}: {member.name!r} is a {kind}, "
-                                  f"the manifest says {entry['type']}")
-                    continue
-                if kind == "symlink" and member.linkname != entry.get("link"):
-                    errors.append(f"archive {archive}: link {member.name!r} points elsewhere")
-                if kind != "file":
-                    continue
-                declared += member.size
-                if member.size != entry.get("size") or declared > bytes_total:
-                    raise IntegrityError(
-                        f"archive {archive}: {member.name!r} holds {member.size} bytes, the "
-                        f"manifest says {entry.get('size')} ({bytes_total} in all); not read")
-                digest = hashlib.sha256()
-                if stream.tell() != member.offset_data:
-                    stream.seek(member.offset_data)
-                if stream.hash_into(digest, member.size, advance) != member.size:
-                    raise IntegrityError(f"archive {archive}: {member.name!r} is cut short")
-                report["files_checked"] += 1
-                if digest.hexdigest() != entry.get("sha256"):
-                    errors.append(f"archive {archive}: {member.name!r} does not match its "
-                                  "recorded size or sha256")
-        sha256, size = stream.finish()
-        report["outside_links"] = list(guard.outside)  # kept as links; a restore skips them
-        if sha256 != manifest["archive"]["sha256"] or size != manifest["archive"]["size"]:
-            errors.insert(0, f"archive {archive} does not match the sha256 and size in its manifest")
-        for missing in sorted(set(expected) - seen):
-            errors.append(f"archive {archive}: {missing!r} is in the manifest but not the archive")
-    except BackupUnreadableError:
-        raise
-    except OpsError as exc:
-        errors.insert(0, str(exc))
-        report["error_type"] = type(exc).__name__
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        errors.insert(0, f"archive {archive} is corrupt: {exc}")
-    finally:
-        if stream is not None:
-            stream.close()
-    if errors and report["error_type"] is None:
-        report["error_type"] = "IntegrityError"
-    report["ok"] = not errors
-    return report
-
-
-def raise_for_report(report: dict[str, Any]) -> None:
-    """Turn a failed verification report into the matching exception."""
-    if report["ok"]:
-        return
-    message = report["errors"][0]
-    if len(report["errors"]) > 1:
-        message += f" (and {len(report['errors']) - 1} more problems)"
-    cls = {"DecryptionError": DecryptionError, "UnsafeArchiveError": UnsafeArchiveError}.get(
-        report["error_type"], IntegrityError)
-    raise cls(message)

@@ -11,7 +11,6 @@ through :mod:`.merge`, whose journal lets a crash be undone.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -20,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .._files import make_dirs
+from .._files import file_sha256, make_dirs
 from ..errors import BackupError, IntegrityError
 from .catalog import TEMP_MARKER
 from .merge import apply, journal_name
@@ -62,14 +61,6 @@ def _above(rel: str, roots: dict[str, str]) -> bool:
     return any(root.startswith(rel + "/") for root in roots)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _action(entry: dict[str, Any], path: Path) -> str:
     try:
         info = os.lstat(path)
@@ -79,7 +70,7 @@ def _action(entry: dict[str, Any], path: Path) -> str:
         return "unchanged" if stat.S_ISDIR(info.st_mode) else "replace"
     if entry["type"] == "file":
         same = stat.S_ISREG(info.st_mode) and info.st_size == entry["size"] \
-            and _file_sha256(path) == entry["sha256"]
+            and file_sha256(path) == entry["sha256"]
         return "unchanged" if same else "replace"
     same = stat.S_ISLNK(info.st_mode) and os.readlink(path) == entry.get("link")
     return "unchanged" if same else "replace"

@@ -232,28 +232,36 @@ def write_json_atomic(path: Path, data: Any) -> None:
                  temp=path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}"))
 
 
+class _Tally:
+    """The files and bytes written so far, reported to ``progress`` (if any) as they grow."""
+
+    def __init__(self, entries: list[Entry], progress: Progress | None) -> None:
+        regular = [entry.st.st_size for entry in entries if stat.S_ISREG(entry.st.st_mode)]
+        self.files_total, self.bytes_total = len(regular), sum(regular)
+        self.files = self.bytes = 0
+        self._progress = progress
+        self.advance = self._report if progress is not None else None
+
+    def _report(self, n: int) -> None:
+        self.bytes += n
+        self._progress(self.files, self.files_total, self.bytes, self.bytes_total)
+
+
 def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os.PathLike],
                  description: str, tier: str, compression: str, key: bytes | None,
                  level: int | None = None, threads: int = 0, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> dict[str, Any]:
-    """Create the backup ``name`` in ``backup_dir``; return its manifest."""
+                 cancel: threading.Event | None = None,
+                 before_publish: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Create the backup ``name`` in ``backup_dir``; return its manifest. ``before_publish``
+    runs once the archive is complete, before anything of it is made visible (it may raise to
+    abandon the backup: a shared lock lost meanwhile)."""
     started = time.time()
     sources = plan_sources(source_paths)
     entries, skipped = walk(sources, exclude=backup_dir)
-    files_total = sum(1 for e in entries if stat.S_ISREG(e.st.st_mode))
-    bytes_total = sum(e.st.st_size for e in entries if stat.S_ISREG(e.st.st_mode))
+    tally = _Tally(entries, progress)
     final_archive = backup_dir / archive_name(name, compression, key is not None)
-    pid = os.getpid()
-    tmp_archive = backup_dir / f".{final_archive.name}{TEMP_MARKER}{pid}"
+    tmp_archive = backup_dir / f".{final_archive.name}{TEMP_MARKER}{os.getpid()}"
     temps = [tmp_archive]
-    done = {"files": 0, "bytes": 0}
-
-    def report(n: int) -> None:
-        done["bytes"] += n
-        progress(done["files"], files_total, done["bytes"], bytes_total)
-
-    advance = report if progress is not None else None
-
     records: list[dict[str, Any]] = []
     sink = stream = None
     fd = -1
@@ -271,9 +279,9 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             if cancel is not None and cancel.is_set():
                 raise BackupCancelled("backup cancelled")
             records.append(_add_entry(stream, entry, backup_dir, name, number, temps,
-                                      sqlite_done, advance))
+                                      sqlite_done, tally.advance))
             if stat.S_ISREG(entry.st.st_mode):
-                done["files"] += 1
+                tally.files += 1
         stream.close()
         for record in records:
             if record is not None and record["type"] == "file":
@@ -284,43 +292,14 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
         os.close(fd)
         fd = -1
         records = [r for r in records if r is not None]
-        manifest = {
-            "format": "opsstack-backup",
-            "format_version": FORMAT_VERSION,
-            "name": name,
-            "created_at": started,
-            "created_at_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "tier": tier,
-            "description": description,
-            "opsstack_version": __version__,
-            "settings": {"compression": compression, "compression_level": level,
-                         "encrypted": key is not None,
-                         "encryption": "AES-256-GCM, 1 MiB frames" if key is not None else None,
-                         "hash": "sha256"},
-            "sources": sources,
-            "archive": {"name": final_archive.name, "size": sink.size,
-                        "sha256": sink.sha256.hexdigest()},
-            "file_count": sum(1 for r in records if r["type"] == "file"),
-            "total_bytes": sum(r.get("size", 0) for r in records),
-            "skipped": skipped,
-            "duration_seconds": round(time.time() - started, 3),
-            "files": records,
-        }
-        # The manifest first, the archive into place last: a crash in between leaves a manifest
-        # whose archive is missing (listed as nothing) and our temp file, never an archive that
-        # a later clean-up could not tell from someone else's file.
-        manifest_file = manifest_path(backup_dir, name)
-        if key is not None:
-            from .sealing import seal
-
-            manifest = {**manifest, "format_version": SEALED_FORMAT_VERSION}
-            write_json_atomic(manifest_file, seal(manifest, key))
-        else:
-            write_json_atomic(manifest_file, manifest)
-        temps.append(manifest_file)
-        os.replace(tmp_archive, final_archive)
-        fsync_directory(backup_dir)
-        temps.remove(manifest_file)
+        manifest = _describe(name=name, started=started, tier=tier, description=description,
+                             compression=compression, level=level, key=key, sources=sources,
+                             archive={"name": final_archive.name, "size": sink.size,
+                                      "sha256": sink.sha256.hexdigest()},
+                             records=records, skipped=skipped)
+        if before_publish is not None:
+            before_publish()
+        _publish(backup_dir, manifest, key, tmp_archive, final_archive, temps)
         return manifest
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -336,6 +315,52 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             os.close(fd)
         for path in temps:
             _unlink_quietly(path)
+
+
+def _describe(*, name: str, started: float, tier: str, description: str, compression: str,
+              level: int | None, key: bytes | None, sources: list[dict[str, Any]],
+              archive: dict[str, Any], records: list[dict[str, Any]],
+              skipped: list[str]) -> dict[str, Any]:
+    """The whole manifest of a backup just written."""
+    return {
+        "format": "opsstack-backup",
+        "format_version": FORMAT_VERSION if key is None else SEALED_FORMAT_VERSION,
+        "name": name,
+        "created_at": started,
+        "created_at_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "tier": tier,
+        "description": description,
+        "opsstack_version": __version__,
+        "settings": {"compression": compression, "compression_level": level,
+                     "encrypted": key is not None,
+                     "encryption": "AES-256-GCM, 1 MiB frames" if key is not None else None,
+                     "hash": "sha256"},
+        "sources": sources,
+        "archive": archive,
+        "file_count": sum(1 for r in records if r["type"] == "file"),
+        "total_bytes": sum(r.get("size", 0) for r in records),
+        "skipped": skipped,
+        "duration_seconds": round(time.time() - started, 3),
+        "files": records,
+    }
+
+
+def _publish(backup_dir: Path, manifest: dict[str, Any], key: bytes | None, tmp_archive: Path,
+             final_archive: Path, temps: list[Path]) -> None:
+    """The manifest first (sealed when encrypted), the archive into place last: a crash in
+    between leaves a manifest whose archive is missing (listed as nothing) and our temp file,
+    never an archive that a later clean-up could not tell from someone else's file."""
+    manifest_file = manifest_path(backup_dir, manifest["name"])
+    if key is not None:
+        from .sealing import seal
+
+        write_json_atomic(manifest_file, seal(manifest, key))
+    else:
+        write_json_atomic(manifest_file, manifest)
+    temps.append(manifest_file)
+    os.replace(tmp_archive, final_archive)
+    fsync_directory(backup_dir)
+    temps.remove(manifest_file)
 
 
 def _add_entry(stream: TarStream, entry: Entry, backup_dir: Path, name: str, number: int,

@@ -21,8 +21,9 @@ DEMO_DEFAULTS = {
     "BACKUP_DIR": "backups",
     "STATE_DIR": "state",
     "BACKUP_FREQUENCY": "hourly",
-    "BACKUP_RETENTION": {"hourly": 6, "daily": 7, "weekly": 4},
-    "CRITICAL_BACKUP_PATHS": ["demo-data"],
+    "BACKUP_RETENTION": {"hourly": 6, "daily": 7, "weekly": 4, "manual": 10},
+    # No CRITICAL_BACKUP_PATHS: the demo backs up its data every 20 s itself (then verifies,
+    # drills every fifth and applies the retention); the in-process scheduler would race it.
     "RECOVERY_CRITICAL_PATHS": ["demo-data/config", "demo-data/media"],
     "INTEGRITY_CHECK_INTERVAL": 15,
     "PROFILE_THRESHOLD": 0.5,
@@ -72,15 +73,16 @@ def where_to_look(settings, data_dir: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import runtime
-    from ..demo import DemoOptions, run_demo
+    from ..demo import DemoBot, DemoOptions, run_demo
 
     settings = demo_settings(args.config)
     data_dir = Path(args.data_dir)
     options = DemoOptions(duration=args.duration or None, rate=args.rate, seed=args.seed)
     print(where_to_look(settings, data_dir), flush=True)
+    bot = DemoBot(settings, options, data_dir)  # its data first: the scheduler backs it up at once
     handle = runtime.start(settings)
     try:
-        asyncio.run(run_demo(settings, options, data_dir))
+        asyncio.run(run_demo(bot))
     except KeyboardInterrupt:
         print("\nopsstack demo: stopping (Ctrl-C)", flush=True)
     finally:

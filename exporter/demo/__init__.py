@@ -1,4 +1,4 @@
 """The demo bot: a simulated Telegram file bot with every opsstack feature on."""
-from .simulation import DemoOptions, run_demo
+from .simulation import DemoBot, DemoOptions, run_demo
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoBot", "DemoOptions", "run_demo"]

@@ -158,7 +158,7 @@ class DemoBot:
                     description=f"demo scheduled backup #{round_number}")
                 backup_manager.verify_backup(result["backup_name"])
                 self.tally.backups += 1
-                if round_number % 5 == 1:  # a restore drill of the first backup, then every fifth
+                if self.tally.backups % 5 == 1:  # a restore drill of the first good backup, every fifth after
                     await backup_manager.drill_backup(result["backup_name"])
                 backup_manager.apply_retention()  # the demo keeps BACKUP_RETENTION's manual count
             except OpsError as exc:  # the demo shows failures, it does not die of them
@@ -215,8 +215,7 @@ class DemoBot:
         return self.tally
 
 
-async def run_demo(settings: Settings, options: DemoOptions, data_dir: Path) -> Tally:
-    bot = DemoBot(settings, options, data_dir)
+async def run_demo(bot: DemoBot) -> Tally:
     tally = await bot.run()
     print(bot.status_line(), flush=True)
     return tally

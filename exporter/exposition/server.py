@@ -18,13 +18,15 @@ log = logging.getLogger("exporter.exposition")
 
 
 def multiprocess_registry() -> CollectorRegistry | None:
-    """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client's own switch
+    """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (dead workers' files folded into totals first: :mod:`.multiproc`)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's own switch
+    if not directory:
         return None
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from .multiproc import FoldingCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    FoldingCollector(directory, registry)
     return registry
 
 

@@ -12,23 +12,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from .._files import file_sha256
 from ..backup_manager.catalog import open_manifest, read_catalog, read_manifest
 from ..errors import IntegrityError
 
 log = logging.getLogger("exporter.recovery_manager")
 
-IO_CHUNK = 1 << 20
 MTIME_TOLERANCE = 0.001
-
-
-def file_sha256(path: Path | str) -> str:
-    import hashlib  # OpenSSL: loaded with the first check, not on import
-
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        while chunk := handle.read(IO_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _describe(path: Path, st: os.stat_result, with_hash: bool) -> dict[str, Any]:

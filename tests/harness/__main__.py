@@ -32,6 +32,7 @@ def prepare() -> None:
                                            require_command("promtool", "prometheus"))),
         ("alertmanager + amtool", lambda: (require_command("prometheus-alertmanager", "prometheus-alertmanager"),
                                            require_command("amtool", "prometheus-alertmanager"))),
+        ("redis-server", lambda: require_command("redis-server", "redis-server")),
         ("elasticsearch launcher", elasticsearch.build_launcher),
         ("opentelemetry collector", otelcol.build_collector),
     ]
