@@ -92,7 +92,7 @@ class BackupManager(Housekeeping, ManagerBase):
             if settings.backups.drill_interval:
                 jobs.append(Job("drill", settings.backups.drill_interval, self._last_drill_time,
                                 self.run_scheduled_drill))
-            self._scheduler = Scheduler(jobs)
+            self._scheduler = Scheduler(jobs, self.metrics)
             self._scheduler.start()
 
     def disable(self) -> None:

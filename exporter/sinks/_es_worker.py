@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable
 
-from ..metrics import Metrics, log_level_label
+from ..metrics import Metrics, log_level_label, worker_failed
 from ..ports import mark_shipping_thread
 from ._es_bulk import BulkEncoder, Taken, classify, exchange, one_line_each
 from ._es_client import REQUEST_TIMEOUT, Node
@@ -116,8 +116,18 @@ class Worker:
     # -- the loop
     def run(self) -> None:
         mark_shipping_thread()
-        while not self._round():
-            pass
+        while True:
+            try:
+                if self._round():
+                    break
+            except Exception:  # thread boundary: report, back off, go on (never a silent stop)
+                worker_failed(self.tally.metrics, "log_shipper", log, "shipping a batch")
+                if not self._stop.is_set():
+                    self._sleep_backoff()
+                elif time.monotonic() < self._deadline:
+                    time.sleep(CLOSING_RETRY)
+                else:
+                    break
         self.spool_taken(*self.take(len(self.queue)))
 
     def _round(self) -> bool:
