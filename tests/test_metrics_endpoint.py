@@ -370,14 +370,14 @@ def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(monk
             assert sock.recv(1) == b""  # dropped after the timeout
             sock.close()
         assert time.monotonic() - started < 3
-        deadline = time.monotonic() + 5
-        while True:  # the slots are free again: a normal scrape is served
+
+        def served_normally() -> str | None:
             try:
-                body, _ = scrape(served.url)
-                break
+                return scrape(served.url)[0]
             except urllib.error.URLError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+                return None
+
+        body = wait_until(served_normally, timeout=5, what="a normal scrape once the slots are free", interval=0.05)
         assert "bot_downloads_total" in body
     finally:
         served.close()
