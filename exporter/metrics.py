@@ -42,6 +42,11 @@ WORKERS = ("integrity_check", "log_shipper", "backup_scheduler", "alert_intake",
            "alert_persistence")
 
 
+def log_level_label(levelno: int) -> str:
+    """The ``level`` label (one of :data:`LOG_LEVELS`) of a stdlib ``levelno``; custom levels round down."""
+    return LOG_LEVELS[min(4, max(0, levelno // 10 - 1))]
+
+
 class OperationSeries:
     """One operation's histogram: bucket counts (not cumulative; the last is +Inf), sum, count
     and the latest exemplar per bucket. The profiler records under ``lock`` itself."""

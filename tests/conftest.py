@@ -18,6 +18,22 @@ from tests.harness.telegram import TelegramBotAPI
 from tests.harness.webhook import WebhookReceiver
 
 
+# The fixtures that start a real service of the harness or need an artefact built or downloaded
+# into a cache (promtool, amtool and redis-server from Debian's packages, the Elasticsearch
+# launcher, the Collector, the ECS field list from npm). A test using one, itself or through
+# another fixture, is marked ``services``: ``pytest -m "not services"`` is an offline run. The
+# SMTP, Telegram and webhook servers run in the test process and count as local.
+SERVICE_FIXTURES = frozenset({"promtool", "amtool", "elasticsearch", "start_elasticsearch", "otel_collector",
+                              "start_prometheus", "start_alertmanager", "redis_server", "ecs"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 def _start(what: str, starter: Callable[[], object]) -> object:
     try:
         return starter()

@@ -20,6 +20,7 @@ from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.errors import AlertError, ChannelConfigError, DeliveryError, NotEnabledError
 from exporter.metrics import Metrics
+from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,9 +267,7 @@ def test_raising_and_hanging_subscribers_do_not_stop_the_others(running, metrics
     manager.subscribe(AlertType.CUSTOM, good.append)
     for index in ("one", "two"):
         assert manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, index, index) is not None
-    deadline = time.monotonic() + 10
-    while len(good) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(good) >= 2, what="both alerts at the good subscriber")
     assert [alert.title for alert in good] == ["one", "two"]
     assert manager.flush(10)
     release.set()
@@ -276,7 +275,7 @@ def test_raising_and_hanging_subscribers_do_not_stop_the_others(running, metrics
     assert value(metrics, "bot_alert_callback_errors_total") == 6
 
 
-def test_a_hanging_sync_subscriber_holds_up_only_its_own_lane(running):
+def test_a_hanging_sync_subscriber_holds_up_only_its_own_lane(running, metrics):
     manager = running(callback_timeout=0.1)
     stuck, good = threading.Event(), []
     manager.subscribe(AlertType.DOWNLOAD_FAILED, lambda alert: stuck.wait(30))
@@ -284,11 +283,10 @@ def test_a_hanging_sync_subscriber_holds_up_only_its_own_lane(running):
     try:
         for index in range(6):  # more hanging calls than a small shared pool would have threads
             manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.LOW, "dl", f"file {'x' * index}")
-            time.sleep(0.15)
+            # the call timed out and its thread is left hanging before the next one comes
+            wait_until(lambda: value(metrics, "bot_alert_callback_errors_total") >= index + 1, what="the timeout")
         manager.trigger_alert_sync(AlertType.BACKUP_FAILED, AlertSeverity.HIGH, "backup", "broke")
-        deadline = time.monotonic() + 5
-        while not good and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: good, timeout=5, what="the backup alert at its subscriber")
         assert [alert.title for alert in good] == ["backup"]
     finally:
         stuck.set()
@@ -296,16 +294,17 @@ def test_a_hanging_sync_subscriber_holds_up_only_its_own_lane(running):
 
 def test_a_hanging_sync_subscriber_does_not_hold_up_the_exit(tmp_path):
     script = f"""
-import time
+import threading, time
 from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
 from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.metrics import Metrics
 manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False, callback_timeout=0.1)
 manager.enable(load_settings({{"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": {str(tmp_path / "state")!r}}}, environ={{}}))
-manager.subscribe(AlertType.CUSTOM, lambda alert: time.sleep(60))
+called = threading.Event()
+manager.subscribe(AlertType.CUSTOM, lambda alert: called.set() or time.sleep(60))
 manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m")
-time.sleep(0.3)
+assert called.wait(10)
 manager.disable(timeout=0.5)
 """
     started = time.monotonic()
@@ -327,7 +326,7 @@ def test_routes_by_severity_and_resolve_reaches_the_same_channels(running, metri
     manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.HIGH, "nobody", "no channel")
     assert value(metrics, "bot_alerts_active", severity="critical") == 1
     resolved = manager.resolve_alert(disk.id)
-    assert resolved.resolved and resolved.resolved_at is not None
+    assert disk.first_seen <= resolved.resolved_at <= time.time()
     assert manager.resolve_alert(disk.id) is None
     assert manager.flush(5)
     assert [a.title for a in critical.sent] == ["Disk"] and [a.title for a in critical.resolved] == ["Disk"]
@@ -538,10 +537,7 @@ def test_monitor_runs_periodically_when_enabled(tmp_path, metrics):
     manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, resource_probe=probe)
     manager.enable(make_settings(tmp_path, RESOURCE_CHECK_INTERVAL=0.05))
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not manager.get_alerts(type="disk_full"):
-            time.sleep(0.02)
-        assert manager.get_alerts(type="disk_full")
+        wait_until(lambda: manager.get_alerts(type="disk_full"), timeout=5, what="a disk_full alert of a periodic check")
     finally:
         manager.disable()
 
@@ -574,9 +570,7 @@ def test_burst_of_ten_thousand_with_ten_subscribers_and_a_hanging_channel(tmp_pa
     finally:
         tracemalloc.stop()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (len(good.sent) < 1 or any(len(c) < 1 for c in calls)):
-            time.sleep(0.02)
+        wait_until(lambda: good.sent and all(calls), what="the alert at every subscriber and the good channel")
         assert [len(bucket) for bucket in calls] == [1] * 10
         assert len(good.sent) == 1
         assert hanging.sent == []
@@ -597,12 +591,9 @@ def test_distinct_alerts_beyond_the_bounds_are_dropped_and_counted(tmp_path, met
     try:
         for index in range(1000):
             manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "t", "m", task_id=f"task-{index}")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and \
-                value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") < 950:
-            time.sleep(0.02)
+        wait_until(lambda: value(metrics, "bot_alert_notifications_total", channel="webhook",
+                                 outcome="dropped") >= 950, what="the notifications past the lane dropped")
         assert manager.channel_stats()["webhook"]["pending"] <= 50
-        assert value(metrics, "bot_alert_notifications_total", channel="webhook", outcome="dropped") >= 950
         summary = manager.get_alert_summary()
         assert summary["distinct"] == 100 and summary["evicted"] == 900
     finally:
@@ -718,11 +709,19 @@ def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monke
     manager = manager_with(metrics, clock=clock)
     manager.enable(make_settings(tmp_path, ALERT_DEDUP_WINDOW=3600))
     path = tmp_path / "state" / "alerts.jsonl"
+
+    def last_repeat_count() -> int:
+        lines = path.read_text().splitlines() if path.exists() else []
+        try:
+            return json.loads(lines[-1])["repeat_count"] if lines else 0
+        except ValueError:  # the line is being appended
+            return 0
+
     try:
         for step in range(20):
             clock.now += 1
             manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
-            manager._worker.run(asyncio.sleep(0.21))  # let the persist loop see each repeat
+            wait_until(lambda: last_repeat_count() == step + 1, what="the persist loop to write the repeat")
         lines = path.read_text().splitlines()
         assert len(lines) < 10
         assert json.loads(lines[-1])["repeat_count"] == 20

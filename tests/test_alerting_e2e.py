@@ -2,9 +2,9 @@
 the bot's own channels to Alertmanager and Telegram, and delivery across outages and a restart."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from exporter.channels import CHANNELS
 from exporter.channels.telegram import escape_markdown_v2
 from exporter.config import load_settings
 from exporter.metrics import Metrics
+from tests import probes
 from tests.harness.base import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -26,14 +27,8 @@ AM_CHAT = 4242  # the chat Alertmanager posts to; the bot posts to BOT_CHAT
 BOT_CHAT = "-100777"
 
 
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+# Alertmanager groups and sends in seconds: a minute of patience, polled five times a second.
+wait_until = functools.partial(probes.wait_until, timeout=60.0, interval=0.2)
 
 
 def alertmanager_config(tmp_path: Path, telegram_api, smtp_server, webhook_receiver) -> dict:

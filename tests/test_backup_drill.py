@@ -15,6 +15,7 @@ from exporter.backup_manager.catalog import DRILL_STATE_FILE
 from exporter.cli import main
 from exporter.errors import BackupUnreadableError
 from exporter.metrics import Metrics
+from tests.probes import wait_until
 from tests.test_backup_manager import KEY, make_manager, make_settings, make_tree
 from tests.test_restore_safety import _member, craft_backup
 
@@ -52,7 +53,8 @@ def test_a_good_backup_passes_and_is_recorded_listed_and_exported(tmp_path):
     restarted = Metrics()
     make_manager(tmp_path, restarted)  # a restart shows the last drill, not "never"
     assert sample(restarted, "bot_backup_last_drill_success") == 1
-    assert sample(restarted, "bot_backup_last_drill_timestamp_seconds") > 0
+    assert sample(restarted, "bot_backup_last_drill_timestamp_seconds") == pytest.approx(
+        sample(metrics, "bot_backup_last_drill_timestamp_seconds"), abs=1)
 
 
 def test_a_damaged_sqlite_database_fails_the_drill(tmp_path):
@@ -107,9 +109,7 @@ def test_the_scheduler_drills_the_newest_backup(tmp_path):
     manager = BackupManager(settings, Metrics())
     manager.enable()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (manager.backup_dir / DRILL_STATE_FILE).exists():
-            time.sleep(0.05)
+        wait_until((manager.backup_dir / DRILL_STATE_FILE).exists, timeout=30, what="the first drill")
         drilled = json.loads((manager.backup_dir / DRILL_STATE_FILE).read_text())
         assert list(drilled.values())[0]["ok"] is True
         deadline = time.monotonic() + 30  # the loop plans the next drill once this one returned

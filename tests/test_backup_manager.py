@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from exporter.errors import (BackupError, BackupLockedError, BackupUnreadableErr
                              DecryptionError, IntegrityError, NotEnabledError)
 from exporter.metrics import Metrics
 from tests.fakes import Recorder
+from tests.probes import wait_until
 
 KEY = "0f" * 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +98,7 @@ def test_round_trip_manifest_and_metrics(tmp_path):
     assert sample(r, "bot_backups_total", {"outcome": "success"}) == 1
     assert sample(r, "bot_backup_last_files") == 4
     assert sample(r, "bot_backup_last_size_bytes") == archive.stat().st_size
-    assert sample(r, "bot_backup_last_success_timestamp_seconds") > 0
+    assert sample(r, "bot_backup_last_success_timestamp_seconds") == pytest.approx(time.time(), abs=60)
     assert sample(r, "bot_backup_verifications_total", {"outcome": "success"}) == 2  # verify + restore
     assert sample(r, "bot_backup_restores_total", {"outcome": "success"}) == 1
     assert sample(r, "bot_backup_last_verify_ok") == 1
@@ -270,12 +272,9 @@ def test_ctrl_c_during_cli_backup_leaves_no_partial_backup(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "exporter", "backup", "create", str(source),
                               "--name", "interrupted"], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if backup_dir.exists() and any(".tmp-" in n and os.path.getsize(backup_dir / n) > 0
-                                       for n in os.listdir(backup_dir)):
-            break
-        time.sleep(0.01)
+    wait_until(lambda: backup_dir.exists() and any(".tmp-" in n and os.path.getsize(backup_dir / n) > 0
+                                                   for n in os.listdir(backup_dir)),
+               timeout=30, what="the backup to write its temporary file", interval=0.01)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=30)
     assert child.returncode == 130, err
@@ -286,9 +285,14 @@ def test_ctrl_c_during_cli_backup_leaves_no_partial_backup(tmp_path):
 async def test_cancelled_async_backup_is_removed(tmp_path):
     manager = make_manager(tmp_path)
     source = big_tree(tmp_path / "data", files=20, size=64 * 1024)
-    task = asyncio.create_task(manager.create_backup(
-        [str(source)], "cancelled", progress=lambda *a: time.sleep(0.01)))
-    await asyncio.sleep(0.1)
+    running = threading.Event()
+
+    def slowly(*progress):  # a slow backup, cancelled while it runs
+        running.set()
+        time.sleep(0.01)
+
+    task = asyncio.create_task(manager.create_backup([str(source)], "cancelled", progress=slowly))
+    assert await asyncio.to_thread(running.wait, 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -461,19 +465,14 @@ def test_schedule_entry_and_in_process_scheduler(tmp_path):
     assert entry["task"] == "exporter.backup_manager.scheduled_backup" and entry["schedule"] == 3600.0
     manager.enable()  # critical paths set: the scheduler starts and runs the first backup now
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not manager.list_backups():
-            time.sleep(0.05)
-        backups = manager.list_backups()
+        backups = wait_until(manager.list_backups, timeout=20, what="the first scheduled backup")
         assert len(backups) == 1 and backups[0]["tier"] == "hourly"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and read_catalog(manager.backup_dir)[0]["verified"] is None:
-            time.sleep(0.05)
+        wait_until(lambda: read_catalog(manager.backup_dir)[0]["verified"] is not None, timeout=20,
+                   what="the backup verified")
         assert read_catalog(manager.backup_dir)[0]["verified"] is True
-        deadline = time.monotonic() + 20  # the loop plans the next run once the job returns
-        while time.monotonic() < deadline and \
-                manager.get_backup_stats()["next_scheduled"] < backups[0]["created_at"] + 1:
-            time.sleep(0.05)
+        # the loop plans the next run once the job returns
+        wait_until(lambda: manager.get_backup_stats()["next_scheduled"] >= backups[0]["created_at"] + 1,
+                   timeout=20, what="the next run planned")
         assert manager.get_backup_stats()["next_scheduled"] == pytest.approx(
             backups[0]["created_at"] + 3600, abs=1)
     finally:

@@ -369,6 +369,7 @@ def test_alertmanager_container_gets_what_its_config_needs(compose):
             assert value in secret_targets, variable
 
 
+@pytest.mark.services  # builds the Collector into the harness cache
 def test_collector_validates_its_config(compose):
     require(OTEL_CONFIG)
     try:

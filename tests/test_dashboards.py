@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests import promql
+from tests.probes import wait_until
 
 DASHBOARDS = promql.dashboards()
 
@@ -282,7 +283,6 @@ def scraped_prometheus(start_prometheus):
     """A real Prometheus that has scraped an active ``Metrics`` registry for a few seconds, with
     the recording and alerting rules of ``alert_rules/`` loaded."""
     import threading
-    import time
 
     from prometheus_client import start_http_server
 
@@ -304,13 +304,8 @@ def scraped_prometheus(start_prometheus):
             {"global": {"scrape_interval": "1s"},
              "scrape_configs": [{"job_name": "bot", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]},
             rule_files=promql.rule_files())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if prometheus.query('count_over_time(up{job="bot"}[1m]) >= 6'):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("Prometheus did not scrape the registry six times in 30 s")
+        wait_until(lambda: prometheus.query('count_over_time(up{job="bot"}[1m]) >= 6'), timeout=30,
+                   what="Prometheus to scrape the registry six times", interval=0.5)
         yield prometheus
     finally:
         stop.set()

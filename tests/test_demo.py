@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from exporter.config import KEYS_BY_NAME
 from tests.harness.base import free_port
+from tests.probes import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +29,34 @@ def _scrape(port: int) -> str:
         return response.read().decode()
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
+def _find(text: str, name: str, **labels: str) -> float | None:
     wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
     prefix = f"{name}{{{wanted}}}" if labels else name
     for line in text.splitlines():
         if line.startswith(prefix + " "):
             return float(line.split()[-1])
-    raise AssertionError(f"{prefix} not in the scrape")
+    return None
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    value = _find(text, name, **labels)
+    assert value is not None, f"{name} {labels} not in the scrape"
+    return value
+
+
+def _scrape_or_none(port: int) -> str | None:
+    try:
+        return _scrape(port)
+    except OSError:  # not serving yet
+        return None
+
+
+def _served(port: int) -> str | None:
+    """The demo's scrape once it shows a download, a backup and an operation timing, else None."""
+    text = _scrape_or_none(port) or ""
+    moved = (_find(text, "bot_downloads_total", outcome="success") or 0) > 0 and \
+        (_find(text, "bot_backup_last_success_timestamp_seconds") or 0) > 0
+    return text if moved and "bot_operation_duration_seconds_bucket" in text else None
 
 
 def test_demo_run_produces_logs_metrics_backups_and_alerts(tmp_path: Path):
@@ -43,14 +64,8 @@ def test_demo_run_produces_logs_metrics_backups_and_alerts(tmp_path: Path):
     process = subprocess.Popen(
         [sys.executable, "-m", "exporter", "demo", "--duration", "14", "--rate", "20", "--seed", "3"],
         cwd=tmp_path, env=_demo_env(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    scraped = ""
-    deadline = time.monotonic() + 12
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        try:
-            scraped = _scrape(port)
-        except OSError:
-            continue
+    scraped = wait_until(lambda: _served(port), timeout=12, what="the demo's downloads, backup and timings",
+                         interval=0.5)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr
@@ -90,13 +105,7 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--duration", "0"], cwd=tmp_path,
                                env=_demo_env(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            _scrape(port)
-            break
-        except OSError:
-            time.sleep(0.3)
+    wait_until(lambda: _scrape_or_none(port), timeout=20, what="the demo serving /metrics", interval=0.3)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr[-3000:]

@@ -18,6 +18,7 @@ from exporter.exposition import DiskCollector, start_metrics_server
 from exporter.metrics import Metrics
 from exporter.profiler import Profiler
 from tests.harness.base import free_port
+from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -179,7 +180,8 @@ def test_disk_collector_reads_catalog_integrity_and_spool(tmp_path):
     assert value("bot_integrity_checks_total", {"outcome": "failure"}) == 1
     assert value("bot_integrity_repairs_total", {"outcome": "success"}) == 1
     assert value("bot_log_spool_bytes") == 1234
-    assert value("bot_log_spool_oldest_timestamp_seconds") > 0
+    spooled = Path(env["STATE_DIR"]) / "spool" / "0001.ndjson"
+    assert value("bot_log_spool_oldest_timestamp_seconds") == spooled.stat().st_mtime
 
 
 def test_disk_collector_survives_a_failing_source(tmp_path):
@@ -304,15 +306,14 @@ def test_real_prometheus_scrapes_both(start_prometheus, server, serve, tmp_path)
         ],
     }
     prometheus = start_prometheus(config)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def both_scraped():
         up = {item["metric"]["job"]: item["value"][1] for item in prometheus.query("up")}
         downloads = prometheus.query('bot_downloads_total{job="bot",outcome="success"}')
         retained = prometheus.query('bot_backups_retained{job="serve",tier="daily"}')
-        if (up == {"bot": "1", "serve": "1"} and downloads and retained) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert up == {"bot": "1", "serve": "1"}
+        return up == {"bot": "1", "serve": "1"} and downloads and retained and (downloads, retained)
+
+    downloads, retained = wait_until(both_scraped, timeout=30, what="both targets up and scraped", interval=0.5)
     assert downloads[0]["value"][1] == "3"
     assert retained[0]["value"][1] == "1"
 
@@ -369,14 +370,14 @@ def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(monk
             assert sock.recv(1) == b""  # dropped after the timeout
             sock.close()
         assert time.monotonic() - started < 3
-        deadline = time.monotonic() + 5
-        while True:  # the slots are free again: a normal scrape is served
+
+        def served_normally() -> str | None:
             try:
-                body, _ = scrape(served.url)
-                break
+                return scrape(served.url)[0]
             except urllib.error.URLError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+                return None
+
+        body = wait_until(served_normally, timeout=5, what="a normal scrape once the slots are free", interval=0.05)
         assert "bot_downloads_total" in body
     finally:
         served.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from exporter.config import default_settings
 from exporter.metrics import OPERATION_BUCKETS, Metrics
 from exporter.profiler import NoopBlock, Profiler, profiler as module_profiler
-from exporter.profiler._stats import percentile
+from exporter.profiler._stats import percentile, summarize
 from tests.fakes import Recorder
 
 
@@ -50,7 +51,7 @@ def test_sync_stats_and_histogram():
     assert 0.002 <= stats["min_duration"] <= stats["median"] <= stats["max_duration"]
     assert stats["min_duration"] <= stats["average_duration"] <= stats["max_duration"]
     assert stats["p95"] <= stats["p99"] <= stats["max_duration"]
-    assert stats["std_dev"] >= 0
+    assert 0 < stats["std_dev"] <= stats["max_duration"] - stats["min_duration"]  # five sleeps never take the same time
     assert sample(metrics, "bot_operation_duration_seconds_count", operation="parse") == 5
     assert sample(metrics, "bot_operation_duration_seconds_sum", operation="parse") == pytest.approx(
         stats["total_duration"])
@@ -120,7 +121,8 @@ def test_mark_operation_stop_twice_is_an_error():
 
 def test_mark_operation_while_disabled_still_times():
     timer = Profiler(metrics=Metrics()).mark_operation("x")
-    assert timer.stop() >= 0
+    time.sleep(0.001)  # the measured block
+    assert 0.001 <= timer.stop() < 5
     with pytest.raises(RuntimeError):
         timer.stop()
 
@@ -177,6 +179,13 @@ def test_percentiles_are_exact_over_the_window():
     assert percentile(ordered, 0.95) == pytest.approx(95.05)
     assert percentile(ordered, 0.99) == pytest.approx(99.01)
     assert percentile([7.0], 0.99) == 7.0
+
+
+def test_std_dev_is_the_sample_standard_deviation_of_the_window():
+    values = [0.5, 1.0, 2.0, 4.5]
+    stats = summarize("x", values, window_errors=0, calls=4, errors=0, total=8.0)
+    assert stats["std_dev"] == pytest.approx(statistics.stdev(values))
+    assert summarize("x", [3.0], window_errors=0, calls=1, errors=0, total=3.0)["std_dev"] == 0.0
 
 
 def test_slow_operations_counted_logged_and_alerted_once_per_interval():

@@ -4,7 +4,6 @@ checks."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from exporter.errors import NotEnabledError
 from exporter.metrics import Metrics
 from exporter.recovery_manager import RecoveryManager, read_integrity_state
 from tests.fakes import Recorder
+from tests.probes import wait_until
 from tests.test_backup_manager import make_manager, make_settings, make_tree, sample
 
 
@@ -175,9 +175,7 @@ def test_periodic_checks_write_the_state_file(tmp_path):
     recovery.enable()
     recovery.record_baseline([str(source)])
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not read_integrity_state(tmp_path / "state").get("last_ok"):
-            time.sleep(0.05)
+        wait_until(lambda: read_integrity_state(tmp_path / "state").get("last_ok"), what="a periodic check passed")
         state = read_integrity_state(tmp_path / "state")
         assert state["last_ok"] is True and state["checks"]["success"] >= 1
         assert recovery.get_recovery_status()["periodic_checks"] is True

@@ -24,7 +24,13 @@ BOT = textwrap.dedent("""
         alert_manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "title", "message")
         with tracing.span("work"):
             pass
-        time.sleep(0.5)  # let the workers meet the unreachable services
+        from exporter.metrics import default_metrics
+        sample = default_metrics().registry.get_sample_value
+        deadline = time.monotonic() + 20  # until the shipper and the alert lane met the unreachable services
+        while not (sample("bot_log_shipping_retried_total") and sample(
+                "bot_alert_notifications_total", {"channel": "alertmanager", "outcome": "failure"})):
+            assert time.monotonic() < deadline, "no attempt to reach Elasticsearch and Alertmanager"
+            time.sleep(0.02)
         if sys.argv[1] == "stop":
             handle.stop()
     print(f"EXITING {time.time()}", flush=True)

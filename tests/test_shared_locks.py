@@ -19,6 +19,7 @@ from exporter.errors import BackupLockedError, LockLostError
 from exporter.metrics import Metrics
 from exporter.shared_state import shared_locks
 from tests.harness.base import free_port
+from tests.probes import wait_until
 from tests.test_backup_manager import ROOT, make_settings, make_tree
 
 pytestmark = pytest.mark.services
@@ -79,14 +80,16 @@ def test_a_holder_killed_with_sigkill_blocks_no_longer_than_the_ttl(tmp_path, re
     other = host(tmp_path, "b", redis_url)
     with pytest.raises(BackupLockedError, match="killed|held by"):
         other.create_backup_sync([str(source)], "too-early")
-    deadline = killed_at + 5 + 10
-    while True:
+
+    def backed_up() -> bool:
         try:
             other.create_backup_sync([str(source)], "after-expiry")
-            break
         except BackupLockedError:
-            assert time.monotonic() < deadline, "the dead holder's lock outlived its TTL"
-            time.sleep(0.25)
+            return False
+        return True
+
+    wait_until(backed_up, timeout=killed_at + 5 + 10 - time.monotonic(), what="the dead holder's lock to expire",
+               interval=0.25)
     assert time.monotonic() - killed_at >= 3  # not taken before the lock expired (TTL 5 s)
     assert [b["name"] for b in other.list_backups()] == ["after-expiry"]
 

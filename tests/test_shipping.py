@@ -15,6 +15,7 @@ from elasticsearch import Elasticsearch
 from exporter.config import default_settings
 from exporter.metrics import Metrics
 from exporter.sinks.elasticsearch import ElasticsearchSink
+from tests.probes import wait_until
 
 
 def _closed_port_url() -> str:
@@ -54,7 +55,7 @@ def test_records_arrive_and_are_searchable(elasticsearch, tmp_path):
     assert [hit["message"] for hit in hits] == [f"record {n}" for n in range(250)]
     assert {hit["_id"] for hit in hits} == {f"{sink.producer}-{n}" for n in range(250)}
     assert sink.stats()["shipped"] == 250
-    assert metrics.ship_shipped._value.get() == 250
+    assert metrics.registry.get_sample_value("bot_log_shipping_shipped_total") == 250
     found = _search(elasticsearch.url, "logs-bot-arrive", query={"query_string": {"query": 'message:"record 42"'}})
     assert [hit["labels"]["n"] for hit in found] == ["42"]
 
@@ -73,7 +74,7 @@ def test_mapping_error_goes_to_dead_letter_and_the_rest_arrive(elasticsearch, tm
     assert dead[0]["document"]["message"] == "record 7"
     assert "file.size" in dead[0]["reason"]["reason"]
     assert stat.S_IMODE(os.stat(tmp_path / "state" / "dead-letter.ndjson").st_mode) == 0o600
-    assert metrics.ship_dead_lettered._value.get() == 1
+    assert metrics.registry.get_sample_value("bot_log_shipping_dead_lettered_total") == 1
 
 
 def test_spool_limit_drops_info_before_warning(tmp_path):
@@ -92,7 +93,7 @@ def test_spool_limit_drops_info_before_warning(tmp_path):
     stats = sink.stats()
     assert stats["dropped"]["info"] == 300
     assert stats["dropped"].get("warning", 0) == 300 - levels.count(b"30")
-    assert metrics.ship_dropped.labels("info")._value.get() == 300
+    assert metrics.registry.get_sample_value("bot_log_shipping_dropped_total", {"level": "info"}) == 300
     assert stat.S_IMODE(os.stat(spool_dir).st_mode) == 0o700
     assert all(stat.S_IMODE(os.stat(path).st_mode) == 0o600 for path in spool_dir.glob("*.spool"))
 
@@ -102,12 +103,13 @@ def test_close_keeps_its_deadline_with_elasticsearch_down_and_spools_everything(
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url()), metrics)
     for number in range(5_000):
         sink.submit(_line(number), logging.INFO)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     sink.close(1.0)
     assert time.monotonic() - started <= 1.0 + 0.6
     assert sink.stats()["spooled"] == 5_000
-    assert metrics.spool_bytes._value.get() > 0
-    assert metrics.spool_oldest._value.get() > 0
+    on_disk = sum(path.stat().st_size for path in (tmp_path / "state" / "spool").glob("*.spool"))
+    assert metrics.registry.get_sample_value("bot_log_spool_bytes") == on_disk > 5_000 * 100
+    assert started_at - 5 <= metrics.registry.get_sample_value("bot_log_spool_oldest_timestamp_seconds") <= time.time()
 
 
 def test_a_full_queue_spills_to_the_spool_without_losing_records(tmp_path):
@@ -122,16 +124,17 @@ def test_a_full_queue_spills_to_the_spool_without_losing_records(tmp_path):
                for line in path.read_bytes().splitlines()]
     assert sorted(spooled, key=lambda rid: int(rid.rsplit(b"-", 1)[1])) == \
         [f"{sink.producer}-{n}".encode() for n in range(1_000)]
-    assert metrics.ship_queued._value.get() == 1_000 and metrics.ship_spooled._value.get() == 1_000
+    assert metrics.registry.get_sample_value("bot_log_shipping_queued_total") == 1_000
+    assert metrics.registry.get_sample_value("bot_log_shipping_spooled_total") == 1_000
 
 
 def test_while_the_node_is_away_one_batch_stays_in_memory_and_the_rest_waits_on_disk(tmp_path):
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_BATCH_SIZE=100), Metrics())
     sink.submit(_line(0), logging.INFO)
-    _wait_for(lambda: sink.stats()["retried"] >= 1)  # the first request failed: backing off
+    wait_until(lambda: sink.stats()["retried"] >= 1)  # the first request failed: backing off
     for number in range(1, 5_000):  # far below LOG_SHIP_QUEUE_SIZE (50,000)
         sink.submit(_line(number), logging.INFO)
-    _wait_for(lambda: sink.stats()["spooled"] >= 4_900)  # the first record and all but a batch
+    wait_until(lambda: sink.stats()["spooled"] >= 4_900)  # the first record and all but a batch
     assert sink.stats()["queue_size"] == 100
     sink.close(0.5)
     stats = sink.stats()
@@ -142,11 +145,12 @@ def test_while_the_node_is_away_an_attempt_is_a_connect_not_a_batch(tmp_path):
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), LOG_SHIP_BATCH_SIZE=10), Metrics())
     for number in range(50):
         sink.submit(_line(number), logging.INFO)
-    _wait_for(lambda: sink.stats()["retried"] >= 1)
+    wait_until(lambda: sink.stats()["retried"] >= 1)
     sent = []
-    send = sink._send
-    sink._send = lambda *args: sent.append(args) or send(*args)
-    _wait_for(lambda: sink.stats()["retried"] >= 3)  # two more attempts, each a failed connect
+    worker = sink._worker
+    send = worker._send
+    worker._send = lambda *args: sent.append(args) or send(*args)
+    wait_until(lambda: sink.stats()["retried"] >= 3)  # two more attempts, each a failed connect
     assert sent == []  # no batch was built for them
     sink.close(0.5)
     assert sink.stats()["spooled"] == 50 and sink.stats()["dropped"] == {}
@@ -163,7 +167,7 @@ def test_close_spools_the_batch_of_a_request_that_never_ends(tmp_path):
                                            LOG_SHIP_INTERVAL=0.1), Metrics())
         for number in range(10):
             sink.submit(_line(number), logging.INFO)
-        _wait_for(lambda: sink.stats()["queue_size"] == 0)  # the worker took them and waits on the node
+        wait_until(lambda: sink.stats()["queue_size"] == 0)  # the worker took them and waits on the node
         sink.close(0.5)
         spooled = [line for path in (tmp_path / "state" / "spool").glob("*.spool")
                    for line in path.read_bytes().splitlines()]
@@ -220,22 +224,15 @@ def test_a_replayed_batch_with_refused_records_is_not_sent_twice(tmp_path):
                                            LOG_SHIP_INTERVAL=0.1), Metrics(), client=client)
         for number in range(3):
             sink.submit(_line(number), logging.INFO)
-        _wait_for(lambda: sink.stats()["spooled"] == 3)
+        wait_until(lambda: sink.stats()["spooled"] == 3)
         client.down = False
-        _wait_for(lambda: not sink.spool)
+        wait_until(lambda: not sink.spool)
         sink.close(1.0)
     finally:
         listener.close()
     stats = sink.stats()
     assert stats["shipped"] == 2 and stats["dead_lettered"] == 1
     assert len((tmp_path / "state" / "dead-letter.ndjson").read_text().splitlines()) == 1
-
-
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_a_record_past_the_overflow_room_is_dropped_and_counted(tmp_path):
@@ -247,7 +244,7 @@ def test_a_record_past_the_overflow_room_is_dropped_and_counted(tmp_path):
         sink.submit(_line(number), logging.WARNING)
     assert sink.stats()["queue_size"] == 10 + 10  # queue_size plus as much overflow room
     assert sink.stats()["dropped"] == {"warning": 80}
-    assert metrics.ship_dropped.labels("warning")._value.get() == 80
+    assert metrics.registry.get_sample_value("bot_log_shipping_dropped_total", {"level": "warning"}) == 80
 
 
 def test_a_new_sink_replays_the_spool(elasticsearch, tmp_path):
@@ -280,7 +277,7 @@ def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elast
         if number == 7_000:
             assert sink.stats()["spooled"] > 0
             node.start()
-        if number % 500 == 0:
+        if number % 500 == 0:  # a paced stream, so the worker ships while the node stops and starts
             time.sleep(0.05)
     sink.close(60)
     hits = _search(node.url, "logs-bot-restart", size=10_000)
@@ -288,7 +285,8 @@ def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elast
     assert [hit["message"] for hit in hits] == [f"record {n}" for n in range(10_000)]
     assert len({hit["_id"] for hit in hits}) == 10_000
     assert sink.stats()["queue_size"] == 0 and sink.stats()["spool_bytes"] == 0
-    assert metrics.ship_retried._value.get() >= 0
+    # the node was away for a while: at least one request failed, and the metric counts each retry
+    assert metrics.registry.get_sample_value("bot_log_shipping_retried_total") == sink.stats()["retried"] >= 1
 
 
 def test_the_shippers_own_request_lines_are_neither_shipped_nor_logged(elasticsearch, tmp_path):
@@ -296,14 +294,23 @@ def test_the_shippers_own_request_lines_are_neither_shipped_nor_logged(elasticse
     from exporter.sinks import SINKS
 
     settings = _settings(tmp_path, elasticsearch.url, "quiet", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE=False)
-    manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
+    metrics = Metrics()
+    manager = LoggerManager(settings, metrics, sink_factories=SINKS)
     manager.enable()
-    logging.getLogger("bot").info("the only line")
-    time.sleep(1.5)  # several ship intervals: each _bulk request would log a line and ship it again
+
+    def shipped() -> float:
+        return metrics.registry.get_sample_value("bot_log_shipping_shipped_total")
+
+    logging.getLogger("bot").info("the first line")
+    wait_until(lambda: shipped() >= 1, what="the first line shipped")
+    # One queue, oldest first: a line the first _bulk request logged would be shipped before this one.
+    logging.getLogger("bot").info("the last line")
+    wait_until(lambda: shipped() >= 2, what="the last line shipped")
     manager.disable()
     lines = [json.loads(line) for line in (tmp_path / "logs" / "bot.json").read_text().splitlines()]
-    assert [line["message"] for line in lines] == ["the only line"]
-    assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-quiet")] == ["the only line"]
+    assert [line["message"] for line in lines] == ["the first line", "the last line"]
+    assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-quiet")] == \
+        ["the first line", "the last line"]
 
 
 UNTRACED_PROBE = """
@@ -351,3 +358,51 @@ def test_a_line_without_its_newline_or_with_one_inside_still_ships(elasticsearch
     sink.close(10)
     assert [hit["message"] for hit in _search(elasticsearch.url, "logs-bot-newlines")] == \
         ["record 0", "record 1", "record 2"]
+
+
+# --------------------------------------------------------------------------- the parts, offline
+
+
+def test_a_record_replayed_from_the_spool_is_the_bulk_line_it_would_have_been_sent_as():
+    from exporter.sinks._es_bulk import BulkEncoder
+    from exporter.sinks.spool import encode_line, parse
+
+    encoder = BulkEncoder("logs-bot-unit", "0123456789abcdef")
+    taken = [(logging.INFO, _line(0)), (logging.WARNING, _line(1, "warning"))]
+    fresh = encoder.fresh(7, taken)
+    assert fresh.splitlines()[0] == b'{"create":{"_index":"logs-bot-unit","_id":"0123456789abcdef-7"}}'
+    assert json.loads(fresh.splitlines()[3]) == {**json.loads(_line(1, "warning")),
+                                                 "agent.ephemeral_id": "0123456789abcdef", "event.sequence": 8}
+    spooled = bytes(encoder.spool_block(7, taken))
+    assert encoder.replayed(spooled) == fresh
+    records = encoder.records(7, taken)
+    assert list(parse(spooled)) == records
+    assert b"".join(encode_line(*record) for record in records) == spooled
+
+
+def test_an_answer_is_sorted_into_shipped_retried_and_dead():
+    from exporter.sinks._es_bulk import classify
+
+    records = [(20, f"p-{n}", b"{}") for n in range(6)]
+    assert classify({"errors": False}, 6, lambda: pytest.fail("a clean batch builds no records")) == (6, [], [])
+    error = {"type": "mapper_parsing_exception", "reason": "failed to parse field [file.size]"}
+    items = [{"create": {"status": 201}}, {"create": {"status": 409}}, {"create": {"status": 429}},
+             {"create": {"status": 503}}, {"create": {"status": 400, "error": error}}, {"index": {"status": 200}}]
+    shipped, retry, dead = classify({"errors": True, "items": items}, 6, lambda: records)
+    assert shipped == 3
+    assert retry == [records[2], records[3]]
+    assert dead == [(records[4], error)]
+
+
+def test_dead_letters_keep_the_document_the_reason_and_the_level(tmp_path):
+    from exporter.sinks.dead_letters import DeadLetters
+
+    letters = DeadLetters(tmp_path, "logs-bot-unit")
+    letters.append([((logging.ERROR, "p-1", b'{"message":"m"}'), {"type": "x"}),
+                    ((25, "p-2", b"not json \xff"), None)])
+    assert [json.loads(line) for line in letters.path.read_text().splitlines()] == [
+        {"_id": "p-1", "index": "logs-bot-unit", "reason": {"type": "x"}, "level": "error",
+         "document": {"message": "m"}},
+        {"_id": "p-2", "index": "logs-bot-unit", "reason": None, "level": "info", "document": "not json \ufffd"},
+    ]
+    assert stat.S_IMODE(os.stat(letters.path).st_mode) == 0o600

@@ -18,6 +18,7 @@ from exporter.config import default_settings
 from exporter.errors import ConfigError
 from exporter.metrics import Metrics
 from tests.harness.base import free_port, skip_or_fail
+from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_CONFIG = ROOT / "deploy" / "otel-collector" / "config.yaml"
@@ -46,7 +47,7 @@ def test_off_is_a_noop():
 def test_span_attributes_follow_semantic_conventions(memory_exporter):
     with tracing.span("backup.create", path="/data", backup_name="nightly", size_bytes=12,
                       ignored=None, tags=["a"]) as span:
-        assert span is not None
+        assert span.is_recording()
         inner_id = tracing.current_trace_id()
     tracing.force_flush()
     (finished,) = memory_exporter.get_finished_spans()
@@ -196,6 +197,7 @@ def test_exit_is_bounded_with_the_collector_unreachable(protocol, endpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.services  # builds the Collector into the harness cache
 def test_deploy_collector_config_validates():
     from tests.harness import otelcol
     from tests.harness.base import ServiceUnavailable
@@ -213,16 +215,15 @@ def _search_trace(es_url: str, trace_id: str, timeout: float = 30.0) -> list[dic
     from tests.harness.otelcol import TRACES_INDEX
 
     query = urllib.parse.urlencode({"q": f'TraceId:"{trace_id}"'})
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def hits() -> list[dict]:
         try:
             with urllib.request.urlopen(f"{es_url}/{TRACES_INDEX}/_search?{query}", timeout=5) as response:
-                hits = json.load(response)["hits"]["hits"]
-        except OSError:
-            hits = []
-        if hits or time.monotonic() > deadline:
-            return hits
-        time.sleep(0.5)
+                return json.load(response)["hits"]["hits"]
+        except OSError:  # the index is not there yet
+            return []
+
+    return wait_until(hits, timeout, what=f"trace {trace_id} in Elasticsearch", interval=0.5)
 
 
 @pytest.mark.slow

@@ -16,10 +16,11 @@ from exporter.errors import BackupError
 from exporter.metrics import WORKERS, Metrics
 from exporter.recovery_manager import RecoveryManager
 from exporter.sinks.elasticsearch import ElasticsearchSink
+from tests.probes import wait_until
 from tests.test_alert_manager import RecordingChannel, manager_with
 from tests.test_alert_manager import make_settings as alert_settings
 from tests.test_backup_manager import make_settings
-from tests.test_shipping import _closed_port_url, _line, _wait_for
+from tests.test_shipping import _closed_port_url, _line
 from tests.test_shipping import _settings as shipping_settings
 
 
@@ -54,7 +55,7 @@ def test_the_integrity_thread_reports_a_failure_and_keeps_checking(tmp_path, cap
     with caplog.at_level(logging.ERROR, "exporter.recovery_manager"):
         recovery.enable()
         try:
-            _wait_for(lambda: len(check.calls) >= 4)
+            wait_until(lambda: len(check.calls) >= 4)
             assert recovery._thread.is_alive()
         finally:
             recovery.disable()
@@ -72,10 +73,10 @@ def test_the_log_shipper_reports_a_failure_and_still_spools_everything(tmp_path,
     metrics = Metrics()
     sink = ElasticsearchSink(shipping_settings(tmp_path, _closed_port_url(), LOG_SHIP_INTERVAL=0.01), metrics,
                              client=Client())
-    sink._round = rounds = failing(2, sink._round)
+    sink._worker._round = rounds = failing(2, sink._worker._round)
     with caplog.at_level(logging.ERROR, "exporter.sinks.elasticsearch"):
         sink.start()
-        _wait_for(lambda: len(rounds.calls) >= 4)
+        wait_until(lambda: len(rounds.calls) >= 4)
         assert sink._thread.is_alive()
         for number in range(50):
             sink.submit(_line(number), logging.INFO)
@@ -129,7 +130,7 @@ def test_an_alert_lane_reports_a_failure_and_delivers_after_it(alerts):
     limiter = manager._router.lanes["webhook"].limiter
     limiter.delay = failing(1, limiter.delay)
     manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "title", "message")
-    _wait_for(lambda: len(channel.sent) == 1)
+    wait_until(lambda: len(channel.sent) == 1)
     assert errors(manager.metrics, "alert_delivery") == 1
 
 
@@ -138,9 +139,9 @@ def test_the_alert_intake_reports_a_failure_and_routes_the_next_alerts(alerts):
     manager = alerts({"webhook": channel}, ALERT_CHANNELS={"critical": ["webhook"]})
     manager._router.route = failing(1, manager._router.route)
     manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "first", "one message")
-    _wait_for(lambda: errors(manager.metrics, "alert_intake") == 1)
+    wait_until(lambda: errors(manager.metrics, "alert_intake") == 1)
     manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.CRITICAL, "second", "another message")
-    _wait_for(lambda: sorted(alert.title for alert in channel.sent) == ["first", "second"])
+    wait_until(lambda: sorted(alert.title for alert in channel.sent) == ["first", "second"])
     assert errors(manager.metrics, "alert_intake") == 1
 
 
@@ -148,5 +149,5 @@ def test_alert_persistence_reports_a_failure_and_goes_on(alerts):
     manager = alerts()
     history = manager._state.history
     history.oversized = checks = failing(1, history.oversized)
-    _wait_for(lambda: len(checks.calls) >= 3)  # a tick every 0.2 s
+    wait_until(lambda: len(checks.calls) >= 3)  # a tick every 0.2 s
     assert errors(manager.metrics, "alert_persistence") == 1

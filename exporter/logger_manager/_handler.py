@@ -13,21 +13,13 @@ import sys
 import threading
 from pathlib import Path
 
-from ..metrics import Metrics
+from ..metrics import Metrics, log_level_label
 from ..ports import LogSink, thread_state
 
 FILE_MODE = 0o600
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
                (logging.INFO, "info"), (logging.NOTSET, "debug"))
-
-
-def level_name(levelno: int) -> str:
-    """The metric label of a level: custom levels count with the standard level below them."""
-    for threshold, name in LEVEL_NAMES:
-        if levelno >= threshold:
-            return name
-    return "debug"
 
 
 class RotatingFile:
@@ -164,7 +156,7 @@ class ECSHandler(logging.Handler):
                 del thread_state.submitting
 
     def _level_name(self, levelno: int) -> str:
-        name = self._level_names[levelno] = level_name(levelno)
+        name = self._level_names[levelno] = log_level_label(levelno)
         return name
 
     def _submit(self, payload: bytes, levelno: int) -> None:
