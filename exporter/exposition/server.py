@@ -18,13 +18,17 @@ log = logging.getLogger("exporter.exposition")
 
 
 def multiprocess_registry() -> CollectorRegistry | None:
-    """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set, with
+    the serving process's ``process_*``/``python_*`` series."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client's own switch
         return None
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from ..metrics import register_standard_collectors
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    register_standard_collectors(registry)  # of the serving process: the workers' are not in the files
     return registry
 
 
