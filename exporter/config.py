@@ -239,6 +239,17 @@ def _key_values(raw: Any) -> dict[str, Any]:
     raise ValueError("must be a mapping (JSON or key=value,key=value)")
 
 
+def resource_attributes(raw: Any) -> dict[str, str]:
+    """OpenTelemetry resource attributes: ``key=value,key=value`` with percent-encoded values (the
+    specification's ``OTEL_RESOURCE_ATTRIBUTES``), JSON, or a Python/TOML mapping."""
+    from urllib.parse import unquote  # only when the variable is set
+
+    pairs = _key_values(raw)
+    if not all(isinstance(key, str) and key for key in pairs):
+        raise ValueError("keys must be non-empty strings")
+    return {key: unquote(str(value)) for key, value in pairs.items()}
+
+
 def backup_retention(raw: Any) -> dict[str, int]:
     """How many backups each tier keeps: ``{"hourly": 24, "daily": 30, "weekly": 12,
     "manual": 20}`` (tiers not given keep their default)."""
@@ -446,7 +457,10 @@ KEYS: tuple[Key, ...] = (
        secret=True),
     # tracing (standard OpenTelemetry variables)
     _k("ENABLE_TRACING", "tracing", "enabled", parse_bool, False, "Export OpenTelemetry spans over OTLP."),
-    _k("OTEL_SERVICE_NAME", "tracing", "service_name", text, "telegram-bot", "service.name of spans."),
+    _k("OTEL_SERVICE_NAME", "tracing", "service_name", text, "telegram-bot",
+       "service.name of spans and log lines (over service.name in OTEL_RESOURCE_ATTRIBUTES)."),
+    _k("OTEL_RESOURCE_ATTRIBUTES", "tracing", "resource_attributes", resource_attributes, {},
+       "Attributes of spans and log lines, e.g. deployment.environment.name=production,host.name=bot-1."),
     _k("OTEL_EXPORTER_OTLP_ENDPOINT", "tracing", "endpoint", optional_text, None,
        "OTLP endpoint (default of the SDK: localhost:4317 / :4318)."),
     _k("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tracing", "traces_endpoint", optional_text, None,
@@ -566,6 +580,7 @@ class MetricsSettings(Record, frozen=True):
 class TracingSettings(Record, frozen=True):
     enabled: bool
     service_name: str
+    resource_attributes: dict[str, str]
     endpoint: str | None
     protocol: str
     sampler: str

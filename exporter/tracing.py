@@ -184,6 +184,32 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x")
 
 
+# --------------------------------------------------------------------------- the resource
+
+DEFAULT_ENVIRONMENT = "production"
+
+
+def service_resource(settings: Any) -> dict[str, str]:
+    """The attributes naming this service, on its spans and (as ECS ``service.*``, ``host.name``)
+    on its log lines: ``OTEL_RESOURCE_ATTRIBUTES`` with ``OTEL_SERVICE_NAME`` over its
+    ``service.name`` (as the specification says); ``service.version`` defaults to opsstack's,
+    ``deployment.environment.name`` to ``deployment.environment`` or "production", ``host.name`` to
+    the machine's."""
+    import socket
+
+    from . import __version__
+
+    config = settings.tracing
+    attributes = dict(config.resource_attributes)
+    if "service.name" not in attributes or settings.sources.get("OTEL_SERVICE_NAME", "default") != "default":
+        attributes["service.name"] = config.service_name
+    attributes.setdefault("service.version", __version__)
+    attributes.setdefault("deployment.environment.name",
+                          attributes.get("deployment.environment", DEFAULT_ENVIRONMENT))
+    attributes.setdefault("host.name", socket.gethostname())
+    return attributes
+
+
 # --------------------------------------------------------------------------- set up and shut down
 
 
@@ -292,7 +318,7 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
     with _lock:
         if _provider is not None:
             return _provider
-        resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
+        resource = Resource.create(service_resource(settings))
         made = TracerProvider(sampler=_sampler(config.sampler, config.sampler_arg), resource=resource,
                               shutdown_on_exit=False)
         exporter = span_exporter if span_exporter is not None else _span_exporter(config)

@@ -21,7 +21,7 @@ GOOD = {
     "string_list": "a,b", "optional_string_list": '["a", "b"]', "backup_retention": "hourly=2,weekly=1",
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
     "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243", "aes_key": "0f" * 32,
-    "drill_interval": "86400",
+    "drill_interval": "86400", "resource_attributes": "deployment.environment.name=staging,team=ops%2Fbots",
 }
 BAD = {
     "parse_bool": ("environment", "maybe"), "positive_int": ("environment", "0"),
@@ -36,6 +36,7 @@ BAD = {
     "elasticsearch_url": ("environment", "in-a-file:9200"),
     "drill_interval": ("environment", "59"),
     "aes_key": ("environment", "0f" * 16),
+    "resource_attributes": ("environment", "service.name"),
 }
 
 

@@ -19,6 +19,7 @@ DEMO_DEFAULTS = {
     "ENABLE_AUTO_RECOVERY": True,
     "LOG_DIR": "logs",
     "LOG_CONSOLE": False,
+    "OTEL_RESOURCE_ATTRIBUTES": {"deployment.environment.name": "demo"},  # service.environment of its lines
     "BACKUP_DIR": "backups",
     "STATE_DIR": "state",
     "BACKUP_FREQUENCY": "hourly",
