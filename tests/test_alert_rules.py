@@ -88,14 +88,41 @@ def test_every_alert_follows_the_conventions():
     assert required <= names
 
 
+def runbook_base() -> str:
+    """RUNBOOK_BASE of the Makefile: the one place the runbook links are configured."""
+    match = re.search(r"^RUNBOOK_BASE \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert match, "the Makefile sets no RUNBOOK_BASE"
+    return match.group(1)
+
+
 def test_runbook_has_a_section_for_every_alert():
     text = RUNBOOK.read_text()
     anchors = {re.sub(r"[^a-z0-9]", "", line.lstrip("#").strip().lower())
                for line in text.splitlines() if line.startswith("## ")}
+    base = runbook_base()
+    assert base.startswith("https://") and base.endswith("/docs/runbook.md"), base
     for rule in alerting_rules():
         url = rule["annotations"]["runbook_url"]
-        assert url.startswith("docs/runbook.md#"), url
+        assert url == f"{base}#{rule['alert'].lower()}", url  # absolute: it is opened from a message
         assert url.split("#", 1)[1] in anchors, f"no runbook section for {url}"
+
+
+def test_make_runbook_base_rewrites_rules_and_their_tests(promtool, tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copytree(ROOT / "alert_rules", tmp_path / "alert_rules")
+    other = "https://runbooks.example.org/bot/docs/runbook.md"
+    result = run("make", "-s", "-C", str(tmp_path), "runbook-base", f"RUNBOOK_BASE={other}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    copied = [tmp_path / "alert_rules" / path.name for path in RULES]
+    urls = [rule["annotations"]["runbook_url"] for path in copied
+            for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
+    assert urls == [f"{other}#{rule['alert'].lower()}" for rule in alerting_rules()]
+    tests = sorted((tmp_path / "alert_rules" / "tests").glob("*.yml"))
+    assert runbook_base() not in "".join(path.read_text() for path in tests)
+    result = run(promtool, "test", "rules", *map(str, tests))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_alert_has_a_boundary_test():

@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 ROOT = Path(__file__).resolve().parent.parent
 AM_DIR = ROOT / "deploy" / "alertmanager"
+RULES = {rule["alert"]: rule for group in yaml.safe_load((ROOT / "alert_rules" / "bot.yml").read_text())["groups"]
+         for rule in group["rules"] if "alert" in rule}
 AM_CHAT = 4242  # the chat Alertmanager posts to; the bot posts to BOT_CHAT
 BOT_CHAT = "-100777"
 
@@ -111,12 +113,14 @@ def test_prometheus_rules_reach_telegram_email_and_webhook(tmp_path, exporter, s
                what="the critical disk alert on Telegram")
     text = next(t for t in telegram_texts(telegram_api, AM_CHAT) if "BotDiskAlmostFull" in t)
     assert "FIRING: BotDiskAlmostFull" in text and "/data on " in text and "3% free" in text
-    assert "docs/runbook.md#botdiskalmostfull" in text
+    runbook = RULES["BotDiskAlmostFull"]["annotations"]["runbook_url"]
+    assert runbook.startswith("https://") and runbook.endswith("docs/runbook.md#botdiskalmostfull")
+    assert runbook in text
     mail = wait_until(lambda: next((m for m in smtp_server.messages
                                     if "BotDiskAlmostFull" in m.message["Subject"]), None), what="the e-mail")
     assert mail.message["Subject"] == "[FIRING:1] BotDiskAlmostFull (critical)"
     assert mail.rcpt_tos == ["ops@example.org"]
-    assert "Runbook: docs/runbook.md#botdiskalmostfull" in mail.message.get_body(("plain",)).get_content()
+    assert f"Runbook: {runbook}" in mail.message.get_body(("plain",)).get_content()
 
     # the watchdog -> its webhook
     watchdog = wait_until(lambda: [r for r in webhook_receiver.requests if r["path"] == "/watchdog"],
