@@ -186,6 +186,19 @@ def test_otel_sdk_disabled_turns_tracing_off():
         assert span is None
 
 
+def test_the_runtime_does_not_count_tracing_on_when_the_sdk_is_disabled():
+    from exporter import runtime
+
+    metrics = Metrics()
+    handle = runtime.start(default_settings().replace(ENABLE_TRACING=True, OTEL_SDK_DISABLED="true",
+                                                      ENABLE_PROFILER=True), metrics)
+    try:
+        assert handle.enabled == ["profiler"] and not tracing.enabled()
+        assert metrics.registry.get_sample_value("bot_feature_enabled", {"feature": "tracing"}) == 0.0
+    finally:
+        handle.stop()
+
+
 def test_the_export_timeout_is_the_standard_variable():
     """An OTLP export to a server that never answers gives up after OTEL_EXPORTER_OTLP_TIMEOUT."""
     import socket
