@@ -3,7 +3,8 @@
 Sources, highest first: explicit arguments, a file (a ``config.py`` module as in the design
 document, or TOML), the environment, the defaults below. Only this module reads the
 environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
-``BACKUP_RETENTION``, ...); each becomes an attribute of a section (``settings.logging.dir``).
+``BACKUP_RETENTION``, ...) and is declared once, as the field of its section that it sets
+(``settings.logging.dir``), with its parser, default and help; :data:`KEYS` is read from them.
 
 Secrets (tokens, passwords, keys, URLs that may carry credentials) are accepted from the
 environment only, directly or as ``<NAME>_FILE`` pointing at a file, and are held as
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +78,11 @@ def parse_bool(raw: Any) -> bool:
     raise ValueError("must be true or false")
 
 
+_INF = float("inf")
+
+
 def _number(raw: Any, kind: type) -> int | float:
+    """A finite int or float from a number or its text; NaN, infinities and 1e999 are refused."""
     if isinstance(raw, bool):
         raise ValueError(f"must be a number, not {raw!r}")
     if isinstance(raw, (int, float)):
@@ -86,56 +92,18 @@ def _number(raw: Any, kind: type) -> int | float:
             value = kind(str(raw).strip())
         except ValueError:
             raise ValueError(f"must be a{'n integer' if kind is int else ' number'}") from None
+    if isinstance(value, float) and not -_INF < value < _INF:
+        raise ValueError("must be a finite number")
     if kind is int and value != int(value):
         raise ValueError("must be an integer")
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError("is out of range") from None
 
 
-def non_negative_int(raw: Any) -> int:
-    value = _number(raw, int)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def positive_int(raw: Any) -> int:
-    value = _number(raw, int)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def positive_float(raw: Any) -> float:
-    value = _number(raw, float)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def drill_interval(raw: Any) -> float:
-    """Seconds between restore drills: 0 (off) or 60 s to 366 days."""
-    value = _number(raw, float)
-    if not (value == 0 or 60 <= value <= 366 * 86400):
-        raise ValueError("must be 0 (no drills) or between 60 and 31622400 seconds")
-    return value
-
-
-def percent(raw: Any) -> float:
-    value = _number(raw, float)
-    if not 0 <= value <= 100:
-        raise ValueError("must be a percentage between 0 and 100")
-    return value
-
-
-def ratio(raw: Any) -> float:
-    value = _number(raw, float)
-    if not 0 <= value <= 1:
-        raise ValueError("must be between 0 and 1")
-    return value
-
-
-def size_bytes(raw: Any) -> int:
-    """A positive size: an integer of bytes or a string such as ``10MiB`` / ``512k``."""
+def _size(raw: Any) -> int:
+    """Bytes from an integer or a string such as ``10MiB`` / ``512k``."""
     if isinstance(raw, str):
         text = raw.strip().lower().replace(" ", "")
         digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
@@ -143,29 +111,67 @@ def size_bytes(raw: Any) -> int:
         if unit not in _SIZE_UNITS or not digits:
             raise ValueError("must be a size in bytes such as 10485760 or 10MiB")
         try:
-            value = float(digits) * _SIZE_UNITS[unit]
+            raw = _number(digits, float) * _SIZE_UNITS[unit]
         except ValueError:
             raise ValueError("must be a size in bytes such as 10485760 or 10MiB") from None
-        raw = int(value)
-    value = _number(raw, int)
-    if value <= 0:
-        raise ValueError("must be a positive size in bytes")
-    return value
+        raw = int(raw)
+    return _number(raw, int)
 
 
-def optional_port(raw: Any) -> int | None:
-    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-        return None
-    value = _number(raw, int)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port between 0 and 65535")
-    return value
+class Bounded:
+    """A number parser with inclusive bounds, ``low <= value <= high``: every numeric flag has
+    one, so no value can stop a thread later (an interval of ``inf`` or ``1e300`` ends a
+    ``wait()``). ``optional`` also takes an empty value as None."""
+
+    __slots__ = ("kind", "low", "high", "unit", "optional", "off")
+
+    def __init__(self, kind: str, low: int | float, high: int | float, unit: str = "",
+                 optional: bool = False, off: int | float | None = None) -> None:
+        self.kind, self.low, self.high, self.unit = kind, low, high, unit
+        self.optional, self.off = optional, off  # off: a value outside the range meaning "none"
+
+    def __call__(self, raw: Any) -> int | float | None:
+        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip() == "")):
+            return None
+        value = _size(raw) if self.kind == "size" else _number(raw, int if self.kind == "integer" else float)
+        if not (self.low <= value <= self.high or value == self.off):
+            raise ValueError(f"must be {self.range_text()}")
+        return value
+
+    def range_text(self) -> str:
+        """``from 0.01 to 3600 seconds``, ``from 1 KiB to 1 TiB``, ``0 (off) or from 60 to ...``:
+        for error messages and the README."""
+        show = self._show_size if self.kind == "size" else self._plain
+        off = "" if self.off is None else f"{show(self.off)} (off) or "
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{off}from {show(self.low)} to {show(self.high)}{unit}"
+
+    @staticmethod
+    def _plain(n: int | float) -> str:
+        return str(int(n)) if n == int(n) else f"{n:f}".rstrip("0")
+
+    @staticmethod
+    def _show_size(n: int) -> str:
+        for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if n >= factor and n % factor == 0:
+                return f"{n // factor} {unit}"
+        return f"{n} bytes"
+
+
+# integer(low, high), number(low, high, unit), size(low, high): a size in bytes is an integer or a
+# string such as 10MiB / 512k. (Partials: a function each would cost the import more.)
+integer = partial(Bounded, "integer")
+number = partial(Bounded, "number")
+size = partial(Bounded, "size")
 
 
 def text(raw: Any) -> str:
     if not isinstance(raw, (str, Path)):
         raise ValueError("must be a string")
-    return str(raw)
+    value = str(raw)
+    if "\x00" in value:  # no path, address or name holds one; os and socket calls refuse it
+        raise ValueError("must not contain a NUL character")
+    return value
 
 
 def optional_text(raw: Any) -> str | None:
@@ -173,6 +179,14 @@ def optional_text(raw: Any) -> str | None:
         return None
     value = text(raw).strip()
     return value or None
+
+
+def host(raw: Any) -> str:
+    """A host name or an IP address (whether it resolves is found when binding)."""
+    value = text(raw).strip()
+    if not value or any(char.isspace() or char == "/" for char in value):
+        raise ValueError("must be a host name or an IP address")
+    return value
 
 
 def path(raw: Any) -> Path:
@@ -210,10 +224,10 @@ def string_list(raw: Any) -> tuple[str, ...]:
     """A list: JSON, comma-separated, or a Python/TOML list of strings."""
     raw = _structured(raw)
     if isinstance(raw, str):
-        items = [item.strip() for item in raw.split(",")]
+        items = [text(item).strip() for item in raw.split(",")]
         return tuple(item for item in items if item)
     if isinstance(raw, (list, tuple)) and all(isinstance(item, (str, Path)) for item in raw):
-        return tuple(str(item) for item in raw)
+        return tuple(text(item) for item in raw)
     raise ValueError("must be a list of strings (JSON or comma-separated)")
 
 
@@ -260,7 +274,7 @@ def backup_retention(raw: Any) -> dict[str, int]:
     result = dict(DEFAULT_RETENTION)
     for tier, count in pairs.items():
         try:
-            result[tier] = non_negative_int(count)
+            result[tier] = _RETENTION_COUNT(count)
         except ValueError as exc:
             raise ValueError(f"tier {tier!r} {exc}") from None
     return result
@@ -273,7 +287,7 @@ def alert_channels(raw: Any) -> dict[str, tuple[str, ...]]:
         raw = {key: value.split("+") for key, value in _key_values(raw).items()}
     if not isinstance(raw, Mapping):
         raise ValueError("must be a mapping of severity to a list of channels")
-    result = {severity: ("log",) for severity in SEVERITY_NAMES}
+    result = dict(DEFAULT_CHANNELS)
     for severity, channels in raw.items():
         name = str(severity).lower()
         if name not in SEVERITY_NAMES:
@@ -317,6 +331,13 @@ def aes_key(raw: Any) -> Secret | None:
     return value
 
 
+def redis_url(raw: Any) -> Secret | None:
+    value = secret(raw)
+    if value is not None and not value.get().startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
 def elasticsearch_url(raw: Any) -> Secret | None:
     """A secret ``http(s)://[user:password@]host:port`` (the port may be left out for https)."""
     value = secret(raw)
@@ -335,9 +356,10 @@ def elasticsearch_url(raw: Any) -> Secret | None:
 
 
 DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
+_RETENTION_COUNT = integer(0, 100_000)
 
 
-# --------------------------------------------------------------------------- the keys
+# --------------------------------------------------------------------------- the flags
 
 
 class Key(Record, frozen=True):
@@ -351,259 +373,223 @@ class Key(Record, frozen=True):
     doc: str
     secret: bool = False
 
+    @property
+    def help(self) -> str:
+        """The help text: the doc, and the range of a number."""
+        bounded = isinstance(self.parse, Bounded)
+        return f"{self.doc} Range: {self.parse.range_text()}." if bounded else self.doc
 
-def _k(name: str, section: str, attr: str, parse: Callable[[Any], Any], default: Any, doc: str,
-       secret: bool = False) -> Key:
-    return Key(name, section, attr, parse, default, doc, secret)
+
+def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False) -> Any:
+    """Declare a field of a :class:`Section` and the flag that sets it (its one declaration)."""
+    return Key(name, "", "", parse, default, doc, secret)
 
 
-MiB = 1024 * 1024
+_SECTIONS: dict[str, type] = {}
 
-KEYS: tuple[Key, ...] = (
-    # general
-    _k("STATE_DIR", "general", "state_dir", path, "state",
-       "Alert history, integrity baselines, retry queues, the log spool."),
-    # logging
-    _k("ENABLE_ENHANCED_LOGGING", "logging", "enabled", parse_bool, False, "Turn the logger manager on."),
-    _k("LOG_DIR", "logging", "dir", path, "logs", "Directory of the JSON log files."),
-    _k("LOG_LEVEL", "logging", "level", one_of(LOG_LEVELS, upper=True), "INFO", "Lowest level written."),
-    _k("LOG_MAX_SIZE", "logging", "max_size", size_bytes, 10 * MiB, "Bytes before a log file rotates."),
-    _k("LOG_BACKUP_COUNT", "logging", "backup_count", non_negative_int, 5, "Rotated files kept."),
-    _k("LOG_CONSOLE", "logging", "console", parse_bool, True, "Also write ECS lines to stderr."),
-    _k("LOG_REDACT_SECRETS", "logging", "redact", parse_bool, True, "Mask tokens and passwords in logs."),
-    # shipping to Elasticsearch
-    _k("ELASTICSEARCH_URL", "shipping", "url", elasticsearch_url, None,
-       "Ship logs to this Elasticsearch (may carry credentials).", secret=True),
-    _k("ELASTICSEARCH_API_KEY", "shipping", "api_key", secret, None, "API key for Elasticsearch.", secret=True),
-    _k("ELASTICSEARCH_NAMESPACE", "shipping", "namespace", text, "default",
-       "Logs go to the data set logs-bot-<namespace>."),
-    _k("LOG_SHIP_BATCH_SIZE", "shipping", "batch_size", positive_int, 2000, "Documents per _bulk request."),
-    _k("LOG_SHIP_INTERVAL", "shipping", "interval", positive_float, 1.0, "Seconds between flushes."),
-    _k("LOG_SHIP_QUEUE_SIZE", "shipping", "queue_size", positive_int, 50_000,
-       "Records held in memory (about 0.5 KB each); what the node cannot take yet goes to the spool."),
-    _k("LOG_SPOOL_MAX_BYTES", "shipping", "spool_max_bytes", size_bytes, 256 * MiB,
-       "On-disk spool limit while Elasticsearch is down."),
+
+class Section(Record):
+    """A section of the settings (``settings.backups``), each field declared once with the flag
+    that sets it: ``dir: Path = flag("BACKUP_DIR", path, "backups", "Where ...")``. The class
+    keeps its flags in ``keys`` (section and attribute filled in); instances are frozen records
+    of the parsed values."""
+
+    keys = ()  # not annotated: a class attribute, not a field
+
+    def __init_subclass__(cls, *, section: str, **kwargs: Any) -> None:
+        keys = []
+        for attr in cls.__dict__.get("__annotations__", {}):
+            declared = cls.__dict__.get(attr)
+            if not isinstance(declared, Key):
+                raise TypeError(f"{cls.__name__}.{attr} must be declared with flag()")
+            object.__setattr__(declared, "section", section)  # completing it: not yet shared
+            object.__setattr__(declared, "attr", attr)
+            keys.append(declared)
+            delattr(cls, attr)  # a required field of the record, not a default
+        super().__init_subclass__(frozen=True, **kwargs)
+        cls.keys = tuple(keys)
+        _SECTIONS[section] = cls
+
+
+KiB, MiB, TiB = 1024, 1024**2, 1024**4
+DAY = 86_400  # seconds
+DEFAULT_CHANNELS = {severity: ("log",) for severity in SEVERITY_NAMES}
+
+
+class GeneralSettings(Section, section="general"):
+    state_dir: Path = flag("STATE_DIR", path, "state",
+                           "Alert history, integrity baselines, retry queues, the log spool.")
+    redis_url: Secret | None = flag("REDIS_URL", redis_url, None,
+                                    "Redis shared by the bot's processes and hosts (locks); "
+                                    "redis://, rediss:// or unix://.", secret=True)
+    lock_ttl: float = flag("SHARED_LOCK_TTL", number(5, 3600, "seconds"), 60.0,
+                           "Seconds a shared lock outlives its holder's last renewal (a killed "
+                           "holder's lock then expires).")
+
+
+class LoggingSettings(Section, section="logging"):
+    enabled: bool = flag("ENABLE_ENHANCED_LOGGING", parse_bool, False, "Turn the logger manager on.")
+    dir: Path = flag("LOG_DIR", path, "logs", "Directory of the JSON log files.")
+    level: str = flag("LOG_LEVEL", one_of(LOG_LEVELS, upper=True), "INFO", "Lowest level written.")
+    max_size: int = flag("LOG_MAX_SIZE", size(KiB, TiB), 10 * MiB, "Bytes before a log file rotates.")
+    backup_count: int = flag("LOG_BACKUP_COUNT", integer(0, 10_000), 5, "Rotated files kept.")
+    console: bool = flag("LOG_CONSOLE", parse_bool, True, "Also write ECS lines to stderr.")
+    redact: bool = flag("LOG_REDACT_SECRETS", parse_bool, True, "Mask tokens and passwords in logs.")
+
+
+class ShippingSettings(Section, section="shipping"):
+    url: Secret | None = flag("ELASTICSEARCH_URL", elasticsearch_url, None,
+                              "Ship logs to this Elasticsearch (may carry credentials).", secret=True)
+    api_key: Secret | None = flag("ELASTICSEARCH_API_KEY", secret, None,
+                                  "API key for Elasticsearch.", secret=True)
+    namespace: str = flag("ELASTICSEARCH_NAMESPACE", text, "default",
+                          "Logs go to the data set logs-bot-<namespace>.")
+    batch_size: int = flag("LOG_SHIP_BATCH_SIZE", integer(1, 100_000), 2000, "Documents per _bulk request.")
+    interval: float = flag("LOG_SHIP_INTERVAL", number(0.01, 3600, "seconds"), 1.0,
+                           "Seconds between flushes.")
+    queue_size: int = flag("LOG_SHIP_QUEUE_SIZE", integer(1, 10_000_000), 50_000,
+                           "Records held in memory (about 0.5 KB each); what the node cannot take "
+                           "yet goes to the spool.")
+    spool_max_bytes: int = flag("LOG_SPOOL_MAX_BYTES", size(KiB, TiB), 256 * MiB,
+                                "On-disk spool limit while Elasticsearch is down.")
     # Within 2 s of a bot without opsstack, with the slack the sink allows past it; what is not
     # sent by then waits in the spool for the next start.
-    _k("LOG_SHUTDOWN_TIMEOUT", "shipping", "shutdown_timeout", positive_float, 1.0,
-       "Seconds the exit waits to flush logs."),
-    # alerts
-    _k("ENABLE_ALERT_SYSTEM", "alerts", "enabled", parse_bool, False, "Turn the alert manager on."),
-    _k("ALERT_RETENTION_HOURS", "alerts", "retention_hours", positive_float, 24.0, "Hours alerts are kept."),
-    _k("ALERT_CHANNELS", "alerts", "channels", alert_channels,
-       {severity: ("log",) for severity in SEVERITY_NAMES}, "Channels per severity."),
-    _k("ALERT_DEDUP_WINDOW", "alerts", "dedup_window", positive_float, 300.0,
-       "Seconds in which a repeated alert is counted, not re-sent."),
-    _k("ALERT_RATE_LIMIT", "alerts", "rate_limit_per_minute", positive_int, 20,
-       "Messages per channel per minute."),
-    _k("ALERT_WEBHOOK_URL", "alerts", "webhook_url", secret, None, "Webhook channel URL.", secret=True),
-    _k("TELEGRAM_BOT_TOKEN", "alerts", "telegram_token", secret, None, "Telegram bot token.", secret=True),
-    _k("TELEGRAM_CHAT_ID", "alerts", "telegram_chat_id", optional_text, None, "Telegram chat for alerts."),
-    _k("TELEGRAM_API_URL", "alerts", "telegram_api_url", text, "https://api.telegram.org",
-       "Bot API base URL."),
-    _k("SMTP_HOST", "alerts", "smtp_host", optional_text, None, "SMTP server for the e-mail channel."),
-    _k("SMTP_PORT", "alerts", "smtp_port", positive_int, 587, "SMTP port."),
-    _k("SMTP_STARTTLS", "alerts", "smtp_starttls", parse_bool, True, "Use STARTTLS."),
-    _k("SMTP_USERNAME", "alerts", "smtp_username", optional_text, None, "SMTP login."),
-    _k("SMTP_PASSWORD", "alerts", "smtp_password", secret, None, "SMTP password.", secret=True),
-    _k("ALERT_EMAIL_FROM", "alerts", "email_from", optional_text, None, "Sender address."),
-    _k("ALERT_EMAIL_TO", "alerts", "email_to", string_list, (), "Recipient addresses."),
-    _k("SLACK_WEBHOOK_URL", "alerts", "slack_webhook_url", secret, None, "Slack incoming webhook.",
-       secret=True),
-    _k("ALERTMANAGER_URL", "alerts", "alertmanager_url", secret, None, "Alertmanager base URL.",
-       secret=True),
-    _k("DISK_FREE_MIN_PERCENT", "alerts", "disk_free_min_percent", percent, 10.0,
-       "DISK_FULL below this free space."),
-    _k("MEMORY_MAX_PERCENT", "alerts", "memory_max_percent", percent, 90.0,
-       "MEMORY_HIGH above this system memory use."),
-    _k("PROCESS_MEMORY_MAX", "alerts", "process_memory_max", size_bytes, 2048 * MiB,
-       "MEMORY_HIGH above this process RSS."),
-    _k("RESOURCE_CHECK_INTERVAL", "alerts", "resource_check_interval", positive_float, 60.0,
-       "Seconds between disk and memory checks."),
-    # backups
-    _k("ENABLE_BACKUP_SYSTEM", "backups", "enabled", parse_bool, False, "Turn the backup manager on."),
-    _k("BACKUP_DIR", "backups", "dir", path, "backups", "Where archives and manifests go."),
-    _k("BACKUP_FREQUENCY", "backups", "frequency", one_of(FREQUENCIES), "daily", "Scheduled backups."),
-    _k("CRITICAL_BACKUP_PATHS", "backups", "critical_paths", string_list, (), "What scheduled backups save."),
-    _k("BACKUP_RETENTION", "backups", "retention", backup_retention, DEFAULT_RETENTION,
-       "Backups kept per tier (grandfather-father-son)."),
-    _k("BACKUP_COMPRESSION", "backups", "compression", one_of(("zstd", "gzip", "none")), "zstd",
-       "Archive compression."),
-    _k("BACKUP_ENCRYPTION_KEY", "backups", "encryption_key", aes_key, None,
-       "AES-256-GCM key (64 hex characters) to encrypt backups.", secret=True),
-    _k("BACKUP_DRILL_INTERVAL", "backups", "drill_interval", drill_interval, 7 * 86400.0,
-       "Seconds between restore drills of the newest backup while backups are scheduled (0: none)."),
-    # profiler
-    _k("ENABLE_PROFILER", "profiler", "enabled", parse_bool, False, "Turn the profiler on."),
-    _k("PROFILE_THRESHOLD", "profiler", "threshold", positive_float, 1.0, "Seconds above which it is slow."),
-    _k("PROFILED_OPERATIONS", "profiler", "operations", optional_string_list, None,
-       "Only these operations are measured (empty: all)."),
-    _k("PROFILER_RETENTION_HOURS", "profiler", "retention_hours", positive_float, 24.0,
-       "Hours samples stay in the statistics."),
-    _k("PROFILER_WINDOW", "profiler", "window", positive_int, 2048, "Samples kept per operation."),
-    # recovery
-    _k("ENABLE_RECOVERY_MANAGER", "recovery", "enabled", parse_bool, False, "Turn the recovery manager on."),
-    _k("ENABLE_AUTO_RECOVERY", "recovery", "auto_recovery", parse_bool, False,
-       "Repair damaged critical paths from verified backups."),
-    _k("RECOVERY_CRITICAL_PATHS", "recovery", "critical_paths", string_list, (), "Paths checked."),
-    _k("INTEGRITY_CHECK_INTERVAL", "recovery", "check_interval", positive_float, 3600.0,
-       "Seconds between periodic integrity checks."),
-    # metrics
-    _k("METRICS_PORT", "metrics", "port", optional_port, None,
-       "Serve /metrics from the bot on this port (unset: not served)."),
-    _k("METRICS_ADDR", "metrics", "addr", text, "127.0.0.1", "Address /metrics binds to."),
-    _k("METRICS_AUTH_USERNAME", "metrics", "auth_username", optional_text, None, "Basic auth user."),
-    _k("METRICS_AUTH_PASSWORD", "metrics", "auth_password", secret, None, "Basic auth password.",
-       secret=True),
-    # tracing (standard OpenTelemetry variables)
-    _k("ENABLE_TRACING", "tracing", "enabled", parse_bool, False, "Export OpenTelemetry spans over OTLP."),
-    _k("OTEL_SERVICE_NAME", "tracing", "service_name", text, "telegram-bot",
-       "service.name of spans and log lines (over service.name in OTEL_RESOURCE_ATTRIBUTES)."),
-    _k("OTEL_RESOURCE_ATTRIBUTES", "tracing", "resource_attributes", resource_attributes, {},
-       "Attributes of spans and log lines, e.g. deployment.environment.name=production,host.name=bot-1."),
-    _k("OTEL_EXPORTER_OTLP_ENDPOINT", "tracing", "endpoint", optional_text, None,
-       "OTLP endpoint (default of the SDK: localhost:4317 / :4318)."),
-    _k("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tracing", "traces_endpoint", optional_text, None,
-       "OTLP endpoint for spans, used as is (over OTEL_EXPORTER_OTLP_ENDPOINT)."),
+    shutdown_timeout: float = flag("LOG_SHUTDOWN_TIMEOUT", number(0.01, 3600, "seconds"), 1.0,
+                                   "Seconds the exit waits to flush logs.")
+
+
+class AlertSettings(Section, section="alerts"):
+    enabled: bool = flag("ENABLE_ALERT_SYSTEM", parse_bool, False, "Turn the alert manager on.")
+    retention_hours: float = flag("ALERT_RETENTION_HOURS", number(0.01, 87_600, "hours"), 24.0,
+                                  "Hours alerts are kept.")
+    channels: dict[str, tuple[str, ...]] = flag("ALERT_CHANNELS", alert_channels, DEFAULT_CHANNELS,
+                                                "Channels per severity.")
+    dedup_window: float = flag("ALERT_DEDUP_WINDOW", number(0.01, 30 * DAY, "seconds"), 300.0,
+                               "Seconds in which a repeated alert is counted, not re-sent.")
+    rate_limit_per_minute: int = flag("ALERT_RATE_LIMIT", integer(1, 100_000), 20,
+                                      "Messages per channel per minute.")
+    webhook_url: Secret | None = flag("ALERT_WEBHOOK_URL", secret, None, "Webhook channel URL.", secret=True)
+    telegram_token: Secret | None = flag("TELEGRAM_BOT_TOKEN", secret, None,
+                                         "Telegram bot token.", secret=True)
+    telegram_chat_id: str | None = flag("TELEGRAM_CHAT_ID", optional_text, None, "Telegram chat for alerts.")
+    telegram_api_url: str = flag("TELEGRAM_API_URL", text, "https://api.telegram.org", "Bot API base URL.")
+    smtp_host: str | None = flag("SMTP_HOST", optional_text, None, "SMTP server for the e-mail channel.")
+    smtp_port: int = flag("SMTP_PORT", integer(1, 65_535), 587, "SMTP port.")
+    smtp_starttls: bool = flag("SMTP_STARTTLS", parse_bool, True, "Use STARTTLS.")
+    smtp_username: str | None = flag("SMTP_USERNAME", optional_text, None, "SMTP login.")
+    smtp_password: Secret | None = flag("SMTP_PASSWORD", secret, None, "SMTP password.", secret=True)
+    email_from: str | None = flag("ALERT_EMAIL_FROM", optional_text, None, "Sender address.")
+    email_to: tuple[str, ...] = flag("ALERT_EMAIL_TO", string_list, (), "Recipient addresses.")
+    slack_webhook_url: Secret | None = flag("SLACK_WEBHOOK_URL", secret, None,
+                                            "Slack incoming webhook.", secret=True)
+    alertmanager_url: Secret | None = flag("ALERTMANAGER_URL", secret, None,
+                                           "Alertmanager base URL.", secret=True)
+    celery_broker_url: Secret | None = flag("CELERY_BROKER_URL", secret, None,
+                                            "Celery broker of the celery alert channel (it may hold "
+                                            "a password).", secret=True)
+    celery_task: str | None = flag("ALERT_CELERY_TASK", optional_text, None,
+                                   "Task the celery alert channel sends each alert to (keyword "
+                                   "arguments status, alert).")
+    disk_free_min_percent: float = flag("DISK_FREE_MIN_PERCENT", number(0, 100, "percent"), 10.0,
+                                        "DISK_FULL below this free space.")
+    memory_max_percent: float = flag("MEMORY_MAX_PERCENT", number(0, 100, "percent"), 90.0,
+                                     "MEMORY_HIGH above this system memory use.")
+    process_memory_max: int = flag("PROCESS_MEMORY_MAX", size(MiB, 64 * TiB), 2048 * MiB,
+                                   "MEMORY_HIGH above this process RSS.")
+    resource_check_interval: float = flag("RESOURCE_CHECK_INTERVAL", number(0.01, DAY, "seconds"), 60.0,
+                                          "Seconds between disk and memory checks.")
+
+
+class BackupSettings(Section, section="backups"):
+    enabled: bool = flag("ENABLE_BACKUP_SYSTEM", parse_bool, False, "Turn the backup manager on.")
+    dir: Path = flag("BACKUP_DIR", path, "backups", "Where archives and manifests go.")
+    frequency: str = flag("BACKUP_FREQUENCY", one_of(FREQUENCIES), "daily", "Scheduled backups.")
+    critical_paths: tuple[str, ...] = flag("CRITICAL_BACKUP_PATHS", string_list, (),
+                                           "What scheduled backups save.")
+    retention: dict[str, int] = flag("BACKUP_RETENTION", backup_retention, DEFAULT_RETENTION,
+                                     "Backups kept per tier (grandfather-father-son).")
+    compression: str = flag("BACKUP_COMPRESSION", one_of(("zstd", "gzip", "none")), "zstd",
+                            "Archive compression.")
+    encryption_key: Secret | None = flag("BACKUP_ENCRYPTION_KEY", aes_key, None,
+                                         "AES-256-GCM key (64 hex characters) to encrypt backups.",
+                                         secret=True)
+    scheduler: str = flag("BACKUP_SCHEDULER", one_of(("in-process", "celery")), "in-process",
+                          "Who runs scheduled backups: the in-process scheduler, or Celery beat "
+                          "(then enable() starts none).")
+    drill_interval: float = flag("BACKUP_DRILL_INTERVAL", Bounded("number", 60, 366 * DAY, "seconds", off=0),
+                                 7 * DAY, "Seconds between restore drills of the newest backup "
+                                 "while backups are scheduled (0: none).")
+
+
+class ProfilerSettings(Section, section="profiler"):
+    enabled: bool = flag("ENABLE_PROFILER", parse_bool, False, "Turn the profiler on.")
+    threshold: float = flag("PROFILE_THRESHOLD", number(0.000_001, DAY, "seconds"), 1.0,
+                            "Seconds above which it is slow.")
+    operations: tuple[str, ...] | None = flag("PROFILED_OPERATIONS", optional_string_list, None,
+                                              "Only these operations are measured (empty: all).")
+    retention_hours: float = flag("PROFILER_RETENTION_HOURS", number(0.01, 87_600, "hours"), 24.0,
+                                  "Hours samples stay in the statistics.")
+    window: int = flag("PROFILER_WINDOW", integer(1, 1_000_000), 2048, "Samples kept per operation.")
+    max_operations: int = flag("PROFILER_MAX_OPERATIONS", integer(1, 10_000), 200,
+                               "Distinct operations measured; the ones past it are recorded as "
+                               "operation=\"other\".")
+
+
+class RecoverySettings(Section, section="recovery"):
+    enabled: bool = flag("ENABLE_RECOVERY_MANAGER", parse_bool, False, "Turn the recovery manager on.")
+    auto_recovery: bool = flag("ENABLE_AUTO_RECOVERY", parse_bool, False,
+                               "Repair damaged critical paths from verified backups.")
+    critical_paths: tuple[str, ...] = flag("RECOVERY_CRITICAL_PATHS", string_list, (), "Paths checked.")
+    check_interval: float = flag("INTEGRITY_CHECK_INTERVAL", number(0.01, 30 * DAY, "seconds"), 3600.0,
+                                 "Seconds between periodic integrity checks.")
+
+
+class MetricsSettings(Section, section="metrics"):
+    port: int | None = flag("METRICS_PORT", Bounded("integer", 0, 65_535, optional=True), None,
+                            "Serve /metrics from the bot on this port (unset: not served).")
+    addr: str = flag("METRICS_ADDR", host, "127.0.0.1", "Address /metrics binds to.")
+    auth_username: str | None = flag("METRICS_AUTH_USERNAME", optional_text, None, "Basic auth user.")
+    auth_password: Secret | None = flag("METRICS_AUTH_PASSWORD", secret, None,
+                                        "Basic auth password.", secret=True)
+
+
+class TracingSettings(Section, section="tracing"):
+    enabled: bool = flag("ENABLE_TRACING", parse_bool, False, "Export OpenTelemetry spans over OTLP.")
+    service_name: str = flag("OTEL_SERVICE_NAME", text, "telegram-bot",
+                             "service.name of spans and log lines (over service.name in "
+                             "OTEL_RESOURCE_ATTRIBUTES).")
+    resource_attributes: dict[str, str] = flag(
+        "OTEL_RESOURCE_ATTRIBUTES", resource_attributes, {},
+        "Attributes of spans and log lines, e.g. deployment.environment.name=production,host.name=bot-1.")
+    endpoint: str | None = flag("OTEL_EXPORTER_OTLP_ENDPOINT", optional_text, None,
+                                "OTLP endpoint (default of the SDK: localhost:4317 / :4318).")
+    traces_endpoint: str | None = flag("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", optional_text, None,
+                                       "OTLP endpoint for spans, used as is (over OTEL_EXPORTER_OTLP_ENDPOINT).")
     # Milliseconds, as the specification says. 1 s rather than the SDK's 10 s keeps the bot's
     # exit bounded when the Collector is away (tracing.shutdown waits 1.5 s at most).
-    _k("OTEL_EXPORTER_OTLP_TIMEOUT", "tracing", "timeout_ms", positive_int, 1000,
-       "Milliseconds for one OTLP export."),
-    _k("OTEL_SDK_DISABLED", "tracing", "sdk_disabled", parse_bool, False,
-       "Tracing off whatever ENABLE_TRACING says (the specification's kill switch)."),
+    timeout_ms: int = flag("OTEL_EXPORTER_OTLP_TIMEOUT", integer(1, 600_000, "milliseconds"), 1000,
+                           "Milliseconds for one OTLP export.")
+    sdk_disabled: bool = flag("OTEL_SDK_DISABLED", parse_bool, False,
+                              "Tracing off whatever ENABLE_TRACING says (the specification's kill switch).")
     # http/protobuf is the OpenTelemetry specification's default, and it spares the bot the
     # ~11 MiB that loading gRPC costs.
-    _k("OTEL_EXPORTER_OTLP_PROTOCOL", "tracing", "protocol", one_of(OTLP_PROTOCOLS), "http/protobuf",
-       "OTLP protocol."),
-    _k("OTEL_TRACES_SAMPLER", "tracing", "sampler", one_of(SAMPLERS), "parentbased_always_on", "Sampler."),
-    _k("OTEL_TRACES_SAMPLER_ARG", "tracing", "sampler_arg", ratio, 1.0, "Sampler ratio."),
+    protocol: str = flag("OTEL_EXPORTER_OTLP_PROTOCOL", one_of(OTLP_PROTOCOLS), "http/protobuf",
+                         "OTLP protocol.")
+    sampler: str = flag("OTEL_TRACES_SAMPLER", one_of(SAMPLERS), "parentbased_always_on", "Sampler.")
+    sampler_arg: float = flag("OTEL_TRACES_SAMPLER_ARG", number(0, 1), 1.0, "Sampler ratio.")
     # The SDK's default; queued spans are kept compact (about 1 KB each, see tracing._compacting).
-    _k("OTEL_BSP_MAX_QUEUE_SIZE", "tracing", "max_queue_size", positive_int, 2048,
-       "Ended spans waiting for export; past it new spans are dropped."),
+    max_queue_size: int = flag("OTEL_BSP_MAX_QUEUE_SIZE", integer(1, 1_000_000), 2048,
+                               "Ended spans waiting for export; past it new spans are dropped.")
     # 1 s rather than the SDK's 5 s: fewer spans wait when the bot exits.
-    _k("OTEL_BSP_SCHEDULE_DELAY", "tracing", "schedule_delay_ms", positive_int, 1000,
-       "Milliseconds between two span exports."),
-    _k("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "tracing", "max_export_batch_size", positive_int, 512,
-       "Spans per OTLP request (at most OTEL_BSP_MAX_QUEUE_SIZE)."),
-)
+    schedule_delay_ms: int = flag("OTEL_BSP_SCHEDULE_DELAY", integer(1, 3_600_000, "milliseconds"), 1000,
+                                  "Milliseconds between two span exports.")
+    max_export_batch_size: int = flag("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", integer(1, 1_000_000), 512,
+                                      "Spans per OTLP request (at most OTEL_BSP_MAX_QUEUE_SIZE).")
 
+
+KEYS: tuple[Key, ...] = tuple(key for section in _SECTIONS.values() for key in section.keys)
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
-
-
-# --------------------------------------------------------------------------- sections
-
-
-class GeneralSettings(Record, frozen=True):
-    state_dir: Path
-
-
-class LoggingSettings(Record, frozen=True):
-    enabled: bool
-    dir: Path
-    level: str
-    max_size: int
-    backup_count: int
-    console: bool
-    redact: bool
-
-
-class ShippingSettings(Record, frozen=True):
-    url: Secret | None
-    api_key: Secret | None
-    namespace: str
-    batch_size: int
-    interval: float
-    queue_size: int
-    spool_max_bytes: int
-    shutdown_timeout: float
-
-
-class AlertSettings(Record, frozen=True):
-    enabled: bool
-    retention_hours: float
-    channels: dict[str, tuple[str, ...]]
-    dedup_window: float
-    rate_limit_per_minute: int
-    webhook_url: Secret | None
-    telegram_token: Secret | None
-    telegram_chat_id: str | None
-    telegram_api_url: str
-    smtp_host: str | None
-    smtp_port: int
-    smtp_starttls: bool
-    smtp_username: str | None
-    smtp_password: Secret | None
-    email_from: str | None
-    email_to: tuple[str, ...]
-    slack_webhook_url: Secret | None
-    alertmanager_url: Secret | None
-    disk_free_min_percent: float
-    memory_max_percent: float
-    process_memory_max: int
-    resource_check_interval: float
-
-
-class BackupSettings(Record, frozen=True):
-    enabled: bool
-    dir: Path
-    frequency: str
-    critical_paths: tuple[str, ...]
-    retention: dict[str, int]
-    compression: str
-    encryption_key: Secret | None
-    drill_interval: float
-
-
-class ProfilerSettings(Record, frozen=True):
-    enabled: bool
-    threshold: float
-    operations: tuple[str, ...] | None
-    retention_hours: float
-    window: int
-
-
-class RecoverySettings(Record, frozen=True):
-    enabled: bool
-    auto_recovery: bool
-    critical_paths: tuple[str, ...]
-    check_interval: float
-
-
-class MetricsSettings(Record, frozen=True):
-    port: int | None
-    addr: str
-    auth_username: str | None
-    auth_password: Secret | None
-
-
-class TracingSettings(Record, frozen=True):
-    enabled: bool
-    service_name: str
-    resource_attributes: dict[str, str]
-    endpoint: str | None
-    protocol: str
-    sampler: str
-    sampler_arg: float
-    max_queue_size: int
-    traces_endpoint: str | None
-    timeout_ms: int
-    sdk_disabled: bool
-    schedule_delay_ms: int
-    max_export_batch_size: int
-
-
-_SECTIONS: dict[str, type] = {
-    "general": GeneralSettings,
-    "logging": LoggingSettings,
-    "shipping": ShippingSettings,
-    "alerts": AlertSettings,
-    "backups": BackupSettings,
-    "profiler": ProfilerSettings,
-    "recovery": RecoverySettings,
-    "metrics": MetricsSettings,
-    "tracing": TracingSettings,
-}
 
 
 class Settings(Record, frozen=True):
@@ -704,42 +690,6 @@ def _environment_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]
     return found
 
 
-def _file_values(config_file: Path) -> dict[str, tuple[Any, str]]:
-    source = f"file {config_file}"
-    if not config_file.is_file():
-        raise ConfigError("config file", "argument", str(config_file), "no such file")
-    if config_file.suffix == ".toml":
-        import tomllib  # only for a TOML file
-
-        try:
-            data = tomllib.loads(config_file.read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("config file", "argument", str(config_file), f"cannot read: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config file", "argument", str(config_file), f"invalid TOML: {exc}") from exc
-        values = {}
-        for name, raw in data.items():
-            key = _known_key(name.upper(), source)
-            values[key.name] = (raw, source)
-    elif config_file.suffix == ".py":
-        try:
-            import runpy  # only for a config.py file
-
-            namespace = runpy.run_path(str(config_file))
-        except Exception as exc:  # a user's config module may raise anything; report it as config
-            raise ConfigError("config file", "argument", str(config_file),
-                              f"running it failed: {type(exc).__name__}: {exc}") from exc
-        # A bot's config.py holds much else besides; only the flags opsstack knows are taken.
-        values = {name: (raw, source) for name, raw in namespace.items() if name in KEYS_BY_NAME}
-    else:
-        raise ConfigError("config file", "argument", str(config_file), "must end in .py or .toml")
-    for name in values:
-        if KEYS_BY_NAME[name].secret:
-            raise ConfigError(name, source, "****", "secrets are read from the environment only "
-                              f"(set {name} or {name}_FILE)")
-    return values
-
-
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -756,7 +706,9 @@ def load_settings(
     raw.update(_environment_values(environ))
     file_name = config_file if config_file is not None else environ.get("OPSSTACK_CONFIG")
     if file_name:
-        raw.update(_file_values(Path(file_name)))
+        from ._config_file import file_values  # only with a config file
+
+        raw.update(file_values(Path(file_name), KEYS_BY_NAME))
     for name, value in (overrides or {}).items():
         raw[_known_key(name, "argument").name] = (value, "argument")
 

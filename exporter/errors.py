@@ -61,7 +61,15 @@ class BackupNotFoundError(BackupError):
     """No backup has the requested name."""
 
 
-class BackupLockedError(BackupError):
+class LockHeldError(OpsError):
+    """A lock shared across processes or hosts is held by another holder."""
+
+
+class LockLostError(OpsError):
+    """A shared lock expired or went to another holder while its work was under way."""
+
+
+class BackupLockedError(BackupError, LockHeldError):
     """Another live process holds the lock of this backup set."""
 
 

@@ -38,6 +38,9 @@ ALERT_SEVERITIES = ("low", "medium", "high", "critical")
 OUTCOMES = ("success", "failure")
 BACKUP_TIERS = ("hourly", "daily", "weekly", "manual")
 FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "shipping")
+# The background loops: each counts an unexpected error in bot_worker_errors_total and goes on.
+WORKERS = ("integrity_check", "log_shipper", "backup_scheduler", "alert_intake", "alert_delivery",
+           "alert_persistence")
 # The alert manager's AlertType values (tests/test_metrics_endpoint.py keeps them equal): metrics
 # sits below the managers and does not import them.
 ALERT_TYPES = ("download_failed", "upload_failed", "disk_full", "memory_high", "api_error", "rate_limited",
@@ -220,6 +223,10 @@ class Metrics:
         self.slow_operations = Counter("bot_slow_operations_total",
                                        "Operations slower than PROFILE_THRESHOLD.", ["operation"],
                                        registry=r)
+        self.operations_overflow = Counter(
+            "bot_profiler_operations_overflow_total",
+            "Measurements of operations past PROFILER_MAX_OPERATIONS, recorded as operation=\"other\".",
+            registry=r)
 
         # -- bot activity (from the logger manager's custom events)
         self.downloads = Counter("bot_downloads_total", "Downloads finished, by outcome.", ["outcome"],
@@ -359,6 +366,18 @@ class Metrics:
         # -- the exporter itself
         self.scrape_duration = Gauge("bot_exporter_scrape_duration_seconds",
                                      "Time the previous scrape of /metrics took.", registry=r)
+        self.worker_errors = Counter("bot_worker_errors_total",
+                                     "Unexpected errors in a background worker (logged; it goes on).",
+                                     ["worker"], registry=r)
+        for worker in WORKERS:
+            self.worker_errors.labels(worker)
+
+
+def worker_failed(metrics: Metrics, worker: str, logger, what: str) -> None:
+    """Report the exception being handled in a background loop (call it from the loop's one
+    broad ``except``): logged with its traceback, counted in ``bot_worker_errors_total``."""
+    logger.exception("%s failed unexpectedly (the %s worker goes on)", what, worker)
+    metrics.worker_errors.labels(worker).inc()
 
 
 _default: Metrics | None = None

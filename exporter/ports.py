@@ -8,7 +8,9 @@ so every package may depend on this module and it on none.
 - :class:`EventLog`: where managers write their ECS events (the logger manager, else :data:`NO_EVENTS`);
 - :class:`Alerter`: where managers raise alerts (the alert manager, else :data:`NO_ALERTS`);
 - :class:`BackupArchives`: what the recovery manager reads of the backups
-  (``exporter.backup_manager.archives``).
+  (``exporter.backup_manager.archives``);
+- :class:`SharedLocks`: locks held across processes and hosts (``exporter.shared_state``, Redis),
+  else :data:`LOCAL_ONLY` (the callers' own file locks are then the only ones).
 
 A sink's own worker thread calls :func:`mark_shipping_thread` first: what is logged on it (its
 HTTP client's request lines, its warnings) would otherwise be shipped again and keep the worker
@@ -121,3 +123,40 @@ class BackupArchives(Protocol):
 
     def lock(self, path: Path, what: str) -> AbstractContextManager:
         """An exclusive lock on ``path`` (``BackupLockedError`` naming ``what`` when held)."""
+
+
+class SharedHold(Protocol):
+    """A held shared lock: its fencing ``token`` (grows with each holder), and :meth:`check`."""
+
+    token: int
+
+    def check(self) -> None:
+        """Raise ``LockLostError`` when the lock expired or went to another holder meanwhile
+        (call it before making the work visible)."""
+
+
+class SharedLocks(Protocol):
+    def hold(self, name: str) -> AbstractContextManager[SharedHold]:
+        """Hold the lock ``name`` while the block runs (kept alive meanwhile, expiring on its own
+        when the holder dies); raise ``LockHeldError`` naming the holder when it is taken."""
+
+
+class _NoHold:
+    token = 0
+
+    def check(self) -> None:
+        return None
+
+
+class LocalOnly:
+    """The shared locks when no shared state is configured: every hold succeeds at once."""
+
+    _hold = _NoHold()
+
+    def hold(self, name: str) -> AbstractContextManager[SharedHold]:
+        from contextlib import nullcontext
+
+        return nullcontext(self._hold)
+
+
+LOCAL_ONLY = LocalOnly()

@@ -73,6 +73,15 @@ def otel_collector(services_dir: Path, elasticsearch):
     collector.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server(services_dir: Path):
+    from tests.harness import redis as redis_harness
+
+    server = _start("redis-server", lambda: redis_harness.start(services_dir / "redis"))
+    yield server
+    server.stop()
+
+
 # --------------------------------------------------------------------------- per-test servers
 
 

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "exporter"
 MANAGERS = {"alert_manager": "alert_manager", "backup_manager": "backup_manager",
             "logger_manager": "logger_manager", "profiler": "profiler", "recovery_manager": "recovery_manager"}
-BACKENDS = ("exporter.sinks", "exporter.channels")
+BACKENDS = ("exporter.sinks", "exporter.channels", "exporter.shared_state")
 MANAGER_MAY_IMPORT = {"exporter.ports", "exporter.config", "exporter.metrics", "exporter.errors",
                       "exporter.tracing", "exporter._manager_base", "exporter._masking",
                       "exporter._files"}  # the atomic-write and 0700-directory helpers (stdlib only)

@@ -478,7 +478,10 @@ def test_schedule_entry_and_in_process_scheduler(tmp_path):
             backups[0]["created_at"] + 3600, abs=1)
     finally:
         manager.disable()
-    assert "celery" not in sys.modules
+    probe = ("import sys; from exporter.backup_manager import backup_manager; "
+             "backup_manager.create_backup_schedule(); print('celery' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr  # the beat entry needs no Celery import
 
 
 def test_retention_keeps_the_newest_manual_backups_and_the_newest_verified(tmp_path):
@@ -544,3 +547,35 @@ def test_events_and_alerts_go_to_the_given_collaborators(tmp_path):
     assert [event[:2] for event in recorder.events] == [("backup", "success"), ("backup", "failure")]
     assert [alert[:3] for alert in recorder.alerts] == [("backup_failed", "high", "Backup create failed")]
     assert recorder.alerts[0][4] == {"backup_name": "-bad name", "action": "create"}
+
+
+def test_a_name_made_from_an_iso_timestamp_is_accepted(tmp_path):
+    from datetime import datetime, timezone
+
+    manager = make_manager(tmp_path)
+    stamp = datetime(2026, 12, 4, 20, 55, 1, 123456, tzinfo=timezone.utc).isoformat()
+    result = manager.create_backup_sync([str(make_tree(tmp_path / "data"))], f"backup_{stamp}")
+    assert result["backup_name"] == "backup_2026-12-04T20-55-01.123456-00-00"
+    with pytest.raises(BackupError, match="invalid backup name"):
+        manager.create_backup_sync([str(tmp_path / "data")], "../escape")
+
+
+def test_the_catalog_parses_a_manifest_again_only_when_it_changed(tmp_path, monkeypatch):
+    from exporter.backup_manager import catalog
+
+    manager = make_manager(tmp_path)
+    source = make_tree(tmp_path / "data")
+    for name in ("a", "b"):
+        manager.create_backup_sync([str(source)], name)
+    parsed = []
+    real = catalog.read_manifest
+    monkeypatch.setattr(catalog, "read_manifest", lambda path: parsed.append(Path(path).name) or real(path))
+    first = read_catalog(manager.backup_dir)
+    assert sorted(parsed) == ["a.manifest.json", "b.manifest.json"]
+    parsed.clear()
+    assert read_catalog(manager.backup_dir) == first and parsed == []  # a scrape: no JSON parsed
+    _shift(manager, "b", time.time() - 3600, tier="manual")  # rewritten: parsed again
+    again = read_catalog(manager.backup_dir)
+    assert parsed == ["b.manifest.json"] and [b["name"] for b in again] == ["b", "a"]
+    manager._delete("a")
+    assert [b["name"] for b in read_catalog(manager.backup_dir)] == ["b"]

@@ -3,51 +3,63 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from exporter.config import KEYS, KEYS_BY_NAME, Secret, load_settings
+from exporter.config import KEYS, KEYS_BY_NAME, Bounded, Secret, load_settings
 from exporter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUNDED = [key for key in KEYS if isinstance(key.parse, Bounded)]
 
 # A valid and an invalid raw value for each parser, with the source that can carry it.
 # Text values are invalid only with the wrong type, which a TOML file can carry.
+# Numbers (Bounded) take their values from their bounds.
 GOOD = {
-    "parse_bool": "true", "positive_int": "7", "non_negative_int": "0", "positive_float": "2.5",
-    "percent": "42", "ratio": "0.25", "size_bytes": "5MiB", "optional_port": "9464",
+    "parse_bool": "true", "host": "bot.example",
     "text": "some-text", "optional_text": "some-text", "path": "some/dir",
     "string_list": "a,b", "optional_string_list": '["a", "b"]', "backup_retention": "hourly=2,weekly=1",
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
     "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243", "aes_key": "0f" * 32,
-    "drill_interval": "86400", "resource_attributes": "deployment.environment.name=staging,team=ops%2Fbots",
+    "redis_url": "redis://:s3cret-value@127.0.0.1:6379/0",
+    "resource_attributes": "deployment.environment.name=staging,team=ops%2Fbots",
 }
 BAD = {
-    "parse_bool": ("environment", "maybe"), "positive_int": ("environment", "0"),
-    "non_negative_int": ("environment", "-1"), "positive_float": ("environment", "-2"),
-    "percent": ("environment", "150"), "ratio": ("environment", "1.5"),
-    "size_bytes": ("environment", "-5"), "optional_port": ("environment", "70000"),
+    "parse_bool": ("environment", "maybe"), "host": ("environment", "two words"),
     "text": ("toml", 5), "optional_text": ("toml", 5), "path": ("toml", 5),
     "string_list": ("toml", [1, 2]), "optional_string_list": ("toml", [1]),
     "backup_retention": ("environment", "yearly=3"),
     "alert_channels": ("environment", '{"critical": ["pager"]}'),
     "secret": ("toml", "in-a-file"),
-    "elasticsearch_url": ("environment", "in-a-file:9200"),
-    "drill_interval": ("environment", "59"),
-    "aes_key": ("environment", "0f" * 16),
+    "elasticsearch_url": ("environment", "in-a-file:9200"), "aes_key": ("environment", "in-a-file"),
+    "redis_url": ("environment", "http://127.0.0.1:6379"),
     "resource_attributes": ("environment", "service.name"),
 }
 
 
 def parser_name(key) -> str:
+    if isinstance(key.parse, Bounded):
+        return "bounded"
     name = key.parse.__qualname__
     return "one_of" if name.startswith("one_of") else name
 
 
 def good_value(key) -> str:
     name = parser_name(key)
+    if name == "bounded":
+        return str(key.parse.high)
     return key.parse.choices[-1] if name == "one_of" else GOOD[name]
+
+
+def bad_value(key) -> tuple[str, object]:
+    name = parser_name(key)
+    if name == "bounded":
+        return "environment", str(key.parse.high + 1)
+    return ("environment", "nonsense") if name == "one_of" else BAD[name]
 
 
 def toml_line(name: str, value: object) -> str:
@@ -74,8 +86,7 @@ def test_every_key_reads_from_the_environment(key):
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
 def test_every_key_rejects_a_bad_value_naming_key_source_and_value(key, tmp_path):
-    name = parser_name(key)
-    source, raw = ("environment", "nonsense") if name == "one_of" else BAD[name]
+    source, raw = bad_value(key)
     if source == "environment":
         with pytest.raises(ConfigError) as caught:
             load_settings(environ={key.name: raw})
@@ -191,6 +202,10 @@ def test_check_config_masks_secrets_and_names_sources():
 @pytest.mark.parametrize("env, key", [({"BACKUP_FREQUENCY": "monthly"}, "BACKUP_FREQUENCY"),
                                       ({"BACKUP_RETENTION": "{oops"}, "BACKUP_RETENTION"),
                                       ({"LOG_MAX_SIZE": "-10"}, "LOG_MAX_SIZE"),
+                                      ({"LOG_MAX_SIZE": "1e999"}, "LOG_MAX_SIZE"),
+                                      ({"INTEGRITY_CHECK_INTERVAL": "inf"}, "INTEGRITY_CHECK_INTERVAL"),
+                                      ({"LOG_SHIP_INTERVAL": "1e300"}, "LOG_SHIP_INTERVAL"),
+                                      ({"METRICS_PORT": "99999"}, "METRICS_PORT"),
                                       ({"BACKUP_ENCRYPTION_KEY": "ab" * 31}, "BACKUP_ENCRYPTION_KEY"),
                                       ({"BACKUP_ENCRYPTION_KEY": "zz" * 32}, "BACKUP_ENCRYPTION_KEY")])
 def test_check_config_prints_one_line_and_exits_2(env, key):
@@ -202,3 +217,125 @@ def test_check_config_prints_one_line_and_exits_2(env, key):
     assert "Traceback" not in result.stderr
     if KEYS_BY_NAME[key].secret:
         assert env[key] not in result.stderr and "****" in lines[0]  # never a secret's value
+
+
+def _below_and_above(parse: Bounded) -> tuple[object, object]:
+    if parse.kind == "number":
+        return parse.low - (parse.low / 2 if parse.low > 0 else 1), parse.high * 1.5 + 1
+    return parse.low - 1, parse.high + 1
+
+
+@pytest.mark.parametrize("key", BOUNDED, ids=lambda key: key.name)
+def test_every_number_takes_its_bounds_and_refuses_past_them(key):
+    assert key.help == f"{key.doc} Range: {key.parse.range_text()}."
+    taken = [key.parse.low, key.parse.high] + ([] if key.parse.off is None else [key.parse.off])
+    for inside in taken:
+        assert load_settings(environ={key.name: str(inside)}).value(key.name) == inside
+    for outside in _below_and_above(key.parse):
+        with pytest.raises(ConfigError, match=re.escape(f"must be {key.parse.range_text()}")) as caught:
+            load_settings(environ={key.name: str(outside)})
+        assert caught.value.key == key.name and caught.value.value == str(outside)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e999", "Infinity"])
+@pytest.mark.parametrize("key", BOUNDED, ids=lambda key: key.name)
+def test_every_number_refuses_what_is_not_finite(key, raw):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={key.name: raw})
+    assert caught.value.key == key.name
+    assert str(caught.value).startswith(f"{key.name}={raw!r} (from environment): ")
+
+
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "1e999"])
+@pytest.mark.parametrize("key", BOUNDED, ids=lambda key: key.name)
+def test_every_number_refuses_toml_infinities(key, raw, tmp_path):
+    config = tmp_path / "bot.toml"
+    config.write_text(f"{key.name} = {raw}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=config, environ={})
+    assert caught.value.key == key.name and str(config) in caught.value.source
+
+
+@pytest.mark.parametrize("line", ["INTEGRITY_CHECK_INTERVAL = 1e300", "LOG_SHIP_INTERVAL = float('inf')",
+                                  "LOG_MAX_SIZE = 10 ** 400", "LOG_SHIP_INTERVAL = 10 ** 400"])
+def test_a_config_module_cannot_pass_a_huge_number(line, tmp_path):
+    config = tmp_path / "config.py"
+    config.write_text(line + "\n")
+    name = line.split()[0]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=config, environ={})
+    assert caught.value.key == name
+
+
+def test_every_interval_fits_a_thread_wait():
+    """``Event.wait(timeout)`` raises OverflowError past TIMEOUT_MAX: no bound may reach it."""
+    import threading
+
+    scale = {"seconds": 1, "hours": 3600}
+    timed = [key for key in BOUNDED if key.parse.unit in scale]
+    assert {key.name for key in timed} >= {"INTEGRITY_CHECK_INTERVAL", "LOG_SHIP_INTERVAL",
+                                            "RESOURCE_CHECK_INTERVAL", "ALERT_RETENTION_HOURS"}
+    for key in timed:
+        assert 0 < key.parse.low and key.parse.high * scale[key.parse.unit] < threading.TIMEOUT_MAX, key.name
+
+
+TEXT_PARSERS = ("text", "optional_text", "path", "host", "string_list", "optional_string_list")
+
+
+@pytest.mark.parametrize("key", [key for key in KEYS if parser_name(key) in TEXT_PARSERS and not key.secret],
+                         ids=lambda key: key.name)
+def test_no_text_value_may_hold_a_nul_character(key, tmp_path):
+    value = ["ok", "a\u0000b"] if "list" in parser_name(key) else "a\u0000b"
+    config = tmp_path / "bot.toml"
+    config.write_text(toml_line(key.name, value))
+    with pytest.raises(ConfigError, match="must not contain a NUL character") as caught:
+        load_settings(config_file=config, environ={})
+    assert caught.value.key == key.name
+
+
+def test_a_backup_key_that_is_not_64_hex_characters_is_refused_at_load_unshown():
+    for raw in ("0f" * 31, "zz" * 32, "0f" * 33):
+        with pytest.raises(ConfigError, match="64 hexadecimal characters") as caught:
+            load_settings(environ={"BACKUP_ENCRYPTION_KEY": raw})
+        assert raw not in str(caught.value)
+    assert load_settings(environ={"BACKUP_ENCRYPTION_KEY": "0F" * 32}).backups.encryption_key.get() == "0F" * 32
+
+
+def test_readme_gives_the_range_of_every_number():
+    readme = (ROOT / "README.md").read_text()
+    missing = [key.name for key in BOUNDED if f"| `{key.name}` | {key.parse.range_text()} |" not in readme]
+    assert missing == []
+
+
+@pytest.mark.parametrize("content, key", [("INTEGRITY_CHECK_INTERVAL = inf\n", "INTEGRITY_CHECK_INTERVAL"),
+                                          ("LOG_DIR = \"logs\\u0000x\"\n", "LOG_DIR")])
+def test_check_config_reports_a_bad_file_value_in_one_line(content, key, tmp_path):
+    config = tmp_path / "bot.toml"
+    config.write_text(content)
+    result = _cli("--config", str(config), "check-config", env={})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"opsstack check-config: {key}=") and str(config) in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_every_flag_is_declared_once_as_the_field_it_sets():
+    from exporter.config import _SECTIONS, Settings
+
+    assert list(Settings._fields) == [*_SECTIONS, "sources"]
+    for name, section in _SECTIONS.items():
+        assert [key.attr for key in section.keys] == list(section._fields)
+        assert {key.section for key in section.keys} == {name}
+    assert [key.name for key in KEYS] == [key.name for section in _SECTIONS.values() for key in section.keys]
+    assert len(KEYS_BY_NAME) == len(KEYS)
+    settings = load_settings(environ={"BACKUP_DIR": "from-env"})
+    assert settings.backups.dir == Path("from-env") == settings.value("BACKUP_DIR")
+
+
+def test_a_section_field_without_a_flag_is_refused():
+    from exporter.config import Section, flag, parse_bool
+
+    with pytest.raises(TypeError, match="Broken.undeclared must be declared with flag"):
+        class Broken(Section, section="broken-test"):
+            enabled: bool = flag("BROKEN_TEST_FLAG", parse_bool, False, "A flag.")
+            undeclared: int = 3

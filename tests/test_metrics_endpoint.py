@@ -396,3 +396,63 @@ def test_operation_histogram_exposition_is_exact():
                             'bot_operation_duration_seconds_sum{operation="parse"} 4000.003',
                             'bot_operation_duration_seconds_created{operation="parse"} 1.7e+09']
     assert lines[-1] == "# EOF"
+
+
+def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(monkeypatch):
+    import socket
+
+    from exporter.exposition import server as server_module
+    from exporter.exposition.server import MetricsServer
+
+    monkeypatch.setattr(server_module._Handler, "timeout", 0.5)
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 4)
+    metrics = busy_metrics()
+    served = MetricsServer(metrics.registry)
+    try:
+        slow = [socket.create_connection(("127.0.0.1", served.port), timeout=5) for _ in range(4)]
+        for sock in slow:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+        deadline = time.monotonic() + 5
+        while served._server.refused == 0 and time.monotonic() < deadline:
+            extra = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            assert extra.recv(1) == b""  # the fifth is closed at once
+            extra.close()
+        assert served._server.refused >= 1
+        started = time.monotonic()
+        for sock in slow:
+            assert sock.recv(1) == b""  # dropped after the timeout
+            sock.close()
+        assert time.monotonic() - started < 3
+        deadline = time.monotonic() + 5
+        while True:  # the slots are free again: a normal scrape is served
+            try:
+                body, _ = scrape(served.url)
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert "bot_downloads_total" in body
+    finally:
+        served.close()
+
+
+def test_a_flood_of_scrapes_renders_once_a_second(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exporter.exposition.server import MetricsServer
+
+    metrics = busy_metrics()
+    renders = []
+    served = MetricsServer(metrics.registry, on_scrape=renders.append)
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            bodies = list(pool.map(lambda _: scrape(served.url)[0], range(200)))
+        elapsed = time.monotonic() - started
+        assert len(set(bodies)) <= len(renders) and all("bot_downloads_total" in b for b in bodies)
+        assert 1 <= len(renders) <= elapsed + 2
+        metrics.downloads.labels("success").inc(5)
+        time.sleep(1.05)  # the reuse window is over: the next scrape shows the new value
+        assert scrape(served.url)[0] != bodies[-1]
+    finally:
+        served.close()

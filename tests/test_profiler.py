@@ -278,3 +278,36 @@ def test_excluded_operation_is_looked_up_once():
     first = prof.profile_sync("skip")
     assert prof._states["skip"] is None
     assert prof.profile_sync("skip") is first
+
+
+def test_distinct_operations_are_capped_and_memory_stays_flat(caplog):
+    import tracemalloc
+
+    from exporter.config import load_settings
+    from exporter.profiler import Profiler
+
+    metrics = Metrics()
+    profiler = Profiler(metrics=metrics)
+    profiler.enable(load_settings({"ENABLE_PROFILER": True, "PROFILER_MAX_OPERATIONS": 50}, environ={}))
+
+    def measure(names):
+        for name in names:
+            with profiler.profile_sync(name):
+                pass
+
+    measure(f"download_{i}" for i in range(1000))
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    measure(f"upload_{i}" for i in range(100_000))
+    grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+
+    operations = {s.labels["operation"] for m in metrics.registry.collect() if m.name == "bot_operation_duration_seconds"
+                  for s in m.samples}
+    assert len(operations) == 51 and "other" in operations and "download_49" in operations
+    assert metrics.registry.get_sample_value("bot_profiler_operations_overflow_total") == 950 + 100_000
+    assert metrics.registry.get_sample_value("bot_operation_duration_seconds_count", {"operation": "other"}) \
+        == 950 + 100_000
+    assert grown < 256 * 1024, f"the profiler grew by {grown} bytes over 100,000 new names"
+    assert profiler.get_stats("other")["call_count"] == 950 + 100_000
+    assert len([r for r in caplog.records if "PROFILER_MAX_OPERATIONS" in r.getMessage()]) == 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlertError, DeliveryError
-from ..metrics import Metrics
+from ..metrics import Metrics, worker_failed
 from ..ports import Channel
 from .model import FIRING, Alert
 from .store import read_jsonl, write_atomic
@@ -183,39 +183,47 @@ class ChannelLane:
 
     async def run(self) -> None:
         while not self.stopping:
-            if not self.jobs:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-                continue
-            job = self.jobs[0]
-            now = self.clock()
-            if self.max_age and now - job.created > self.max_age:
-                self.jobs.popleft()
-                self.outbox.dirty = True
-                self.metrics.alert_notifications.labels(self.name, "dropped").inc()
-                continue
-            delay = max(job.next_at - now, self.limiter.delay())
-            if delay > 0:
-                self.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            self.limiter.take()
-            self.in_flight = True
             try:
-                ok = await self._attempt(job)
-            finally:
-                self.in_flight = False
-            if ok is not False:
-                if self.jobs and self.jobs[0] is job:
-                    self.jobs.popleft()
-                self.outbox.dirty = True
-                if ok:
-                    self.delivered += 1
-                    self.metrics.alert_notifications.labels(self.name, "success").inc()
-                self.metrics.alert_delivery_queue.set(self.outbox.pending())
+                await self._step()
+            except Exception:  # task boundary: report, wait a retry step, go on (never a silent stop)
+                worker_failed(self.metrics, "alert_delivery", log, f"alert channel {self.name}")
+                await asyncio.sleep(self.retry_base)
+
+    async def _step(self) -> None:
+        """Wait for the head job to be due, then send it once."""
+        if not self.jobs:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+            return
+        job = self.jobs[0]
+        now = self.clock()
+        if self.max_age and now - job.created > self.max_age:
+            self.jobs.popleft()
+            self.outbox.dirty = True
+            self.metrics.alert_notifications.labels(self.name, "dropped").inc()
+            return
+        delay = max(job.next_at - now, self.limiter.delay())
+        if delay > 0:
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            return
+        self.limiter.take()
+        self.in_flight = True
+        try:
+            ok = await self._attempt(job)
+        finally:
+            self.in_flight = False
+        if ok is not False:
+            if self.jobs and self.jobs[0] is job:
+                self.jobs.popleft()
+            self.outbox.dirty = True
+            if ok:
+                self.delivered += 1
+                self.metrics.alert_notifications.labels(self.name, "success").inc()
+            self.metrics.alert_delivery_queue.set(self.outbox.pending())
 
     def idle(self) -> bool:
         return not self.jobs and not self.in_flight

@@ -14,7 +14,7 @@ from .._manager_base import ManagerBase
 from .._masking import SecretMasker
 from ..config import Settings
 from ..errors import AlertError, NotEnabledError
-from ..metrics import Metrics
+from ..metrics import Metrics, worker_failed
 from ..ports import Channel, ChannelFactory
 from .model import Alert, AlertSeverity, AlertType, parse_severity, parse_type
 
@@ -242,7 +242,15 @@ class AlertManager(ManagerBase):
     def _wake(self) -> None:
         worker = self._worker
         if worker is not None:
-            worker.call(self._drain)
+            worker.call(self._drain_reported)
+
+    def _drain_reported(self) -> None:
+        """:meth:`_drain` on the loop; an unexpected error is reported, the next alert drains again."""
+        try:
+            self._drain()
+        except Exception:  # loop boundary: report, go on
+            worker_failed(self.metrics, "alert_intake", log, "routing new alerts")
+            self._intake.wake_pending = False  # the next alert drains again, this one's too
 
     def _drain(self) -> None:
         with self._lock:
@@ -319,5 +327,9 @@ def read_history(settings: Settings, clock: Callable[[], float] = time.time) -> 
     from .store import HISTORY_FILE, AlertStore
 
     store = AlertStore(settings.alerts.retention_hours)
-    store.load(Path(settings.general.state_dir) / HISTORY_FILE, clock())
+    state_dir = Path(settings.general.state_dir)
+    try:
+        store.load(state_dir / HISTORY_FILE, clock())
+    except OSError as exc:  # STATE_DIR is a file, or cannot be read
+        raise AlertError(f"cannot read the alert history in {state_dir} (STATE_DIR): {exc.strerror}") from exc
     return store

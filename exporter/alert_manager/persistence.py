@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import AlertError
+from ..metrics import worker_failed
 from .model import Alert, AlertSeverity
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ class AlertState:
                     self.history.compact()  # repeats append snapshots; keep about one line per alert
             except OSError as exc:
                 log.warning("alert state could not be written: %s", exc)
+            except Exception:  # task boundary: report, keep persisting
+                worker_failed(self.metrics, "alert_persistence", log, "saving the alert state")
 
     def close(self) -> None:
         self.history.close()

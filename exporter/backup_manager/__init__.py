@@ -20,17 +20,18 @@ __all__ = ["BackupManager", "backup_manager", "read_catalog", "scheduled_backup"
 def _backup_manager() -> BackupManager:
     from ..alert_manager import alert_manager
     from ..logger_manager import logger_manager
+    from ..shared_state import shared_locks
     from .manager import BackupManager
 
-    return BackupManager(events=logger_manager, alerts=alert_manager)
+    return BackupManager(events=logger_manager, alerts=alert_manager, shared_locks=shared_locks)
 
 
 __getattr__ = lazy_attributes(__name__, {"BackupManager": ".manager", "backup_manager": _backup_manager})
 
 
 def scheduled_backup() -> dict:
-    """The Celery beat task of ``BackupManager.create_backup_schedule`` (register it with
-    ``shared_task(name="exporter.backup_manager.scheduled_backup")(scheduled_backup)``)."""
+    """The Celery beat task of ``BackupManager.create_backup_schedule``: create, verify and apply
+    retention in this process (``exporter.integrations.celery.install(app)`` registers it)."""
     manager = __getattr__("backup_manager")
     if not manager.enabled:
         manager.enable(schedule=False)

@@ -122,6 +122,26 @@ def summarize(manifest: dict[str, Any], backup_dir: Path, verified: dict[str, An
     }
 
 
+# Per backup directory: each manifest's (mtime, size, inode) and its content less the per-file
+# list, so a scrape of `opsstack serve` parses a manifest only when it changed.
+_lean_manifests: dict[str, dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]]] = {}
+
+
+def _lean_manifest(path: Path, cached, seen: dict, entry: str) -> dict[str, Any] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    key = (info.st_mtime_ns, info.st_size, info.st_ino)
+    if cached is not None and cached[0] == key:
+        seen[entry] = cached
+        return cached[1]
+    manifest = read_manifest(path)
+    lean = None if manifest is None else {k: v for k, v in manifest.items() if k != "files"}
+    seen[entry] = (key, lean)
+    return lean
+
+
 def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every complete backup in ``backup_dir``, oldest first. A missing directory lists nothing.
 
@@ -135,11 +155,13 @@ def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
     except OSError:
         return []
     verify_state, drill_state = read_verify_state(directory), read_drill_state(directory)
+    previous = _lean_manifests.get(str(directory), {})
+    seen: dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
     backups = []
     for entry in names:
         if entry.startswith(".") or not entry.endswith(MANIFEST_SUFFIX):
             continue
-        manifest = read_manifest(directory / entry)
+        manifest = _lean_manifest(directory / entry, previous.get(entry), seen, entry)
         if manifest is None or manifest.get("name") + MANIFEST_SUFFIX != entry:
             continue
         try:
@@ -150,5 +172,6 @@ def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
                                      drill_state.get(manifest["name"])))
         except (KeyError, TypeError):
             continue
+    _lean_manifests[str(directory)] = seen
     backups.sort(key=lambda item: (item["created_at"], item["name"]))
     return backups

@@ -11,10 +11,14 @@ import os
 import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from .. import tracing
 from .._files import file_sha256
+from ..errors import BackupNotFoundError, BackupUnreadableError, IntegrityError
+from .catalog import DRILL_STATE_FILE, last_drill, read_catalog, read_drill_state
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -100,3 +104,74 @@ def restore_and_check(backup_dir: Path, manifest: dict[str, Any], key: bytes | N
         return check_restored(scratch, manifest, {change["path"] for change in restored["skipped"]})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Drills:
+    """The backup manager's restore drills: run one, record it (``.drill-state.json``), export
+    it. Mixed into :class:`BackupManager`, whose ``backup_dir``, ``settings``, ``metrics``,
+    ``_events``, ``_key``, ``_manifest()``, ``_record()``, ``_fail()`` and
+    ``verify_backup_report()`` it uses."""
+
+    def drill_backup_sync(self, backup_name: str | None = None) -> dict[str, Any]:
+        """Restore ``backup_name`` (default: the newest backup) into a scratch directory, compare
+        every file with the manifest and run SQLite's integrity check; record and export the
+        result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
+        cannot run: no backup, no key, no space."""
+        from .verify import raise_for_report
+
+        self._require()
+        if backup_name is None:
+            backups = read_catalog(self.backup_dir)
+            if not backups:
+                raise BackupNotFoundError(f"no backup to drill in {self.backup_dir}")
+            backup_name = backups[-1]["name"]
+        manifest = self._manifest(backup_name)
+        started = time.time()
+        with tracing.span("backup.drill", backup_name=backup_name):
+            try:
+                raise_for_report(self.verify_backup_report(backup_name))
+                report = restore_and_check(self.backup_dir, manifest, self._key)
+            except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
+                self._fail("drill", backup_name, exc)
+                raise
+            except IntegrityError as exc:
+                report = {"files_checked": 0, "sqlite_checked": 0, "errors": [str(exc)]}
+            except Exception as exc:
+                self._fail("drill", backup_name, exc)
+                raise
+        report.update(backup_name=backup_name, ok=not report["errors"],
+                      duration_seconds=round(time.time() - started, 3))
+        self._record(DRILL_STATE_FILE, read_drill_state, backup_name, report["ok"])
+        self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
+        self._show_drill({"ok": report["ok"], "at": time.time()})
+        if report["ok"]:
+            self._events.log_event(
+                "backup", "success", f"restore drill of {backup_name} passed: "
+                f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
+                event_action="backup-drill", backup_name=backup_name)
+        else:
+            self._fail("drill", backup_name, "; ".join(report["errors"][:3]))
+        return report
+
+    async def drill_backup(self, backup_name: str | None = None) -> dict[str, Any]:
+        import asyncio
+
+        self._require()
+        return await asyncio.to_thread(self.drill_backup_sync, backup_name)
+
+    def run_scheduled_drill(self) -> dict[str, Any] | None:
+        """What the scheduler runs every ``BACKUP_DRILL_INTERVAL``: drill the newest backup
+        (None while there is none yet)."""
+        if not read_catalog(self.backup_dir):
+            return None
+        return self.drill_backup_sync()
+
+    def _show_drill(self, drill: dict[str, Any] | None) -> None:
+        self.metrics.backup_drill_interval.set(self.settings.backups.drill_interval)
+        if drill is not None:
+            self.metrics.backup_last_drill.set(drill["at"])
+            self.metrics.backup_last_drill_success.set(1 if drill["ok"] else 0)
+
+    def _last_drill_time(self) -> float | None:
+        drill = last_drill(self.backup_dir)
+        return drill["at"] if drill else None

@@ -63,7 +63,7 @@ class Housekeeping:
         self._update_retained(read_catalog(self.backup_dir))
         if names:
             self._events.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
-                                   event_action=f"backup-{why}", labels={"deleted": len(names)})
+                                   event_action=f"backup-{why}", deleted=len(names))
 
     def _update_retained(self, backups: list[dict[str, Any]]) -> None:
         kept = retention.select(backups, self.settings.backups.retention)

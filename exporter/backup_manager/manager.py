@@ -4,25 +4,26 @@ empty results and ``cleanup_old_backups`` returns 0; calls that need a result
 (create, verify, restore) raise :class:`NotEnabledError`."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import tracing
 from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..config import Settings
-from ..errors import (BackupError, BackupNotFoundError, BackupUnreadableError, DecryptionError,
-                      IntegrityError, NotEnabledError, OpsError)
+from ..errors import (BackupError, BackupLockedError, BackupNotFoundError, BackupUnreadableError,
+                      DecryptionError, LockHeldError, NotEnabledError, OpsError)
 from ..metrics import Metrics
-from ..ports import NO_ALERTS, NO_EVENTS, Alerter, EventLog
-from .catalog import (DRILL_STATE_FILE, LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE,
-                      last_drill, manifest_path, open_manifest, read_catalog, read_drill_state,
-                      read_manifest,
-                      read_verify_state)
+from ..ports import LOCAL_ONLY, NO_ALERTS, NO_EVENTS, Alerter, EventLog, SharedHold, SharedLocks
+from .catalog import (LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE, last_drill, manifest_path,
+                      open_manifest, read_catalog, read_manifest, read_verify_state)
+from .drill import Drills
 from .housekeeping import Housekeeping
 from .leftovers import clean_leftovers
 from .lock import DirectoryLock
@@ -33,16 +34,20 @@ if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on firs
 
 log = logging.getLogger("exporter.backup_manager")
 CELERY_TASK = "exporter.backup_manager.scheduled_backup"
+TIMESTAMP_SAFE = str.maketrans(":+", "--")  # f"backup_{datetime.now().isoformat()}" is a fine name
 
 
-class BackupManager(Housekeeping, ManagerBase):
+class BackupManager(Drills, Housekeeping, ManagerBase):
     """Backups in ``BACKUP_DIR``; writes its events to ``events`` and raises alerts with ``alerts``."""
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
-                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS) -> None:
+                 events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS,
+                 shared_locks: Callable[[Settings], SharedLocks] = lambda settings: LOCAL_ONLY) -> None:
         super().__init__(settings, metrics)
         self._events = events
         self._alerts = alerts
+        self._shared_locks = shared_locks  # settings -> the locks shared across hosts (Redis)
+        self._locks: SharedLocks = LOCAL_ONLY
         self.backup_dir: Path | None = None
         self._key: bytes | None = None
         self._scheduler: Scheduler | None = None
@@ -51,8 +56,9 @@ class BackupManager(Housekeeping, ManagerBase):
     # ------------------------------------------------------------------ lifecycle
     def enable(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
                schedule: bool | None = None) -> None:
-        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set) starts the
-        in-process scheduler of ``BACKUP_FREQUENCY`` backups."""
+        """Turn on. ``schedule`` (default: when ``CRITICAL_BACKUP_PATHS`` is set and
+        ``BACKUP_SCHEDULER`` is ``in-process``) starts the in-process scheduler of
+        ``BACKUP_FREQUENCY`` backups and ``BACKUP_DRILL_INTERVAL`` drills."""
         if self.enabled:
             return
         settings = self._resolve_settings(settings)
@@ -68,6 +74,7 @@ class BackupManager(Housekeeping, ManagerBase):
             make_dirs(self.backup_dir)
         except OSError as exc:
             raise BackupError(f"cannot create BACKUP_DIR {self.backup_dir}: {exc.strerror}") from exc
+        self._locks = self._shared_locks(settings)
         self.enabled = True
         try:
             with DirectoryLock(self.backup_dir / LOCK_FILE):
@@ -76,15 +83,15 @@ class BackupManager(Housekeeping, ManagerBase):
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
         self._show_drill(last_drill(self.backup_dir))
-        if schedule is None:
-            schedule = bool(settings.backups.critical_paths)
+        if schedule is None:  # Celery beat, when it owns the schedule, runs the backups instead
+            schedule = bool(settings.backups.critical_paths) and settings.backups.scheduler == "in-process"
         if schedule:
             jobs = [Job("backup", PERIODS[settings.backups.frequency], self._last_scheduled,
                         self.run_scheduled_backup)]
             if settings.backups.drill_interval:
                 jobs.append(Job("drill", settings.backups.drill_interval, self._last_drill_time,
                                 self.run_scheduled_drill))
-            self._scheduler = Scheduler(jobs)
+            self._scheduler = Scheduler(jobs, self.metrics)
             self._scheduler.start()
 
     def disable(self) -> None:
@@ -105,6 +112,22 @@ class BackupManager(Housekeeping, ManagerBase):
         if manifest is None or not (self.backup_dir / manifest["archive"]["name"]).is_file():
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
         return open_manifest(manifest, self._key)
+
+    @contextlib.contextmanager
+    def _hold_set(self) -> Iterator[SharedHold]:
+        """The lock of this backup set shared by every process and host (``REDIS_URL``); the
+        set is named by the real path of ``BACKUP_DIR``, so hosts sharing one mount it alike."""
+        import hashlib  # OpenSSL: with the first backup, not on import
+
+        name = "backup:" + hashlib.sha256(os.fsencode(os.path.realpath(self.backup_dir))).hexdigest()[:16]
+        try:
+            with self._locks.hold(name) as shared:
+                yield shared
+        except LockHeldError as exc:
+            if isinstance(exc, BackupLockedError):
+                raise
+            raise BackupLockedError(f"backup set {self.backup_dir} is busy on another process or "
+                                    f"host: {exc}") from exc
 
     def _new_name(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -146,21 +169,22 @@ class BackupManager(Housekeeping, ManagerBase):
                            progress: Progress | None = None,
                            cancel: threading.Event | None = None) -> dict[str, Any]:
         """Create a backup of ``source_paths``; return its metadata (``backup_name``, ``size``,
-        ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). Raises
+        ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). A name
+        made from an ISO timestamp is accepted: its ``:`` and ``+`` become ``-``. Raises
         BackupError (BackupLockedError when busy)."""
         from .writer import write_backup
 
         self._require()
         started = time.time()
         self.metrics.backup_last_attempt.set(started)
-        name = backup_name or self._new_name()
+        name = backup_name.translate(TIMESTAMP_SAFE) if backup_name else self._new_name()
         settings = self.settings.backups
         with tracing.span("backup.create", backup_name=name, tier=tier) as span:
             try:
                 if not NAME_PATTERN.match(name):
                     raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
                                       "and '-' (at most 128, not starting with '.' or '-')")
-                with DirectoryLock(self.backup_dir / LOCK_FILE):
+                with self._hold_set() as shared, DirectoryLock(self.backup_dir / LOCK_FILE):
                     clean_leftovers(self.backup_dir)
                     if manifest_path(self.backup_dir, name).exists():
                         raise BackupError(f"a backup named {name!r} already exists")
@@ -168,7 +192,7 @@ class BackupManager(Housekeeping, ManagerBase):
                         backup_dir=self.backup_dir, name=name, source_paths=source_paths,
                         description=description, tier=tier, compression=settings.compression,
                         key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
-                        cancel=cancel)
+                        cancel=cancel, before_publish=shared.check)
             except Exception as exc:
                 self.metrics.backups.labels("failure").inc()
                 self._fail("create", name, exc)
@@ -179,26 +203,30 @@ class BackupManager(Housekeeping, ManagerBase):
                 self.metrics.backups.labels("failure").inc()
                 raise
             duration = time.time() - started
-            archive = manifest["archive"]
-            m = self.metrics
-            m.backups.labels("success").inc()
-            m.backup_last_success.set(time.time())
-            m.backup_duration.observe(duration)
-            m.backup_size.set(archive["size"])
-            m.backup_files.set(manifest["file_count"])
             if span is not None:
-                span.set_attribute("backup.size_bytes", archive["size"])
+                span.set_attribute("backup.size_bytes", manifest["archive"]["size"])
+        return self._created(manifest, duration)
+
+    def _created(self, manifest: dict[str, Any], duration: float) -> dict[str, Any]:
+        """Count, log and describe a backup just created."""
+        name, archive, m = manifest["name"], manifest["archive"], self.metrics
+        m.backups.labels("success").inc()
+        m.backup_last_success.set(time.time())
+        m.backup_duration.observe(duration)
+        m.backup_size.set(archive["size"])
+        m.backup_files.set(manifest["file_count"])
         self._events.log_event(
             "backup", "success", f"backup {name} created: {manifest['file_count']} files, "
             f"{archive['size']} bytes in {duration:.2f}s", event_action="backup-create",
             event_duration=int(duration * 1e9), backup_name=name, file_size=archive["size"])
         return {
-            "backup_name": name, "name": name, "created_at": manifest["created_at"], "tier": tier,
-            "description": description, "archive": str(self.backup_dir / archive["name"]),
+            "backup_name": name, "name": name, "created_at": manifest["created_at"],
+            "tier": manifest["tier"], "description": manifest["description"],
+            "archive": str(self.backup_dir / archive["name"]),
             "manifest": str(manifest_path(self.backup_dir, name)), "size": archive["size"],
             "sha256": archive["sha256"], "files": manifest["file_count"],
             "total_bytes": manifest["total_bytes"], "duration_seconds": round(duration, 3),
-            "compression": settings.compression, "encrypted": self._key is not None,
+            "compression": manifest["settings"]["compression"], "encrypted": self._key is not None,
             "source_paths": [s["path"] for s in manifest["sources"]],
             "skipped": list(manifest.get("skipped", [])),
         }
@@ -344,69 +372,3 @@ class BackupManager(Housekeeping, ManagerBase):
         return {"opsstack-scheduled-backup": {
             "task": CELERY_TASK, "schedule": PERIODS[settings.backups.frequency],
             "args": (), "options": {"expires": PERIODS[settings.backups.frequency]}}}
-
-    # ------------------------------------------------------------------ drills
-    def drill_backup_sync(self, backup_name: str | None = None) -> dict[str, Any]:
-        """Restore ``backup_name`` (default: the newest backup) into a scratch directory, compare
-        every file with the manifest and run SQLite's integrity check; record and export the
-        result. A report with ``ok`` and ``errors``; raises (recording nothing) when the drill
-        cannot run: no backup, no key, no space."""
-        from .drill import restore_and_check
-        from .verify import raise_for_report
-
-        self._require()
-        if backup_name is None:
-            backups = read_catalog(self.backup_dir)
-            if not backups:
-                raise BackupNotFoundError(f"no backup to drill in {self.backup_dir}")
-            backup_name = backups[-1]["name"]
-        manifest = self._manifest(backup_name)
-        started = time.time()
-        with tracing.span("backup.drill", backup_name=backup_name):
-            try:
-                raise_for_report(self.verify_backup_report(backup_name))
-                report = restore_and_check(self.backup_dir, manifest, self._key)
-            except BackupUnreadableError as exc:  # no key, the wrong one: no verdict on the backup
-                self._fail("drill", backup_name, exc)
-                raise
-            except IntegrityError as exc:
-                report = {"files_checked": 0, "sqlite_checked": 0, "errors": [str(exc)]}
-            except Exception as exc:
-                self._fail("drill", backup_name, exc)
-                raise
-        report.update(backup_name=backup_name, ok=not report["errors"],
-                      duration_seconds=round(time.time() - started, 3))
-        self._record(DRILL_STATE_FILE, read_drill_state, backup_name, report["ok"])
-        self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
-        self._show_drill({"ok": report["ok"], "at": time.time()})
-        if report["ok"]:
-            self._events.log_event(
-                "backup", "success", f"restore drill of {backup_name} passed: "
-                f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
-                event_action="backup-drill", backup_name=backup_name)
-        else:
-            self._fail("drill", backup_name, "; ".join(report["errors"][:3]))
-        return report
-
-    async def drill_backup(self, backup_name: str | None = None) -> dict[str, Any]:
-        import asyncio
-
-        self._require()
-        return await asyncio.to_thread(self.drill_backup_sync, backup_name)
-
-    def run_scheduled_drill(self) -> dict[str, Any] | None:
-        """What the scheduler runs every ``BACKUP_DRILL_INTERVAL``: drill the newest backup
-        (None while there is none yet)."""
-        if not read_catalog(self.backup_dir):
-            return None
-        return self.drill_backup_sync()
-
-    def _show_drill(self, drill: dict[str, Any] | None) -> None:
-        self.metrics.backup_drill_interval.set(self.settings.backups.drill_interval)
-        if drill is not None:
-            self.metrics.backup_last_drill.set(drill["at"])
-            self.metrics.backup_last_drill_success.set(1 if drill["ok"] else 0)
-
-    def _last_drill_time(self) -> float | None:
-        drill = last_drill(self.backup_dir)
-        return drill["at"] if drill else None

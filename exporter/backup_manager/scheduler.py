@@ -13,8 +13,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import OpsError
+from ..metrics import worker_failed
+
 if TYPE_CHECKING:  # asyncio (~9 MiB) loads when a schedule starts, not on import
     import asyncio
+
+    from ..metrics import Metrics
 
 log = logging.getLogger("exporter.backup_manager")
 
@@ -34,24 +39,26 @@ class Job:
         self.next_run = time.time() if last is None else last + self.period
         return max(0.0, self.next_run - time.time())
 
-    async def loop(self) -> None:
+    async def loop(self, metrics: Metrics) -> None:
         import asyncio
 
         while True:
-            await asyncio.sleep(self.due_in())
             try:
+                await asyncio.sleep(self.due_in())
                 await asyncio.to_thread(self._run)
-            except Exception:  # the job reports its own failure (metric, log, alert)
-                log.exception("scheduled %s failed", self.name)
-                await asyncio.sleep(min(self.period, 300.0))
-                continue
-            if self.due_in() == 0:  # it recorded no run (nothing to do yet): look again later
-                await asyncio.sleep(min(self.period, 300.0))
+                if self.due_in() > 0:
+                    continue
+            except OpsError as exc:  # the job has reported its failure (metric, log, alert)
+                log.error("scheduled %s failed: %s", self.name, exc)
+            except Exception:  # thread boundary: report, keep the schedule
+                worker_failed(metrics, "backup_scheduler", log, f"scheduled {self.name}")
+            await asyncio.sleep(min(self.period, 300.0))  # failed, or nothing to do yet: look again later
 
 
 class Scheduler:
-    def __init__(self, jobs: list[Job]) -> None:
+    def __init__(self, jobs: list[Job], metrics: Metrics) -> None:
         self.jobs = {job.name: job for job in jobs}
+        self._metrics = metrics
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -61,7 +68,7 @@ class Scheduler:
         return job.next_run if job is not None else None
 
     def _create_tasks(self) -> None:
-        self._tasks = [self._loop.create_task(job.loop(), name=f"opsstack-scheduled-{job.name}")
+        self._tasks = [self._loop.create_task(job.loop(self._metrics), name=f"opsstack-scheduled-{job.name}")
                        for job in self.jobs.values()]
 
     def start(self) -> None:

@@ -250,8 +250,11 @@ class _Tally:
 def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os.PathLike],
                  description: str, tier: str, compression: str, key: bytes | None,
                  level: int | None = None, threads: int = 0, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> dict[str, Any]:
-    """Create the backup ``name`` in ``backup_dir``; return its manifest."""
+                 cancel: threading.Event | None = None,
+                 before_publish: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Create the backup ``name`` in ``backup_dir``; return its manifest. ``before_publish``
+    runs once the archive is complete, before anything of it is made visible (it may raise to
+    abandon the backup: a shared lock lost meanwhile)."""
     started = time.time()
     sources = plan_sources(source_paths)
     entries, skipped = walk(sources, exclude=backup_dir)
@@ -259,7 +262,6 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
     final_archive = backup_dir / archive_name(name, compression, key is not None)
     tmp_archive = backup_dir / f".{final_archive.name}{TEMP_MARKER}{os.getpid()}"
     temps = [tmp_archive]
-    records: list[dict[str, Any]] = []
     sink = stream = None
     fd = -1
     try:
@@ -271,29 +273,19 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
 
             layer = Encryptor(sink, key)
         stream = TarStream(layer, compression, level, threads)
-        sqlite_done: set[str] = set()
-        for number, entry in enumerate(entries):
-            if cancel is not None and cancel.is_set():
-                raise BackupCancelled("backup cancelled")
-            records.append(_add_entry(stream, entry, backup_dir, name, number, temps,
-                                      sqlite_done, tally.advance))
-            if stat.S_ISREG(entry.st.st_mode):
-                tally.files += 1
-        stream.close()
-        for record in records:
-            if record is not None and record["type"] == "file":
-                record["sha256"] = record["sha256"].hexdigest()
+        records = _archive_entries(stream, entries, backup_dir, name, temps, tally, cancel)
         if layer is not sink:
             layer.close()
         sink.close()
         os.close(fd)
         fd = -1
-        records = [r for r in records if r is not None]
         manifest = _describe(name=name, started=started, tier=tier, description=description,
                              compression=compression, level=level, key=key, sources=sources,
                              archive={"name": final_archive.name, "size": sink.size,
                                       "sha256": sink.sha256.hexdigest()},
                              records=records, skipped=skipped)
+        if before_publish is not None:
+            before_publish()
         _publish(backup_dir, manifest, key, tmp_archive, final_archive, temps)
         return manifest
     except OSError as exc:
@@ -310,6 +302,25 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             os.close(fd)
         for path in temps:
             _unlink_quietly(path)
+
+
+def _archive_entries(stream: TarStream, entries: list[Entry], backup_dir: Path, name: str,
+                     temps: list[Path], tally: _Tally, cancel: threading.Event | None) -> list[dict[str, Any]]:
+    """Every entry into the tar stream (then closed); their manifest records, hashes final."""
+    records, sqlite_done = [], set()
+    for number, entry in enumerate(entries):
+        if cancel is not None and cancel.is_set():
+            raise BackupCancelled("backup cancelled")
+        record = _add_entry(stream, entry, backup_dir, name, number, temps, sqlite_done, tally.advance)
+        if record is not None:
+            records.append(record)
+        if stat.S_ISREG(entry.st.st_mode):
+            tally.files += 1
+    stream.close()
+    for record in records:
+        if record["type"] == "file":
+            record["sha256"] = record["sha256"].hexdigest()
+    return records
 
 
 def _describe(*, name: str, started: float, tier: str, description: str, compression: str,

@@ -23,4 +23,5 @@ CHANNELS: dict[str, ChannelFactory] = {
     "email": plugin(f"{__name__}.email"),
     "slack": plugin(f"{__name__}.slack"),
     "alertmanager": plugin(f"{__name__}.alertmanager"),
+    "celery": plugin(f"{__name__}.celery"),
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import OpsError
@@ -16,8 +17,16 @@ from . import alerts, backup, check_config, demo, logs, recover, serve
 SUBCOMMANDS = (check_config, demo, serve, backup, recover, alerts, logs)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the option and the value (argparse prints the usage
+    before it; ``--help`` still shows it). Subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="opsstack",
         description="Operations toolkit for long-running Python bots.",
     )

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from ..config import load_settings
 from ..errors import AlertError, DeliveryError
+from ._types import LIMIT, TIMEOUT
 
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("alerts", help="list, count or test the bot's alerts")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="stored alerts, newest first")
-    listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    listing.add_argument("--limit", type=LIMIT, default=20, help="at most this many, 1 to 1000000 (default 20)")
     listing.add_argument("--severity", help="low, medium, high or critical")
     listing.add_argument("--type", dest="alert_type", metavar="TYPE", help="an alert type such as download_failed")
     listing.add_argument("--since", help="a span (30m, 2h, 1d) or an ISO timestamp")
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("--json", action="store_true", help="print JSON")
     test = actions.add_parser("test", help="send a test alert through the configured channels")
     test.add_argument("--severity", default="critical", help="route as this severity (default critical)")
-    test.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery")
+    test.add_argument("--timeout", type=TIMEOUT, default=30.0, help="seconds to wait for delivery, 0.1 to 3600")
     test.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)
 

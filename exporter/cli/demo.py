@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import load_settings
 from ..tracing import otlp_endpoint
+from ._types import DURATION, RATE
 
 # Embedded defaults: used for every flag the user left at its default (environment and
 # config file still win), so `make demo` needs no service and no configuration.
@@ -35,9 +36,9 @@ DEMO_DEFAULTS = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run a simulated bot with every feature on")
-    parser.add_argument("--duration", type=float, default=60.0,
-                        help="seconds to run (default 60; 0 runs until Ctrl-C)")
-    parser.add_argument("--rate", type=float, default=4.0, help="operations started per second")
+    parser.add_argument("--duration", type=DURATION, default=60.0,
+                        help="seconds to run, up to 30 days (default 60; 0 runs until Ctrl-C)")
+    parser.add_argument("--rate", type=RATE, default=4.0, help="operations started per second, 0.01 to 1000")
     parser.add_argument("--seed", type=int, default=7, help="random seed (same seed, same run)")
     parser.add_argument("--data-dir", default="demo-data", help="the sample data folder")
     parser.set_defaults(handler=run)

@@ -7,6 +7,7 @@ import json
 from ..config import load_settings
 from ..errors import OpsError
 from ..logger_manager import LoggerManager
+from ._types import DAYS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,20 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats = actions.add_parser("stats", help="files and bytes per log file family")
     stats.add_argument("--json", action="store_true", help="print the figures as JSON")
     cleanup = actions.add_parser("cleanup", help="delete rotated log files older than --days")
-    cleanup.add_argument("--days", type=_days, required=True, metavar="N",
+    cleanup.add_argument("--days", type=DAYS, required=True, metavar="N",
                          help="delete rotated files last written more than N days ago")
     cleanup.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
-
-
-def _days(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of days") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("--days must not be negative")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import threading
 
 from ..config import load_settings
 from ..errors import OpsError
+from ._types import PORT
 
 DEFAULT_PORT = 9464
 
@@ -21,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve /metrics from on-disk state (backups, integrity, "
                                                  "log spool)")
     parser.add_argument("--addr", help="address to bind (default: METRICS_ADDR, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help=f"port (default: METRICS_PORT, else {DEFAULT_PORT}; "
-                                                 "0 picks a free one)")
+    parser.add_argument("--port", type=PORT, help=f"port (default: METRICS_PORT, else {DEFAULT_PORT}; "
+                                                  "0 picks a free one)")
     parser.set_defaults(handler=run)
 
 

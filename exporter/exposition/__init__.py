@@ -9,10 +9,12 @@ Both negotiate OpenMetrics (with exemplars) or the classic text format 0.0.4 fro
 Multiple worker processes: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory shared by the
 workers (cleared before they start) for every process, before anything imports
 ``prometheus_client``. Each worker's metrics then live in files there; the server (started in
-one process only, or by ``opsstack serve``) aggregates them with prometheus_client's
-``MultiProcessCollector`` at scrape time. Call
-``prometheus_client.multiprocess.mark_process_dead(pid)`` when a worker exits. In that mode gauges
-carry a ``pid`` label and the info metric is not exported (prometheus_client's limits).
+one process only, or by ``opsstack serve``) adds them up at scrape time like
+prometheus_client's ``MultiProcessCollector``, after folding the files of dead workers into
+totals (:mod:`.multiproc`), so scrapes stay fast however many workers have come and gone. Call
+``prometheus_client.multiprocess.mark_process_dead(pid)`` when a worker exits (the Celery
+integration does). In that mode gauges carry a ``pid`` label, a dead worker's gauges are
+dropped, and the info metric is not exported (prometheus_client's limits).
 """
 from __future__ import annotations
 

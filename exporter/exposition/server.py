@@ -15,19 +15,24 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("exporter.exposition")
+CLIENT_TIMEOUT = 5.0  # seconds a connection may stay idle, or take to send its request
+MAX_CONNECTIONS = 64  # open connections served at once; the ones past it are closed at once
+RENDER_REUSE = 1.0  # seconds a rendered body serves further scrapes (a flood renders once a second)
 
 
 def multiprocess_registry() -> CollectorRegistry | None:
-    """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set, with
-    the serving process's ``process_*``/``python_*`` series."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client's own switch
+    """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (dead workers' files folded into totals first: :mod:`.multiproc`), with the serving
+    process's ``process_*``/``python_*`` series."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's own switch
+    if not directory:
         return None
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from .multiproc import FoldingCollector
 
     from ..metrics import register_standard_collectors
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    FoldingCollector(directory, registry)
     register_standard_collectors(registry)  # of the serving process: the workers' are not in the files
     return registry
 
@@ -41,6 +46,7 @@ def render(registry: Any, accept: str | None) -> tuple[bytes, str]:
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
+    timeout = CLIENT_TIMEOUT  # a client idle or slow for this long is disconnected
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -80,19 +86,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/metrics":
             self._send(404, b"not found\n")
             return
-        started = time.perf_counter()
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         try:
-            body, content_type = render(self.server.registry_for_scrape(), self.headers.get("Accept"))
+            body, content_type = self.server.rendered(self.headers.get("Accept"), gzipped)
         except Exception:  # a broken collector gives a 500, never kills the server thread
             log.exception("rendering /metrics failed")
             self._send(500, b"rendering metrics failed\n")
             return
-        headers = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        self._send(200, body, content_type, headers)
-        self.server.scraped(time.perf_counter() - started)
+        self._send(200, body, content_type, {"Content-Encoding": "gzip"} if gzipped else None)
 
     do_HEAD = do_GET
 
@@ -114,8 +115,12 @@ class _Union:
 
 
 class _Server(ThreadingHTTPServer):
+    """Threads per connection, at most ``MAX_CONNECTIONS`` of them; one render at a time, its
+    body reused by the scrapes of the next ``RENDER_REUSE`` seconds (per format)."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: at 5, a burst of connects waited 1 s (SYN resent)
 
     def __init__(self, address: tuple[str, int], registry: Any, credentials: bytes | None,
                  on_scrape: Any, multiprocess: str | None) -> None:
@@ -123,19 +128,57 @@ class _Server(ThreadingHTTPServer):
         self.multiprocess = multiprocess
         self.credentials = credentials
         self.on_scrape = on_scrape
+        self.refused = 0  # connections closed at once: MAX_CONNECTIONS were open
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._render_lock = threading.Lock()
+        self._bodies: dict[tuple[str, bool], tuple[float, bytes, str]] = {}
+        self._workers: Any = None
         super().__init__(address, _Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def registry_for_scrape(self) -> Any:
-        workers = multiprocess_registry() if self.multiprocess else None
-        if workers is None:
+        if self.multiprocess and self._workers is None:
+            self._workers = multiprocess_registry()
+        if self._workers is None:
             return self.registry
         if self.multiprocess == "add":
-            return _Union(workers, self.registry)
-        return workers
+            return _Union(self._workers, self.registry)
+        return self._workers
 
-    def scraped(self, seconds: float) -> None:
-        if self.on_scrape is not None:
-            self.on_scrape(seconds)
+    def rendered(self, accept: str | None, gzipped: bool) -> tuple[bytes, str]:
+        """The body (gzipped if asked) and content type for ``accept``: rendered now, or the one
+        rendered less than ``RENDER_REUSE`` seconds ago for the same format."""
+        from prometheus_client.exposition import choose_encoder
+
+        key = (choose_encoder(accept or "")[1], gzipped)
+        with self._render_lock:
+            cached = self._bodies.get(key)
+            if cached is not None and time.monotonic() - cached[0] < RENDER_REUSE:
+                return cached[1], cached[2]
+            started = time.perf_counter()
+            body, content_type = render(self.registry_for_scrape(), accept)
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+            self._bodies[key] = (time.monotonic(), body, content_type)
+            if self.on_scrape is not None:
+                self.on_scrape(time.perf_counter() - started)
+        return body, content_type
 
 
 class MetricsServer:
@@ -180,8 +223,26 @@ def start_metrics_server(settings: Any, metrics: Any, *, registry: Any = None) -
     def on_scrape(seconds: float) -> None:
         metrics.scrape_duration.set(seconds)
 
-    server = MetricsServer(registry if registry is not None else metrics.registry, addr=config.addr,
-                           port=config.port or 0, username=config.auth_username, password=password,
-                           on_scrape=on_scrape)
+    try:
+        server = MetricsServer(registry if registry is not None else metrics.registry, addr=config.addr,
+                               port=config.port or 0, username=config.auth_username, password=password,
+                               on_scrape=on_scrape)
+    except OSError as exc:  # the port is taken, the address is not this host's or does not resolve
+        raise _listen_error(settings, exc) from exc
     log.info("serving metrics on %s", server.url)
     return server
+
+
+def _listen_error(settings: Any, exc: OSError) -> Exception:
+    """A :class:`ConfigError` naming the setting that cannot be used: METRICS_ADDR when the
+    address does not resolve or is not this host's, else METRICS_PORT (taken, or privileged)."""
+    import errno
+    import socket
+
+    from ..errors import ConfigError
+
+    config = settings.metrics
+    wrong_addr = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+    key, value = ("METRICS_ADDR", config.addr) if wrong_addr else ("METRICS_PORT", config.port)
+    return ConfigError(key, settings.sources.get(key, "default"), value,
+                       f"cannot listen on {config.addr}:{config.port}: {exc.strerror or exc}")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the sample rings (array, math) load with the first measured
 log = logging.getLogger("exporter.profiler")
 
 SLOW_ALERT_INTERVAL = 60.0  # seconds between two SLOW_OPERATION alerts of one operation
+OTHER = "other"  # the operation that names past PROFILER_MAX_OPERATIONS are recorded as
 _UNKNOWN = object()  # an operation not looked up yet (None: looked up, not profiled)
 
 
@@ -37,9 +38,12 @@ class Profiler(ManagerBase):
         self.metrics: Metrics | None = metrics
         self._threshold = float("inf")
         self._window = 2048
+        self._max_operations = 200
         self._max_age = 24 * 3600.0
         self._wanted: frozenset[str] | None = None
         self._states: dict[str, OperationState | None] = {}  # None: not in PROFILED_OPERATIONS
+        self._other: OperationState | None = None  # where names past the cap are recorded
+        self._measured = 0  # operations with a state of their own (at most PROFILER_MAX_OPERATIONS)
         self._sync_noops: dict[str, NoopBlock] = {}
         self._async_noops: dict[str, NoopBlock] = {}
         self._lock = threading.Lock()
@@ -52,9 +56,12 @@ class Profiler(ManagerBase):
             self.settings = settings
             self.metrics = self._resolve_metrics(metrics)
             self._window = config.window
+            self._max_operations = config.max_operations
             self._max_age = config.retention_hours * 3600.0
             self._wanted = frozenset(config.operations) if config.operations else None
             self._states = {}
+            self._other = None
+            self._measured = 0
             self._threshold = config.threshold
             self.enabled = True
         self.metrics.feature_enabled.labels("profiler").set(1)
@@ -74,25 +81,46 @@ class Profiler(ManagerBase):
         """Forget every sample and statistic (the histogram's counters keep counting)."""
         with self._lock:
             self._states = {}
+            self._other = None
+            self._measured = 0
 
     # ------------------------------------------------------------------ measuring
     def _state(self, name: str) -> OperationState | None:
         with self._lock:
             if name in self._states:
                 return self._states[name]
-            state = None
-            if self.enabled and (self._wanted is None or name in self._wanted):
-                from ._stats import OperationState
-
-                series = self.metrics.operation_duration.labels(name)
-                state = OperationState(name, series, self._window)
-                self.metrics.operation_errors.labels(name)
-                self.metrics.slow_operations.labels(name)
-            self._states[name] = state
+            if not self.enabled or (self._wanted is not None and name not in self._wanted):
+                if len(self._states) < 2 * self._max_operations:  # remembered while it is cheap
+                    self._states[name] = None
+                return None
+            if self._measured >= self._max_operations:  # not remembered: memory stays flat
+                return self._overflow(name)
+            self._measured += 1
+            state = self._states[name] = self._new_state(name)
             return state
+
+    def _new_state(self, name: str) -> OperationState:
+        from ._stats import OperationState
+
+        state = OperationState(name, self.metrics.operation_duration.labels(name), self._window)
+        self.metrics.operation_errors.labels(name)
+        self.metrics.slow_operations.labels(name)
+        return state
+
+    def _overflow(self, name: str) -> OperationState:
+        """The state of ``other`` for a name past PROFILER_MAX_OPERATIONS (lock held)."""
+        other = self._other
+        if other is None:
+            other = self._other = self._new_state(OTHER)
+            log.warning("more than %d distinct operations (PROFILER_MAX_OPERATIONS): %r and the "
+                        "ones after it are recorded as operation=%r", self._max_operations, name, OTHER)
+        self.metrics.operations_overflow.inc()
+        return other
 
     def _noop(self, name: str, asynchronous: bool) -> NoopBlock:
         noops = self._async_noops if asynchronous else self._sync_noops
+        if len(noops) >= self._max_operations:
+            return NoopBlock(self, name, asynchronous)
         return noops.setdefault(name, NoopBlock(self, name, asynchronous))
 
     def profile_sync(self, name: str) -> Block | NoopBlock:
@@ -129,12 +157,12 @@ class Profiler(ManagerBase):
     # ------------------------------------------------------------------ results
     def get_stats(self, name: str) -> dict[str, Any] | None:
         """Statistics of one operation (see ``_stats.summarize``), None when it was never measured."""
-        state = self._states.get(name)
+        state = self._other if name == OTHER and name not in self._states else self._states.get(name)
         return state.stats(self._max_age) if state is not None else None
 
     def get_all_stats(self) -> dict[str, dict[str, Any]]:
-        return {name: state.stats(self._max_age) for name, state in list(self._states.items())
-                if state is not None}
+        states = [state for state in list(self._states.values()) + [self._other] if state is not None]
+        return {state.name: state.stats(self._max_age) for state in states}
 
     def get_slow_operations(self, threshold: float | None = None) -> list[dict[str, Any]]:
         """Operations whose slowest retained sample exceeds ``threshold`` (default

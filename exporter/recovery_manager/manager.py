@@ -16,7 +16,7 @@ from .._files import make_dirs
 from .._manager_base import ManagerBase
 from ..config import Settings
 from ..errors import BackupLockedError, BackupUnreadableError, NotEnabledError, RecoveryError
-from ..metrics import Metrics
+from ..metrics import Metrics, worker_failed
 from ..ports import NO_ALERTS, NO_EVENTS, Alerter, BackupArchives, EventLog
 from . import baseline as bl
 from .state import BASELINE_FILE, STATE_FILE, read_baselines, read_integrity_state, write_json
@@ -55,7 +55,11 @@ class RecoveryManager(ManagerBase):
         self.settings = settings
         self.metrics = self._resolve_metrics(metrics)
         self.state_dir = Path(os.path.abspath(settings.general.state_dir))
-        make_dirs(self.state_dir)
+        try:
+            make_dirs(self.state_dir)
+        except OSError as exc:  # a file, a read-only place: say which setting, not a traceback
+            raise RecoveryError(f"cannot keep integrity state in {self.state_dir} (STATE_DIR): "
+                                f"{exc.strerror}") from exc
         self._state = read_integrity_state(self.state_dir) or {
             "checks": {"success": 0, "failure": 0}, "repairs": {"success": 0, "failure": 0},
             "history": []}
@@ -85,8 +89,8 @@ class RecoveryManager(ManagerBase):
         while not self._stop.wait(interval):
             try:
                 self.auto_recover_sync(list(self.settings.recovery.critical_paths))
-            except Exception:  # keep checking; the failure is in the log and the metrics
-                log.exception("periodic integrity check failed")
+            except Exception:  # thread boundary: report, keep checking
+                worker_failed(self.metrics, "integrity_check", log, "periodic integrity check")
 
     # ------------------------------------------------------------------ baselines
     def record_baseline(self, paths: list[str]) -> dict[str, int]:

@@ -45,7 +45,7 @@ from typing import Callable
 from .._files import make_dirs
 from ..config import Settings
 from ..errors import LoggingSetupError
-from ..metrics import LOG_LEVELS, Metrics
+from ..metrics import LOG_LEVELS, Metrics, worker_failed
 from ..ports import mark_shipping_thread
 from .spool import Record, Spool, lines_end, parse
 
@@ -219,30 +219,43 @@ class ElasticsearchSink:
     def _run(self) -> None:
         mark_shipping_thread()
         while True:
-            self._spill_excess()
-            stopping = self._stop.is_set()
-            if stopping and time.monotonic() >= self._deadline:
-                break
-            if not stopping and len(self._queue) < self._batch_size and not self.spool:
-                self._wake.wait(self._interval)
-                self._wake.clear()
-            queued = len(self._queue)
-            # Memory first while there is a batch of it (or nothing else); the spool whenever the
-            # node has caught up. Order per producer is event.sequence, not arrival.
-            if queued >= self._batch_size or (queued and (stopping or not self.spool)):
-                delivered = self._ship_from_memory()
-            elif self.spool:
-                delivered = self._replay_step()
-            elif stopping:
-                break
-            else:
-                continue
-            if not delivered:
-                if stopping:  # closing: try again until the deadline (the first request may be slow)
-                    time.sleep(max(0.0, min(CLOSING_RETRY, self._deadline - time.monotonic())))
-                    continue
-                self._sleep_backoff()
+            try:
+                if self._round():
+                    break
+            except Exception:  # thread boundary: report, back off, go on (never a silent stop)
+                worker_failed(self._metrics, "log_shipper", log, "shipping a batch")
+                if not self._stop.is_set():
+                    self._sleep_backoff()
+                elif time.monotonic() < self._deadline:
+                    time.sleep(CLOSING_RETRY)
+                else:
+                    break
         self._spool_taken(*self._take(len(self._queue)))
+
+    def _round(self) -> bool:
+        """One round of the worker: wait for a batch or the interval, send it; True when closed."""
+        self._spill_excess()
+        stopping = self._stop.is_set()
+        if stopping and time.monotonic() >= self._deadline:
+            return True
+        if not stopping and len(self._queue) < self._batch_size and not self.spool:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+        queued = len(self._queue)
+        # Memory first while there is a batch of it (or nothing else); the spool whenever the
+        # node has caught up. Order per producer is event.sequence, not arrival.
+        if queued >= self._batch_size or (queued and (stopping or not self.spool)):
+            delivered = self._ship_from_memory()
+        elif self.spool:
+            delivered = self._replay_step()
+        else:
+            return stopping
+        if not delivered:
+            if stopping:  # closing: try again until the deadline (the first request may be slow)
+                time.sleep(max(0.0, min(CLOSING_RETRY, self._deadline - time.monotonic())))
+            else:
+                self._sleep_backoff()
+        return False
 
     def _spill_excess(self, keep: int | None = None) -> None:
         """Behind: the oldest records past ``keep`` (the queue size) wait on disk."""

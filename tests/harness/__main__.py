@@ -31,6 +31,7 @@ def prepare() -> None:
         ("prometheus + promtool", lambda: (require_command("prometheus", "prometheus"),
                                            require_command("promtool", "prometheus"))),
         (f"alertmanager + amtool {alertmanager.VERSION}", alertmanager.build),
+        ("redis-server", lambda: require_command("redis-server", "redis-server")),
         ("elasticsearch launcher", elasticsearch.build_launcher),
         ("opentelemetry collector", otelcol.build_collector),
     ]

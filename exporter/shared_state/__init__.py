@@ -1,0 +1,18 @@
+"""State shared by every process and host of a bot, in Redis (``REDIS_URL``): for now, locks with
+expiry and fencing (:class:`exporter.ports.SharedLocks`). Redis loads only when configured
+(``pip install 'opsstack[redis]'``); without it, :func:`shared_locks` gives the local-only no-op.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..ports import LOCAL_ONLY, SharedLocks
+
+
+def shared_locks(settings: Any) -> SharedLocks:
+    """The shared locks the settings configure: Redis when ``REDIS_URL`` is set."""
+    if settings.general.redis_url is None:
+        return LOCAL_ONLY
+    from .redis import RedisLocks
+
+    return RedisLocks(settings.general.redis_url, ttl=settings.general.lock_ttl)

@@ -1,0 +1,163 @@
+"""Celery with a real redis-server broker and real worker and beat processes: beat's backup runs
+in a worker and is seen by another process; each task is measured, logged and traced, and the
+caller's trace reaches the worker's log line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.base import ServiceProcess
+from tests.test_backup_manager import make_tree
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition, timeout: float, what: str, *processes: ServiceProcess):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        for process in processes:
+            assert process.alive(), f"{process.name} died:\n{process.log_tail()}"
+        time.sleep(0.2)
+    tails = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in processes)
+    raise AssertionError(f"no {what} after {timeout:.0f}s\n{tails}")
+
+
+def log_lines(log_dir: Path) -> list[dict]:
+    lines = []
+    for path in sorted(log_dir.glob("bot.json*")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
+@pytest.fixture
+def bot_env(tmp_path, redis_server, monkeypatch):
+    source = make_tree(tmp_path / "data")
+    env = {
+        "CELERY_BROKER_URL": f"{redis_server.url}/{os.getpid() % 16}",
+        "PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+        "ENABLE_ENHANCED_LOGGING": "true", "ENABLE_BACKUP_SYSTEM": "true", "ENABLE_PROFILER": "true",
+        "ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "LOG_DIR": str(tmp_path / "logs"), "BACKUP_DIR": str(tmp_path / "backups"),
+        "STATE_DIR": str(tmp_path / "state"), "CRITICAL_BACKUP_PATHS": str(source),
+        "BACKUP_FREQUENCY": "hourly", "TEST_BEAT_SECONDS": "3",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path, env
+
+
+def celery(tmp_path: Path, env: dict, *args: str) -> ServiceProcess:
+    return ServiceProcess(f"celery {args[0]}", [sys.executable, "-m", "celery", "-A", "tests.celery_app",
+                                                *args, "--loglevel", "INFO"],
+                          tmp_path / f"celery-{args[0]}.log", cwd=ROOT, env=env).start()
+
+
+def test_beat_backs_up_in_a_worker_and_tasks_carry_the_callers_trace(bot_env):
+    tmp_path, env = bot_env
+    worker = celery(tmp_path, env, "worker", "--concurrency", "2", "--pool", "prefork",
+                    "--without-heartbeat", "--without-gossip", "--without-mingle")
+    beat = celery(tmp_path, env, "beat", "--schedule", str(tmp_path / "beat-schedule"))
+    try:
+        from exporter.backup_manager import BackupManager
+        from exporter.config import load_settings
+        from exporter.metrics import Metrics
+
+        reader = BackupManager(load_settings(), Metrics())  # another process, the same BACKUP_DIR
+        reader.enable(schedule=False)
+        backups = wait_for(lambda: [b for b in reader.list_backups() if b["verified"]], 90,
+                           "verified backup from beat", worker, beat)
+        assert backups[0]["tier"] == "hourly"
+        assert backups[0]["source_paths"] == [env["CRITICAL_BACKUP_PATHS"]]
+
+        from exporter import tracing
+        from tests.celery_app import app
+
+        tracing.setup(load_settings())
+        try:
+            with tracing.span("bot.download") as span:
+                caller_trace = format(span.get_span_context().trace_id, "032x")
+                sent = app.send_task("bot.finish_download", args=("d-1", 4096))
+            failed = app.send_task("bot.fail")
+        finally:
+            tracing.shutdown()
+
+        def task_line(task_id):
+            return next((line for line in log_lines(tmp_path / "logs")
+                         if line.get("labels", {}).get("celery_task_id") == task_id), None)
+
+        done = wait_for(lambda: task_line(sent.id), 60, "log line of the download task", worker)
+        assert done["event"]["action"] == "celery-task" and done["event"]["outcome"] == "success"
+        assert done["labels"]["celery_task_name"] == "bot.finish_download"
+        assert done["trace"]["id"] == caller_trace
+        download = next(line for line in log_lines(tmp_path / "logs")
+                        if line.get("event", {}).get("action") == "download")
+        assert download["trace"]["id"] == caller_trace  # the bot's line inside the task: same trace
+        bad = wait_for(lambda: task_line(failed.id), 60, "log line of the failing task", worker)
+        assert bad["event"]["outcome"] == "failure" and bad["log.level"] == "error"
+        scheduled = [line for line in log_lines(tmp_path / "logs")
+                     if line.get("labels", {}).get("celery_task_name") == "exporter.backup_manager.scheduled_backup"]
+        assert scheduled and scheduled[0]["event"]["outcome"] == "success"
+    finally:
+        beat.stop()
+        worker.stop()
+    lines = (tmp_path / "celery-worker.log").read_text().splitlines()
+    tracebacks = [n for n, line in enumerate(lines) if line.startswith("Traceback")]
+    assert tracebacks, "the failing task's traceback is in the worker's log"
+    assert all(any(line.startswith("RuntimeError: the peer went away") for line in lines[n:n + 20])
+               for n in tracebacks), "a traceback other than the failing task's"
+
+
+def test_alerts_reach_a_celery_task_through_the_celery_channel(bot_env):
+    from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+    from exporter.metrics import Metrics
+
+    tmp_path, env = bot_env
+    out = tmp_path / "alerts.jsonl"
+    worker = celery(tmp_path, {**env, "ALERT_OUT": str(out)}, "worker", "--concurrency", "1",
+                    "--pool", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle")
+    metrics = Metrics()
+    settings = load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "alerts"),
+                              "ALERT_CHANNELS": {"high": ["log", "celery"]},
+                              "ALERT_CELERY_TASK": "bot.on_alert"},
+                             environ={"CELERY_BROKER_URL": env["CELERY_BROKER_URL"]})
+    manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, monitor_resources=False)
+    manager.enable(settings)
+    try:
+        manager.trigger_alert_sync(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Downloads failing",
+                                   "peer reset")
+        assert manager.flush(30)
+        lines = wait_for(lambda: out.exists() and out.read_text().splitlines(), 60,
+                         "the alert in the worker", worker)
+        assert [json.loads(line) for line in lines] == [{"status": "firing", "title": "Downloads failing"}]
+        assert metrics.registry.get_sample_value(
+            "bot_alert_notifications_total", {"channel": "celery", "outcome": "success"}) == 1
+    finally:
+        manager.disable()
+        worker.stop()
+
+
+async def test_a_broker_that_is_down_is_a_delivery_failure_without_its_password():
+    from exporter.channels.celery import CeleryChannel
+    from exporter.config import Secret
+    from exporter.errors import DeliveryError
+    from tests.harness.base import free_port
+    from tests.test_channels import make_alert
+
+    channel = CeleryChannel(Secret(f"redis://:hunter2-broker@127.0.0.1:{free_port()}/0"), "bot.on_alert")
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(make_alert())
+    await channel.close()
+    assert time.monotonic() - started < 30
+    assert "hunter2" not in str(caught.value) and "celery" in str(caught.value)

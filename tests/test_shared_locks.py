@@ -1,0 +1,116 @@
+"""One backup of a set at a time across processes and hosts, through a real redis-server: a
+second holder is refused with the first one named, a holder killed with SIGKILL blocks no longer
+than SHARED_LOCK_TTL, a lock lost while held stops the backup before it is visible, and Redis
+down leaves backups working on their local lock."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from exporter.backup_manager import BackupManager
+from exporter.errors import BackupLockedError, LockLostError
+from exporter.metrics import Metrics
+from exporter.shared_state import shared_locks
+from tests.harness.base import free_port
+from tests.test_backup_manager import ROOT, make_settings, make_tree
+
+pytestmark = pytest.mark.services
+
+
+def host(tmp_path, name: str, redis_url: str, **flags) -> BackupManager:
+    """A manager on its own 'host': its own state, the shared BACKUP_DIR, the shared Redis."""
+    settings = make_settings(tmp_path, STATE_DIR=str(tmp_path / f"state-{name}"), SHARED_LOCK_TTL=5,
+                             **flags)
+    settings = settings.replace(REDIS_URL=redis_url) if redis_url else settings
+    manager = BackupManager(settings, Metrics(), shared_locks=shared_locks)
+    manager.enable(schedule=False)
+    return manager
+
+
+@pytest.fixture
+def redis_url(redis_server, request):
+    return f"{redis_server.url}/{abs(hash(request.node.name)) % 16}"
+
+
+def test_a_second_host_is_refused_while_the_first_backs_up(tmp_path, redis_url):
+    source = make_tree(tmp_path / "data")
+    first, second = host(tmp_path, "a", redis_url), host(tmp_path, "b", redis_url)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(*progress):
+        inside.set()
+        release.wait(30)
+
+    worker = threading.Thread(target=first.create_backup_sync, args=([str(source)], "slow"),
+                              kwargs={"progress": slow})
+    worker.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(BackupLockedError, match=f"held by [0-9]+ {os.uname().nodename} {os.getpid()}"):
+            second.create_backup_sync([str(source)], "refused")
+    finally:
+        release.set()
+        worker.join(60)
+    assert second.create_backup_sync([str(source)], "after")["backup_name"] == "after"
+    assert [b["name"] for b in second.list_backups()] == ["after", "slow"]
+
+
+def test_a_holder_killed_with_sigkill_blocks_no_longer_than_the_ttl(tmp_path, redis_url):
+    source = make_tree(tmp_path / "data")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from tests.test_shared_locks import host
+        manager = host(Path({str(tmp_path)!r}), "killed", {redis_url!r})
+        manager.create_backup_sync([{str(source)!r}], "killed",
+                                   progress=lambda *a: os.kill(os.getpid(), signal.SIGKILL))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    killed_at = time.monotonic()
+    other = host(tmp_path, "b", redis_url)
+    with pytest.raises(BackupLockedError, match="killed|held by"):
+        other.create_backup_sync([str(source)], "too-early")
+    deadline = killed_at + 5 + 10
+    while True:
+        try:
+            other.create_backup_sync([str(source)], "after-expiry")
+            break
+        except BackupLockedError:
+            assert time.monotonic() < deadline, "the dead holder's lock outlived its TTL"
+            time.sleep(0.25)
+    assert time.monotonic() - killed_at >= 3  # not taken before the lock expired (TTL 5 s)
+    assert [b["name"] for b in other.list_backups()] == ["after-expiry"]
+
+
+def test_a_lock_lost_while_held_stops_the_backup_before_it_shows(tmp_path, redis_url, redis_server):
+    import redis
+
+    source = make_tree(tmp_path / "data")
+    manager = host(tmp_path, "a", redis_url)
+    client = redis.Redis.from_url(redis_url)
+
+    def steal(*progress):  # another holder after an expiry (e.g. this one paused too long)
+        for key in client.scan_iter("opsstack:lock:backup:*"):
+            client.set(key, "999 elsewhere 1")
+        time.sleep(2.5)  # the keeper renews every TTL/3 and finds it gone
+
+    with pytest.raises(LockLostError, match="expired or was taken over"):
+        manager.create_backup_sync([str(source)], "lost", progress=steal)
+    assert manager.list_backups() == []
+    assert not [p for p in os.listdir(manager.backup_dir) if ".tmp-" in p]
+
+
+def test_redis_down_leaves_backups_on_their_local_lock(tmp_path, caplog):
+    source = make_tree(tmp_path / "data")
+    manager = host(tmp_path, "a", f"redis://127.0.0.1:{free_port()}/0")
+    assert manager.create_backup_sync([str(source)], "local")["backup_name"] == "local"
+    assert "going on with the local lock only" in caplog.text
