@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test services-prepare services-up services-down bench clean
+.PHONY: demo test install install-test services-prepare services-up services-down bench clean runbook-base
+
+# Where alert notifications link to: docs/runbook.md as a reader's browser reaches it (your copy).
+RUNBOOK_BASE ?= https://github.com/opsstack/opsstack/blob/main/docs/runbook.md
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +46,10 @@ bench: install-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .services
+
+## Point every alert's runbook_url (alert_rules/*.yml and their unit tests) at RUNBOOK_BASE.
+runbook-base:
+	@current=$$(sed -n 's/^ *runbook_url: \([^#]*\)#.*/\1/p' alert_rules/*.yml | sort -u); \
+	test "$$(printf '%s\n' "$$current" | wc -l)" -eq 1 || { echo "runbook_url bases differ: $$current" >&2; exit 1; }; \
+	sed -i "s|runbook_url: $$current#|runbook_url: $(RUNBOOK_BASE)#|" alert_rules/*.yml alert_rules/tests/*.yml; \
+	echo "runbook_url: $$current -> $(RUNBOOK_BASE)"

@@ -17,6 +17,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .channels import CHANNELS
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -40,6 +41,23 @@ FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "
 # The background loops: each counts an unexpected error in bot_worker_errors_total and goes on.
 WORKERS = ("integrity_check", "log_shipper", "backup_scheduler", "alert_intake", "alert_delivery",
            "alert_persistence")
+# The alert manager's AlertType values (tests/test_metrics_endpoint.py keeps them equal): metrics
+# sits below the managers and does not import them.
+ALERT_TYPES = ("download_failed", "upload_failed", "disk_full", "memory_high", "api_error", "rate_limited",
+               "backup_failed", "integrity_failed", "slow_operation", "custom")
+NOTIFICATION_OUTCOMES = ("success", "failure", "dropped")
+# The outputs of the logger manager's handler: its two files, stderr, the sinks, custom events.
+LOG_HANDLERS = ("file", "errors", "console", "sink", "events")
+
+
+def register_standard_collectors(registry: CollectorRegistry) -> None:
+    """prometheus_client's ``process_*``, ``python_gc_*`` and ``python_info`` on ``registry``, as
+    every Python exporter has them: they read ``/proc`` and the ``gc`` module at scrape time."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
 
 
 def log_level_label(levelno: int) -> str:
@@ -192,6 +210,7 @@ class Metrics:
 
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        register_standard_collectors(r)
 
         # -- build and features
         self.build_info = Info("bot_build", "Version of opsstack and Python serving these metrics.",
@@ -259,6 +278,8 @@ class Metrics:
                                   "Time of the oldest spooled record (0 when empty).", registry=r)
         for level in LOG_LEVELS:
             self.ship_dropped.labels(level)
+        for handler in LOG_HANDLERS:
+            self.log_handler_errors.labels(handler)
 
         # -- alerts
         self.alerts = Counter("bot_alerts_total", "Alerts raised, by type and severity.",
@@ -278,6 +299,14 @@ class Metrics:
                                           "Notifications waiting for a retry.", registry=r)
         for severity in ALERT_SEVERITIES:
             self.alerts_active.labels(severity)
+            for kind in ALERT_TYPES:
+                self.alerts.labels(kind, severity)
+        for kind in ALERT_TYPES:
+            self.alerts_deduplicated.labels(kind)
+        for channel in CHANNELS:
+            for outcome in NOTIFICATION_OUTCOMES:
+                self.alert_notifications.labels(channel, outcome)
+        self.alert_notifications.labels("intake", "dropped")  # the intake queue was full
 
         # -- resources
         self.disk_free_ratio = Gauge("bot_disk_free_ratio", "Free fraction of the disk of a watched path.",

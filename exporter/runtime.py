@@ -84,8 +84,7 @@ def start(settings: Settings | None = None, metrics: Metrics | None = None) -> R
     settings = settings if settings is not None else load_settings()
     runtime = Runtime(settings=settings, _given_metrics=metrics)
     try:
-        if settings.tracing.enabled:
-            tracing.setup(settings)
+        if settings.tracing.enabled and tracing.setup(settings) is not None:  # None: OTEL_SDK_DISABLED
             runtime.enabled.append("tracing")
         for name, wanted, manager in _managers_by_flag(settings):
             if wanted:

@@ -7,14 +7,22 @@ batch-exported over OTLP, and a bounded shutdown.
     tracing.shutdown()                           # at most SHUTDOWN_TIMEOUT seconds
 
 Contract other managers rely on: ``span()`` is a no-op yielding None while tracing is off (one
-check), and never raises on export problems. The SDK is imported only by :func:`setup`. The
-provider is not installed as the global one (call ``opentelemetry.trace.set_tracer_provider(
-tracing.provider())`` to let third-party instrumentation use it); the current span is still
-the standard OpenTelemetry context, so ``trace.id`` in ECS logs follows it.
+check), and never raises on export problems. The SDK is imported only by :func:`setup`. Unless
+the bot has set its own, the provider becomes OpenTelemetry's global one, so third-party
+instrumentation (httpx, aiohttp, ...) joins the same traces; the API lets a process set the
+global provider once, so a second ``setup()`` after :func:`shutdown` exports only the project's
+own spans. The current span is the standard OpenTelemetry context, so ``trace.id`` in ECS logs
+follows it.
 
-Exit is bounded: the OTLP exporter's timeout is EXPORT_TIMEOUT (the SDK default is 10 s, with
-retries), the provider's own exit hook is replaced by :func:`shutdown`, which flushes and
-shuts down in a daemon thread joined for at most SHUTDOWN_TIMEOUT seconds.
+The standard variables are honoured as the specification defines them (read in
+``exporter.config``): ``OTEL_SDK_DISABLED`` turns tracing off; ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+is used as is, over ``OTEL_EXPORTER_OTLP_ENDPOINT`` (to which ``/v1/traces`` is added over HTTP);
+``OTEL_EXPORTER_OTLP_TIMEOUT`` and ``OTEL_BSP_SCHEDULE_DELAY`` /
+``OTEL_BSP_MAX_QUEUE_SIZE`` / ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` in milliseconds and spans.
+
+Exit is bounded: the export timeout defaults to 1 s (the SDK's is 10 s, with retries), the
+provider's own exit hook is replaced by :func:`shutdown`, which flushes and shuts down in a
+daemon thread joined for at most SHUTDOWN_TIMEOUT seconds.
 """
 from __future__ import annotations
 
@@ -27,10 +35,7 @@ from typing import Any
 
 log = logging.getLogger("exporter.tracing")
 
-EXPORT_TIMEOUT = 1.0  # seconds for one OTLP export, retries included
 SHUTDOWN_TIMEOUT = 1.5  # seconds shutdown() waits at most
-SCHEDULE_DELAY_MS = 1000
-EXPORT_BATCH_SIZE = 512  # spans per OTLP request (the SDK default), at most the queue size
 
 # Attribute names the managers pass (as keyword arguments) mapped to OpenTelemetry semantic
 # conventions; other names become ``bot.<name>``.
@@ -179,6 +184,32 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x")
 
 
+# --------------------------------------------------------------------------- the resource
+
+DEFAULT_ENVIRONMENT = "production"
+
+
+def service_resource(settings: Any) -> dict[str, str]:
+    """The attributes naming this service, on its spans and (as ECS ``service.*``, ``host.name``)
+    on its log lines: ``OTEL_RESOURCE_ATTRIBUTES`` with ``OTEL_SERVICE_NAME`` over its
+    ``service.name`` (as the specification says); ``service.version`` defaults to opsstack's,
+    ``deployment.environment.name`` to ``deployment.environment`` or "production", ``host.name`` to
+    the machine's."""
+    import socket
+
+    from . import __version__
+
+    config = settings.tracing
+    attributes = dict(config.resource_attributes)
+    if "service.name" not in attributes or settings.sources.get("OTEL_SERVICE_NAME", "default") != "default":
+        attributes["service.name"] = config.service_name
+    attributes.setdefault("service.version", __version__)
+    attributes.setdefault("deployment.environment.name",
+                          attributes.get("deployment.environment", DEFAULT_ENVIRONMENT))
+    attributes.setdefault("host.name", socket.gethostname())
+    return attributes
+
+
 # --------------------------------------------------------------------------- set up and shut down
 
 
@@ -196,23 +227,40 @@ def _sampler(name: str, ratio: float) -> Any:
     }[name]
 
 
-def _span_exporter(config: Any) -> Any:
-    """The OTLP exporter for ``config`` (a TracingSettings); imported only here."""
-    if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        endpoint = config.endpoint or "localhost:4317"
-        insecure = None if "://" in endpoint else True
-        if endpoint.startswith("http://"):
-            insecure = True
-        return OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
-
+def otlp_endpoint(config: Any) -> str:
+    """Where spans go for ``config`` (a TracingSettings): the signal's own endpoint as is, else
+    the general one (plus ``/v1/traces`` over HTTP), else the specification's default."""
+    grpc = config.protocol == "grpc"
+    if config.traces_endpoint:
+        return config.traces_endpoint
+    if grpc:
+        return config.endpoint or "http://localhost:4317"
     base = (config.endpoint or "http://localhost:4318").rstrip("/")
     if "://" not in base:
         base = "http://" + base
-    endpoint = base if base.endswith("/v1/traces") else base + "/v1/traces"
-    return HTTPExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT)
+    return base if base.endswith("/v1/traces") else base + "/v1/traces"
+
+
+def _span_exporter(config: Any) -> Any:
+    """The OTLP exporter for ``config`` (a TracingSettings); imported only here."""
+    endpoint = otlp_endpoint(config)
+    if config.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        insecure = True if ("://" not in endpoint or endpoint.startswith("http://")) else None
+        return OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=config.timeout_ms / 1000)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+
+    return HTTPExporter(endpoint=endpoint, timeout=config.timeout_ms / 1000)
+
+
+def _register_globally(trace: Any, made: Any) -> bool:
+    """Make ``made`` OpenTelemetry's global provider unless one is set already (by the bot, or by
+    an earlier ``setup()``); True when it was registered."""
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return False
+    trace.set_tracer_provider(made)
+    return True
 
 
 def _compacting(batch: Any) -> Any:
@@ -257,7 +305,7 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
 
         settings = load_settings()
     config = settings.tracing
-    if not config.enabled:
+    if not config.enabled or config.sdk_disabled:
         return None
     from opentelemetry import context, trace
     from opentelemetry.sdk.resources import Resource
@@ -270,20 +318,23 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
     with _lock:
         if _provider is not None:
             return _provider
-        resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
+        resource = Resource.create(service_resource(settings))
         made = TracerProvider(sampler=_sampler(config.sampler, config.sampler_arg), resource=resource,
                               shutdown_on_exit=False)
         exporter = span_exporter if span_exporter is not None else _span_exporter(config)
         made.add_span_processor(_compacting(BatchSpanProcessor(
             exporter, max_queue_size=config.max_queue_size,
-            max_export_batch_size=min(EXPORT_BATCH_SIZE, config.max_queue_size),
-            schedule_delay_millis=SCHEDULE_DELAY_MS, export_timeout_millis=EXPORT_TIMEOUT * 1000)))
+            max_export_batch_size=min(config.max_export_batch_size, config.max_queue_size),
+            schedule_delay_millis=config.schedule_delay_ms,
+            export_timeout_millis=config.timeout_ms)))
         _api = (trace, context, Status, StatusCode)
         _provider = made
         _tracer = made.get_tracer("exporter", __version__)
+        registered = _register_globally(trace, made)
     atexit.register(shutdown)
-    log.info("tracing on: %s over OTLP %s to %s", config.service_name, config.protocol,
-             config.endpoint or "the default endpoint")
+    log.info("tracing on: %s over OTLP %s to %s (%s)", config.service_name, config.protocol,
+             otlp_endpoint(config) if span_exporter is None else "a given exporter",
+             "registered as the global tracer provider" if registered else "a global tracer provider was set already")
     return made
 
 

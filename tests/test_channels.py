@@ -195,10 +195,17 @@ async def test_log_channel_writes_one_line(caplog):
     caplog.set_level(logging.INFO, logger="exporter.alerts")
     channel = log_channel.LogChannel()
     await channel.send(make_alert(repeat_count=4))
-    await channel.send_resolved(make_alert(severity=AlertSeverity.LOW))
+    await channel.send_resolved(make_alert(severity=AlertSeverity.HIGH))
     firing, resolved = caplog.records
     assert firing.levelno == logging.CRITICAL and "repeated=4" in firing.getMessage()
     assert resolved.levelno == logging.INFO and "resolved" in resolved.getMessage()
+    assert getattr(firing, "event.kind") == "alert" and getattr(firing, "event.action") == "alert.firing"
+    assert getattr(resolved, "event.action") == "alert.resolved" and getattr(resolved, "event.severity") == 3
+
+
+def test_every_alert_type_but_custom_has_an_ecs_category():
+    assert set(log_channel.CATEGORIES) == {kind.value for kind in AlertType} - {"custom"}
+    assert set(log_channel.SEVERITIES) == set(log_channel.LEVELS) == {s.value for s in AlertSeverity}
 
 
 # --------------------------------------------------------------------------- alertmanager payload

@@ -319,54 +319,56 @@ def test_promtool_checks_the_prometheus_config(compose, promtool, tmp_path):
     assert "SUCCESS" in result.stdout + result.stderr
 
 
-def render_alertmanager_config(out: Path, environ: dict[str, str] | None = None) -> str:
-    """alertmanager.yml as the container's entrypoint renders it, or the file itself when the
-    stack starts Alertmanager on it directly."""
-    entrypoint = ALERTMANAGER_CONFIG.parent / "entrypoint.sh"
-    if not entrypoint.exists():
-        return ALERTMANAGER_CONFIG.read_text()
-    result = subprocess.run(["sh", str(entrypoint), "--render-only", str(out), str(ALERTMANAGER_CONFIG)],
-                            capture_output=True, text=True, timeout=30,
-                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(environ or {})})
-    assert result.returncode == 0, result.stderr
-    return out.read_text()
+def _secret_files(config: object) -> set[str]:
+    """Every ``*_file`` value of an Alertmanager config (where it reads a secret)."""
+    found: set[str] = set()
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key.endswith("_file") and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= _secret_files(value)
+    elif isinstance(config, list):
+        for item in config:
+            found |= _secret_files(item)
+    return found
 
 
-def test_amtool_checks_the_alertmanager_config(compose, amtool, tmp_path):
+def test_amtool_checks_the_committed_alertmanager_config(compose, amtool):
     alertmanager = compose["services"]["alertmanager"]
-    require(ALERTMANAGER_CONFIG)
-    # Rendered with the environment compose gives the container (from .env.example).
-    environ = {key: value for key, value in (alertmanager.get("environment") or {}).items() if value}
-    text = render_alertmanager_config(tmp_path / "rendered.yml", environ)
-    # Paths the config names inside the container (templates) -> the repository's.
-    for volume in alertmanager["volumes"]:
-        if volume["type"] == "bind":
-            text = text.replace(volume["target"] + "/", volume["source"] + "/")
-    path = tmp_path / "alertmanager.yml"
-    path.write_text(text)
-    result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    # the container runs the committed file itself, no rendering step between
+    assert alertmanager.get("entrypoint") is None
+    [flag] = [arg for arg in alertmanager["command"] if arg.startswith("--config.file=")]
+    assert container_to_host(flag.split("=", 1)[1], alertmanager) == ALERTMANAGER_CONFIG
+    result = subprocess.run([amtool, "check-config", str(require(ALERTMANAGER_CONFIG))], capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    templates = yaml.safe_load(text).get("templates", [])
-    for pattern in templates:
-        assert list(Path(pattern).parent.glob(Path(pattern).name)), f"template {pattern} matches nothing"
+    for pattern in yaml.safe_load(ALERTMANAGER_CONFIG.read_text()).get("templates", []):
+        assert not pattern.startswith("/"), f"template {pattern}: relative to the config, in and out of the container"
+        assert list(ALERTMANAGER_CONFIG.parent.glob(pattern)), f"template {pattern} matches nothing"
 
 
-def test_alertmanager_container_gets_what_its_config_needs(compose):
+def test_alertmanager_container_gets_the_secret_files_its_config_reads(compose):
     alertmanager = compose["services"]["alertmanager"]
-    text = require(ALERTMANAGER_CONFIG).read_text()
-    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    without_default = set(re.findall(r"\$\{(\w+)\}", body))
-    assert without_default <= set(alertmanager.get("environment") or {})
-    entrypoint = alertmanager.get("entrypoint") or []
-    if (ALERTMANAGER_CONFIG.parent / "entrypoint.sh").exists():
-        assert entrypoint[-1] == "/etc/alertmanager/entrypoint.sh"
-        assert container_to_host(entrypoint[-1], alertmanager) == ALERTMANAGER_CONFIG.parent / "entrypoint.sh"
-    # Secret files the config reads come from compose secrets.
-    secret_targets = {secret["target"] for secret in alertmanager.get("secrets", [])}
-    for variable, value in (alertmanager.get("environment") or {}).items():
-        if variable.endswith("_FILE"):
-            assert value in secret_targets, variable
+    needed = _secret_files(yaml.safe_load(require(ALERTMANAGER_CONFIG).read_text()))
+    assert len(needed) == 4, needed  # SMTP password, Telegram token, two webhook URLs
+    mounted = {secret["target"] for secret in alertmanager.get("secrets", [])}
+    assert needed <= mounted
+    assert not alertmanager.get("environment"), "the config reads no environment variable"
+
+
+def test_prometheus_and_alertmanager_images_are_the_releases_the_tests_run(compose, promtool):
+    from tests.harness import alertmanager as alertmanager_harness
+
+    image = compose["services"]["alertmanager"]["image"]
+    assert image == f"prom/alertmanager:v{alertmanager_harness.VERSION}"
+    amtool = subprocess.run([alertmanager_harness.amtool(), "--version"], capture_output=True, text=True,
+                            timeout=30)
+    assert f"version {alertmanager_harness.VERSION} " in amtool.stdout + amtool.stderr
+    result = subprocess.run([promtool, "--version"], capture_output=True, text=True, timeout=30)
+    tested = re.search(r"version (\d+\.\d+\.\d+)", result.stdout + result.stderr).group(1)
+    assert compose["services"]["prometheus"]["image"] == f"prom/prometheus:v{tested}"
 
 
 @pytest.mark.services  # builds the Collector into the harness cache

@@ -26,6 +26,7 @@ GOOD = {
     "alert_channels": '{"critical": ["log", "webhook"]}', "secret": "s3cret-value",
     "elasticsearch_url": "https://elastic:s3cret-value@es.example:9243", "aes_key": "0f" * 32,
     "redis_url": "redis://:s3cret-value@127.0.0.1:6379/0",
+    "resource_attributes": "deployment.environment.name=staging,team=ops%2Fbots",
 }
 BAD = {
     "parse_bool": ("environment", "maybe"), "host": ("environment", "two words"),
@@ -36,6 +37,7 @@ BAD = {
     "secret": ("toml", "in-a-file"),
     "elasticsearch_url": ("environment", "in-a-file:9200"), "aes_key": ("environment", "in-a-file"),
     "redis_url": ("environment", "http://127.0.0.1:6379"),
+    "resource_attributes": ("environment", "service.name"),
 }
 
 

@@ -7,6 +7,7 @@ the test installs it (``npm ci``) when ``tests/ecs/node_modules`` is missing. Se
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.alert_manager.model import Alert, AlertSeverity, AlertType
+from exporter.channels.log import LogChannel
 from exporter.config import load_settings
 from exporter.logger_manager import ECS_VERSION, LoggerManager
 from exporter.logger_manager import _fields
@@ -114,6 +117,13 @@ def problems_of(line: dict, ecs: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- the events
 
+# What the alert manager's log channel writes for an alert (firing) and a custom one (resolved).
+ALERT = Alert(type=AlertType.DOWNLOAD_FAILED, severity=AlertSeverity.HIGH, title="Download failed",
+              message="video.mp4: read timed out", first_seen=1767225600.0, task_id="download_124",
+              id="5f0c9a1e2b3d4c5e", repeat_count=3)
+CUSTOM_ALERT = Alert(type=AlertType.CUSTOM, severity=AlertSeverity.LOW, title="Queue long",
+                     message="42 files waiting", first_seen=1767225600.0, id="0a1b2c3d4e5f6a7b")
+
 GOLDEN_EVENTS = {
     "download_completed": lambda lm: lm.log_download(
         task_id="download_123", filename="large_file.zip", size_bytes=1073741824, duration=3600.0,
@@ -132,6 +142,8 @@ GOLDEN_EVENTS = {
         "alert.triggered", "failure", "Download failed", level=logging.WARNING, task_id="download_124",
         rule_name="DOWNLOAD_FAILED", severity="high", tags=["alert"]),
     "plain_record": lambda lm: logging.getLogger("bot.handlers").info("user %s started the bot", "alice"),
+    "alert_firing": lambda lm: asyncio.run(LogChannel().send(ALERT)),
+    "alert_resolved": lambda lm: asyncio.run(LogChannel().send_resolved(CUSTOM_ALERT)),
 }
 
 
@@ -150,7 +162,9 @@ class PinRecord(logging.Filter):
 
 @pytest.fixture
 def pinned_manager(tmp_path: Path):
-    settings = load_settings({"LOG_DIR": str(tmp_path / "logs"), "LOG_CONSOLE": False}, environ={})
+    # host.name pinned (the default is the machine's name); the rest are the defaults
+    settings = load_settings({"LOG_DIR": str(tmp_path / "logs"), "LOG_CONSOLE": False,
+                              "OTEL_RESOURCE_ATTRIBUTES": "host.name=bot-host-1"}, environ={})
     lm = LoggerManager(settings, Metrics())
     lm.enable()
     lm._handler.addFilter(PinRecord())
@@ -211,6 +225,58 @@ def test_every_field_written_is_ecs_or_labels_or_bot(ecs, every_kind_of_line):
     assert len(every_kind_of_line) >= 17
     problems = [problem for line in every_kind_of_line for problem in problems_of(line, ecs)]
     assert problems == []
+
+
+def test_every_line_names_its_service_and_host(every_kind_of_line):
+    import socket
+
+    from exporter import __version__
+
+    expected = {"service.name": "telegram-bot", "service.version": __version__,
+                "service.environment": "production", "host.name": socket.gethostname()}
+    for line in every_kind_of_line:
+        flat = flatten(line)
+        assert {name: flat.get(name) for name in expected} == expected, line
+
+
+@pytest.mark.parametrize("environ,expected", [
+    ({"OTEL_SERVICE_NAME": "files-bot",
+      "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment.name=staging,host.name=bot-1"},
+     {"name": "files-bot", "environment": "staging", "host": "bot-1", "version": "2.0"}),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attributes,deployment.environment=qa%20lab"},
+     {"name": "from-attributes", "environment": "qa lab", "host": None, "version": "2.0"}),
+])
+def test_service_fields_follow_the_otel_variables_like_the_spans(tmp_path, environ, expected):
+    """OTEL_SERVICE_NAME wins over service.name of OTEL_RESOURCE_ATTRIBUTES; values are percent-decoded."""
+    import socket
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from exporter import tracing
+
+    environ = {**environ, "OTEL_RESOURCE_ATTRIBUTES": environ["OTEL_RESOURCE_ATTRIBUTES"] + ",service.version=2.0",
+               "ENABLE_TRACING": "true", "LOG_DIR": str(tmp_path / "logs"), "LOG_CONSOLE": "false"}
+    settings = load_settings(environ=environ)
+    lm = LoggerManager(settings, Metrics())
+    exported = InMemorySpanExporter()
+    tracing.setup(settings, span_exporter=exported)
+    lm.enable()
+    try:
+        with tracing.span("work"):
+            logging.getLogger("bot").info("one line")
+    finally:
+        lm.disable()
+        tracing.shutdown()
+    (line,) = [json.loads(text) for text in (tmp_path / "logs" / "bot.json").read_text().splitlines()
+               if '"one line"' in text]
+    host = expected["host"] or socket.gethostname()
+    assert line["service"] == {"name": expected["name"], "environment": expected["environment"],
+                               "version": expected["version"]}
+    assert line["host"] == {"name": host}
+    (span,) = exported.get_finished_spans()
+    resource = span.resource.attributes
+    assert (resource["service.name"], resource["deployment.environment.name"], resource["host.name"],
+            resource["service.version"]) == (expected["name"], expected["environment"], host, expected["version"])
 
 
 def test_golden_files_are_valid_ecs(ecs):

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
+from exporter.alert_manager import AlertManager
+from exporter.channels import CHANNELS
 from exporter.config import default_settings
 from exporter.logger_manager.manager import LoggerManager
 from exporter.metrics import Metrics
@@ -62,6 +64,8 @@ def bot_logs(elasticsearch, tmp_path):
         LOG_SHUTDOWN_TIMEOUT=30)  # disable() waits until all is shipped: a cold node creates the data stream slowly
     manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
     manager.enable()
+    alerts = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False)
+    alerts.enable(settings.replace(ENABLE_ALERT_SYSTEM=True))  # every severity to the log channel
     try:
         bot = logging.getLogger("exporter.kibana_test")
         bot.info("bot started; task-1 is mentioned here only in the text")
@@ -72,18 +76,26 @@ def bot_logs(elasticsearch, tmp_path):
         manager.log_download("task-2", "d.mp4", 4000, 4.0, 1000, "failed")
         manager.log_event("slow_operation", "success", "upload took 9.000 s (threshold 5.000 s)",
                           level=logging.WARNING, duration=9.0, operation="upload")
-        manager.log_event("alert.triggered", "failure", "Download failed", level=logging.WARNING,
-                          task_id="task-1", rule_name="DOWNLOAD_FAILED", severity="high", tags=["alert"])
+        # what the alert manager's log channel writes: a firing alert (level error) and its resolution
+        alert = alerts.trigger_alert_sync("download_failed", "high", "Download failed", "b.mp4: timed out",
+                                          task_id="task-1")
+        assert alerts.flush(10.0)
+        alerts.resolve_alert(alert)
+        assert alerts.flush(10.0)
+        manager.log_event("alert.triggered", "failure", "an event named like an alert is not one",
+                          level=logging.INFO)
         manager.log_event("backup", "failure", "backup nightly failed", level=logging.ERROR)
         bot.error("database is locked")
         bot.critical("out of disk")
         bot.warning("slow_operation mentioned in a plain warning")
     finally:
+        alerts.disable(timeout=1.0)
         manager.disable()
     client = Elasticsearch(elasticsearch.url)
     client.indices.refresh(index="logs-bot-kibana")
     hits = client.search(index="logs-bot-kibana", size=100)["hits"]["hits"]
-    assert len(hits) == 12
+    alert_lines = [hit["_source"] for hit in hits if hit["_source"]["log"]["logger"] == "exporter.alerts"]
+    assert sorted(line["event"]["action"] for line in alert_lines) == ["alert.firing", "alert.resolved"]
     yield client, {hit["_id"]: _flat(hit["_source"]) for hit in hits}
     client.close()
 
@@ -105,12 +117,12 @@ def test_each_saved_search_returns_exactly_the_expected_documents(bot_logs):
         "bot-failed-downloads": _ids(documents, lambda d: d.get("event.action") == "download"
                                      and d.get("event.outcome") == "failure"),
         "bot-slow-operations": _ids(documents, lambda d: d.get("event.action") == "slow_operation"),
-        "bot-alerts": _ids(documents, lambda d: "alert" in (d.get("tags") or [])),
+        "bot-alerts": _ids(documents, lambda d: d.get("log.logger") == "exporter.alerts"),
         "bot-task-story": _ids(documents, lambda d: d.get("labels.task_id") == "task-1"),
     }
     sizes = {name: len(ids) for name, ids in expected.items()}
-    assert sizes == {"bot-errors": 3, "bot-failed-downloads": 2, "bot-slow-operations": 1, "bot-alerts": 1,
-                     "bot-task-story": 4}
+    assert sizes == {"bot-errors": 4, "bot-failed-downloads": 2, "bot-slow-operations": 1, "bot-alerts": 2,
+                     "bot-task-story": 5}
     for name, query in queries.items():
         assert _run(client, query.replace("TASK_ID", "task-1")) == expected[name], name
     messages = {documents[i]["message"] for i in _run(client, queries["bot-failed-downloads"])}

@@ -137,6 +137,57 @@ def test_runtime_serves_metrics_when_a_manager_is_enabled(tmp_path):
         scrape(f"http://127.0.0.1:{port}/metrics")
 
 
+# --------------------------------------------------------------------------- the ecosystem's series
+
+STANDARD_SERIES = ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                   "process_start_time_seconds")
+
+
+def assert_standard_series(text: str) -> None:
+    """``process_*``, ``python_gc_*`` and ``python_info`` of prometheus_client's collectors."""
+    for name in STANDARD_SERIES:
+        assert f"\n{name} " in text, name
+    assert '\npython_gc_objects_collected_total{generation="0"} ' in text
+    assert "\npython_info{implementation=" in text
+
+
+def test_a_fresh_registry_has_the_standard_process_and_python_series():
+    metrics = Metrics()
+    get = metrics.registry.get_sample_value
+    assert get("process_resident_memory_bytes") > 1024 * 1024
+    assert get("process_start_time_seconds") <= time.time()
+    assert get("python_gc_collections_total", {"generation": "2"}) >= 0
+    version = sys.version_info
+    assert get("python_info", {"implementation": "CPython", "major": str(version.major),
+                               "minor": str(version.minor), "patchlevel": str(version.micro),
+                               "version": f"{version.major}.{version.minor}.{version.micro}"}) == 1.0
+
+
+def test_series_of_known_label_values_start_at_zero():
+    from exporter.alert_manager.model import AlertSeverity, AlertType
+    from exporter.channels import CHANNELS
+    from exporter.metrics import LOG_HANDLERS
+
+    get = Metrics().registry.get_sample_value
+    assert LOG_HANDLERS == ("file", "errors", "console", "sink", "events")
+    for handler in LOG_HANDLERS:
+        assert get("bot_log_handler_errors_total", {"handler": handler}) == 0.0, handler
+    for kind in AlertType:
+        assert get("bot_alerts_deduplicated_total", {"type": kind.value}) == 0.0, kind
+        for severity in AlertSeverity:
+            assert get("bot_alerts_total", {"type": kind.value, "severity": severity.value}) == 0.0
+    for channel in CHANNELS:
+        for outcome in ("success", "failure", "dropped"):
+            assert get("bot_alert_notifications_total", {"channel": channel, "outcome": outcome}) == 0.0
+    assert get("bot_alert_notifications_total", {"channel": "intake", "outcome": "dropped"}) == 0.0
+
+
+def test_the_in_process_endpoint_serves_the_standard_series(server):
+    text, _ = scrape(server(Metrics()).url)
+    assert_standard_series(text)
+    assert 'bot_log_handler_errors_total{handler="file"} 0.0' in text
+
+
 # --------------------------------------------------------------------------- on-disk state
 
 
@@ -248,6 +299,7 @@ def test_opsstack_serve_reads_state_at_scrape_time(tmp_path, serve):
     text, _ = scrape(running.url, accept=OPENMETRICS)
     assert "bot_log_spool_bytes 1244.0" in text and text.endswith("# EOF\n")
     assert "bot_exporter_scrape_duration_seconds" in text
+    assert_standard_series(text)
     assert running.stop() == 0
 
 
@@ -270,6 +322,8 @@ def test_multiprocess_workers_are_aggregated(tmp_path, serve, promtool):
     assert 'bot_log_records_total{level="warning"} 2.0' in text
     assert text.count("# TYPE bot_log_spool_bytes ") == 1  # workers' value, not also the disk one
     assert text.count("# TYPE bot_exporter_scrape_duration_seconds ") == 1
+    assert_standard_series(text)
+    assert text.count("# TYPE process_resident_memory_bytes ") == 1
     result = promtool_check(promtool, text)
     assert result.returncode == 0, result.stdout + result.stderr
 

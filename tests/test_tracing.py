@@ -18,6 +18,7 @@ from exporter.config import default_settings
 from exporter.errors import ConfigError
 from exporter.metrics import Metrics
 from tests.harness.base import free_port, skip_or_fail
+from tests.harness.http_server import LoopbackServer
 from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,6 +156,172 @@ def test_the_span_queue_size_is_the_standard_variable():
         default_settings().replace(OTEL_BSP_MAX_QUEUE_SIZE="0")
 
 
+# --------------------------------------------------------------------------- the standard variables
+
+
+def _tracing_from(environ: dict[str, str]):
+    from exporter.config import load_settings
+
+    return load_settings(environ={"ENABLE_TRACING": "true", **environ}).tracing
+
+
+@pytest.mark.parametrize("protocol,environ,expected", [
+    ("http/protobuf", {}, "http://localhost:4318/v1/traces"),
+    ("http/protobuf", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, "http://collector:4318/v1/traces"),
+    ("http/protobuf", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+                       "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:9999/custom"}, "http://traces:9999/custom"),
+    ("grpc", {}, "http://localhost:4317"),
+    ("grpc", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4317"}, "http://traces:4317"),
+])
+def test_the_traces_endpoint_is_used_as_is_over_the_general_one(protocol, environ, expected):
+    config = _tracing_from({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **environ})
+    assert tracing.otlp_endpoint(config) == expected
+
+
+def test_otel_sdk_disabled_turns_tracing_off():
+    settings = default_settings().replace(ENABLE_TRACING=True, OTEL_SDK_DISABLED="true")
+    assert tracing.setup(settings) is None
+    assert not tracing.enabled()
+    with tracing.span("backup.create") as span:
+        assert span is None
+
+
+def test_the_runtime_does_not_count_tracing_on_when_the_sdk_is_disabled():
+    from exporter import runtime
+
+    metrics = Metrics()
+    handle = runtime.start(default_settings().replace(ENABLE_TRACING=True, OTEL_SDK_DISABLED="true",
+                                                      ENABLE_PROFILER=True), metrics)
+    try:
+        assert handle.enabled == ["profiler"] and not tracing.enabled()
+        assert metrics.registry.get_sample_value("bot_feature_enabled", {"feature": "tracing"}) == 0.0
+    finally:
+        handle.stop()
+
+
+def test_the_export_timeout_is_the_standard_variable():
+    """An OTLP export to a server that never answers gives up after OTEL_EXPORTER_OTLP_TIMEOUT."""
+    import socket
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    assert _tracing_from({}).timeout_ms == 1000
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        config = _tracing_from({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "200"})
+        assert config.timeout_ms == 200
+        ended = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(ended))
+        provider.get_tracer("t").start_span("one").end()
+        exporter = tracing._span_exporter(config)
+        started = time.monotonic()
+        result = exporter.export(ended.get_finished_spans())
+        elapsed = time.monotonic() - started
+    assert result is SpanExportResult.FAILURE
+    assert 0.15 <= elapsed < 0.9, elapsed  # the default (1 s) would take longer
+
+
+def test_the_schedule_delay_is_the_standard_variable():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    assert _tracing_from({}).schedule_delay_ms == 1000
+    exported = InMemorySpanExporter()
+    tracing.setup(default_settings().replace(ENABLE_TRACING=True, OTEL_BSP_SCHEDULE_DELAY="20"),
+                  span_exporter=exported)
+    try:
+        with tracing.span("quick"):
+            pass
+        # No flush: the batch processor exports on its own after 20 ms, long before the default 1 s.
+        deadline = time.monotonic() + 0.8
+        while not exported.get_finished_spans() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [span.name for span in exported.get_finished_spans()] == ["quick"]
+    finally:
+        tracing.shutdown()
+
+
+# --------------------------------------------------------------------------- the global provider
+
+
+@pytest.fixture
+def unset_global_provider(monkeypatch):
+    """OpenTelemetry's global tracer provider as in a fresh process (set once per process; the
+    API's own tests reset it the same way)."""
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    yield trace
+    tracing.shutdown()
+
+
+class _Answering(LoopbackServer):
+    """Answers every request, keeping the last ``traceparent`` header it was sent."""
+
+    traceparent: str | None = None
+
+    def route(self, method, path, headers, body):
+        self.traceparent = headers.get("traceparent")
+        return 200, {"ok": True}
+
+
+def test_an_httpx_request_in_a_profiled_block_joins_its_trace(unset_global_provider):
+    import httpx
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from exporter.profiler import Profiler
+
+    exported = InMemorySpanExporter()
+    made = tracing.setup(default_settings().replace(ENABLE_TRACING=True), span_exporter=exported)
+    assert unset_global_provider.get_tracer_provider() is made
+    profiler = Profiler(metrics=Metrics())
+    profiler.enable(default_settings().replace(ENABLE_PROFILER=True))
+    answer = _Answering().start()
+    HTTPXClientInstrumentor().instrument()
+    try:
+        with profiler.profile_sync("download"), httpx.Client() as client:
+            assert client.get(answer.url + "/file").status_code == 200
+    finally:
+        HTTPXClientInstrumentor().uninstrument()
+        answer.stop()
+    tracing.force_flush()
+    spans = {span.name: span for span in exported.get_finished_spans()}
+    assert set(spans) == {"download", "GET"}, set(spans)
+    block, request = spans["download"], spans["GET"]
+    assert request.context.trace_id == block.context.trace_id
+    assert request.parent.span_id == block.context.span_id
+    # and the trace goes on to the server
+    assert answer.traceparent.split("-")[1] == format(block.context.trace_id, "032x")
+
+
+def test_the_bots_own_global_provider_is_kept(unset_global_provider):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    bots = TracerProvider()
+    bots_spans = InMemorySpanExporter()
+    bots.add_span_processor(SimpleSpanProcessor(bots_spans))
+    unset_global_provider.set_tracer_provider(bots)
+    exported = InMemorySpanExporter()
+    assert tracing.setup(default_settings().replace(ENABLE_TRACING=True), span_exporter=exported) is not None
+    assert unset_global_provider.get_tracer_provider() is bots
+    with tracing.span("backup.create"):
+        trace_id = tracing.current_trace_id()
+        with unset_global_provider.get_tracer("bot").start_as_current_span("bot.work"):
+            pass
+    (inner,) = bots_spans.get_finished_spans()
+    assert format(inner.context.trace_id, "032x") == trace_id
+
+
 # --------------------------------------------------------------------------- bounded exit
 
 EXIT_SCRIPT = """
@@ -262,3 +429,24 @@ def test_span_reaches_collector_and_elasticsearch_with_the_log_trace_id(protocol
     assert hits, f"trace {trace_id} not in Elasticsearch"
     document = hits[0]["_source"]
     assert document["TraceId"] == trace_id and document["Name"] == "backup.create"
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_spans_go_to_the_traces_endpoint_over_the_general_one(otel_collector):
+    from exporter.config import load_settings
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = load_settings(environ={
+        "ENABLE_TRACING": "true", "OTEL_SERVICE_NAME": "e2e-bot", "OTEL_EXPORTER_OTLP_ENDPOINT": dead,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otel_collector.http_endpoint + "/v1/traces",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "5000"})
+    tracing.setup(settings)
+    try:
+        with tracing.span("backup.verify"):
+            trace_id = tracing.current_trace_id()
+        assert tracing.force_flush(5.0)
+    finally:
+        tracing.shutdown()
+    spans = otel_collector.wait_for_span(trace_id)
+    assert [span["name"] for span in spans] == ["backup.verify"]

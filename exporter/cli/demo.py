@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from ..config import load_settings
+from ..tracing import otlp_endpoint
 from ._types import DURATION, RATE
 
 # Embedded defaults: used for every flag the user left at its default (environment and
@@ -19,6 +20,7 @@ DEMO_DEFAULTS = {
     "ENABLE_AUTO_RECOVERY": True,
     "LOG_DIR": "logs",
     "LOG_CONSOLE": False,
+    "OTEL_RESOURCE_ATTRIBUTES": {"deployment.environment.name": "demo"},  # service.environment of its lines
     "BACKUP_DIR": "backups",
     "STATE_DIR": "state",
     "BACKUP_FREQUENCY": "hourly",
@@ -46,7 +48,7 @@ def demo_settings(config_file: str | None):
     settings = load_settings(config_file=config_file)
     chosen = {key: value for key, value in DEMO_DEFAULTS.items() if settings.sources[key] == "default"}
     if settings.shipping.url is not None:
-        chosen.setdefault("ENABLE_TRACING", settings.tracing.endpoint is not None)
+        chosen.setdefault("ENABLE_TRACING", bool(settings.tracing.traces_endpoint or settings.tracing.endpoint))
     if settings.alerts.alertmanager_url is not None and settings.sources["ALERT_CHANNELS"] == "default":
         chosen["ALERT_CHANNELS"] = {"critical": ["log", "alertmanager"], "high": ["log", "alertmanager"],
                                     "medium": ["log"], "low": ["log"]}
@@ -65,7 +67,7 @@ def where_to_look(settings, data_dir: Path) -> str:
     if settings.shipping.url is not None:
         lines.append("  Elasticsearch      shipping logs to logs-bot-" + settings.shipping.namespace)
     if settings.tracing.enabled:
-        lines.append(f"  OpenTelemetry      spans over OTLP to {settings.tracing.endpoint or 'the SDK default'}")
+        lines.append(f"  OpenTelemetry      spans over OTLP to {otlp_endpoint(settings.tracing)}")
     if settings.alerts.alertmanager_url is not None:
         lines.append("  Alertmanager       high and critical alerts are posted to it")
     lines.append("Press Ctrl-C to stop.")

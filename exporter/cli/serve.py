@@ -45,13 +45,16 @@ class ScrapeDuration:
 
 
 def build_registry(settings):
-    """The registry ``opsstack serve`` renders: on-disk sources plus the scrape duration."""
+    """The registry ``opsstack serve`` renders: on-disk sources, the scrape duration and the
+    standard ``process_*``/``python_*`` series of the serving process."""
     from prometheus_client import CollectorRegistry
 
     from ..exposition import DiskCollector
+    from ..metrics import register_standard_collectors
 
     registry = CollectorRegistry()
     registry.register(DiskCollector(settings))
+    register_standard_collectors(registry)
     scrape = ScrapeDuration()
     registry.register(scrape)
     return registry, scrape

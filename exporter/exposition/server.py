@@ -22,14 +22,18 @@ RENDER_REUSE = 1.0  # seconds a rendered body serves further scrapes (a flood re
 
 def multiprocess_registry() -> CollectorRegistry | None:
     """A registry aggregating every worker's files when ``PROMETHEUS_MULTIPROC_DIR`` is set
-    (dead workers' files folded into totals first: :mod:`.multiproc`)."""
+    (dead workers' files folded into totals first: :mod:`.multiproc`), with the serving
+    process's ``process_*``/``python_*`` series."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's own switch
     if not directory:
         return None
     from .multiproc import FoldingCollector
 
+    from ..metrics import register_standard_collectors
+
     registry = CollectorRegistry()
     FoldingCollector(directory, registry)
+    register_standard_collectors(registry)  # of the serving process: the workers' are not in the files
     return registry
 
 

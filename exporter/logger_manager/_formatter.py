@@ -43,22 +43,34 @@ class ECSFormatter(logging.Formatter):
     """ECS 8 JSON lines, one per record.
 
     ``redactor`` masks secrets (``on_redact(count)`` is told how many); ``trace_ids`` returns
-    the hex ``(trace.id, span.id)`` of the active span or None.
+    the hex ``(trace.id, span.id)`` of the active span or None; ``resource`` holds the fields of
+    every line naming where it comes from, ``{"host": {"name": ...}, "service": {...}}`` (other
+    top-level objects are refused: the fast path places these two).
     """
 
     def __init__(self, *, redactor: Redactor | None = None, on_redact: Callable[[int], None] | None = None,
-                 trace_ids: TraceIds | None = None) -> None:
+                 trace_ids: TraceIds | None = None,
+                 resource: Mapping[str, Mapping[str, str]] | None = None) -> None:
         super().__init__()
+        resource = {name: dict(fields) for name, fields in (resource or {}).items() if fields}
+        if not set(resource) <= {"host", "service"}:
+            raise ValueError(f"resource fields must be host.* and service.*, not {sorted(resource)}")
         self._redactor = redactor
         self._on_redact = on_redact
         self._trace_ids = trace_ids
+        self._resource = resource
+        # the fast path's fragments, in the sorted order of the general path's keys
+        host = resource.get("host")
+        service = resource.get("service")
+        host_part = '"host":' + _compact(host) + "," if host else ""
+        self._service_part = ',"service":' + _compact(service) if service else ""
         self._second: tuple[int, str] = (-1, "")
         self._levels: dict[str, str] = {}
         self._origins: dict[tuple, tuple[str, str]] = {}
         self._processes: dict[tuple, str] = {}
         self._trace_part: tuple[object, str] = (None, "")
         self._secret_names: dict[str, bool] = {}
-        self._head_tail = ',"ecs.version":' + _quote(ECS_VERSION) + ',"log":{"logger":'
+        self._head_tail = ',"ecs.version":' + _quote(ECS_VERSION) + "," + host_part + '"log":{"logger":'
 
     # ------------------------------------------------------------------ public
     def format(self, record: logging.LogRecord) -> str:
@@ -98,12 +110,14 @@ class ECSFormatter(logging.Formatter):
                 tail = (ids, ',"span":{"id":' + _quote(ids[1]) + '},"trace":{"id":' + _quote(ids[0]) + "}}")
                 self._trace_part = tail
             tail = tail[1]
-        return '{"@timestamp":"%s%03dZ","log.level":%s,"message":%s%s%s%d%s%s%s' % (
+        return '{"@timestamp":"%s%03dZ","log.level":%s,"message":%s%s%s%d%s%s%s%s' % (
             second[1], record.msecs, self._levels.get(record.levelname) or self._level(record), _quote(message),
-            self._head_tail, origin[0], record.lineno, origin[1], process, tail)
+            self._head_tail, origin[0], record.lineno, origin[1], process, self._service_part, tail)
 
     def _general(self, record: logging.LogRecord, message: str, extras, ids) -> str:
         document: dict[str, Any] = {"ecs.version": ECS_VERSION}
+        for name, fields in self._resource.items():  # copies: extras may add to them (service.node.name)
+            document[name] = dict(fields)
         name, line, file_name, function = record.name, record.lineno, record.filename, record.funcName
         if name is not None and line is not None and file_name is not None and function is not None:
             document["log"] = {"logger": name, "origin": {"file": {"line": line, "name": file_name},
@@ -294,11 +308,16 @@ class ECSFormatter(logging.Formatter):
             "log.level": str(getattr(record, "levelname", "error")).lower(),
             "message": message,
             "ecs.version": ECS_VERSION,
+            **self._resource,
             "log": {"logger": str(getattr(record, "name", ""))},
             "error": {"type": type(exc).__name__,
                       "message": self._redact(f"log record could not be formatted: {exc}")},
         }
         return json.dumps(document, separators=(",", ":"), default=repr)
+
+
+def _compact(fields: Mapping[str, Any]) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 def _without_none(tree: dict[str, Any]) -> dict[str, Any]:

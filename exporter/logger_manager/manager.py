@@ -111,7 +111,8 @@ class LoggerManager(ManagerBase):
                 redaction_counter.inc(count)
 
             self._builders = _events
-            formatter = ECSFormatter(redactor=redactor, on_redact=on_redact, trace_ids=trace_ids_function())
+            formatter = ECSFormatter(redactor=redactor, on_redact=on_redact, trace_ids=trace_ids_function(),
+                                     resource=ecs_resource(settings))
             handler = ECSHandler(formatter, files, console=config.console, sinks=sinks, metrics=metrics,
                                  level=level)
             self._count_children(metrics)
@@ -306,6 +307,14 @@ class LoggerManager(ManagerBase):
                 except FileNotFoundError:
                     continue
         return deleted
+
+
+def ecs_resource(settings: Settings) -> dict[str, dict[str, str]]:
+    """``host.name`` and ``service.*`` of every line, from the attributes the spans carry."""
+    attributes = tracing.service_resource(settings)
+    return {"host": {"name": attributes["host.name"]},
+            "service": {"name": attributes["service.name"], "version": attributes["service.version"],
+                        "environment": attributes["deployment.environment.name"]}}
 
 
 def _prepare_dir(path: Path) -> Path:

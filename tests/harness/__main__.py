@@ -1,6 +1,6 @@
 """``python -m tests.harness prepare|up|down``: the harness for people and for ``make``.
 
-- ``prepare``: install and build everything the tests need (Debian packages, the embedded
+- ``prepare``: install and build everything the tests need (Debian packages, Alertmanager, the embedded
   Elasticsearch launcher, the OpenTelemetry Collector); cached builds are reused.
 - ``up``: start Elasticsearch, the Collector, Prometheus (scraping the demo on
   127.0.0.1:9464 with the project's rules) and Alertmanager on loopback; print their URLs
@@ -30,8 +30,7 @@ def prepare() -> None:
     steps = [
         ("prometheus + promtool", lambda: (require_command("prometheus", "prometheus"),
                                            require_command("promtool", "prometheus"))),
-        ("alertmanager + amtool", lambda: (require_command("prometheus-alertmanager", "prometheus-alertmanager"),
-                                           require_command("amtool", "prometheus-alertmanager"))),
+        (f"alertmanager + amtool {alertmanager.VERSION}", alertmanager.build),
         ("redis-server", lambda: require_command("redis-server", "redis-server")),
         ("elasticsearch launcher", elasticsearch.build_launcher),
         ("opentelemetry collector", otelcol.build_collector),

@@ -1,16 +1,53 @@
-"""Alertmanager and amtool from Debian's ``prometheus-alertmanager`` package."""
+"""Alertmanager and amtool of the release ``docker-compose.yml`` runs, built with Go from the
+module proxy into ``cache_dir("alertmanager", "v<VERSION>")``; once they are there, nothing runs
+``go``. (Debian's package is 0.25, which has no ``bot_token_file`` or ``url_file``: the committed
+``deploy/alertmanager/alertmanager.yml`` needs 0.26 or later.)
+"""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import ServiceProcess, answers_ok, free_port, require_command
+from .base import ServiceProcess, answers_ok, cache_dir, free_port, go_binary, run_build
+
+# The prom/alertmanager image of docker-compose.yml is this release (tests/test_compose_stack.py).
+VERSION = "0.27.0"
+MODULE = "github.com/prometheus/alertmanager"
+BUILD_TIMEOUT = 900.0
+
+
+def build() -> Path:
+    """The folder holding ``alertmanager`` and ``amtool`` of VERSION (built once, then cached)."""
+    target = cache_dir("alertmanager", f"v{VERSION}")
+    if all((target / name).is_file() for name in ("alertmanager", "amtool")):
+        return target
+    with open(cache_dir("alertmanager") / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same release
+        if all((target / name).is_file() for name in ("alertmanager", "amtool")):
+            return target
+        go = go_binary()
+        scratch = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
+        try:
+            env = dict(os.environ, GOTOOLCHAIN="local", GOBIN=str(scratch),
+                       PATH=f"{Path(go).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+            stamp = f"-s -w -X github.com/prometheus/common/version.Version={VERSION}"
+            run_build([go, "install", "-trimpath", f"-ldflags={stamp}", f"{MODULE}/cmd/alertmanager@v{VERSION}",
+                       f"{MODULE}/cmd/amtool@v{VERSION}"], scratch, env, BUILD_TIMEOUT)
+            for name in ("amtool", "alertmanager"):  # alertmanager last: its presence marks the build done
+                os.replace(scratch / name, target / name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def amtool() -> str:
-    return require_command("amtool", "prometheus-alertmanager")
+    return str(build() / "amtool")
 
 
 @dataclass
@@ -24,7 +61,7 @@ class RunningAlertmanager:
     process: ServiceProcess | None = None
 
     def start(self) -> "RunningAlertmanager":
-        binary = require_command("prometheus-alertmanager", "prometheus-alertmanager")
+        binary = str(build() / "alertmanager")
         self.process = ServiceProcess(
             "alertmanager",
             [

@@ -46,6 +46,27 @@ def content_hash(paths: Iterable[Path], extra: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
+def go_binary() -> str:
+    """The Go toolchain (for the services built from the module proxy)."""
+    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None)
+    if found is None:
+        raise ServiceUnavailable("go is not installed (needed to build the OpenTelemetry Collector and Alertmanager)")
+    return found
+
+
+def run_build(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> None:
+    try:
+        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or "") + (exc.stderr or "")
+        output = output.decode(errors="replace") if isinstance(output, bytes) else output
+        raise ServiceUnavailable(f"{' '.join(argv)} timed out after {timeout:.0f}s:\n{output[-3000:]}") from exc
+    if result.returncode != 0:
+        raise ServiceUnavailable(f"{' '.join(argv)} failed (exit {result.returncode}):\n"
+                                 f"{(result.stdout + result.stderr)[-3000:]}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import ServiceProcess, ServiceUnavailable, cache_dir, content_hash, free_port, port_open
+from .base import (ServiceProcess, ServiceUnavailable, cache_dir, content_hash, free_port, go_binary,
+                   port_open, run_build)
 
 MANIFEST = Path(__file__).with_name("otelcol") / "builder-config.yaml"
 BINARY_NAME = "otelcol-opsstack"
@@ -49,26 +50,6 @@ def builder_version(manifest: Path = MANIFEST) -> str:
     return "v" + match.group(1)
 
 
-def _go() -> str:
-    found = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None)
-    if found is None:
-        raise ServiceUnavailable("go is not installed (needed to build the OpenTelemetry Collector)")
-    return found
-
-
-def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> None:
-    try:
-        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or "") + (exc.stderr or "")
-        output = output.decode(errors="replace") if isinstance(output, bytes) else output
-        raise ServiceUnavailable(f"{' '.join(argv)} timed out after {timeout:.0f}s:\n{output[-3000:]}") from exc
-    if result.returncode != 0:
-        raise ServiceUnavailable(f"{' '.join(argv)} failed (exit {result.returncode}):\n"
-                                 f"{(result.stdout + result.stderr)[-3000:]}")
-
-
 def _check_unlisted_sums(go_sum: Path) -> None:
     for module, pinned in UNLISTED_MODULE_SUMS.items():
         found = {line.strip() for line in go_sum.read_text().splitlines() if line.startswith(module + " ")}
@@ -94,14 +75,14 @@ def build_collector() -> Path:
 
 def _build(binary: Path) -> None:
     version = builder_version()
-    go = _go()
+    go = go_binary()
     gobin = cache_dir("otelcol", f"builder-{version}")
     nosumdb = ",".join(filter(None, [os.environ.get("GONOSUMDB", ""), *UNLISTED_MODULE_SUMS]))
     env = dict(os.environ, PATH=f"{Path(go).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                GOTOOLCHAIN="local", GONOSUMDB=nosumdb)
     builder = gobin / "builder"
     if not builder.is_file():
-        _run([go, "install", f"go.opentelemetry.io/collector/cmd/builder@{version}"], gobin,
+        run_build([go, "install", f"go.opentelemetry.io/collector/cmd/builder@{version}"], gobin,
              dict(env, GOBIN=str(gobin)), timeout=600)
     # Sources, go.mod and the binary stay in a scratch directory beside the cache entry (outside
     # the repository); only the finished binary is moved into place.
@@ -110,9 +91,9 @@ def _build(binary: Path) -> None:
         shutil.copy2(MANIFEST, scratch / MANIFEST.name)
         config = ["--config", MANIFEST.name]
         # 1. generate the sources and resolve the modules; 2. check the unlisted sums; 3. compile.
-        _run([str(builder), *config, "--skip-compilation"], scratch, env, BUILD_TIMEOUT)
+        run_build([str(builder), *config, "--skip-compilation"], scratch, env, BUILD_TIMEOUT)
         _check_unlisted_sums(scratch / "build" / "go.sum")
-        _run([str(builder), *config, "--skip-generate", "--skip-get-modules"], scratch, env, BUILD_TIMEOUT)
+        run_build([str(builder), *config, "--skip-generate", "--skip-get-modules"], scratch, env, BUILD_TIMEOUT)
         built = scratch / "build" / BINARY_NAME
         if not built.is_file():
             raise ServiceUnavailable(f"the builder reported success but wrote no {built}")
