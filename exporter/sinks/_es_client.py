@@ -17,7 +17,7 @@ from ..config import Settings
 log = logging.getLogger("exporter.sinks.elasticsearch")
 
 TEMPLATE_NAME = "logs-bot"
-TEMPLATE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "elasticsearch" / "logs-bot-template.json"
+TEMPLATE_FILE = Path(__file__).with_name("logs-bot-template.json")  # package data: found installed too
 REQUEST_TIMEOUT = 30.0
 TEMPLATE_TIMEOUT = 10.0  # seconds installing the index template may take at the most
 
