@@ -344,6 +344,9 @@ class Metrics:
         self.backup_last_drill_success = Gauge(
             "bot_backup_last_drill_success", "1 when the last restore drill passed, 0 when it failed "
             "or none ran.", registry=r)
+        self.backup_interval = Gauge("bot_backup_interval_seconds",
+                                     "Seconds between scheduled backups (BACKUP_FREQUENCY; 0: none "
+                                     "scheduled).", registry=r)
         self.backup_drill_interval = Gauge("bot_backup_drill_interval_seconds",
                                            "Seconds between scheduled restore drills (0: none).",
                                            registry=r)

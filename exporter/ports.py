@@ -87,6 +87,10 @@ class Alerter(Protocol):
         """Raise an alert (type and severity by value, e.g. ``"backup_failed"``, ``"high"``);
         thread-safe, never blocks, never raises."""
 
+    def resolve_alerts_sync(self, alert_type: Any, **details: Any) -> int:
+        """Resolve every firing alert of ``alert_type`` whose details hold ``details`` (the
+        condition that raised them has cleared); how many. Thread-safe, never raises."""
+
 
 class NoEvents:
     """The event log when logging is off."""
@@ -102,6 +106,9 @@ class NoAlerts:
     def trigger_alert_sync(self, alert_type: Any, severity: Any, title: str, message: str,
                            task_id: str | None = None, details: dict[str, Any] | None = None) -> None:
         return None
+
+    def resolve_alerts_sync(self, alert_type: Any, **details: Any) -> int:
+        return 0
 
 
 NO_EVENTS = NoEvents()

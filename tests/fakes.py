@@ -10,6 +10,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[Any, Any, Any, dict[str, Any]]] = []
         self.alerts: list[tuple[Any, Any, str, str, dict[str, Any] | None]] = []
+        self.resolved: list[tuple[Any, dict[str, Any]]] = []
 
     def log_event(self, action: Any, outcome: Any, message: Any = None, **fields: Any) -> None:
         self.events.append((action, outcome, message, fields))
@@ -17,3 +18,7 @@ class Recorder:
     def trigger_alert_sync(self, alert_type: Any, severity: Any, title: str, message: str,
                            task_id: str | None = None, details: dict[str, Any] | None = None) -> None:
         self.alerts.append((alert_type, severity, title, message, details))
+
+    def resolve_alerts_sync(self, alert_type: Any, **details: Any) -> int:
+        self.resolved.append((alert_type, details))
+        return 0

@@ -394,20 +394,22 @@ def test_history_survives_restart_and_retention_prunes(tmp_path, metrics):
     manager = manager_with(metrics, clock=clock)
     manager.enable(make_settings(tmp_path, **flags))
     old = manager.trigger_alert_sync(AlertType.BACKUP_FAILED, AlertSeverity.CRITICAL, "old", "old one")
+    manager.resolve_alert(old)
+    firing = manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.HIGH, "firing", "still full")
     clock.now += 3 * 3600
     new = manager.trigger_alert_sync(AlertType.INTEGRITY_FAILED, AlertSeverity.CRITICAL, "new", "new one")
     manager.disable()
 
     again = manager_with(Metrics(), clock=clock)
     again.enable(make_settings(tmp_path, **flags))
-    try:
+    try:  # the resolved one is gone; the one still firing stays: its resolution is still to be sent
         ids = [alert.id for alert in again.get_alerts()]
-        assert ids == [new.id] and old.id not in ids
+        assert ids == [new.id, firing.id] and old.id not in ids
     finally:
         again.disable()
     lines = (tmp_path / "state" / "alerts.jsonl").read_text().splitlines()
-    assert [json.loads(line)["id"] for line in lines] == [new.id]
-    assert [a.id for a in read_history(make_settings(tmp_path, **flags), clock=clock).query()] == [new.id]
+    assert sorted(json.loads(line)["id"] for line in lines) == sorted([firing.id, new.id])
+    assert [a.id for a in read_history(make_settings(tmp_path, **flags), clock=clock).query()] == [new.id, firing.id]
 
 
 @pytest.mark.parametrize("damage", [b'{"type": "custom", "sev',  # a crash in the middle of a write
@@ -728,3 +730,76 @@ def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monke
     finally:
         manager.disable()
     assert [a.repeat_count for a in read_history(make_settings(tmp_path), clock=clock).query()] == [20]
+
+
+def test_producers_resolve_their_alerts_when_the_condition_clears(tmp_path, metrics):
+    """A failed backup is resolved by the next success of the same action, an integrity failure
+    by a passing check of the same path, each notified once as resolved; a firing alert is never
+    pruned by the retention."""
+    from exporter.backup_manager import BackupManager
+    from exporter.recovery_manager import RecoveryManager
+    from exporter.backup_manager import archives
+    from tests.test_backup_manager import make_settings, make_tree
+
+    sent = []
+
+    class Spy:
+        name = "spy"
+
+        async def send(self, alert):
+            sent.append(("firing", alert.type.value, alert.details.get("action")))
+
+        async def send_resolved(self, alert):
+            sent.append(("resolved", alert.type.value, alert.details.get("action")))
+
+        async def close(self):
+            pass
+
+    settings = make_settings(tmp_path, ENABLE_ALERT_SYSTEM=True,
+                             ALERT_CHANNELS={"high": ["webhook"], "critical": ["webhook"]})
+    alerts = manager_with(metrics, {"webhook": Spy()})
+    alerts.enable(settings)
+    try:
+        backups = BackupManager(settings, Metrics(), alerts=alerts)
+        backups.enable(schedule=False)
+        source = make_tree(tmp_path / "data")
+        with pytest.raises(Exception):
+            backups.create_backup_sync([str(tmp_path / "missing")], "broken")
+        assert alerts.get_alert_summary()["active"] == 1
+        backups.create_backup_sync([str(source)], "good")
+        assert alerts.flush(10)
+        assert sent == [("firing", "backup_failed", "create"), ("resolved", "backup_failed", "create")]
+        assert alerts.get_alert_summary()["active"] == 0
+
+        recovery = RecoveryManager(settings, Metrics(), backups=archives, alerts=alerts)
+        recovery.enable(periodic=False)
+        recovery.record_baseline([str(source)])
+        (source / "config" / "token.txt").write_text("damaged")
+        assert not recovery.verify_integrity_sync(str(source))[0]
+        assert alerts.get_alert_summary()["active"] == 1
+        (source / "config" / "token.txt").write_text("secret-token")
+        assert recovery.verify_integrity_sync(str(source))[0]
+        assert alerts.get_alert_summary()["active"] == 0
+
+        firing = alerts.trigger_alert_sync("custom", "high", "Still firing", "no clear condition")
+        alerts._state.store.retention = 0.0
+        alerts._state.prune()
+        assert [a.id for a in alerts.get_alerts(limit=None) if not a.resolved] == [firing.id]
+    finally:
+        alerts.disable()
+
+
+def test_last_hour_counts_only_the_repeats_of_the_last_hour(running):
+    clock = Clock()
+    manager = running(clock=clock)
+    for _ in range(10):  # ten repeats, then quiet for 50 minutes, then two more
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "api", "502 bad gateway")
+    clock.now += 50 * 60
+    for _ in range(2):
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "api", "502 bad gateway")
+    summary = manager.get_alert_summary()
+    assert summary["last_hour"]["by_type"]["api_error"] == 12 and summary["by_type"]["api_error"] == 12
+    clock.now += 15 * 60  # the first ten are over an hour old now; the alert was last seen 15 min ago
+    summary = manager.get_alert_summary()
+    assert summary["last_hour"]["by_type"]["api_error"] == 2 and summary["last_hour"]["by_severity"]["medium"] == 2
+    assert summary["by_type"]["api_error"] == 12

@@ -42,6 +42,7 @@ class Intake:
         self.metrics.alerts.labels(kind.value, severity.value).inc()
         store = self.state.store
         with store.lock:
+            store.count(now, kind.value, severity.value)
             existing = store.alerts.get(self.state.by_fingerprint.get(fp, ""))
             if existing is not None and not existing.resolved:
                 if not self._repeat(existing, severity, now):
@@ -92,13 +93,27 @@ class Intake:
             found = state.store.alerts.get(key) or state.store.alerts.get(state.by_fingerprint.get(key, ""))
             if found is None or found.resolved:
                 return None
-            found.resolved_at = self.clock()
-            state.by_fingerprint.pop(found.fingerprint, None)
-            self.metrics.alerts_active.labels(found.severity.value).dec()
-            state.dirty.add(found.id)
-            snapshot = found.copy()
+            snapshot = self._mark_resolved(found)
         self._enqueue(RESOLVED, snapshot)
         return snapshot.copy()
+
+    def resolve_matching(self, kind: AlertType, details: dict[str, Any]) -> list[Alert]:
+        """Resolve every unresolved alert of ``kind`` whose details hold ``details``."""
+        with self.state.store.lock:
+            snapshots = [self._mark_resolved(alert) for alert in list(self.state.store.alerts.values())
+                         if alert.type is kind and not alert.resolved
+                         and all(alert.details.get(k) == v for k, v in details.items())]
+        for snapshot in snapshots:
+            self._enqueue(RESOLVED, snapshot)
+        return [snapshot.copy() for snapshot in snapshots]
+
+    def _mark_resolved(self, alert: Alert) -> Alert:
+        """Resolve ``alert`` now (store lock held); its snapshot to notify."""
+        alert.resolved_at = self.clock()
+        self.state.by_fingerprint.pop(alert.fingerprint, None)
+        self.metrics.alerts_active.labels(alert.severity.value).dec()
+        self.state.dirty.add(alert.id)
+        return alert.copy()
 
     def _enqueue(self, kind: str, alert: Alert) -> None:
         if len(self.queue) >= self.size:

@@ -238,6 +238,23 @@ class AlertManager(ManagerBase):
             return None
         return intake.resolve(alert.id if isinstance(alert, Alert) else str(alert))
 
+    def resolve_alerts_sync(self, alert_type: AlertType | str, **details: Any) -> int:
+        """Resolve every firing alert of ``alert_type`` whose details hold ``details``: what a
+        producer calls when the condition behind its alerts has cleared (a backup that succeeds
+        resolves the failures of the same action). How many were resolved; never raises."""
+        intake = self._intake
+        if not self.enabled or intake is None:
+            return 0
+        try:
+            return len(intake.resolve_matching(parse_type(alert_type), details))
+        except Exception:  # never raises: producers call this on their success path
+            log.exception("resolving %s alerts failed", alert_type)
+            return 0
+
+    async def resolve_alerts(self, alert_type: AlertType | str, **details: Any) -> int:
+        """Async twin of :meth:`resolve_alerts_sync` (it does not block either)."""
+        return self.resolve_alerts_sync(alert_type, **details)
+
     # ------------------------------------------------------------------ worker side
     def _wake(self) -> None:
         worker = self._worker

@@ -59,6 +59,19 @@ class AlertStore:
         self.alerts: dict[str, Alert] = {}  # insertion order = age order
         self.evicted = 0
         self.lock = threading.Lock()
+        # Raises per minute of the last hour, by (type, severity): what "last_hour" counts (an
+        # alert's repeat_count also holds repeats from before the hour).
+        self.minutes: dict[int, Counter[tuple[str, str]]] = {}
+
+    def count(self, now: float, alert_type: str, severity: str) -> None:
+        """Count one raise (a new alert or a repeat) at ``now`` (the caller holds ``lock``)."""
+        minute = int(now // 60)
+        bucket = self.minutes.get(minute)
+        if bucket is None:
+            bucket = self.minutes[minute] = Counter()
+            for old in [m for m in self.minutes if m <= minute - 60]:
+                del self.minutes[old]
+        bucket[(alert_type, severity)] += 1
 
     # -- changes (the caller holds ``lock``)
     def add(self, alert: Alert) -> list[Alert]:
@@ -71,8 +84,10 @@ class AlertStore:
         return evicted
 
     def prune(self, now: float) -> list[Alert]:
+        """Forget the alerts resolved and unseen for the retention; a firing one stays (its
+        resolution is still to be sent)."""
         cutoff = now - self.retention
-        gone = [alert for alert in self.alerts.values() if alert.last_seen < cutoff]
+        gone = [alert for alert in self.alerts.values() if alert.last_seen < cutoff and alert.resolved]
         for alert in gone:
             del self.alerts[alert.id]
         return gone
@@ -123,22 +138,25 @@ class AlertStore:
         return found
 
     def summary(self, now: float, top: int = 5) -> dict[str, Any]:
-        """Counts (repeats included) by type and severity, for the last hour and the retention."""
-        hour_ago = now - 3600.0
+        """Counts (repeats included) by type and severity, for the retention, and for the last
+        hour (the raises of its minutes, this one included)."""
+        first_minute = int(now // 60) - 59
         with self.lock:
             alerts = [alert.copy() for alert in self.alerts.values()]
+            hour = sum((bucket for minute, bucket in self.minutes.items() if minute >= first_minute),
+                       Counter())
         by_type: Counter[str] = Counter()
         by_severity: Counter[str] = Counter()
         hour_type: Counter[str] = Counter()
         hour_severity: Counter[str] = Counter()
+        for (alert_type, severity), n in hour.items():
+            hour_type[alert_type] += n
+            hour_severity[severity] += n
         repeats: list[Alert] = []
         active = Counter({severity.value: 0 for severity in AlertSeverity})
         for alert in alerts:
             by_type[alert.type.value] += alert.repeat_count
             by_severity[alert.severity.value] += alert.repeat_count
-            if alert.last_seen >= hour_ago:
-                hour_type[alert.type.value] += alert.repeat_count
-                hour_severity[alert.severity.value] += alert.repeat_count
             if not alert.resolved:
                 active[alert.severity.value] += 1
             if alert.repeat_count > 1:

@@ -109,7 +109,7 @@ def restore_and_check(backup_dir: Path, manifest: dict[str, Any], key: bytes | N
 class Drills:
     """The backup manager's restore drills: run one, record it (``.drill-state.json``), export
     it. Mixed into :class:`BackupManager`, whose ``backup_dir``, ``settings``, ``metrics``,
-    ``_events``, ``_key``, ``_manifest()``, ``_record()``, ``_fail()`` and
+    ``_key``, ``_manifest()``, ``_record()``, ``_fail()``, ``_succeeded()`` and
     ``verify_backup_report()`` it uses."""
 
     def drill_backup_sync(self, backup_name: str | None = None) -> dict[str, Any]:
@@ -145,10 +145,8 @@ class Drills:
         self.metrics.backup_drills.labels("success" if report["ok"] else "failure").inc()
         self._show_drill({"ok": report["ok"], "at": time.time()})
         if report["ok"]:
-            self._events.log_event(
-                "backup", "success", f"restore drill of {backup_name} passed: "
-                f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases",
-                event_action="backup-drill", backup_name=backup_name)
+            self._succeeded("drill", backup_name, f"restore drill of {backup_name} passed: "
+                            f"{report['files_checked']} files, {report['sqlite_checked']} SQLite databases")
         else:
             self._fail("drill", backup_name, "; ".join(report["errors"][:3]))
         return report

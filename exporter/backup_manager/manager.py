@@ -27,7 +27,7 @@ from .drill import Drills
 from .housekeeping import Housekeeping
 from .leftovers import clean_leftovers
 from .lock import DirectoryLock
-from .scheduler import PERIODS, Job, Scheduler
+from .scheduler import PERIODS, Job, Scheduler, backup_interval
 
 if TYPE_CHECKING:  # tarfile, sqlite3 and the archive code (~6 MiB) load on first use
     from .writer import Progress
@@ -83,6 +83,7 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
             pass  # another process is busy in the directory; it cleans up after itself
         self._update_retained(read_catalog(self.backup_dir))
         self._show_drill(last_drill(self.backup_dir))
+        self.metrics.backup_interval.set(backup_interval(settings))
         if schedule is None:  # Celery beat, when it owns the schedule, runs the backups instead
             schedule = bool(settings.backups.critical_paths) and settings.backups.scheduler == "in-process"
         if schedule:
@@ -144,6 +145,13 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
             "backup_failed", "high", f"Backup {action} failed",
             f"Backup {action} of {name!r} failed: {exc}", details={"backup_name": name,
                                                                     "action": action})
+
+    def _succeeded(self, action: str, name: str, message: str, **fields) -> None:
+        """Log the success of ``action`` on backup ``name``, and resolve the alerts of that
+        action's earlier failures: the condition they reported has cleared."""
+        self._events.log_event("backup", "success", message, event_action=f"backup-{action}",
+                               backup_name=name, **fields)
+        self._alerts.resolve_alerts_sync("backup_failed", action=action)
 
     def _record_verify(self, name: str, ok: bool) -> None:
         self._record(VERIFY_STATE_FILE, read_verify_state, name, ok)
@@ -215,10 +223,9 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
         m.backup_duration.observe(duration)
         m.backup_size.set(archive["size"])
         m.backup_files.set(manifest["file_count"])
-        self._events.log_event(
-            "backup", "success", f"backup {name} created: {manifest['file_count']} files, "
-            f"{archive['size']} bytes in {duration:.2f}s", event_action="backup-create",
-            event_duration=int(duration * 1e9), backup_name=name, file_size=archive["size"])
+        self._succeeded("create", name, f"backup {name} created: {manifest['file_count']} files, "
+                        f"{archive['size']} bytes in {duration:.2f}s",
+                        event_duration=int(duration * 1e9), file_size=archive["size"])
         return {
             "backup_name": name, "name": name, "created_at": manifest["created_at"],
             "tier": manifest["tier"], "description": manifest["description"],
@@ -281,8 +288,7 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
         self.metrics.backup_verifications.labels(outcome).inc()
         self.metrics.backup_last_verify_ok.set(1 if report["ok"] else 0)
         if report["ok"]:
-            self._events.log_event("backup", "success", f"backup {backup_name} verified",
-                                   event_action="backup-verify", backup_name=backup_name)
+            self._succeeded("verify", backup_name, f"backup {backup_name} verified")
         else:
             self._fail("verify", backup_name, "; ".join(report["errors"][:3]))
         return report
@@ -343,9 +349,8 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
                         ", ".join(c["path"] for c in result["skipped"][:10]))
         if not dry_run:
             self.metrics.backup_restores.labels("success").inc()
-            self._events.log_event("backup", "success", f"backup {backup_name} restored to {target}",
-                                   event_action="backup-restore", backup_name=backup_name,
-                                   file_path=str(target))
+            self._succeeded("restore", backup_name, f"backup {backup_name} restored to {target}",
+                            file_path=str(target))
         return result
 
     async def restore_backup(self, backup_name: str, restore_path: str | os.PathLike,

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OpsError
 from ..metrics import worker_failed
@@ -24,6 +24,12 @@ if TYPE_CHECKING:  # asyncio (~9 MiB) loads when a schedule starts, not on impor
 log = logging.getLogger("exporter.backup_manager")
 
 PERIODS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
+
+
+def backup_interval(settings: Any) -> float:
+    """Seconds between scheduled backups: ``BACKUP_FREQUENCY`` when ``CRITICAL_BACKUP_PATHS``
+    are set (the in-process scheduler or Celery beat runs them), else 0 (none scheduled)."""
+    return PERIODS[settings.backups.frequency] if settings.backups.critical_paths else 0.0
 
 
 class Job:

@@ -35,6 +35,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 def backup_families(settings: Any) -> Iterable[Any]:
     from ..backup_manager import read_catalog
     from ..backup_manager.catalog import last_drill
+    from ..backup_manager.scheduler import backup_interval
 
     catalog = read_catalog(settings.backups.dir)
     last = catalog[-1] if catalog else None
@@ -54,6 +55,9 @@ def backup_families(settings: Any) -> Iterable[Any]:
     yield _gauge("bot_backup_last_drill_success",
                  "1 when the last restore drill passed, 0 when it failed or none ran.",
                  1.0 if drill and drill["ok"] else 0.0)
+    yield _gauge("bot_backup_interval_seconds",
+                 "Seconds between scheduled backups (BACKUP_FREQUENCY; 0: none scheduled).",
+                 backup_interval(settings))
     yield _gauge("bot_backup_drill_interval_seconds", "Seconds between scheduled restore drills (0: none).",
                  float(settings.backups.drill_interval))
     retained = GaugeMetricFamily("bot_backups_retained", "Backups kept, by retention tier.", labels=["tier"])

@@ -171,6 +171,7 @@ class RecoveryManager(ManagerBase):
         if valid:
             self._events.log_event("integrity", "success", f"integrity of {details['path']} ok",
                                    event_action="integrity-check", file_path=details["path"])
+            self._alerts.resolve_alerts_sync("integrity_failed", path=details["path"])
         else:
             self._events.log_event("integrity", "failure",
                                    f"integrity of {details['path']} failed: {len(details['errors'])} "
@@ -288,6 +289,7 @@ class RecoveryManager(ManagerBase):
                                    f"repaired {len(result['restored'])} file(s) under {result['path']} "
                                    f"from backup {result['backup']}", event_action="integrity-repair",
                                    file_path=result["path"])
+            self._alerts.resolve_alerts_sync("integrity_failed", path=result["path"])
         else:
             self._events.log_event("integrity", "failure", f"repair of {result['path']} failed",
                                    level=logging.ERROR, event_action="integrity-repair",
