@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,52 @@ def test_every_alert_is_delivered_after_outages_and_a_bot_restart(tmp_path, star
         assert stats["alertmanager"] == stats["telegram"] == {"delivered": 3, "pending": 0}
     finally:
         second.disable()
+
+
+def test_alertmanager_client_contract_resend_escalation_and_end(tmp_path, start_alertmanager, telegram_api,
+                                                               smtp_server, webhook_receiver):
+    """Firing alerts are re-sent with endsAt ahead (Alertmanager keeps them firing as long as the
+    bot does), a severity rise ends the old label set, resolving ends the alert; job/instance set."""
+    from datetime import datetime
+
+    from exporter.channels.alertmanager import AlertmanagerChannel
+    from exporter.config import Secret
+
+    am = start_alertmanager(alertmanager_config(tmp_path, telegram_api, smtp_server, webhook_receiver))
+    target = {"job": "bot", "instance": "bot-host:9464"}
+    factories = {**CHANNELS, "alertmanager": lambda settings: AlertmanagerChannel(
+        Secret(am.url), target=target, resend_interval=0.5)}
+    manager = AlertManager(metrics=Metrics(), channel_factories=factories, monitor_resources=False,
+                           retry_base=0.2, retry_max=1.0)
+    manager.enable(bot_settings(tmp_path, {"critical": ["alertmanager"], "high": ["alertmanager"]},
+                                ALERTMANAGER_URL=am.url))
+
+    def mine(fingerprint):
+        return [a for a in am.alerts() if a["labels"].get("fingerprint") == fingerprint]
+
+    def ends(alert):
+        return datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")).timestamp()
+
+    try:
+        alert = manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.HIGH, "Disk filling",
+                                           "/data at 91%", task_id="disk:/data")
+        assert manager.flush(15)
+        first = wait_until(lambda: mine(alert.fingerprint), what="the alert in Alertmanager")
+        assert first[0]["labels"]["job"] == "bot" and first[0]["labels"]["instance"] == "bot-host:9464"
+        assert ends(first[0]) > time.time()  # firing, with an end ahead
+        wait_until(lambda: ends(mine(alert.fingerprint)[0]) > ends(first[0]) + 0.4,
+                   what="the end moved ahead by a re-send")
+
+        manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.CRITICAL, "Disk filling",
+                                   "/data at 91%", task_id="disk:/data")  # the same alert, worse
+        assert manager.flush(15)
+        wait_until(lambda: [a["labels"]["severity"] for a in mine(alert.fingerprint)] == ["critical"],
+                   what="the warning label set ended, the critical one firing")
+
+        manager.resolve_alert(alert.fingerprint)
+        assert manager.flush(15)
+        wait_until(lambda: not mine(alert.fingerprint), what="the alert ended in Alertmanager")
+        time.sleep(1.5)  # three re-send intervals: a resolved alert is not sent again
+        assert not mine(alert.fingerprint)
+    finally:
+        manager.disable()
