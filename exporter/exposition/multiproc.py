@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from typing import Any
 
+from ..backup_manager.lock import pid_alive
+
 log = logging.getLogger("exporter.exposition")
 FOLDED_TYPES = ("counter", "histogram", "summary")
 LOCK_NAME = ".opsstack-fold.lock"
@@ -34,16 +36,6 @@ def _pid(path: str) -> int | None:
     """The pid in ``<type>_<pid>.db`` or ``gauge_<mode>_<pid>.db``; None for folded files."""
     digits = os.path.basename(path)[:-3].rsplit("_", 1)[-1]
     return int(digits) if digits.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -85,7 +77,7 @@ def fold_dead(directory: str) -> int:
     and remove them and dead processes' gauge files; the number of files removed."""
     with _locked(directory, fcntl.LOCK_EX):
         dead = {path for path in glob.glob(os.path.join(directory, "*.db"))
-                if (pid := _pid(path)) is not None and not _alive(pid)}
+                if (pid := _pid(path)) is not None and not pid_alive(pid)}
         for kind in FOLDED_TYPES:
             mine = sorted(p for p in dead if os.path.basename(p).startswith(f"{kind}_"))
             if not mine:
