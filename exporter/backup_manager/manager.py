@@ -180,27 +180,13 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
         ``files``, ``sha256``, ``skipped``: sockets, FIFOs and devices left out, ...). A name
         made from an ISO timestamp is accepted: its ``:`` and ``+`` become ``-``. Raises
         BackupError (BackupLockedError when busy)."""
-        from .writer import write_backup
-
         self._require()
         started = time.time()
         self.metrics.backup_last_attempt.set(started)
         name = backup_name.translate(TIMESTAMP_SAFE) if backup_name else self._new_name()
-        settings = self.settings.backups
         with tracing.span("backup.create", backup_name=name, tier=tier) as span:
             try:
-                if not NAME_PATTERN.match(name):
-                    raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
-                                      "and '-' (at most 128, not starting with '.' or '-')")
-                with self._hold_set() as shared, DirectoryLock(self.backup_dir / LOCK_FILE):
-                    clean_leftovers(self.backup_dir)
-                    if manifest_path(self.backup_dir, name).exists():
-                        raise BackupError(f"a backup named {name!r} already exists")
-                    manifest = write_backup(
-                        backup_dir=self.backup_dir, name=name, source_paths=source_paths,
-                        description=description, tier=tier, compression=settings.compression,
-                        key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
-                        cancel=cancel, before_publish=shared.check)
+                manifest = self._write(name, source_paths, description, tier, progress, cancel)
             except Exception as exc:
                 self.metrics.backups.labels("failure").inc()
                 self._fail("create", name, exc)
@@ -214,6 +200,24 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
             if span is not None:
                 span.set_attribute("backup.size_bytes", manifest["archive"]["size"])
         return self._created(manifest, duration)
+
+    def _write(self, name: str, source_paths: list[str], description: str, tier: str,
+               progress: Progress | None, cancel: threading.Event | None) -> dict[str, Any]:
+        """Write backup ``name`` holding the set's locks (this host's and the shared one)."""
+        from .writer import write_backup
+
+        if not NAME_PATTERN.match(name):
+            raise BackupError(f"invalid backup name {name!r}: use letters, digits, '.', '_' "
+                              "and '-' (at most 128, not starting with '.' or '-')")
+        with self._hold_set() as shared, DirectoryLock(self.backup_dir / LOCK_FILE):
+            clean_leftovers(self.backup_dir)
+            if manifest_path(self.backup_dir, name).exists():
+                raise BackupError(f"a backup named {name!r} already exists")
+            return write_backup(
+                backup_dir=self.backup_dir, name=name, source_paths=source_paths,
+                description=description, tier=tier, compression=self.settings.backups.compression,
+                key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
+                cancel=cancel, before_publish=shared.check)
 
     def _created(self, manifest: dict[str, Any], duration: float) -> dict[str, Any]:
         """Count, log and describe a backup just created."""

@@ -1,4 +1,4 @@
-"""Write one backup: walk the sources, stream them through tar, zstd/gzip and AES-GCM to a temp
+"""Write one backup: walk the sources (:mod:`.sources`), stream them through tar, zstd/gzip and AES-GCM to a temp
 file, hashing every file and the archive on the way; then fsync, write the manifest, and rename
 the archive into place last. Any failure (disk full, Ctrl-C, a source that vanished) removes
 every temp file and the manifest."""
@@ -13,8 +13,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from .. import __version__
 from .._files import fsync_directory, replace_file
 from ..errors import BackupError
 from .catalog import ARCHIVE_SUFFIX, FORMAT_VERSION, SEALED_FORMAT_VERSION, TEMP_MARKER, manifest_path
+from .sources import Entry, plan_sources, walk
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
 
 SYNC_EVERY = 32 << 20  # bytes written between two fdatasync calls
@@ -36,90 +36,8 @@ class BackupCancelled(BackupError):
     """The backup was cancelled; nothing of it is left behind."""
 
 
-@dataclass
-class Entry:
-    path: str           # on disk
-    arcname: str        # inside the archive
-    st: os.stat_result
-
-
 def archive_name(name: str, compression: str, encrypted: bool) -> str:
     return name + ARCHIVE_SUFFIX[compression] + (".enc" if encrypted else "")
-
-
-def plan_sources(source_paths: Iterable[str | os.PathLike]) -> list[dict[str, str]]:
-    """Each source's absolute path and the top-level name it gets inside the archive."""
-    planned, taken = [], set()
-    for raw in source_paths:
-        path = Path(os.path.abspath(os.fspath(raw)))
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            raise BackupError(f"source path does not exist: {path}") from None
-        base = path.name or "root"
-        arcname, n = base, 2
-        while arcname in taken:
-            arcname, n = f"{base}_{n}", n + 1
-        taken.add(arcname)
-        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
-        planned.append({"path": str(path), "arcname": arcname, "type": kind})
-    if not planned:
-        raise BackupError("no source paths given")
-    return planned
-
-
-def walk(sources: list[dict[str, str]], exclude: Path) -> tuple[list[Entry], list[str]]:
-    """Every directory, regular file and symlink under the sources, depth first in name order
-    (no link is followed). Something that vanishes while the walk runs is simply not listed."""
-    entries: list[Entry] = []
-    skipped: list[str] = []
-    try:  # the backup directory by identity, whichever path (through a symlink too) leads to it
-        excluded = os.stat(exclude)
-        exclude_id = (excluded.st_dev, excluded.st_ino)
-    except FileNotFoundError:
-        exclude_id = None
-
-    def children(path: str, arcname: str) -> Iterator[tuple[str, str, os.stat_result]]:
-        try:
-            with os.scandir(path) as listing:
-                found = sorted(listing, key=_name)
-        except OSError as exc:
-            raise BackupError(f"cannot read directory {path}: {exc.strerror}") from exc
-        for child in found:
-            try:
-                st = child.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) != exclude_id:
-                yield child.path, f"{arcname}/{child.name}", st
-
-    for source in sources:
-        try:
-            top = (source["path"], source["arcname"], os.lstat(source["path"]))
-        except FileNotFoundError:
-            continue
-        if (top[2].st_dev, top[2].st_ino) == exclude_id:
-            continue
-        pending = [iter((top,))]
-        while pending:
-            item = next(pending[-1], None)
-            if item is None:
-                pending.pop()
-                continue
-            path, arcname, st = item
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                entries.append(Entry(path, arcname, st))
-                pending.append(children(path, arcname))
-            elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                entries.append(Entry(path, arcname, st))
-            else:
-                skipped.append(arcname)  # sockets, fifos, devices: never backed up
-    return entries, skipped
-
-
-def _name(entry: os.DirEntry) -> str:
-    return entry.name
 
 
 def is_sqlite(path: str) -> bool:
@@ -267,11 +185,7 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
     try:
         fd = os.open(tmp_archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         sink = _Sink(fd, cancel)
-        layer = sink
-        if key is not None:
-            from .crypto import Encryptor
-
-            layer = Encryptor(sink, key)
+        layer = _encrypting(sink, key)
         stream = TarStream(layer, compression, level, threads)
         records = _archive_entries(stream, entries, backup_dir, name, temps, tally, cancel)
         if layer is not sink:
@@ -302,6 +216,15 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             os.close(fd)
         for path in temps:
             _unlink_quietly(path)
+
+
+def _encrypting(sink: _Sink, key: bytes | None) -> Any:
+    """What the tar stream writes to: the sink, through AES-GCM frames when there is a key."""
+    if key is None:
+        return sink
+    from .crypto import Encryptor
+
+    return Encryptor(sink, key)
 
 
 def _archive_entries(stream: TarStream, entries: list[Entry], backup_dir: Path, name: str,

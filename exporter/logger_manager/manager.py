@@ -67,7 +67,7 @@ class LoggerManager(ManagerBase):
         # here, not on import
         from . import _events
         from ._formatter import ECSFormatter
-        from ._handler import ECSHandler, RotatingFile
+        from ._handler import ECSHandler
         from ._redact import Redactor, secret_literals
         from ._trace import trace_ids_function
 
@@ -78,28 +78,7 @@ class LoggerManager(ManagerBase):
             metrics = self._resolve_metrics(metrics)
             config = settings.logging
             level = logging.getLevelName(config.level)
-            log_dir = _prepare_dir(Path(config.dir))
-            files: list[RotatingFile] = []
-            sinks: list[LogSink] = []
-            try:
-                for name, file_name, file_level in (("file", LOG_FILE, level),
-                                                    ("errors", ERROR_FILE, logging.ERROR)):
-                    path = log_dir / file_name
-                    try:
-                        files.append(RotatingFile(name, path, config.max_size, config.backup_count, file_level))
-                    except OSError as exc:
-                        raise LoggingSetupError(f"cannot open log file {path}: {exc.strerror or exc}") from exc
-                sinks = list(self._added_sinks)
-                for factory in self._sink_factories.values():
-                    sink = factory(settings, metrics)
-                    if sink is not None:
-                        sinks.append(sink)
-            except BaseException:
-                for output in files:
-                    output.close()
-                for sink in sinks[len(self._added_sinks):]:  # the ones started here
-                    sink.close(0)
-                raise
+            files, sinks = self._open_outputs(settings, metrics, _prepare_dir(Path(config.dir)), level)
             redactor = None
             if config.redact:
                 redactor = Redactor(secret_literals(settings.secret_values()))
@@ -132,6 +111,34 @@ class LoggerManager(ManagerBase):
             # own exit hook, which was registered earlier and so runs later).
             atexit.register(self.disable)
             self.enabled = True
+
+    def _open_outputs(self, settings: Settings, metrics: Metrics, log_dir: Path,
+                      level: int) -> tuple[list[RotatingFile], list[LogSink]]:
+        """The log files and the sinks (the added ones and those the settings configure),
+        started; on a failure the ones opened here are closed again."""
+        from ._handler import RotatingFile
+
+        config = settings.logging
+        files: list[RotatingFile] = []
+        sinks: list[LogSink] = list(self._added_sinks)
+        try:
+            for name, file_name, file_level in (("file", LOG_FILE, level), ("errors", ERROR_FILE, logging.ERROR)):
+                path = log_dir / file_name
+                try:
+                    files.append(RotatingFile(name, path, config.max_size, config.backup_count, file_level))
+                except OSError as exc:
+                    raise LoggingSetupError(f"cannot open log file {path}: {exc.strerror or exc}") from exc
+            for factory in self._sink_factories.values():
+                sink = factory(settings, metrics)
+                if sink is not None:
+                    sinks.append(sink)
+        except BaseException:
+            for output in files:
+                output.close()
+            for sink in sinks[len(self._added_sinks):]:  # the ones started here
+                sink.close(0)
+            raise
+        return files, sinks
 
     def disable(self) -> None:
         """Remove exactly what :meth:`enable` added, close the files, flush and close the sinks."""
