@@ -8,7 +8,6 @@ and records the result (``.drill-state.json`` beside the backups, metrics, log e
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import threading
 import time
@@ -95,6 +94,8 @@ def check_restored(root: Path, manifest: dict[str, Any], skipped: set[str] = fro
 def restore_and_check(backup_dir: Path, manifest: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     """Restore the backup of ``manifest`` into scratch space in ``backup_dir`` (through the
     same code as any restore), check it with :func:`check_restored`, remove it."""
+    import shutil
+
     from .catalog import TEMP_MARKER
     from .restore import extract
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from .catalog import TEMP_MARKER
 from .lock import pid_alive
-from .merge import is_journal, undo_interrupted
 
 log = logging.getLogger("exporter.backup_manager")
 
@@ -31,6 +29,10 @@ def writer_alive(temp_name: str) -> bool:
 def clean_leftovers(backup_dir: Path) -> list[str]:
     """Undo the restores and remove the temp files and scratch trees of dead runs; the names
     removed. A restore that cannot be undone keeps its journal (and says so)."""
+    import shutil  # (and the restore's journal code) with the first clean-up, not on import
+
+    from .merge import is_journal, undo_interrupted
+
     removed = []
     for entry in sorted(os.listdir(backup_dir), key=lambda name: not is_journal(name)):
         if not (entry.startswith(".") and TEMP_MARKER in entry) or writer_alive(entry):
