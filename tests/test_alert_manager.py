@@ -803,3 +803,34 @@ def test_last_hour_counts_only_the_repeats_of_the_last_hour(running):
     summary = manager.get_alert_summary()
     assert summary["last_hour"]["by_type"]["api_error"] == 2 and summary["last_hour"]["by_severity"]["medium"] == 2
     assert summary["by_type"]["api_error"] == 12
+
+
+def test_telegram_flood_control_is_waited_out_as_asked(tmp_path, metrics, telegram_api):
+    """A 429 with retry_after delays the next try at least that long (not the lane's own short
+    backoff), and the alert is delivered once the wait is over."""
+    import time as _time
+
+    telegram_api.flood_until = _time.time() + 2.0  # "Too Many Requests: retry after 2"
+    settings = make_settings(tmp_path, ENABLE_ALERT_SYSTEM=True, ALERT_CHANNELS={"high": ["telegram"]})
+    settings = settings.replace(TELEGRAM_BOT_TOKEN=telegram_api.token, TELEGRAM_CHAT_ID="42",
+                                TELEGRAM_API_URL=telegram_api.url)
+    manager = manager_with(metrics)  # retry_base 0.05 s: without retry_after it would hammer
+    manager.enable(settings)
+    try:
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.HIGH, "api", "flooded")
+        assert manager.flush(20)
+        assert len(telegram_api.messages) == 1
+        assert len(telegram_api.refused) <= 2, telegram_api.refused  # waited, did not hammer
+        assert metrics.registry.get_sample_value(
+            "bot_alert_notifications_total", {"channel": "telegram", "outcome": "success"}) == 1
+    finally:
+        manager.disable()
+
+
+def test_backoff_has_jitter_within_half_and_all_of_the_step(metrics):
+    from exporter.alert_manager.delivery import ChannelLane
+
+    lane = ChannelLane.__new__(ChannelLane)
+    lane.retry_base, lane.retry_max = 1.0, 60.0
+    waits = [lane.backoff(3) for _ in range(200)]
+    assert all(2.0 <= wait <= 4.0 for wait in waits) and len({round(w, 3) for w in waits}) > 50

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections import deque
@@ -140,7 +141,10 @@ class ChannelLane:
         self.wakeup.set()
 
     def backoff(self, attempts: int) -> float:
-        return min(self.retry_max, self.retry_base * (2 ** max(0, attempts - 1)))
+        """The wait before the next try: exponential, capped, with jitter (between half of it
+        and all of it) so lanes failing together do not retry together."""
+        step = min(self.retry_max, self.retry_base * (2 ** max(0, attempts - 1)))
+        return step * (0.5 + random.random() / 2)
 
     async def _attempt(self, job: Job) -> bool | None:
         """True: delivered. False: failed, retry later. None: refused for good, drop it."""
@@ -149,6 +153,7 @@ class ChannelLane:
         except (AlertError, KeyError, TypeError, ValueError) as exc:  # written by another version, or damaged
             return self._drop(f"the queued notification cannot be read ({type(exc).__name__}: {exc})")
         send = self.channel.send if job.kind == FIRING else self.channel.send_resolved
+        asked = None  # seconds the receiver asked to wait (429 retry_after, Retry-After)
         try:
             await asyncio.wait_for(send(alert), self.send_timeout)
         except asyncio.TimeoutError:
@@ -157,6 +162,7 @@ class ChannelLane:
             reason = str(exc)
             if getattr(exc, "permanent", False):
                 return self._drop(reason)
+            asked = getattr(exc, "retry_after", None)
         except (ValueError, TypeError) as exc:
             # The channel cannot make a message of this alert (a header, a JSON body): the same
             # alert fails the same way every time, and retrying it would hold up the queue.
@@ -167,7 +173,7 @@ class ChannelLane:
             return True
         job.attempts += 1
         self.last_error = reason
-        delay = self.backoff(job.attempts)
+        delay = max(self.backoff(job.attempts), asked or 0.0)  # the receiver's own wait first
         job.next_at = self.clock() + delay
         self.metrics.alert_notifications.labels(self.name, "failure").inc()
         log.warning("alert channel %s: delivery failed (attempt %d, retry in %.1fs): %s",

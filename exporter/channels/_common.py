@@ -67,11 +67,22 @@ def require(settings: Settings, channel: str, key: str, attr: str, what: str) ->
 PERMANENT_STATUS = frozenset({400, 404, 405, 413, 422})
 
 
-def delivery_error(message: str, permanent: bool = False) -> DeliveryError:
-    """A DeliveryError; ``permanent`` ones are dropped (and counted) instead of retried."""
+def delivery_error(message: str, permanent: bool = False, retry_after: float | None = None) -> DeliveryError:
+    """A DeliveryError; ``permanent`` ones are dropped (and counted) instead of retried, and
+    ``retry_after`` (seconds the receiver asked to wait) delays the next try at least that long."""
     error = DeliveryError(message)
     error.permanent = permanent
+    error.retry_after = retry_after
     return error
+
+
+def retry_after_header(value: str | None) -> float | None:
+    """Seconds from an HTTP ``Retry-After`` header (its seconds form), else None."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 86400 else None
 
 
 SEVERITY_MARK = {"low": "ℹ️", "medium": "⚠️", "high": "🔶", "critical": "🚨"}
@@ -126,7 +137,8 @@ class HttpPoster:
             raise DeliveryError(f"{self.channel}: {type(exc).__name__} (receiver unreachable)") from None
         if check and response.status_code >= 400:
             raise delivery_error(f"{self.channel}: the receiver answered HTTP {response.status_code}",
-                                 permanent=response.status_code in PERMANENT_STATUS)
+                                 permanent=response.status_code in PERMANENT_STATUS,
+                                 retry_after=retry_after_header(response.headers.get("Retry-After")))
         return response
 
     async def close(self) -> None:

@@ -79,7 +79,10 @@ class TelegramChannel:
             reason = body.get("description") or f"HTTP {response.status_code}"
             # 400: Telegram refuses this message (too long, bad entities, unknown chat): retrying
             # the same text cannot succeed. 401/403/429/5xx may pass after a fix or a wait.
-            raise delivery_error(f"telegram: {reason}", permanent=response.status_code == 400)
+            parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+            retry_after = parameters.get("retry_after")  # 429: the Bot API says how long to wait
+            raise delivery_error(f"telegram: {reason}", permanent=response.status_code == 400,
+                                 retry_after=float(retry_after) if isinstance(retry_after, (int, float)) else None)
 
     async def send(self, alert) -> None:
         await self._send(format_message(alert))

@@ -61,6 +61,8 @@ class TelegramBotAPI(LoopbackServer):
         self.token = token
         self.messages: list[dict] = []
         self._ids = itertools.count(1)
+        self.flood_until = 0.0  # while time.time() is before it: 429 Too Many Requests, as Telegram
+        self.refused: list[float] = []  # when each 429 was answered
 
     def route(self, method, path, headers, body):
         match = _PATH.match(urllib.parse.urlsplit(path).path)
@@ -71,6 +73,12 @@ class TelegramBotAPI(LoopbackServer):
         if match["method"] != "sendMessage":
             return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
         params = self._params(headers, body)
+        wait = self.flood_until - time.time()
+        if wait > 0:
+            with self.lock:
+                self.refused.append(time.time())
+            return 429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after "
+                         f"{max(1, round(wait))}", "parameters": {"retry_after": max(1, round(wait))}}
         if not params.get("chat_id"):
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: chat_id is empty"}
         text = str(params.get("text") or "")
