@@ -9,8 +9,9 @@ so every package may depend on this module and it on none.
 - :class:`Alerter`: where managers raise alerts (the alert manager, else :data:`NO_ALERTS`);
 - :class:`BackupArchives`: what the recovery manager reads of the backups
   (``exporter.backup_manager.archives``);
-- :class:`SharedLocks`: locks held across processes and hosts (``exporter.shared_state``, Redis),
-  else :data:`LOCAL_ONLY` (the callers' own file locks are then the only ones).
+- :class:`SharedLocks` and :class:`SharedMarks`: locks and once-per-window marks shared across
+  processes and hosts (``exporter.shared_state``, Redis), else :data:`LOCAL_ONLY` (every lock
+  and mark then local to the caller).
 
 A sink's own worker thread calls :func:`mark_shipping_thread` first: what is logged on it (its
 HTTP client's request lines, its warnings) would otherwise be shipped again and keep the worker
@@ -148,6 +149,12 @@ class SharedLocks(Protocol):
         when the holder dies); raise ``LockHeldError`` naming the holder when it is taken."""
 
 
+class SharedMarks(Protocol):
+    def first_in_window(self, key: str, seconds: float) -> bool:
+        """True for the first caller, across every process and host, to mark ``key`` within
+        ``seconds``; False for the others (a notification another worker already sent)."""
+
+
 class _NoHold:
     token = 0
 
@@ -164,6 +171,9 @@ class LocalOnly:
         from contextlib import nullcontext
 
         return nullcontext(self._hold)
+
+    def first_in_window(self, key: str, seconds: float) -> bool:
+        return True
 
 
 LOCAL_ONLY = LocalOnly()

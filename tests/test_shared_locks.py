@@ -117,3 +117,36 @@ def test_redis_down_leaves_backups_on_their_local_lock(tmp_path, caplog):
     manager = host(tmp_path, "a", f"redis://127.0.0.1:{free_port()}/0")
     assert manager.create_backup_sync([str(source)], "local")["backup_name"] == "local"
     assert "going on with the local lock only" in caplog.text
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from exporter.alert_manager import AlertManager
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+    from exporter.metrics import Metrics
+    from exporter.shared_state import shared_locks
+    flags = {{"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": sys.argv[1], "ALERT_CHANNELS": {{"high": ["telegram"]}},
+             "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_URL": {api!r}}}
+    settings = load_settings(flags, environ={{"TELEGRAM_BOT_TOKEN": {token!r}, **{redis}}})
+    manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                           shared_marks=shared_locks)
+    manager.enable(settings)
+    manager.trigger_alert_sync("download_failed", "high", "Downloads failing", "peer reset the connection")
+    assert manager.flush(30)
+    manager.disable()
+""")
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "no redis"])
+def test_eight_workers_raising_the_same_alert_notify_once(tmp_path, redis_url, telegram_api, shared):
+    script = WORKER.format(root=str(ROOT), api=telegram_api.url, token=telegram_api.token,
+                           redis=repr({"REDIS_URL": redis_url} if shared else {}))
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"state-{n}")],
+                                stderr=subprocess.PIPE, text=True) for n in range(8)]
+    for worker in workers:
+        assert worker.wait(120) == 0, worker.stderr.read()
+    texts = [m["text"] for m in telegram_api.messages]
+    assert all("Downloads failing" in text for text in texts)
+    assert len(texts) == (1 if shared else 8)  # without shared state every worker sends its own

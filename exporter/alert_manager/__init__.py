@@ -29,8 +29,9 @@ from .model import Alert, AlertSeverity, AlertType, fingerprint, normalise_messa
 
 def _alert_manager() -> AlertManager:
     from ..channels import CHANNELS
+    from ..shared_state import shared_locks
 
-    return AlertManager(channel_factories=CHANNELS)
+    return AlertManager(channel_factories=CHANNELS, shared_marks=shared_locks)
 
 
 __getattr__ = lazy_attributes(__name__, {"alert_manager": _alert_manager})

@@ -15,7 +15,7 @@ from .._masking import SecretMasker
 from ..config import Settings
 from ..errors import AlertError, NotEnabledError
 from ..metrics import Metrics, worker_failed
-from ..ports import Channel, ChannelFactory
+from ..ports import Channel, ChannelFactory, SharedMarks
 from .model import Alert, AlertSeverity, AlertType, parse_severity, parse_type
 
 if TYPE_CHECKING:  # asyncio, the delivery machinery (~9 MiB) and the history store (json) load
@@ -54,9 +54,11 @@ class AlertManager(ManagerBase):
                  clock: Callable[[], float] = time.time, send_timeout: float = 10.0,
                  callback_timeout: float = 5.0, retry_base: float = 1.0, retry_max: float = 60.0,
                  lane_size: int = 1000, intake_size: int = 10_000, max_alerts: int = 10_000,
-                 monitor_resources: bool = True, resource_probe: Any = None) -> None:
+                 monitor_resources: bool = True, resource_probe: Any = None,
+                 shared_marks: Callable[[Settings], SharedMarks] | None = None) -> None:
         super().__init__(settings, metrics)
         self._factories = dict(channel_factories or {})
+        self._shared_marks = shared_marks  # settings -> marks shared across workers (Redis)
         self._clock = clock
         self._send_timeout = send_timeout
         self._callback_timeout = callback_timeout
@@ -110,7 +112,9 @@ class AlertManager(ManagerBase):
                                   rate_per_minute=settings.alerts.rate_limit_per_minute,
                                   send_timeout=self._send_timeout, retry_base=self._retry_base,
                                   retry_max=self._retry_max, max_age=settings.alerts.retention_hours * 3600.0,
-                                  clock=time.time))  # real time: backoff must pass even under a test clock
+                                  clock=time.time),  # real time: backoff must pass even under a test clock
+                              marks=self._shared_marks(settings) if self._shared_marks else None,
+                              window=settings.alerts.dedup_window)
         self._worker = LoopThread("opsstack-alerts").start()
         self._worker.run(self._start(saved_jobs), timeout=10)
         self.enabled = True  # before the monitor starts: its first check may raise an alert

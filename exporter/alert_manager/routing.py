@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ..metrics import Metrics
-    from ..ports import Channel
+    from ..ports import Channel, SharedMarks
     from .callbacks import CallbackLane, Subscription
     from .delivery import ChannelLane, Job, Outbox
 
@@ -27,7 +27,9 @@ class Router:
 
     def __init__(self, channels: Mapping[str, Channel], routes: Mapping[AlertSeverity, tuple[str, ...]],
                  outbox: Outbox, metrics: Metrics, *, lane_size: int, callback_timeout: float,
-                 lane_options: dict[str, Any]) -> None:
+                 lane_options: dict[str, Any], marks: SharedMarks | None = None, window: float = 0.0) -> None:
+        self.marks = marks  # shared across workers: one of them notifies the channels per window
+        self.window = window
         self.channels = dict(channels)
         self.routes = dict(routes)
         self.outbox = outbox
@@ -76,10 +78,22 @@ class Router:
             if kind == FIRING:
                 for sub in subscribers.get(alert.type, []) + handlers:
                     self._callback_lane(sub).put(alert.copy())
+                if not self._first_worker(alert):
+                    continue
             for name in self.routes.get(alert.severity, ()):
                 lane = self.lanes.get(name)
                 if lane is not None:
                     lane.put(Job(channel=name, kind=kind, alert=alert.to_dict(), created=time.time()))
+
+    def _first_worker(self, alert: Alert) -> bool:
+        """Whether this process notifies the channels of ``alert``: with shared marks (Redis),
+        only the first of the workers raising it within the dedup window does (per severity)."""
+        if self.marks is None or not self.routes.get(alert.severity):
+            return True
+        if self.marks.first_in_window(f"alert:{alert.fingerprint}:{alert.severity.value}", self.window):
+            return True
+        self.metrics.alerts_deduplicated.labels(alert.type.value).inc()
+        return False
 
     def _callback_lane(self, sub: Subscription) -> CallbackLane:
         import asyncio

@@ -1,5 +1,6 @@
-"""State shared by every process and host of a bot, in Redis (``REDIS_URL``): for now, locks with
-expiry and fencing (:class:`exporter.ports.SharedLocks`). Redis loads only when configured
+"""State shared by every process and host of a bot, in Redis (``REDIS_URL``): locks with expiry
+and fencing (:class:`exporter.ports.SharedLocks`), and once-per-window marks that let one of many
+workers send a notification (:class:`exporter.ports.SharedMarks`). Redis loads only when configured
 (``pip install 'opsstack[redis]'``); without it, :func:`shared_locks` gives the local-only no-op.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Locks in Redis: ``SET key value NX PX ttl``, kept alive by a thread while held, released only
+"""Locks and once-per-window marks in Redis. Locks: ``SET key value NX PX ttl``, kept alive by a thread while held, released only
 by their holder (a Lua compare-and-delete), with a fencing token from ``INCR``.
 
 Keys: ``opsstack:lock:<name>`` holds ``<token> <host> <pid>`` and expires ``LOCK_TTL`` seconds
@@ -74,6 +74,17 @@ class RedisLocks:
                 self._client.eval(_RELEASE, 1, key, value)
             except self._errors as exc:  # it expires on its own
                 log.warning("could not release the shared lock %r (%s)", name, type(exc).__name__)
+
+    def first_in_window(self, key: str, seconds: float) -> bool:
+        """``SET opsstack:once:<key> NX PX``: True where this call set it. Redis unreachable:
+        True (better a duplicate notification than a lost one), logged."""
+        try:
+            return bool(self._client.set(f"opsstack:once:{key}", self._owner, nx=True,
+                                         px=max(1, int(seconds * 1000))))
+        except self._errors as exc:
+            log.warning("Redis unreachable for the mark %r (%s): going on as the first", key,
+                        type(exc).__name__)
+            return True
 
     def _keep(self, key: str, value: str, hold: Hold, stop: threading.Event) -> None:
         """Renew every third of the TTL; a renewal refused means the lock is lost."""
