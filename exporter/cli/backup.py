@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import time
 
@@ -12,6 +11,7 @@ from ..shared_state import shared_locks
 from ..errors import BackupError, IntegrityError
 from ..metrics import Metrics
 from ._actions import action_parsers, add_confirmation, confirm, emit
+from ._types import DAYS
 from .progress import Progress
 
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_confirmation(restore)
     cleanup = sub("cleanup", "delete old backups (never the newest verified one)")
     group = cleanup.add_mutually_exclusive_group(required=True)
-    group.add_argument("--days", type=_days, help="delete backups older than this many days (>= 0)")
+    group.add_argument("--days", type=DAYS, metavar="N", help="delete backups older than N days")
     group.add_argument("--retention", action="store_true", help="apply BACKUP_RETENTION to scheduled backups")
     add_confirmation(cleanup)
     drill = sub("drill", "restore a backup into a scratch directory and check every file")
@@ -47,16 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 DONE_WITH_SKIPS = 3  # done, but some paths were left out (as restic's exit code 3)
-
-
-def _days(text: str) -> float:
-    try:
-        days = float(text)
-    except ValueError:
-        days = math.nan
-    if not (math.isfinite(days) and days >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
-    return days
 
 
 def _terminate(signum, frame) -> None:
