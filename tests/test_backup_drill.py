@@ -142,3 +142,17 @@ def test_cli_drill(tmp_path, monkeypatch, capsys):
     assert report["ok"] and report["files_checked"] == 4
     assert main(["backup", "list"]) == 0
     assert "verified, drilled" in capsys.readouterr().out
+
+
+def test_opsstack_serve_exports_the_last_drill_from_disk(tmp_path):
+    from exporter.exposition import backup_families
+
+    manager = make_manager(tmp_path)
+    source = make_tree(tmp_path / "data")
+    manager.create_backup_sync([str(source)], "a")
+    manager.create_backup_sync([str(source)], "b")
+    manager.drill_backup_sync("a")
+    values = {f.name: f.samples[0].value for f in backup_families(manager.settings) if f.samples}
+    state = json.loads((manager.backup_dir / DRILL_STATE_FILE).read_text())
+    assert values["bot_backup_last_drill_timestamp_seconds"] == state["a"]["at"]
+    assert values["bot_backup_last_drill_success"] == 1

@@ -161,9 +161,8 @@ class Drills:
     def run_scheduled_drill(self) -> dict[str, Any] | None:
         """What the scheduler runs every ``BACKUP_DRILL_INTERVAL``: drill the newest backup
         (None while there is none yet)."""
-        if not read_catalog(self.backup_dir):
-            return None
-        return self.drill_backup_sync()
+        backups = read_catalog(self.backup_dir)
+        return self.drill_backup_sync(backups[-1]["name"]) if backups else None
 
     def _show_drill(self, drill: dict[str, Any] | None) -> None:
         self.metrics.backup_drill_interval.set(self.settings.backups.drill_interval)

@@ -34,7 +34,6 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def backup_families(settings: Any) -> Iterable[Any]:
     from ..backup_manager import read_catalog
-    from ..backup_manager.catalog import last_drill
     from ..backup_manager.scheduler import backup_interval
 
     catalog = read_catalog(settings.backups.dir)
@@ -49,12 +48,13 @@ def backup_families(settings: Any) -> Iterable[Any]:
         latest = max(verified, key=lambda entry: entry.get("verified_at") or 0)
         yield _gauge("bot_backup_last_verify_ok", "1 when the last verification passed, 0 when it failed.",
                      1.0 if latest["verified"] else 0.0)
-    drill = last_drill(settings.backups.dir)
+    drilled = [entry for entry in catalog if entry["drilled"] is not None]  # the catalog has them
+    drill = max(drilled, key=lambda entry: entry["drilled_at"]) if drilled else None
     yield _gauge("bot_backup_last_drill_timestamp_seconds", "Time the last restore drill finished (0: never).",
-                 float(drill["at"]) if drill else 0.0)
+                 float(drill["drilled_at"]) if drill else 0.0)
     yield _gauge("bot_backup_last_drill_success",
                  "1 when the last restore drill passed, 0 when it failed or none ran.",
-                 1.0 if drill and drill["ok"] else 0.0)
+                 1.0 if drill and drill["drilled"] else 0.0)
     yield _gauge("bot_backup_interval_seconds",
                  "Seconds between scheduled backups (BACKUP_FREQUENCY; 0: none scheduled).",
                  backup_interval(settings))
