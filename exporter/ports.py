@@ -11,7 +11,9 @@ so every package may depend on this module and it on none.
   (``exporter.backup_manager.archives``);
 - :class:`SharedLocks` and :class:`SharedMarks`: locks and once-per-window marks shared across
   processes and hosts (``exporter.shared_state``, Redis), else :data:`LOCAL_ONLY` (every lock
-  and mark then local to the caller).
+  and mark then local to the caller);
+- :class:`CatalogMirror`: the backup catalog of a set mirrored for every process and host
+  (``exporter.shared_state``, Redis), else :data:`NO_MIRROR` (each process reads the files).
 
 A sink's own worker thread calls :func:`mark_shipping_thread` first: what is logged on it (its
 HTTP client's request lines, its warnings) would otherwise be shipped again and keep the worker
@@ -177,3 +179,38 @@ class LocalOnly:
 
 
 LOCAL_ONLY = LocalOnly()
+
+
+class CatalogMirror(Protocol):
+    """A copy of a backup set's catalog that every process and host reads instead of parsing the
+    manifests. The files stay the source of truth: a copy is served only when it was made at the
+    set's current generation and from the directory as it is now (its ``stamp``)."""
+
+    def load(self, set_name: str, stamp: str) -> tuple[list[dict[str, Any]] | None, int | None]:
+        """``(entries, generation)``: the entries mirrored for ``set_name`` when whole and current
+        (else None), and the set's generation now (None: the mirror is unreachable; read the
+        files and store nothing)."""
+
+    def store(self, set_name: str, generation: int, stamp: str, entries: list[dict[str, Any]]) -> None:
+        """Mirror ``entries``, read from the files after ``load`` gave ``generation``; nothing is
+        stored when the set changed since. Never raises."""
+
+    def changed(self, set_name: str) -> None:
+        """A backup of the set was made, deleted, verified or drilled: the mirror is stale from
+        here on (the next reader rebuilds it). Never raises."""
+
+
+class NoMirror:
+    """The catalog mirror when no shared state is configured: every read goes to the files."""
+
+    def load(self, set_name: str, stamp: str) -> tuple[None, None]:
+        return None, None
+
+    def store(self, set_name: str, generation: int, stamp: str, entries: list[dict[str, Any]]) -> None:
+        return None
+
+    def changed(self, set_name: str) -> None:
+        return None
+
+
+NO_MIRROR = NoMirror()

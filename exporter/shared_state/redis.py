@@ -36,12 +36,18 @@ class Hold:
                                 "taken over while the work was under way; nothing was made visible")
 
 
+def connect(url: Any) -> tuple[Any, type[Exception]]:
+    """A client of the Redis at ``url`` (a Secret: never logged) with short timeouts, and the
+    base class of its errors."""
+    import redis
+
+    return (redis.Redis.from_url(url.get(), socket_connect_timeout=3, socket_timeout=3),
+            redis.exceptions.RedisError)
+
+
 class RedisLocks:
     def __init__(self, url: Any, ttl: float) -> None:
-        import redis
-
-        self._errors = redis.exceptions.RedisError
-        self._client = redis.Redis.from_url(url.get(), socket_connect_timeout=3, socket_timeout=3)
+        self._client, self._errors = connect(url)
         self.ttl = ttl
         self._owner = f"{socket.gethostname()} {os.getpid()}"
 
