@@ -133,6 +133,10 @@ class AlertSettings(Section, section="alerts"):
                                                 "Channels per severity.")
     dedup_window: float = flag("ALERT_DEDUP_WINDOW", number(0.01, 30 * DAY, "seconds"), 300.0,
                                "Seconds in which a repeated alert is counted, not re-sent.")
+    shared_gather: float = flag("ALERT_SHARED_GATHER", number(0.01, 60, "seconds"), 2.0,
+                                "With REDIS_URL: seconds the first worker raising an alert waits "
+                                "for the others raising it, so that one notification carries their "
+                                "count.")
     rate_limit_per_minute: int = flag("ALERT_RATE_LIMIT", integer(1, 100_000), 20,
                                       "Messages per channel per minute.")
     webhook_url: Secret | None = flag("ALERT_WEBHOOK_URL", secret, None, "Webhook channel URL.", secret=True)

@@ -152,9 +152,13 @@ class SharedLocks(Protocol):
 
 
 class SharedMarks(Protocol):
-    def first_in_window(self, key: str, seconds: float) -> bool:
-        """True for the first caller, across every process and host, to mark ``key`` within
-        ``seconds``; False for the others (a notification another worker already sent)."""
+    def mark(self, key: str, seconds: float) -> int:
+        """Mark ``key``: how many callers, across every process and host, marked it within the
+        window of ``seconds`` that the first of them opened, this one included (1: the first,
+        who notifies; more: a notification another worker sends). Unreachable: 1."""
+
+    def count(self, key: str) -> int:
+        """How many marked ``key`` in its window so far (0: the window is over or unreachable)."""
 
 
 class _NoHold:
@@ -174,8 +178,11 @@ class LocalOnly:
 
         return nullcontext(self._hold)
 
-    def first_in_window(self, key: str, seconds: float) -> bool:
-        return True
+    def mark(self, key: str, seconds: float) -> int:
+        return 1
+
+    def count(self, key: str) -> int:
+        return 0
 
 
 LOCAL_ONLY = LocalOnly()

@@ -1,7 +1,8 @@
 """One backup of a set at a time across processes and hosts, through a real redis-server: a
 second holder is refused with the first one named, a holder killed with SIGKILL blocks no longer
 than SHARED_LOCK_TTL, a lock lost while held stops the backup before it is visible, and Redis
-down leaves backups working on their local lock."""
+down leaves backups working on their local lock. Alerts: eight workers raising the same alert
+send one notification carrying their count, and one still gathering at exit is kept."""
 from __future__ import annotations
 
 import os
@@ -120,7 +121,7 @@ def test_redis_down_leaves_backups_on_their_local_lock(tmp_path, caplog):
 
 
 WORKER = textwrap.dedent("""
-    import sys
+    import os, sys, time
     sys.path.insert(0, {root!r})
     from exporter.alert_manager import AlertManager
     from exporter.channels import CHANNELS
@@ -133,6 +134,10 @@ WORKER = textwrap.dedent("""
     manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
                            shared_marks=shared_locks)
     manager.enable(settings)
+    open(sys.argv[1] + ".ready", "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists({gate!r}) and time.monotonic() < deadline:  # all raise at about once
+        time.sleep(0.01)
     manager.trigger_alert_sync("download_failed", "high", "Downloads failing", "peer reset the connection")
     assert manager.flush(30)
     manager.disable()
@@ -140,13 +145,48 @@ WORKER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "no redis"])
-def test_eight_workers_raising_the_same_alert_notify_once(tmp_path, redis_url, telegram_api, shared):
-    script = WORKER.format(root=str(ROOT), api=telegram_api.url, token=telegram_api.token,
+def test_eight_workers_raising_the_same_alert_notify_once_with_their_count(tmp_path, redis_url, telegram_api,
+                                                                          shared):
+    gate = tmp_path / "go"
+    script = WORKER.format(root=str(ROOT), api=telegram_api.url, token=telegram_api.token, gate=str(gate),
                            redis=repr({"REDIS_URL": redis_url} if shared else {}))
     workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"state-{n}")],
                                 stderr=subprocess.PIPE, text=True) for n in range(8)]
+    wait_until(lambda: len(list(tmp_path.glob("state-*.ready"))) == 8 or any(w.poll() for w in workers),
+               timeout=120, what="eight workers ready")
+    gate.touch()
     for worker in workers:
         assert worker.wait(120) == 0, worker.stderr.read()
     texts = [m["text"] for m in telegram_api.messages]
     assert all("Downloads failing" in text for text in texts)
     assert len(texts) == (1 if shared else 8)  # without shared state every worker sends its own
+    assert ("repeated 8 times" in texts[0]) is shared
+
+
+def test_a_notification_still_gathering_at_exit_is_kept_for_the_next_start(tmp_path, redis_url, telegram_api):
+    from exporter.alert_manager import AlertManager
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+
+    flags = {"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"), "ALERT_SHARED_GATHER": 30,
+             "ALERT_CHANNELS": {"high": ["telegram"]}, "TELEGRAM_CHAT_ID": "42",
+             "TELEGRAM_API_URL": telegram_api.url}
+    settings = load_settings(flags, environ={"TELEGRAM_BOT_TOKEN": telegram_api.token, "REDIS_URL": redis_url})
+
+    def manager() -> AlertManager:
+        made = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                            shared_marks=shared_locks)
+        made.enable(settings)
+        return made
+
+    first = manager()
+    first.trigger_alert_sync("download_failed", "high", "Downloads failing", "gathering at exit")
+    assert not first.flush(0.5)  # waiting for the other workers' count
+    first.disable(timeout=0.1)
+    assert telegram_api.messages == []
+    second = manager()
+    try:
+        assert second.flush(30)
+    finally:
+        second.disable()
+    assert [m["text"].count("Downloads failing") for m in telegram_api.messages] == [1]

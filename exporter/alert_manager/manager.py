@@ -114,7 +114,7 @@ class AlertManager(ManagerBase):
                                   retry_max=self._retry_max, max_age=settings.alerts.retention_hours * 3600.0,
                                   clock=time.time),  # real time: backoff must pass even under a test clock
                               marks=self._shared_marks(settings) if self._shared_marks else None,
-                              window=settings.alerts.dedup_window)
+                              window=settings.alerts.dedup_window, gather=settings.alerts.shared_gather)
         self._worker = LoopThread("opsstack-alerts").start()
         self._worker.run(self._start(saved_jobs), timeout=10)
         self.enabled = True  # before the monitor starts: its first check may raise an alert

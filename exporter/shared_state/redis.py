@@ -1,5 +1,7 @@
-"""Locks and once-per-window marks in Redis. Locks: ``SET key value NX PX ttl``, kept alive by a thread while held, released only
-by their holder (a Lua compare-and-delete), with a fencing token from ``INCR``.
+"""Locks and counted once-per-window marks in Redis. Locks: ``SET key value NX PX ttl``, kept
+alive by a thread while held, released only by their holder (a Lua compare-and-delete), with a
+fencing token from ``INCR``. Marks: ``opsstack:raised:<key>``, ``INCR``-ed by each process that
+raises an alert and expiring one window after the first (whose count of 1 makes it the notifier).
 
 Keys: ``opsstack:lock:<name>`` holds ``<token> <host> <pid>`` and expires ``LOCK_TTL`` seconds
 after its last renewal, so a holder killed with SIGKILL blocks the next one for at most that
@@ -22,6 +24,7 @@ from ..errors import LockHeldError, LockLostError
 
 log = logging.getLogger("exporter.shared_state")
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_MARK = "local n = redis.call('incr', KEYS[1]) if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end return n"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -81,16 +84,22 @@ class RedisLocks:
             except self._errors as exc:  # it expires on its own
                 log.warning("could not release the shared lock %r (%s)", name, type(exc).__name__)
 
-    def first_in_window(self, key: str, seconds: float) -> bool:
-        """``SET opsstack:once:<key> NX PX``: True where this call set it. Redis unreachable:
-        True (better a duplicate notification than a lost one), logged."""
+    def mark(self, key: str, seconds: float) -> int:
+        """``INCR opsstack:raised:<key>``, which expires ``seconds`` after the first mark. Redis
+        unreachable: 1 (better a duplicate notification than a lost one), logged."""
         try:
-            return bool(self._client.set(f"opsstack:once:{key}", self._owner, nx=True,
-                                         px=max(1, int(seconds * 1000))))
+            return int(self._client.eval(_MARK, 1, f"opsstack:raised:{key}", max(1, int(seconds * 1000))))
         except self._errors as exc:
             log.warning("Redis unreachable for the mark %r (%s): going on as the first", key,
                         type(exc).__name__)
-            return True
+            return 1
+
+    def count(self, key: str) -> int:
+        try:
+            return int(self._client.get(f"opsstack:raised:{key}") or 0)
+        except self._errors as exc:
+            log.warning("Redis unreachable for the count of %r (%s)", key, type(exc).__name__)
+            return 0
 
     def _keep(self, key: str, value: str, hold: Hold, stop: threading.Event) -> None:
         """Renew every third of the TTL; a renewal refused means the lock is lost."""
