@@ -264,3 +264,43 @@ def _set(manager) -> str:
     from exporter.backup_manager.catalog import set_name
 
     return set_name(manager.backup_dir)
+
+
+def test_a_worker_killed_mid_backup_holds_the_lock_no_longer_than_its_ttl(bot_env):
+    import signal
+
+    from exporter.backup_manager import BackupManager
+    from exporter.config import load_settings
+    from exporter.errors import BackupLockedError
+    from exporter.metrics import Metrics
+    from exporter.shared_state import shared_locks
+    from tests.celery_app import app
+
+    tmp_path, env = bot_env
+    worker = celery(tmp_path, {**env, "SHARED_LOCK_TTL": "5"}, "worker", "--concurrency", "1",
+                    "--pool", "prefork", "--without-heartbeat", "--without-gossip", "--without-mingle")
+    other = BackupManager(load_settings({"SHARED_LOCK_TTL": 5}), Metrics(), shared_locks=shared_locks)
+    other.enable(schedule=False)
+    source = env["CRITICAL_BACKUP_PATHS"]
+    ready = tmp_path / "hung.pid"
+    try:
+        app.send_task("bot.backup_and_hang", args=(str(ready),))
+        pid = int(wait_for(lambda: ready.exists() and ready.read_text(), 60, "the backup under way", worker))
+        with pytest.raises(BackupLockedError, match=f"held by [0-9]+ \\S+ {pid}"):
+            other.create_backup_sync([source], "too-early")
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def backed_up() -> bool:
+            try:
+                other.create_backup_sync([source], "after-expiry")
+            except BackupLockedError:
+                return False
+            return True
+
+        wait_for(backed_up, 15, "the killed worker's lock to expire", worker)
+        assert time.monotonic() - killed_at >= 3  # held until it expired (TTL 5 s, renewed every 1.7 s)
+        assert [b["name"] for b in other.list_backups()] == ["after-expiry"]  # the killed one never shows
+        assert worker.alive()  # Celery's pool replaced the killed child
+    finally:
+        worker.stop()
