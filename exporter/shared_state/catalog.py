@@ -1,6 +1,7 @@
 """The backup catalog mirrored in Redis (:class:`exporter.ports.CatalogMirror`).
 
-Keys, per backup set (``<set>``: ``backup:`` and a hash of the real path of ``BACKUP_DIR``):
+Keys, per backup set (``<set>``: ``backup:`` and a hash of the real path of ``BACKUP_DIR``, see
+``exporter.backup_manager.catalog.set_name``):
 
 - ``opsstack:catalog-gen:<set>``: the set's generation, ``INCR``-ed by every process after it
   made, deleted, verified or drilled a backup (missing, as after ``FLUSHALL``: 0);
