@@ -120,13 +120,13 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
         return open_manifest(manifest, self._key)
 
     def _catalog(self) -> list[dict[str, Any]]:
-        """The backups, oldest first: from the mirror every process shares while it is current,
-        else from the files (and mirrored again)."""
-        return read_catalog(self.backup_dir, self._mirror)
+        """The backups, oldest first (from the mirror every process shares while it is current)."""
+        return read_catalog(self.backup_dir, None if self._mirror is NO_MIRROR else self._mirror)
 
     def _catalog_changed(self) -> None:
-        """Called after a backup was made, deleted, verified or drilled: the mirror is stale."""
-        self._mirror.changed(set_name(self.backup_dir))
+        """After a backup was made, deleted, verified or drilled: the mirror is stale."""
+        if self._mirror is not NO_MIRROR:
+            self._mirror.changed(set_name(self.backup_dir))
 
     @contextlib.contextmanager
     def _hold_set(self) -> Iterator[SharedHold]:
