@@ -160,6 +160,11 @@ class SharedMarks(Protocol):
     def count(self, key: str) -> int:
         """How many marked ``key`` in its window so far (0: the window is over or unreachable)."""
 
+    def take_slot(self, key: str, per_minute: int) -> float | None:
+        """Take one of the ``per_minute`` slots of ``key`` shared by every process and host (a
+        token bucket holding a minute's worth): 0.0 when taken, else the seconds until one frees
+        up; None when unreachable (the caller then limits itself alone)."""
+
 
 class _NoHold:
     token = 0
@@ -183,6 +188,9 @@ class LocalOnly:
 
     def count(self, key: str) -> int:
         return 0
+
+    def take_slot(self, key: str, per_minute: int) -> float | None:
+        return None
 
 
 LOCAL_ONLY = LocalOnly()

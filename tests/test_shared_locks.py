@@ -190,3 +190,56 @@ def test_a_notification_still_gathering_at_exit_is_kept_for_the_next_start(tmp_p
     finally:
         second.disable()
     assert [m["text"].count("Downloads failing") for m in telegram_api.messages] == [1]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "no redis"])
+def test_the_rate_limit_of_a_channel_holds_for_all_workers_together(tmp_path, redis_url, telegram_api, shared):
+    from exporter.alert_manager import AlertManager
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+
+    environ = {"TELEGRAM_BOT_TOKEN": telegram_api.token, **({"REDIS_URL": redis_url} if shared else {})}
+    managers = []
+    for n in range(2):
+        flags = {"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / f"state-{n}"), "ALERT_RATE_LIMIT": 2,
+                 "ALERT_SHARED_GATHER": 0.01, "ALERT_CHANNELS": {"high": ["telegram"]},
+                 "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_URL": telegram_api.url}
+        manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                               shared_marks=shared_locks)
+        manager.enable(load_settings(flags, environ=environ))
+        managers.append(manager)
+    try:
+        for n, manager in enumerate(managers):
+            for k in range(3):  # distinct alerts (task ids): none folded into another
+                manager.trigger_alert_sync("download_failed", "high", "Downloads failing", "peer reset",
+                                           task_id=f"worker-{n}-file-{k}")
+
+        def totals() -> tuple[int, int]:
+            stats = [m.channel_stats()["telegram"] for m in managers]
+            return sum(s["delivered"] for s in stats), sum(s["pending"] for s in stats)
+
+        # 2 a minute for both together with Redis; 2 a minute each without
+        expected = (2, 4) if shared else (4, 2)
+        wait_until(lambda: totals() == expected, timeout=30, what=f"delivered and pending {expected}")
+        assert len(telegram_api.messages) == expected[0]
+    finally:
+        for manager in managers:
+            manager.disable(timeout=0.1)
+
+
+def test_without_redis_a_notification_is_not_held_back(tmp_path, telegram_api):
+    from exporter.alert_manager import AlertManager
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+
+    flags = {"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"), "ALERT_SHARED_GATHER": 60,
+             "ALERT_CHANNELS": {"high": ["telegram"]}, "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_URL": telegram_api.url}
+    manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                           shared_marks=shared_locks)
+    manager.enable(load_settings(flags, environ={"TELEGRAM_BOT_TOKEN": telegram_api.token}))
+    try:
+        manager.trigger_alert_sync("download_failed", "high", "Downloads failing", "peer reset")
+        assert manager.flush(30)  # not 60 s: there is nobody to gather a count from
+    finally:
+        manager.disable()
+    assert len(telegram_api.messages) == 1

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..ports import LOCAL_ONLY
 from .model import FIRING, Alert, AlertSeverity, AlertType
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..ports import Channel, SharedMarks
     from .callbacks import CallbackLane, Subscription
-    from .delivery import ChannelLane, Job, Outbox
+    from .delivery import ChannelLane, Job, Outbox, RateLimiter
 
 log = logging.getLogger("exporter.alert_manager")
 
@@ -29,7 +30,8 @@ class Router:
                  outbox: Outbox, metrics: Metrics, *, lane_size: int, callback_timeout: float,
                  lane_options: dict[str, Any], marks: SharedMarks | None = None, window: float = 0.0,
                  gather: float = 0.0) -> None:
-        self.marks = marks  # shared across workers: one of them notifies the channels per window
+        # shared across workers (Redis): one of them notifies the channels per window; None: local
+        self.marks = None if marks is LOCAL_ONLY else marks
         self.window = window
         self.gather = min(gather, window / 2)  # the notifier waits this long for the others' count
         self.gathering: dict[str, tuple[asyncio.TimerHandle, Alert]] = {}
@@ -51,7 +53,8 @@ class Router:
 
         tasks = []
         for name, channel in self.channels.items():
-            lane = ChannelLane(channel, self.outbox, self.metrics, max_jobs=self.lane_size, **self.lane_options)
+            lane = ChannelLane(channel, self.outbox, self.metrics, max_jobs=self.lane_size,
+                               limiter=self._shared_limiter(name), **self.lane_options)
             self.lanes[name] = lane
             self.outbox.lanes[name] = lane
             tasks.append(asyncio.get_running_loop().create_task(lane.run()))
@@ -68,6 +71,14 @@ class Router:
         if restored:
             log.info("alert outbox: %d notification(s) restored for delivery", restored)
         return tasks
+
+    def _shared_limiter(self, channel: str) -> RateLimiter | None:
+        """With shared marks (Redis), ``ALERT_RATE_LIMIT`` holds for all workers together."""
+        if self.marks is None:
+            return None
+        from .delivery import SharedRateLimiter
+
+        return SharedRateLimiter(self.lane_options["rate_per_minute"], self.marks, f"channel:{channel}")
 
     def route(self, items: Iterable[tuple[str, Alert]], subscribers: Mapping[AlertType, list[Subscription]],
               handlers: list[Subscription]) -> None:

@@ -25,6 +25,21 @@ from ..errors import LockHeldError, LockLostError
 log = logging.getLogger("exporter.shared_state")
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _MARK = "local n = redis.call('incr', KEYS[1]) if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end return n"
+# A token bucket of ARGV[1] a minute in a hash {tokens, at}, on the server's clock: 0 when a token
+# was taken, else the seconds until one is there (as text: Lua numbers become integers).
+_TAKE_SLOT = """
+local capacity = tonumber(ARGV[1])
+local clock = redis.call('time')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local saved = redis.call('hmget', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(saved[1]) or capacity
+tokens = math.min(capacity, tokens + (now - (tonumber(saved[2]) or now)) * capacity / 60)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) * 60 / capacity end
+redis.call('hset', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('expire', KEYS[1], 120)
+return tostring(wait)
+"""
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -100,6 +115,15 @@ class RedisLocks:
         except self._errors as exc:
             log.warning("Redis unreachable for the count of %r (%s)", key, type(exc).__name__)
             return 0
+
+    def take_slot(self, key: str, per_minute: int) -> float | None:
+        """``opsstack:rate:<key>``, a token bucket shared by every process (:data:`_TAKE_SLOT`)."""
+        try:
+            return float(self._client.eval(_TAKE_SLOT, 1, f"opsstack:rate:{key}", per_minute))
+        except self._errors as exc:
+            log.warning("Redis unreachable for the rate limit %r (%s): limiting this process alone",
+                        key, type(exc).__name__)
+            return None
 
     def _keep(self, key: str, value: str, hold: Hold, stop: threading.Event) -> None:
         """Renew every third of the TTL; a renewal refused means the lock is lost."""
