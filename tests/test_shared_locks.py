@@ -5,6 +5,7 @@ down leaves backups working on their local lock. Alerts: eight workers raising t
 send one notification carrying their count, and one still gathering at exit is kept."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -243,3 +244,26 @@ def test_without_redis_a_notification_is_not_held_back(tmp_path, telegram_api):
     finally:
         manager.disable()
     assert len(telegram_api.messages) == 1
+
+
+def test_redis_down_every_alert_is_notified_and_said_once(tmp_path, telegram_api, caplog):
+    from exporter.alert_manager import AlertManager
+    from exporter.channels import CHANNELS
+    from exporter.config import load_settings
+
+    caplog.set_level(logging.WARNING, "exporter.shared_state")
+    flags = {"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"), "ALERT_SHARED_GATHER": 0.01,
+             "ALERT_CHANNELS": {"high": ["telegram"]}, "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_URL": telegram_api.url}
+    environ = {"TELEGRAM_BOT_TOKEN": telegram_api.token, "REDIS_URL": f"redis://:pw-down@127.0.0.1:{free_port()}/0"}
+    manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                           shared_marks=shared_locks)
+    manager.enable(load_settings(flags, environ=environ))
+    try:
+        for k in range(3):
+            manager.trigger_alert_sync("download_failed", "high", "Downloads failing", "peer reset", task_id=f"t{k}")
+        assert manager.flush(30)
+    finally:
+        manager.disable()
+    assert len(telegram_api.messages) == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "exporter.shared_state"]
+    assert len(said) == 1 and "notified by every worker" in said[0] and "pw-down" not in said[0]

@@ -13,33 +13,29 @@ A copy is served only when its generation is the set's and its stamp (the direct
 mtime) the directory's now, so a change whose ``INCR`` never happened (a process killed between
 the two, Redis down at that moment, a restart that lost the last second of the append-only file)
 still sends readers to the files. Redis unreachable: the files are read, logged once per outage,
-and Redis is left alone for :data:`RETRY_AFTER` seconds so a dead server costs no timeouts.
+and Redis is left alone for a few seconds after each failure (:class:`.redis.Breaker`).
 """
 from __future__ import annotations
 
 import json
-import logging
-import time
 from typing import Any
 
-from .redis import connect
+from .redis import Breaker, connect
 
-log = logging.getLogger("exporter.shared_state")
-RETRY_AFTER = 5.0  # seconds without asking Redis after it failed
 KEEP_SECONDS = 86_400  # a mirror nobody reads for a day goes
 _STORE = ("if (redis.call('get', KEYS[1]) or '0') == ARGV[1] then "
           "redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0")
 
 
 class RedisCatalog:
-    def __init__(self, url: Any, clock=time.monotonic) -> None:
-        self._client, self._errors = connect(url)
-        self._clock = clock
-        self._down_until = 0.0
+    def __init__(self, url: Any) -> None:
+        self._client, errors = connect(url)
+        self._breaker = Breaker(errors)
 
     def load(self, set_name: str, stamp: str) -> tuple[list[dict[str, Any]] | None, int | None]:
-        found = self._call("read the backup catalog", self._client.mget,
-                           f"opsstack:catalog-gen:{set_name}", f"opsstack:catalog:{set_name}")
+        found = self._breaker.call(None, "the backup catalog is not mirrored; the backup files are "
+                                   "read instead", self._client.mget, f"opsstack:catalog-gen:{set_name}",
+                                   f"opsstack:catalog:{set_name}")
         if found is None:
             return None, None
         generation, raw = int(found[0] or 0), found[1]
@@ -55,26 +51,10 @@ class RedisCatalog:
     def store(self, set_name: str, generation: int, stamp: str, entries: list[dict[str, Any]]) -> None:
         payload = json.dumps({"generation": generation, "stamp": stamp, "entries": entries},
                              separators=(",", ":"))
-        self._call("mirror the backup catalog", self._client.eval, _STORE, 2,
-                   f"opsstack:catalog-gen:{set_name}", f"opsstack:catalog:{set_name}",
-                   generation, payload, KEEP_SECONDS)
+        self._breaker.call(None, "the backup catalog is not mirrored", self._client.eval, _STORE, 2,
+                           f"opsstack:catalog-gen:{set_name}", f"opsstack:catalog:{set_name}",
+                           generation, payload, KEEP_SECONDS)
 
     def changed(self, set_name: str) -> None:
-        self._call("mark the backup catalog changed", self._client.incr, f"opsstack:catalog-gen:{set_name}")
-
-    def _call(self, what: str, method, *args: Any) -> Any:
-        """``method(*args)``, or None when Redis fails (logged at the first failure of an outage)."""
-        if self._clock() < self._down_until:
-            return None
-        try:
-            result = method(*args)
-        except self._errors as exc:
-            if not self._down_until:
-                log.warning("Redis unreachable, could not %s (%s): the backup files are read "
-                            "instead", what, type(exc).__name__)
-            self._down_until = self._clock() + RETRY_AFTER
-            return None
-        if self._down_until:
-            log.info("Redis reachable again: the backup catalog is mirrored again")
-            self._down_until = 0.0
-        return result
+        self._breaker.call(None, "a change of the backup catalog is seen through its directory only",
+                           self._client.incr, f"opsstack:catalog-gen:{set_name}")
