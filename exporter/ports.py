@@ -9,8 +9,8 @@ so every package may depend on this module and it on none.
 - :class:`Alerter`: where managers raise alerts (the alert manager, else :data:`NO_ALERTS`);
 - :class:`BackupArchives`: what the recovery manager reads of the backups
   (``exporter.backup_manager.archives``);
-- :class:`SharedLocks` and :class:`SharedMarks`: locks and once-per-window marks shared across
-  processes and hosts (``exporter.shared_state``, Redis), else :data:`LOCAL_ONLY` (every lock
+- :class:`SharedLocks` and :class:`SharedMarks`: locks, counted once-per-window marks and rate
+  limits shared across processes and hosts (``exporter.shared_state``, Redis), else :data:`LOCAL_ONLY` (every lock
   and mark then local to the caller);
 - :class:`CatalogMirror`: the backup catalog of a set mirrored for every process and host
   (``exporter.shared_state``, Redis), else :data:`NO_MIRROR` (each process reads the files).

@@ -1,6 +1,7 @@
 """State shared by every process and host of a bot, in Redis (``REDIS_URL``): locks with expiry
-and fencing (:class:`exporter.ports.SharedLocks`), once-per-window marks that let one of many
-workers send a notification (:class:`exporter.ports.SharedMarks`), and the backup catalog's
+and fencing (:class:`exporter.ports.SharedLocks`), counted once-per-window marks that let one of
+many workers send a notification with their count and the channels' rate limits
+(:class:`exporter.ports.SharedMarks`), and the backup catalog's
 mirror (:class:`exporter.ports.CatalogMirror`). Redis loads only when configured (``pip install
 'opsstack[redis]'``); without it, :func:`shared_locks` and :func:`catalog_mirror` give the no-ops.
 """
