@@ -96,17 +96,21 @@ def test_a_holder_killed_with_sigkill_blocks_no_longer_than_the_ttl(tmp_path, re
     assert [b["name"] for b in other.list_backups()] == ["after-expiry"]
 
 
-def test_a_lock_lost_while_held_stops_the_backup_before_it_shows(tmp_path, redis_url, redis_server):
+@pytest.mark.parametrize("how", ["taken over", "flushed"])
+def test_a_lock_lost_while_held_stops_the_backup_before_it_shows(tmp_path, redis_url, redis_server, how):
     import redis
 
     source = make_tree(tmp_path / "data")
     manager = host(tmp_path, "a", redis_url)
     client = redis.Redis.from_url(redis_url)
 
-    def steal(*progress):  # another holder after an expiry (e.g. this one paused too long)
+    def steal(*progress):  # another holder after an expiry (e.g. this one paused too long), or FLUSHALL
         for key in client.scan_iter("opsstack:lock:backup:*"):
-            client.set(key, "999 elsewhere 1")
-        time.sleep(2.5)  # the keeper renews every TTL/3 and finds it gone
+            if how == "flushed":
+                client.flushdb()
+            else:
+                client.set(key, "999 elsewhere 1")
+            time.sleep(2.5)  # the keeper renews every TTL/3 and finds it gone
 
     with pytest.raises(LockLostError, match="expired or was taken over"):
         manager.create_backup_sync([str(source)], "lost", progress=steal)
