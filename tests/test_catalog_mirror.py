@@ -143,3 +143,27 @@ def test_each_process_sees_the_paths_under_its_own_name_of_the_directory(tmp_pat
     listed = b.list_backups()[0]
     assert listed["archive"] == str(tmp_path / "alias" / "one.tar.zst")
     assert listed["manifest"] == str(tmp_path / "alias" / "one.manifest.json")
+
+
+def test_backup_list_and_stats_of_the_cli_read_the_mirror(tmp_path, redis_url, client, monkeypatch, capsys):
+    import json
+
+    from exporter.cli import main
+
+    source = make_tree(tmp_path / "data")
+    a = host(tmp_path, "a", redis_url)
+    a.create_backup_sync([str(source)], "one")
+    assert a.verify_backup("one")
+    a.list_backups()  # mirrored
+    for name in ("OPSSTACK_CONFIG", "BACKUP_ENCRYPTION_KEY", "BACKUP_ENCRYPTION_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BACKUP_DIR", str(a.backup_dir))
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state-cli"))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    reads = []
+    monkeypatch.setattr(catalog, "_read_files", lambda directory: reads.append(directory) or [])
+    assert main(["backup", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(b["name"], b["verified"]) for b in listed] == [("one", True)] and reads == []
+    assert main(["backup", "stats", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["newest_verified"] == "one" and reads == []
