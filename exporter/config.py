@@ -40,6 +40,7 @@ class Key(Record, frozen=True):
     default: Any
     doc: str
     secret: bool = False
+    derive: Callable[[dict[str, Any]], Any] | None = None  # the default, from other flags' values
 
     @property
     def help(self) -> str:
@@ -48,9 +49,13 @@ class Key(Record, frozen=True):
         return f"{self.doc} Range: {self.parse.range_text()}." if bounded else self.doc
 
 
-def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False) -> Any:
-    """Declare a field of a :class:`Section` and the flag that sets it (its one declaration)."""
-    return Key(name, "", "", parse, default, doc, secret)
+def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False,
+         derive: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+    """Declare a field of a :class:`Section` and the flag that sets it (its one declaration).
+
+    ``derive`` makes the default out of other flags' values (by flag name) when this one is not
+    set, so that a backend finds everything it needs in its own section."""
+    return Key(name, "", "", parse, default, doc, secret, derive)
 
 
 _SECTIONS: dict[str, type] = {}
@@ -79,6 +84,13 @@ class Section(Record):
         _SECTIONS[section] = cls
 
 
+def _scrape_instance(values: dict[str, Any]) -> str:
+    import socket
+
+    port = values["METRICS_PORT"]
+    return socket.gethostname() + (f":{port}" if port else "")
+
+
 KiB, MiB, TiB = 1024, 1024**2, 1024**4
 DAY = 86_400  # seconds
 
@@ -105,6 +117,9 @@ class LoggingSettings(Section, section="logging"):
 
 
 class ShippingSettings(Section, section="shipping"):
+    state_dir: Path = flag("LOG_SHIP_STATE_DIR", path, None,
+                           "Where log shipping keeps its spool and dead letters (default: STATE_DIR).",
+                           derive=lambda values: values["STATE_DIR"])
     url: Secret | None = flag("ELASTICSEARCH_URL", elasticsearch_url, None,
                               "Ship logs to this Elasticsearch (may carry credentials).", secret=True)
     api_key: Secret | None = flag("ELASTICSEARCH_API_KEY", secret, None,
@@ -151,6 +166,10 @@ class AlertSettings(Section, section="alerts"):
                                             "Slack incoming webhook.", secret=True)
     alertmanager_url: Secret | None = flag("ALERTMANAGER_URL", secret, None,
                                            "Alertmanager base URL.", secret=True)
+    alertmanager_instance: str = flag("ALERTMANAGER_INSTANCE", text, None,
+                                      "The instance label of alerts sent to Alertmanager: the bot's "
+                                      "scrape target (default: <host name>:<METRICS_PORT>).",
+                                      derive=_scrape_instance)
     celery_broker_url: Secret | None = flag("CELERY_BROKER_URL", secret, None,
                                             "Celery broker of the celery alert channel (it may hold "
                                             "a password).", secret=True)
@@ -280,8 +299,9 @@ class Settings(Record, frozen=True):
 
     def replace(self, **flags: Any) -> "Settings":
         """A copy with some flags changed (by flag name), checked like any other source."""
-        values = {key.name: self.value(key.name) for key in KEYS}
         sources = dict(self.sources)
+        values = {key.name: None if key.derive and sources.get(key.name, "default") == "default"
+                  else self.value(key.name) for key in KEYS}
         for name, raw in flags.items():
             key = _known_key(name, "argument")
             values[name] = _parse(key, raw, "argument")
@@ -333,7 +353,10 @@ def _parse(key: Key, raw: Any, source: str) -> Any:
 def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for key in KEYS:
-        sections[key.section][key.attr] = values[key.name]
+        value = values[key.name]
+        if value is None and key.derive is not None:
+            value = key.derive(values)
+        sections[key.section][key.attr] = value
     built = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
     return Settings(**built, sources=sources)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._common import delivery_error, json_safe, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 CONNECT_TIMEOUT = 5.0
 
@@ -44,7 +44,7 @@ class CeleryChannel:
         await asyncio.to_thread(self._app.close)
 
 
-def from_settings(settings: Settings) -> CeleryChannel:
-    broker = require(settings, "celery", "CELERY_BROKER_URL", "celery_broker_url", "a broker URL")
-    task = require(settings, "celery", "ALERT_CELERY_TASK", "celery_task", "a task name")
+def from_settings(alerts: AlertSettings) -> CeleryChannel:
+    broker = require(alerts, "celery", "CELERY_BROKER_URL", "celery_broker_url", "a broker URL")
+    task = require(alerts, "celery", "ALERT_CELERY_TASK", "celery_task", "a task name")
     return CeleryChannel(broker, task)
