@@ -85,10 +85,8 @@ class Section(Record):
 
 
 def _scrape_instance(values: dict[str, Any]) -> str:
-    import socket
-
-    port = values["METRICS_PORT"]
-    return socket.gethostname() + (f":{port}" if port else "")
+    port = values["METRICS_PORT"]  # the host name as socket.gethostname() gives it, without loading socket
+    return os.uname().nodename + (f":{port}" if port else "")
 
 
 KiB, MiB, TiB = 1024, 1024**2, 1024**4
