@@ -1,7 +1,8 @@
 """One frozen, typed settings object for every manager, built in one place.
 
-Sources, highest first: explicit arguments, a file (a ``config.py`` module as in the design
-document, or TOML), the environment, the defaults below. Only this module reads the
+Sources, highest first: explicit arguments, the environment, a file (a ``config.py`` module as
+in the design document, or TOML), the defaults below. The environment wins over the file
+(12-factor: ``docker run -e`` changes a value without editing the image's file). Only this module reads the
 environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
 ``BACKUP_RETENTION``, ...) and is declared once, as the field of its section that it sets
 (``settings.logging.dir``), with its parser, default and help; :data:`KEYS` is read from them.
@@ -363,19 +364,20 @@ def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the settings: ``overrides`` > ``config_file`` > environment > defaults.
+    """Build the settings: ``overrides`` > environment > ``config_file`` > defaults.
 
     ``config_file`` defaults to ``OPSSTACK_CONFIG`` from the environment when set.
-    Raises :class:`ConfigError` naming the key, its source and its value.
+    Raises :class:`ConfigError` naming the key, its source and its value, or naming the extra
+    to install when an enabled feature's client is missing.
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, tuple[Any, str]] = {}
-    raw.update(_environment_values(environ))
     file_name = config_file if config_file is not None else environ.get("OPSSTACK_CONFIG")
     if file_name:
         from ._config_file import file_values  # only with a config file
 
         raw.update(file_values(Path(file_name), KEYS_BY_NAME))
+    raw.update(_environment_values(environ))
     for name, value in (overrides or {}).items():
         raw[_known_key(name, "argument").name] = (value, "argument")
 
