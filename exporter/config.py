@@ -24,6 +24,7 @@ from ._config_values import (  # noqa: F401 - the values, parsers and secrets, r
     elasticsearch_url, host, integer, key_bytes, number, one_of, optional_string_list,
     optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
     text)
+from ._extras import check_extras
 from ._record import Record, field
 from .errors import ConfigError
 
@@ -391,7 +392,9 @@ def load_settings(
         else:
             values[key.name] = key.parse(key.default) if key.default is not None else None
             sources[key.name] = "default"
-    return _build(values, sources)
+    settings = _build(values, sources)
+    check_extras(settings)  # a missing client of an enabled feature names its extra
+    return settings
 
 
 def default_settings() -> Settings:
