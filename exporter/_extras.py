@@ -42,7 +42,7 @@ def installed(extra: str) -> bool:
     module = EXTRAS[extra][0]
     try:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+    except (ModuleNotFoundError, ValueError):  # a missing parent package; a module set to None
         return False
 
 

@@ -337,7 +337,9 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     for key in KEYS:
         sections[key.section][key.attr] = values[key.name]
     built = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
-    return Settings(**built, sources=sources)
+    settings = Settings(**built, sources=sources)
+    check_extras(settings)  # a missing client of an enabled feature names its extra
+    return settings
 
 
 # --------------------------------------------------------------------------- sources
@@ -392,9 +394,7 @@ def load_settings(
         else:
             values[key.name] = key.parse(key.default) if key.default is not None else None
             sources[key.name] = "default"
-    settings = _build(values, sources)
-    check_extras(settings)  # a missing client of an enabled feature names its extra
-    return settings
+    return _build(values, sources)
 
 
 def default_settings() -> Settings:
