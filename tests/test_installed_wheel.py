@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -257,3 +259,35 @@ def test_the_installed_demo_ships_logs_to_elasticsearch_and_spans_to_the_collect
 
     # The spans of the operations those lines were written in, received by the Collector.
     assert wait_until(exported, timeout=30, what="the spans of the shipped lines' traces", interval=0.5)
+
+
+# --------------------------------------------------------------------------- the compose bot's image
+
+
+def test_the_docker_build_context_makes_a_wheel_with_the_assets(tmp_path):
+    """deploy/Dockerfile's COPY lines, from a context cut by its .dockerignore, copied as Docker
+    does (links kept as links): the package built there holds the assets, not dangling links."""
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    ignore = (ROOT / "deploy/Dockerfile.dockerignore").read_text().splitlines()
+    context = tmp_path / "src"
+    copies = re.findall(r"^COPY (\S+(?: \S+)*) (\S+)$", dockerfile, re.MULTILINE)
+    assert copies
+    for sources, destination in copies:
+        for source in sources.split():
+            assert f"!{source}" in ignore or f"!{source}/" in ignore, f"{source} is left out of the context"
+            target = context / destination / source if destination.endswith("/") else context / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                shutil.copy2(ROOT / source, target)
+    assert re.search(r"""^RUN pip install '\.\[elk,otel\]'""", dockerfile, re.MULTILINE)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                             "-w", str(tmp_path / "dist"), str(context)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("opsstack-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        prefix = "exporter/assets/files/"
+        assert {n[len(prefix):]: archive.read(n) for n in archive.namelist() if n.startswith(prefix)} == asset_sources()
+        assert "exporter/sinks/logs-bot-template.json" in archive.namelist()
