@@ -49,7 +49,8 @@ def installed(extra: str) -> bool:
 def require_extra(module: str, extra: str, feature: str) -> ModuleType:
     """Import ``module`` for a backend, or raise :class:`MissingExtraError` naming ``extra``.
 
-    ``feature`` says what turned it on, e.g. ``"ELASTICSEARCH_URL is set"``."""
+    ``feature`` says what turned it on and starts with that flag's name (the error's key), e.g.
+    ``"ELASTICSEARCH_URL is set"``."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:

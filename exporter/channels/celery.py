@@ -22,7 +22,7 @@ class CeleryChannel:
     def __init__(self, broker_url, task: str) -> None:
         from .._extras import require_extra
 
-        celery = require_extra("celery", "celery", "the celery alert channel is on")
+        celery = require_extra("celery", "celery", "ALERT_CHANNELS names the celery channel")
         self._task = task
         self._app = celery.Celery("opsstack-alerts", broker=broker_url.get(), set_as_current=False)
         self._app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT, broker_connection_retry=False,
