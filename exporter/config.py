@@ -1,9 +1,8 @@
 """One frozen, typed settings object for every manager, built in one place.
 
-Sources, highest first: explicit arguments, the environment, a file (a ``config.py`` module as
-in the design document, or TOML), the defaults below. The environment wins over the file
-(12-factor: ``docker run -e`` changes a value without editing the image's file). Only this module reads the
-environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
+Sources, highest first: explicit arguments, the environment (12-factor: over the file), a file
+(a ``config.py`` module as in the design document, or TOML), the defaults below. Only this module
+reads the environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
 ``BACKUP_RETENTION``, ...) and is declared once, as the field of its section that it sets
 (``settings.logging.dir``), with its parser, default and help; :data:`KEYS` is read from them.
 

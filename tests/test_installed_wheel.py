@@ -27,7 +27,9 @@ from tests.probes import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET_LINKS = ROOT / "exporter" / "assets" / "files"
-pytestmark = pytest.mark.slow
+# Building (an isolated build environment) and installing fetch packages from the package index:
+# not part of the offline run (``-m "not services"``).
+pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 
 # --------------------------------------------------------------------------- building and installing
