@@ -1,8 +1,8 @@
 """One frozen, typed settings object for every manager, built in one place.
 
-Sources, highest first: explicit arguments, a file (a ``config.py`` module as in the design
-document, or TOML), the environment, the defaults below. Only this module reads the
-environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
+Sources, highest first: explicit arguments, the environment (12-factor: over the file), a file
+(a ``config.py`` module as in the design document, or TOML), the defaults below. Only this module
+reads the environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
 ``BACKUP_RETENTION``, ...) and is declared once, as the field of its section that it sets
 (``settings.logging.dir``), with its parser, default and help; :data:`KEYS` is read from them.
 
@@ -23,6 +23,7 @@ from ._config_values import (  # noqa: F401 - the values, parsers and secrets, r
     elasticsearch_url, host, integer, key_bytes, number, one_of, optional_string_list,
     optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
     text)
+from ._extras import check_extras
 from ._record import Record, field
 from .errors import ConfigError
 
@@ -356,7 +357,9 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
             value = key.derive(values)
         sections[key.section][key.attr] = value
     built = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
-    return Settings(**built, sources=sources)
+    settings = Settings(**built, sources=sources)
+    check_extras(settings)  # a missing client of an enabled feature names its extra
+    return settings
 
 
 # --------------------------------------------------------------------------- sources
@@ -384,19 +387,20 @@ def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the settings: ``overrides`` > ``config_file`` > environment > defaults.
+    """Build the settings: ``overrides`` > environment > ``config_file`` > defaults.
 
     ``config_file`` defaults to ``OPSSTACK_CONFIG`` from the environment when set.
-    Raises :class:`ConfigError` naming the key, its source and its value.
+    Raises :class:`ConfigError` naming the key, its source and its value, or naming the extra
+    to install when an enabled feature's client is missing.
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, tuple[Any, str]] = {}
-    raw.update(_environment_values(environ))
     file_name = config_file if config_file is not None else environ.get("OPSSTACK_CONFIG")
     if file_name:
         from ._config_file import file_values  # only with a config file
 
         raw.update(file_values(Path(file_name), KEYS_BY_NAME))
+    raw.update(_environment_values(environ))
     for name, value in (overrides or {}).items():
         raw[_known_key(name, "argument").name] = (value, "argument")
 
