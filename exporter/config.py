@@ -13,7 +13,7 @@ environment only, directly or as ``<NAME>_FILE`` pointing at a file, and are hel
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,66 +23,14 @@ from ._config_values import (  # noqa: F401 - the values, parsers and secrets, r
     elasticsearch_url, host, integer, key_bytes, number, one_of, optional_string_list,
     optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
     text)
+from ._config_schema import SECTIONS as _SECTIONS
+from ._config_schema import Key, Section, flag
 from ._extras import check_extras
 from ._record import Record, field
 from .errors import ConfigError
 
 
-# --------------------------------------------------------------------------- the flags
-
-
-class Key(Record, frozen=True):
-    """One setting: its flag name, where it lands, how it parses, its default."""
-
-    name: str
-    section: str
-    attr: str
-    parse: Callable[[Any], Any]
-    default: Any
-    doc: str
-    secret: bool = False
-    derive: Callable[[dict[str, Any]], Any] | None = None  # the default, from other flags' values
-
-    @property
-    def help(self) -> str:
-        """The help text: the doc, and the range of a number."""
-        bounded = isinstance(self.parse, Bounded)
-        return f"{self.doc} Range: {self.parse.range_text()}." if bounded else self.doc
-
-
-def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False,
-         derive: Callable[[dict[str, Any]], Any] | None = None) -> Any:
-    """Declare a field of a :class:`Section` and the flag that sets it (its one declaration).
-
-    ``derive`` makes the default out of other flags' values (by flag name) when this one is not
-    set, so that a backend finds everything it needs in its own section."""
-    return Key(name, "", "", parse, default, doc, secret, derive)
-
-
-_SECTIONS: dict[str, type] = {}
-
-
-class Section(Record):
-    """A section of the settings (``settings.backups``), each field declared once with the flag
-    that sets it: ``dir: Path = flag("BACKUP_DIR", path, "backups", "Where ...")``. The class
-    keeps its flags in ``keys`` (section and attribute filled in); instances are frozen records
-    of the parsed values."""
-
-    keys = ()  # not annotated: a class attribute, not a field
-
-    def __init_subclass__(cls, *, section: str, **kwargs: Any) -> None:
-        keys = []
-        for attr in cls.__dict__.get("__annotations__", {}):
-            declared = cls.__dict__.get(attr)
-            if not isinstance(declared, Key):
-                raise TypeError(f"{cls.__name__}.{attr} must be declared with flag()")
-            object.__setattr__(declared, "section", section)  # completing it: not yet shared
-            object.__setattr__(declared, "attr", attr)
-            keys.append(declared)
-            delattr(cls, attr)  # a required field of the record, not a default
-        super().__init_subclass__(frozen=True, **kwargs)
-        cls.keys = tuple(keys)
-        _SECTIONS[section] = cls
+# --------------------------------------------------------------------------- the sections
 
 
 def _scrape_instance(values: dict[str, Any]) -> str:
