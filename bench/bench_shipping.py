@@ -65,7 +65,7 @@ def sink_run(url: str, lines: list[bytes], state: Path, namespace: str, rate: fl
     settings = default_settings().replace(ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE=namespace,
                                           STATE_DIR=str(state), LOG_SHIP_BATCH_SIZE=batch,
                                           LOG_SHIP_INTERVAL=0.2, LOG_SHIP_QUEUE_SIZE=len(lines) + 1)
-    sink = ElasticsearchSink(settings, Metrics())
+    sink = ElasticsearchSink(settings.shipping, Metrics())
     sink.start()
     max_queue = 0
     started = time.perf_counter()

@@ -33,16 +33,18 @@ def lazy_attributes(package: str, sources: Mapping[str, str | Callable[[], Any]]
     return __getattr__
 
 
-def plugin(module: str, when: Callable[[Any], bool] | None = None) -> Callable[..., Any]:
-    """A backend's entry in its package registry: a factory that imports ``module`` on its first
-    call and returns ``module.from_settings(settings, *args)``. With ``when``, settings that do
-    not configure the backend give None and import nothing."""
+def plugin(module: str, section: str, when: Callable[[Any], bool] | None = None) -> Callable[..., Any]:
+    """A backend's entry in its package registry: a factory of the whole settings that imports
+    ``module`` on its first call and returns ``module.from_settings(settings.<section>, *args)``:
+    a backend sees its own section only. With ``when`` (given the section), settings that do not
+    configure the backend give None and import nothing."""
 
     def factory(settings: Any, *args: Any) -> Any:
-        if when is not None and not when(settings):
+        own = getattr(settings, section)
+        if when is not None and not when(own):
             return None
         import importlib
 
-        return importlib.import_module(module).from_settings(settings, *args)
+        return importlib.import_module(module).from_settings(own, *args)
 
     return factory

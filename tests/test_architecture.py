@@ -152,3 +152,25 @@ def test_a_manager_class_module_imports_only_the_ports_and_the_core(package):
     outside = {target for target in project
                if target not in MANAGER_MAY_IMPORT and not target.startswith(f"exporter.{package}")}
     assert outside == set()
+
+
+BACKEND_SECTIONS = {"exporter.sinks": "ShippingSettings", "exporter.channels": "AlertSettings"}
+
+
+def _all_imported_names(path: Path) -> set[str]:
+    """Every name imported by the module, TYPE_CHECKING imports included (annotations count)."""
+    return {alias.name for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) for alias in node.names}
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith(tuple(BACKEND_SECTIONS))
+                                    and MODULES[m].name != "__init__.py"])
+def test_a_backend_sees_only_its_own_settings_section(module):
+    section = BACKEND_SECTIONS[unit(module)]
+    tree = ast.parse(MODULES[module].read_text())
+    assert "Settings" not in _all_imported_names(MODULES[module])  # not the whole settings object
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "from_settings":
+            assert ast.unparse(node.args.args[0].annotation) == section
+        if isinstance(node, ast.Attribute):  # nor another section or where a value came from
+            assert node.attr not in {"sources", "general", "metrics_port"}, ast.unparse(node)

@@ -85,7 +85,7 @@ async def test_telegram_errors_never_show_the_token(telegram_api, caplog):
 def test_telegram_from_settings(tmp_path):
     settings = load_settings({"TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_URL": "http://127.0.0.1:1/"},
                              environ={"TELEGRAM_BOT_TOKEN": "1:x"})
-    channel = telegram_channel.from_settings(settings)
+    channel = telegram_channel.from_settings(settings.alerts)
     assert channel.chat_id == "42" and channel.api_url == "http://127.0.0.1:1"
     assert "1:x" not in repr(vars(channel))
 

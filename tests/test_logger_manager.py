@@ -411,7 +411,7 @@ def test_elasticsearch_sink_is_attached_when_url_is_set(log_dir, metrics, monkey
     logging.getLogger("bot").warning("to elasticsearch")
     lm.disable()
     [(given_settings, given_metrics, sink)] = made
-    assert given_settings is settings and given_metrics is metrics
+    assert given_settings is settings.shipping and given_metrics is metrics  # its own section only
     assert sink.started  # by enable(): the client loads then, not in the middle of the first burst
     assert json.loads(sink.lines[0][0])["message"] == "to elasticsearch"
     assert sink.closed_with == settings.shipping.shutdown_timeout

@@ -24,10 +24,15 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _settings(tmp_path, url, namespace="test", **flags):
+def _all_settings(tmp_path, url, namespace="test", **flags):
     flags = {"LOG_SHIP_INTERVAL": 0.2, **flags}
     return default_settings().replace(ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE=namespace,
                                       STATE_DIR=str(tmp_path / "state"), **flags)
+
+
+def _settings(tmp_path, url, namespace="test", **flags):
+    """The shipping section: what a sink is given."""
+    return _all_settings(tmp_path, url, namespace, **flags).shipping
 
 
 def _line(number: int, level: str = "info", **extra) -> bytes:
@@ -293,7 +298,7 @@ def test_the_shippers_own_request_lines_are_neither_shipped_nor_logged(elasticse
     from exporter.logger_manager import LoggerManager
     from exporter.sinks import SINKS
 
-    settings = _settings(tmp_path, elasticsearch.url, "quiet", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE=False)
+    settings = _all_settings(tmp_path, elasticsearch.url, "quiet", LOG_DIR=str(tmp_path / "logs"), LOG_CONSOLE=False)
     metrics = Metrics()
     manager = LoggerManager(settings, metrics, sink_factories=SINKS)
     manager.enable()
@@ -330,7 +335,7 @@ provider.add_span_processor(SimpleSpanProcessor(exported))
 trace.set_tracer_provider(provider)  # what a bot does to let instrumentation use its provider
 url, state = sys.argv[1], sys.argv[2]
 sink = ElasticsearchSink(default_settings().replace(ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE="untraced",
-                                                    STATE_DIR=state, LOG_SHIP_INTERVAL=0.1), Metrics())
+                                                    STATE_DIR=state, LOG_SHIP_INTERVAL=0.1).shipping, Metrics())
 for number in range(10):
     sink.submit(b'{"@timestamp":"2026-01-01T00:00:00Z","message":"record %d"}\\n' % number, logging.INFO)
 sink.close(10)

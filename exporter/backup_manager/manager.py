@@ -320,8 +320,11 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
     def protected_dirs(self) -> dict[str, Path]:
         """The project's own directories, which a restore never writes or removes."""
         settings = self.settings
-        return {"BACKUP_DIR": self.backup_dir, "STATE_DIR": Path(settings.general.state_dir),
+        dirs = {"BACKUP_DIR": self.backup_dir, "STATE_DIR": Path(settings.general.state_dir),
                 "LOG_DIR": Path(settings.logging.dir)}
+        if settings.shipping.state_dir != settings.general.state_dir:  # the log spool elsewhere
+            dirs["LOG_SHIP_STATE_DIR"] = Path(settings.shipping.state_dir)
+        return dirs
 
     def restore_backup_sync(self, backup_name: str, restore_path: str | os.PathLike, *,
                             overwrite: bool = False, delete: bool = False, dry_run: bool = False,

@@ -10,7 +10,7 @@ from .._masking import SecretMasker
 from ..errors import ChannelConfigError, DeliveryError
 
 if TYPE_CHECKING:
-    from ..config import Secret, Settings
+    from ..config import AlertSettings, Secret
 
 _masker = SecretMasker()
 _masker_lock = threading.Lock()
@@ -55,11 +55,11 @@ def mask(secret: Secret | str) -> None:
                 logger.addFilter(_filter)
 
 
-def require(settings: Settings, channel: str, key: str, attr: str, what: str) -> Any:
-    value = getattr(settings.alerts, attr)
+def require(alerts: AlertSettings, channel: str, key: str, attr: str, what: str) -> Any:
+    """The value of a setting a channel cannot work without, else the error naming its flag."""
+    value = getattr(alerts, attr)
     if value in (None, "", ()):
-        source = settings.sources.get(key, "default")
-        raise ChannelConfigError(key, source, None, f"the {channel} alert channel needs {what}; set {key}")
+        raise ChannelConfigError(key, "default", None, f"the {channel} alert channel needs {what}; set {key}")
     return value
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ from ..errors import DeliveryError
 from ._common import HttpPoster, mask, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 log = logging.getLogger("exporter.alerts")
 ROUTING_SEVERITY = {"critical": "critical", "high": "warning", "medium": "info", "low": "info"}
@@ -116,8 +115,7 @@ class AlertmanagerChannel:
         await self._http.close()
 
 
-def from_settings(settings: Settings) -> AlertmanagerChannel:
-    port = settings.metrics.port
-    target = {"job": "bot", "instance": socket.gethostname() + (f":{port}" if port else "")}
-    return AlertmanagerChannel(require(settings, "alertmanager", "ALERTMANAGER_URL", "alertmanager_url",
+def from_settings(alerts: AlertSettings) -> AlertmanagerChannel:
+    target = {"job": "bot", "instance": alerts.alertmanager_instance}
+    return AlertmanagerChannel(require(alerts, "alertmanager", "ALERTMANAGER_URL", "alertmanager_url",
                                        "the Alertmanager base URL"), target=target)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._common import delivery_error, json_safe, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 CONNECT_TIMEOUT = 5.0
 
@@ -20,10 +20,11 @@ class CeleryChannel:
     name = "celery"
 
     def __init__(self, broker_url, task: str) -> None:
-        from celery import Celery
+        from .._extras import require_extra
 
+        celery = require_extra("celery", "celery", "ALERT_CHANNELS names the celery channel")
         self._task = task
-        self._app = Celery("opsstack-alerts", broker=broker_url.get(), set_as_current=False)
+        self._app = celery.Celery("opsstack-alerts", broker=broker_url.get(), set_as_current=False)
         self._app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT, broker_connection_retry=False,
                               broker_transport_options={"max_retries": 0},
                               task_publish_retry=False)
@@ -44,7 +45,7 @@ class CeleryChannel:
         await asyncio.to_thread(self._app.close)
 
 
-def from_settings(settings: Settings) -> CeleryChannel:
-    broker = require(settings, "celery", "CELERY_BROKER_URL", "celery_broker_url", "a broker URL")
-    task = require(settings, "celery", "ALERT_CELERY_TASK", "celery_task", "a task name")
+def from_settings(alerts: AlertSettings) -> CeleryChannel:
+    broker = require(alerts, "celery", "CELERY_BROKER_URL", "celery_broker_url", "a broker URL")
+    task = require(alerts, "celery", "ALERT_CELERY_TASK", "celery_task", "a task name")
     return CeleryChannel(broker, task)

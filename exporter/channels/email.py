@@ -12,7 +12,7 @@ from ..errors import DeliveryError
 from ._common import one_line, plain_text, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 
 class EmailChannel:
@@ -62,12 +62,12 @@ class EmailChannel:
         pass
 
 
-def from_settings(settings: Settings) -> EmailChannel:
-    a = settings.alerts
-    host = require(settings, "email", "SMTP_HOST", "smtp_host", "an SMTP server")
-    sender = require(settings, "email", "ALERT_EMAIL_FROM", "email_from", "a sender address")
-    recipients = require(settings, "email", "ALERT_EMAIL_TO", "email_to", "recipient addresses")
+def from_settings(alerts: AlertSettings) -> EmailChannel:
+    a = alerts
+    host = require(alerts, "email", "SMTP_HOST", "smtp_host", "an SMTP server")
+    sender = require(alerts, "email", "ALERT_EMAIL_FROM", "email_from", "a sender address")
+    recipients = require(alerts, "email", "ALERT_EMAIL_TO", "email_to", "recipient addresses")
     if a.smtp_username and a.smtp_password is None:
-        require(settings, "email", "SMTP_PASSWORD", "smtp_password", "a password when SMTP_USERNAME is set")
+        require(alerts, "email", "SMTP_PASSWORD", "smtp_password", "a password when SMTP_USERNAME is set")
     return EmailChannel(host, a.smtp_port, sender, recipients, starttls=a.smtp_starttls,
                         username=a.smtp_username, password=a.smtp_password)

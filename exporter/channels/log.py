@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 
 LEVELS = {"low": logging.INFO, "medium": logging.WARNING, "high": logging.ERROR, "critical": logging.CRITICAL}
@@ -59,5 +59,5 @@ class LogChannel:
         pass
 
 
-def from_settings(settings: Settings) -> LogChannel:
+def from_settings(alerts: AlertSettings) -> LogChannel:
     return LogChannel()

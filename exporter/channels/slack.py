@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from ._common import SEVERITY_MARK, HttpPoster, mask, plain_text, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 
 class SlackChannel:
@@ -28,6 +28,6 @@ class SlackChannel:
         await self._http.close()
 
 
-def from_settings(settings: Settings) -> SlackChannel:
-    return SlackChannel(require(settings, "slack", "SLACK_WEBHOOK_URL", "slack_webhook_url",
+def from_settings(alerts: AlertSettings) -> SlackChannel:
+    return SlackChannel(require(alerts, "slack", "SLACK_WEBHOOK_URL", "slack_webhook_url",
                                 "an incoming webhook URL"))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ._common import SEVERITY_MARK, HttpPoster, delivery_error, mask, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 _RESERVED = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
 MAX_LENGTH = 4096  # Telegram's limit for one message
@@ -94,7 +94,7 @@ class TelegramChannel:
         await self._http.close()
 
 
-def from_settings(settings: Settings) -> TelegramChannel:
-    token = require(settings, "telegram", "TELEGRAM_BOT_TOKEN", "telegram_token", "a bot token")
-    chat = require(settings, "telegram", "TELEGRAM_CHAT_ID", "telegram_chat_id", "a chat id")
-    return TelegramChannel(token, chat, settings.alerts.telegram_api_url)
+def from_settings(alerts: AlertSettings) -> TelegramChannel:
+    token = require(alerts, "telegram", "TELEGRAM_BOT_TOKEN", "telegram_token", "a bot token")
+    chat = require(alerts, "telegram", "TELEGRAM_CHAT_ID", "telegram_chat_id", "a chat id")
+    return TelegramChannel(token, chat, alerts.telegram_api_url)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from ._common import HttpPoster, mask, require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..config import AlertSettings
 
 
 class WebhookChannel:
@@ -27,5 +27,5 @@ class WebhookChannel:
         await self._http.close()
 
 
-def from_settings(settings: Settings) -> WebhookChannel:
-    return WebhookChannel(require(settings, "webhook", "ALERT_WEBHOOK_URL", "webhook_url", "a URL"))
+def from_settings(alerts: AlertSettings) -> WebhookChannel:
+    return WebhookChannel(require(alerts, "webhook", "ALERT_WEBHOOK_URL", "webhook_url", "a URL"))

@@ -86,7 +86,7 @@ def integrity_families(settings: Any) -> Iterable[Any]:
 
 
 def spool_families(settings: Any) -> Iterable[Any]:
-    spool = Path(settings.general.state_dir) / SPOOL_DIR_NAME
+    spool = Path(settings.shipping.state_dir) / SPOOL_DIR_NAME
     size, oldest = 0, 0.0
     for root, _dirs, files in os.walk(spool):
         for file_name in files:

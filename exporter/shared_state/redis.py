@@ -85,8 +85,9 @@ class Breaker:
 def connect(url: Any) -> tuple[Any, type[Exception]]:
     """A client of the Redis at ``url`` (a Secret: never logged) with short timeouts, and the
     base class of its errors."""
-    import redis
+    from .._extras import require_extra
 
+    redis = require_extra("redis", "redis", "REDIS_URL is set")
     return (redis.Redis.from_url(url.get(), socket_connect_timeout=3, socket_timeout=3),
             redis.exceptions.RedisError)
 

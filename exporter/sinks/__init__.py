@@ -1,6 +1,7 @@
 """Log shipping backends, one module each; :data:`SINKS` is their registry.
 
-Each module has ``from_settings(settings, metrics) -> LogSink`` (see :class:`exporter.ports.LogSink`)
+Each module has ``from_settings(shipping, metrics) -> LogSink`` (``shipping``: the settings'
+``ShippingSettings`` section, all a sink sees) (see :class:`exporter.ports.LogSink`)
 returning a started sink, and imports its third-party client inside itself. A sink's module is
 imported only when the settings configure it. A new sink is one module plus one line below.
 """
@@ -14,5 +15,5 @@ if TYPE_CHECKING:
     from ..ports import SinkFactory
 
 SINKS: dict[str, SinkFactory] = {
-    "elasticsearch": plugin(f"{__name__}.elasticsearch", when=lambda settings: settings.shipping.url is not None),
+    "elasticsearch": plugin(f"{__name__}.elasticsearch", "shipping", when=lambda shipping: shipping.url is not None),
 }

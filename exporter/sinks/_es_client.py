@@ -12,7 +12,7 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-from ..config import Settings
+from ..config import ShippingSettings
 
 log = logging.getLogger("exporter.sinks.elasticsearch")
 
@@ -26,7 +26,7 @@ def load_template() -> dict:
     return json.loads(TEMPLATE_FILE.read_text())
 
 
-def new_client(settings: Settings):
+def new_client(shipping: ShippingSettings):
     """The shipper's client: no transport retries (the spool retries), bodies sent as built, untraced."""
     from elastic_transport import NdjsonSerializer
     from elasticsearch import Elasticsearch
@@ -37,7 +37,6 @@ def new_client(settings: Settings):
         def dumps(self, data) -> bytes:
             return data if isinstance(data, bytes) else super().dumps(data)
 
-    shipping = settings.shipping
     options = {"max_retries": 0, "retry_on_timeout": False, "request_timeout": REQUEST_TIMEOUT,
                "serializers": {PrebuiltNdjson.mimetype: PrebuiltNdjson()}}
     if shipping.api_key is not None:

@@ -1,6 +1,6 @@
 """Ship ECS log lines to Elasticsearch: bounded queue, background ``_bulk`` worker, disk spool.
 
-``ElasticsearchSink(settings, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
+``ElasticsearchSink(shipping, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
 makes the client and starts the worker thread. The caller's thread only appends
 ``(levelno, line)`` to one bounded deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of
 overflow room); everything else happens on the worker, so a record costs the bot one ``append``.
@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 from .._files import make_dirs
-from ..config import Settings
+from ..config import ShippingSettings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics
 from ._es_bulk import BulkEncoder
@@ -51,16 +51,15 @@ JOIN_SLACK = 0.25  # seconds close() gives the worker past the deadline to spool
 class ElasticsearchSink:
     """A :class:`exporter.ports.LogSink`: the queue the bot appends to, and the worker's lifecycle."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, *, client=None):
-        shipping = settings.shipping
+    def __init__(self, shipping: ShippingSettings, metrics: Metrics, *, client=None):
         self.index = f"logs-bot-{shipping.namespace}"
         self.producer = uuid.uuid4().hex[:16]
-        self._settings = settings
+        self._shipping = shipping
         self._wake_at = min(shipping.batch_size, shipping.queue_size)
         # Room past queue_size for what the worker has not spooled yet.
         self._capacity = shipping.queue_size + max(shipping.queue_size, 4 * shipping.batch_size)
         self._queue: collections.deque = collections.deque()
-        self._state_dir = Path(settings.general.state_dir)
+        self._state_dir = Path(shipping.state_dir)
         self._tally = Tally(metrics)
         self.spool = Spool(self._state_dir / "spool", shipping.spool_max_bytes, self._tally.dropped)
         dead_letters = DeadLetters(self._state_dir, self.index)
@@ -81,7 +80,7 @@ class ElasticsearchSink:
             if self._thread is not None:
                 return
             if self._node.client is None:
-                self._node.client = _new_client(self._settings)
+                self._node.client = _new_client(self._shipping)
             make_dirs(self._state_dir)
             self.spool.open()
             self._tally.spool_changed(self.spool)
@@ -124,16 +123,16 @@ class ElasticsearchSink:
         self._node.close()
 
 
-def from_settings(settings: Settings, metrics: Metrics) -> ElasticsearchSink:
+def from_settings(shipping: ShippingSettings, metrics: Metrics) -> ElasticsearchSink:
     """The started sink (``logger_manager.enable()`` calls this when ``ELASTICSEARCH_URL`` is
     set): a missing client package is an error here, not a spool that never drains."""
     try:
-        sink = ElasticsearchSink(settings, metrics)
+        sink = ElasticsearchSink(shipping, metrics)
         sink.start()
     except ImportError as exc:
         raise LoggingSetupError(f"ELASTICSEARCH_URL is set but the Elasticsearch client cannot be loaded: {exc}"
                                 ) from exc
     except OSError as exc:  # STATE_DIR (the spool lives there) cannot be made or read
-        raise LoggingSetupError(f"cannot keep the log spool under STATE_DIR={settings.general.state_dir}: "
+        raise LoggingSetupError(f"cannot keep the log spool under LOG_SHIP_STATE_DIR={shipping.state_dir}: "
                                 f"{exc.strerror or exc}") from exc
     return sink
