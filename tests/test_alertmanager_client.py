@@ -71,13 +71,25 @@ def raise_disk_alert(manager: AlertManager, severity=AlertSeverity.HIGH, path="/
                                       task_id=f"disk:{path}")
 
 
-def test_an_alert_firing_past_resolve_timeout_stays_active_and_is_notified_once(
-        start_alertmanager, webhook_receiver, bot):
+def ends(alert: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")).timestamp()
+
+
+def firing_in_alertmanager(start_alertmanager, webhook_receiver, bot):
+    """An Alertmanager, a bot sending to it, and a high alert of that bot active in it."""
     am = start_alertmanager(am_config(f"{webhook_receiver.url}/am"))
     manager = bot(am.url)
     alert = raise_disk_alert(manager)
     assert manager.flush(15)
     wait_until(lambda: active(am, alert.fingerprint), what="the alert active in Alertmanager")
+    return am, manager, alert
+
+
+def test_an_alert_firing_past_resolve_timeout_stays_active_and_is_notified_once(
+        start_alertmanager, webhook_receiver, bot):
+    am, manager, alert = firing_in_alertmanager(start_alertmanager, webhook_receiver, bot)
     fired = time.monotonic()
     while time.monotonic() - fired < 4 * RESOLVE_TIMEOUT:  # checked all along, not only at the end
         assert active(am, alert.fingerprint), "Alertmanager resolved an alert that still fires"
@@ -89,7 +101,8 @@ def test_an_alert_firing_past_resolve_timeout_stays_active_and_is_notified_once(
     assert manager.flush(15)
     wait_until(lambda: notifications(webhook_receiver, alert.fingerprint, "resolved"),
                what="the resolved notification")
-    time.sleep(4 * RESEND)  # re-send rounds pass: the resolved alert is not sent again
+    later = raise_disk_alert(manager, path="/other")  # Alertmanager has notified again since
+    wait_until(lambda: notifications(webhook_receiver, later.fingerprint, "firing"), what="a later notification")
     assert len(notifications(webhook_receiver, alert.fingerprint, "resolved")) == 1
     assert len(notifications(webhook_receiver, alert.fingerprint, "firing")) == 1
     assert not active(am, alert.fingerprint)
@@ -97,11 +110,7 @@ def test_an_alert_firing_past_resolve_timeout_stays_active_and_is_notified_once(
 
 def test_a_restarted_alertmanager_has_the_firing_alert_again_within_one_resend(
         start_alertmanager, webhook_receiver, bot):
-    am = start_alertmanager(am_config(f"{webhook_receiver.url}/am"))
-    manager = bot(am.url)
-    alert = raise_disk_alert(manager)
-    assert manager.flush(15)
-    wait_until(lambda: active(am, alert.fingerprint), what="the alert active in Alertmanager")
+    am, _, alert = firing_in_alertmanager(start_alertmanager, webhook_receiver, bot)
     am.stop()
     am.start()  # same port; alerts are not kept across a restart
     back = time.monotonic()
@@ -110,16 +119,14 @@ def test_a_restarted_alertmanager_has_the_firing_alert_again_within_one_resend(
 
 
 def test_a_severity_change_leaves_one_active_alert(start_alertmanager, webhook_receiver, bot):
-    am = start_alertmanager(am_config(f"{webhook_receiver.url}/am"))
-    manager = bot(am.url)
-    alert = raise_disk_alert(manager, AlertSeverity.HIGH)
-    assert manager.flush(15)
-    wait_until(lambda: active(am, alert.fingerprint), what="the warning in Alertmanager")
+    am, manager, alert = firing_in_alertmanager(start_alertmanager, webhook_receiver, bot)
     raise_disk_alert(manager, AlertSeverity.CRITICAL)
     assert manager.flush(15)
     wait_until(lambda: [a["labels"]["severity"] for a in active(am, alert.fingerprint)] == ["critical"],
                what="one active alert, the critical one")
-    time.sleep(3 * RESEND)  # re-sends do not bring the old label set back
+    first_end = ends(active(am, alert.fingerprint)[0])
+    wait_until(lambda: ends(active(am, alert.fingerprint)[0]) >= first_end + 2 * RESEND,
+               what="two re-send rounds")  # they do not bring the old label set back
     assert [a["labels"]["severity"] for a in active(am, alert.fingerprint)] == ["critical"]
 
 
