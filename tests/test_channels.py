@@ -375,3 +375,37 @@ def test_alertmanager_url_takes_several_and_never_shows_one():
     settings = load_settings({"ALERTMANAGER_RESEND_INTERVAL": 5}, environ={})
     assert settings.alerts.alertmanager_resend_interval == 5.0
     assert load_settings({}, environ={}).alerts.alertmanager_resend_interval == 60.0
+
+
+async def test_an_alertmanager_that_was_down_gets_the_resolution_it_missed():
+    import asyncio
+    import time
+
+    from tests.harness.base import free_port
+    from tests.harness.webhook import WebhookReceiver
+
+    up, down = WebhookReceiver().start(), WebhookReceiver().start()
+    down.stop()
+    channel = am_channel.AlertmanagerChannel(Secret(f"{up.url}, {down.url}"), resend_interval=0.2)
+    alert = make_alert()
+    try:
+        await channel.send(alert)  # one took it: delivered
+        alert.resolved_at = 1_800_000_100.0
+        await channel.send_resolved(alert)
+        down.start()  # same port: back
+        deadline = time.monotonic() + 10
+        while not any(item.get("endsAt") == "2027-01-15T08:01:40.000Z" for request in down.requests
+                      for item in request["json"]):
+            assert time.monotonic() < deadline, "the resolution never reached the one that was down"
+            await asyncio.sleep(0.05)
+    finally:
+        await channel.close()
+        up.stop()
+        down.stop()
+    assert [r["path"] for r in up.requests][:2] == ["/api/v2/alerts"] * 2
+    nowhere = am_channel.AlertmanagerChannel(Secret(f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(DeliveryError, match="all 2 Alertmanager"):
+            await nowhere.send(make_alert())
+    finally:
+        await nowhere.close()

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter.alerts")
 ROUTING_SEVERITY = {"critical": "critical", "high": "warning", "medium": "info", "low": "info"}
 RESEND_INTERVAL = 60.0  # seconds between two sends of a firing alert (Alertmanager asks 30 s to 3 min)
+MISSED_MAX = 1000  # resolutions kept per Alertmanager that missed them
 AHEAD = 4  # endsAt this many intervals ahead: three missed rounds in a row end the alert
 
 
@@ -104,9 +105,9 @@ class AlertmanagerChannel:
             return str(exc)
         return None
 
-    async def _post_all(self, items: list[dict], keep_missed: bool = False) -> None:
-        """Post to every Alertmanager at once; DeliveryError when none took it. With
-        ``keep_missed``, the ones that failed get ``items`` again at the next round."""
+    async def _post_all(self, items: list[dict], ended: list[dict]) -> None:
+        """Post to every Alertmanager at once; DeliveryError when none took it. The ones that
+        failed get the ``ended`` items (the firing ones are re-sent anyway) at the next round."""
         reasons = await asyncio.gather(*(self._post(n, items) for n in range(len(self._urls))))
         failed = [n for n, reason in enumerate(reasons) if reason is not None]
         if len(failed) == len(self._urls):
@@ -115,9 +116,12 @@ class AlertmanagerChannel:
         for n in failed:
             log.warning("Alertmanager #%d of %d missed a notification (sent again next round): %s",
                         n + 1, len(self._urls), reasons[n])
-            if keep_missed:
-                self._missed.setdefault(n, []).extend(items)
-        self._start_resending()
+            self._keep_missed(n, ended)
+
+    def _keep_missed(self, number: int, items: list[dict]) -> None:
+        missed = self._missed.setdefault(number, [])
+        missed.extend(items)
+        del missed[:-MISSED_MAX]  # one down for good: its oldest ends give way (they expire anyway)
 
     def _start_resending(self) -> None:
         if (self._firing or any(self._missed.values())) and (self._resender is None or self._resender.done()):
@@ -128,8 +132,9 @@ class AlertmanagerChannel:
         before = self._firing.get(alert.fingerprint)
         if before is not None and before.severity != alert.severity:  # the old label set ends now
             items.append(payload(before, resolved_at=time.time(), target=self._target))
+        await self._post_all(items, ended=items[1:])
         self._firing[alert.fingerprint] = alert.copy()  # re-sent from now on, whoever took it
-        await self._post_all(items)
+        self._start_resending()
 
     async def send_resolved(self, alert) -> None:
         ended = alert.resolved_at or alert.last_seen
@@ -137,7 +142,8 @@ class AlertmanagerChannel:
         before = self._firing.pop(alert.fingerprint, None)
         if before is not None and before.severity != alert.severity:
             items.append(payload(before, resolved_at=ended, target=self._target))
-        await self._post_all(items, keep_missed=True)
+        await self._post_all(items, ended=items)
+        self._start_resending()
 
     async def _resend(self) -> None:
         """Each interval, send every firing alert again (its endsAt moved ahead) to each
@@ -153,7 +159,7 @@ class AlertmanagerChannel:
             return
         reason = await self._post(number, firing + missed)
         if reason is not None:  # the next round tries again; the endsAt ahead covers it
-            self._missed.setdefault(number, []).extend(missed)
+            self._keep_missed(number, missed)
             log.warning("re-sending %d alert(s) to Alertmanager #%d failed: %s", len(firing) + len(missed),
                         number + 1, reason)
 
