@@ -85,10 +85,8 @@ class Section(Record):
 
 
 def _scrape_instance(values: dict[str, Any]) -> str:
-    import socket
-
-    port = values["METRICS_PORT"]
-    return socket.gethostname() + (f":{port}" if port else "")
+    port = values["METRICS_PORT"]  # the host name as uname gives it (socket.gethostname() is the
+    return os.uname().nodename + (f":{port}" if port else "")  # same, but a socket call at load)
 
 
 KiB, MiB, TiB = 1024, 1024**2, 1024**4
