@@ -115,8 +115,13 @@ class AlertSettings(Section, section="alerts"):
     email_to: tuple[str, ...] = flag("ALERT_EMAIL_TO", string_list, (), "Recipient addresses.")
     slack_webhook_url: Secret | None = flag("SLACK_WEBHOOK_URL", secret, None,
                                             "Slack incoming webhook.", secret=True)
-    alertmanager_url: Secret | None = flag("ALERTMANAGER_URL", secret, None,
-                                           "Alertmanager base URL.", secret=True)
+    discord_webhook_url: Secret | None = flag("DISCORD_WEBHOOK_URL", secret, None,
+                                              "Discord channel webhook.", secret=True)
+    alertmanager_url: Secret | None = flag("ALERTMANAGER_URL", secret, None, "Alertmanager base URLs, "
+                                           "comma-separated (each of a cluster gets every alert).",
+                                           secret=True)
+    alertmanager_resend_interval: float = flag("ALERTMANAGER_RESEND_INTERVAL", number(0.1, 3600, "seconds"),
+                                               60.0, "Seconds between two sends of a firing alert.")
     alertmanager_instance: str = flag("ALERTMANAGER_INSTANCE", text, None,
                                       "The instance label of alerts sent to Alertmanager: the bot's "
                                       "scrape target (default: <host name>:<METRICS_PORT>).",
