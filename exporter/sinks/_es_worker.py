@@ -7,6 +7,11 @@ is away or refusing) it keeps only one batch in memory. It sends from memory whi
 waiting there and replays the spool, oldest segment first, a batch at a time, whenever the node
 has caught up. A batch that fails is spooled, and while the node is away the worker retries
 with backoff (0.2 s doubling to 30 s), each retry starting with a TCP connect.
+
+Each batch taken is named by :class:`._log_files.FileTrack` (its ``_id``s, and the first line of
+a log file makes it read back what an earlier run left), and once delivered or spooled it lets
+the file's checkpoint pass it. After an unexpected error the checkpoints stay where they are for
+the rest of the run: the next start reads back from there.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import collections
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from ..metrics import Metrics, log_level_label, worker_failed
 from ..ports import mark_shipping_thread
 from ._es_bulk import BulkEncoder, Taken, classify, exchange, one_line_each
 from ._es_client import REQUEST_TIMEOUT, Node
+from ._log_files import FileTrack
 from .dead_letters import DeadLetters
 from .spool import Record, Spool, lines_end, parse
 
@@ -43,10 +50,23 @@ class Tally:
         self.metrics.ship_queued.inc(count)
         self.metrics.ship_queue_size.set(left)
 
-    def shipped(self, count: int) -> None:
+    def shipped(self, count: int, duplicates: int = 0) -> None:
         if count:
             self.counts["shipped"] += count
             self.metrics.ship_shipped.inc(count)
+        if duplicates:
+            self.counts["duplicates"] += duplicates
+            self.metrics.ship_duplicates.inc(duplicates)
+
+    def from_file(self, name: str, count: int) -> None:
+        """Lines ``recovered`` from the log file, or a ``gap:<reason>`` found there."""
+        if name == "recovered":
+            self.counts["recovered"] += count
+            self.metrics.ship_recovered.inc(count)
+        else:
+            reason = name.partition(":")[2]
+            self.counts[name] += count
+            self.metrics.ship_file_gaps.labels(reason).inc(count)
 
     def retried(self) -> None:
         self.counts["retried"] += 1
@@ -76,13 +96,15 @@ class Worker:
     """Drains ``queue`` into the node through ``spool``; :meth:`run` is the thread's target."""
 
     def __init__(self, queue: collections.deque, spool: Spool, node: Node, encoder: BulkEncoder,
-                 dead_letters: DeadLetters, tally: Tally, *, batch_size: int, queue_size: int, interval: float):
+                 dead_letters: DeadLetters, tally: Tally, *, state_dir: Path, batch_size: int, queue_size: int,
+                 interval: float):
         self.queue = queue
         self.spool = spool
         self.node = node
         self.encoder = encoder
         self.dead_letters = dead_letters
         self.tally = tally
+        self.files = FileTrack(state_dir, encoder.producer, self._spool, tally.from_file)
         self._batch_size = batch_size
         self._queue_size = queue_size
         self._interval = interval
@@ -112,6 +134,7 @@ class Worker:
         if in_flight is not None and stuck:
             self.spool_taken(*in_flight)
         self.spool_taken(*self.take(len(self.queue)))
+        self.files.save(force=True)
 
     # -- the loop
     def run(self) -> None:
@@ -122,6 +145,7 @@ class Worker:
                     break
             except Exception:  # thread boundary: report, back off, go on (never a silent stop)
                 worker_failed(self.tally.metrics, "log_shipper", log, "shipping a batch")
+                self.files.frozen = True  # a batch may be lost: the next start reads back from here
                 if not self._stop.is_set():
                     self._sleep_backoff()
                 elif time.monotonic() < self._deadline:
@@ -129,10 +153,12 @@ class Worker:
                 else:
                     break
         self.spool_taken(*self.take(len(self.queue)))
+        self.files.save(force=True)
 
     def _round(self) -> bool:
         """One round: wait for a batch or the interval, send it; True when closed."""
         self._spill_excess()
+        self.files.save()
         stopping = self._stop.is_set()
         if stopping and time.monotonic() >= self._deadline:
             return True
@@ -191,7 +217,9 @@ class Worker:
                 self.spool_taken(first, taken)
             else:
                 self._spool(failed)
+            self.files.resolved()
             return False
+        self.files.resolved()
         return True
 
     def _replay_step(self) -> bool:
@@ -231,8 +259,8 @@ class Worker:
     def take(self, count: int) -> tuple[int, Taken]:
         """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
         popleft = self.queue.popleft
-        taken = one_line_each([popleft() for _ in range(min(count, len(self.queue)))])
         first = self.taken
+        taken = one_line_each(self.files.name([popleft() for _ in range(min(count, len(self.queue)))], first))
         self.taken += len(taken)
         self.tally.taken(len(taken), len(self.queue))
         return first, taken
@@ -268,7 +296,7 @@ class Worker:
             return None
         self._backoff = 0.0
         outcome = classify(response, count, records)
-        self.tally.shipped(outcome.shipped)
+        self.tally.shipped(outcome.shipped, outcome.duplicates)
         if outcome.dead:
             self.dead_letters.append(outcome.dead)
             self.tally.dead_lettered(len(outcome.dead))
@@ -284,4 +312,5 @@ class Worker:
         """Spool records just taken from the queue."""
         if taken:
             self.tally.spooled(self.spool.append_block(self.encoder.spool_block(first, taken),
-                                                       [level for level, _ in taken]), self.spool)
+                                                       [level for level, _, _ in taken]), self.spool)
+        self.files.resolved()

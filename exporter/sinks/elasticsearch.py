@@ -36,6 +36,7 @@ from .._files import make_dirs
 from ..config import ShippingSettings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics
+from ..ports import LogFile
 from ._es_bulk import BulkEncoder
 from ._es_client import TEMPLATE_NAME, Node, load_template
 from ._es_client import new_client as _new_client  # looked up here at start(): a test stands in for it
@@ -66,7 +67,7 @@ class ElasticsearchSink:
         self.dead_letter_path = dead_letters.path
         self._node = Node(shipping.url.get(), client)
         self._worker = Worker(self._queue, self.spool, self._node, BulkEncoder(self.index, self.producer),
-                              dead_letters, self._tally, batch_size=shipping.batch_size,
+                              dead_letters, self._tally, state_dir=self._state_dir, batch_size=shipping.batch_size,
                               queue_size=shipping.queue_size, interval=shipping.interval)
         self._wake = self._worker.wake
         self._thread: threading.Thread | None = None
@@ -88,11 +89,15 @@ class ElasticsearchSink:
             self._thread.start()
 
     def submit(self, line: bytes, levelno: int) -> None:
+        self.submit_at(line, levelno, None, 0)
+
+    def submit_at(self, line: bytes, levelno: int, file: LogFile | None, offset: int) -> None:
+        """A line the handler wrote at ``offset`` of the log ``file`` (None: written nowhere)."""
         if self._thread is None:
             self.start()
         queue = self._queue
         if len(queue) < self._capacity:
-            queue.append((levelno, line))
+            queue.append((levelno, line, file, offset))
             if len(queue) == self._wake_at:
                 self._wake.set()
         else:  # the worker cannot even spool as fast: count the loss, never block
@@ -103,6 +108,9 @@ class ElasticsearchSink:
         return {
             "queued": self._worker.taken + len(self._queue),
             "shipped": counts["shipped"],
+            "duplicates": counts["duplicates"],
+            "recovered": counts["recovered"],
+            "file_gaps": {name.partition(":")[2]: count for name, count in counts.items() if name.startswith("gap:")},
             "retried": counts["retried"],
             "spooled": counts["spooled"],
             "dropped": dict(self._tally.dropped_by_level),
