@@ -66,6 +66,9 @@ class FileShippingSink(Protocol):
     """A :class:`LogSink` that is also told where each line sits in the log file, so that it can
     name a line for good and read back after a restart what it had not delivered."""
 
+    def follow(self, file: LogFile, offset: int) -> None:
+        """Lines will be written to ``file`` from ``offset`` on (called before the first line)."""
+
     def submit_at(self, line: bytes, levelno: int, file: LogFile, offset: int) -> None:
         """:meth:`LogSink.submit` of a ``line`` just written at byte ``offset`` of ``file``."""
 

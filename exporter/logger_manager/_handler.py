@@ -94,6 +94,11 @@ class RotatingFile:
             self._fd = self._open()
             self._size = os.fstat(self._fd).st_size
 
+    @property
+    def size(self) -> int:
+        """Bytes in :attr:`file`: where the next line goes."""
+        return self._size
+
     def files(self) -> list[Path]:
         """The current file and its rotated copies that exist."""
         return existing_files(self.path)
@@ -129,6 +134,11 @@ class ECSHandler(logging.Handler):
         # The sinks told where each line sits in the first file (bot.json), and the others.
         self._file_sinks = [sink for sink in sinks if isinstance(sink, FileShippingSink)]
         self._plain_sinks = [sink for sink in sinks if not isinstance(sink, FileShippingSink)]
+        for sink in self._file_sinks:
+            try:
+                sink.follow(files[0].file, files[0].size)
+            except Exception as exc:  # plug-in boundary
+                self._failed("sink", exc)
         self.metrics = metrics
         self.records_by_level = {name: 0 for _, name in LEVEL_NAMES}
         self.errors = {"file": 0, "errors": 0, "console": 0, "sink": 0}

@@ -95,6 +95,8 @@ class Tally:
 class Worker:
     """Drains ``queue`` into the node through ``spool``; :meth:`run` is the thread's target."""
 
+    request_timeout = REQUEST_TIMEOUT  # seconds a _bulk request may take (before closing)
+
     def __init__(self, queue: collections.deque, spool: Spool, node: Node, encoder: BulkEncoder,
                  dead_letters: DeadLetters, tally: Tally, *, state_dir: Path, batch_size: int, queue_size: int,
                  interval: float):
@@ -284,7 +286,7 @@ class Worker:
         The body is built once the client is ready (its index template installed), so a node
         that is away costs no body. Any other refusal of a record goes to the dead letters.
         """
-        timeout = REQUEST_TIMEOUT
+        timeout = self.request_timeout
         if self._stop.is_set():  # closing: no request may outlive the deadline
             timeout = max(0.05, self.time_left())
         try:

@@ -95,6 +95,14 @@ class FileTrack:
         self._taken_end: tuple[str, list[int]] | None = None
         self.frozen = False  # after an unexpected error: the checkpoints stay where they are
 
+    def follow(self, file: LogFile, offset: int) -> None:
+        """Lines will go to ``file`` from ``offset`` on: with no checkpoint for it yet, one there
+        (on the caller's thread, before the first line, so a kill at any time after finds it)."""
+        checkpoint = Checkpoint(self._state_dir, file.path)
+        if checkpoint.load() is None:
+            checkpoint.position = [file.inode, offset, 0, 0]
+            checkpoint.save(force=True)
+
     def name(self, entries: list[Entry], first: int) -> Named:
         """``entries`` taken from the queue, numbered from ``first``, with their ``_id``s."""
         named = []

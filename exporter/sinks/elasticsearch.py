@@ -88,6 +88,12 @@ class ElasticsearchSink:
             self._thread = threading.Thread(target=self._worker.run, name="es-log-shipper", daemon=True)
             self._thread.start()
 
+    def follow(self, file: LogFile, offset: int) -> None:
+        """The handler's log file, before its first line: a run killed before it shipped anything
+        leaves the checkpoint there (see :mod:`._log_files`)."""
+        make_dirs(self._state_dir)
+        self._worker.files.follow(file, offset)
+
     def submit(self, line: bytes, levelno: int) -> None:
         self.submit_at(line, levelno, None, 0)
 
