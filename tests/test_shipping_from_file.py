@@ -96,6 +96,21 @@ def test_without_a_checkpoint_nothing_is_read_back_and_one_is_made_at_once(tmp_p
     assert _numbers(again.spooled) == [5] and track.spooled == []
 
 
+def test_after_an_unexpected_error_the_checkpoint_stays_where_it_was(tmp_path):
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    tmp_path.joinpath("state").mkdir()
+    track = Track(tmp_path / "state", output)
+    track.ship([track.write(0)])
+    saved = next((tmp_path / "state").glob("shipped-*.json")).read_bytes()
+    track.track.frozen = True  # what the worker does when a round fails: a batch may be lost
+    track.ship([track.write(1)])
+    assert next((tmp_path / "state").glob("shipped-*.json")).read_bytes() == saved
+    again = Track(tmp_path / "state", output)
+    again.ship([again.write(2)])
+    assert _numbers(again.spooled) == [1]
+    output.close()
+
+
 def test_a_file_emptied_in_place_is_read_from_its_start(tmp_path):
     output = RotatingFile("file", tmp_path / "bot.json", 1_000, 0, logging.DEBUG)  # LOG_BACKUP_COUNT=0
     first = Track(tmp_path / "state", output)

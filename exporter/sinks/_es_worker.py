@@ -210,7 +210,8 @@ class Worker:
         encoder = self.encoder
         self._in_flight = (first, taken)
         try:
-            failed = self._send(lambda: encoder.fresh(first, taken), len(taken), lambda: encoder.records(first, taken))
+            failed = self._send(lambda: encoder.fresh(first, taken), len(taken), lambda: encoder.records(first, taken),
+                                replay=False)
         finally:
             self._in_flight = None
         if failed is None or failed:
@@ -243,7 +244,8 @@ class Worker:
         failed: list[Record] = []
         if end > offset:
             chunk = data if end - offset == len(data) else data[offset:end]
-            failed = self._send(lambda: self.encoder.replayed(chunk), chunk.count(b"\n"), lambda: list(parse(chunk)))
+            failed = self._send(lambda: self.encoder.replayed(chunk), chunk.count(b"\n"), lambda: list(parse(chunk)),
+                                replay=True)
             if failed is None:
                 self.tally.retried()
                 replaying[1] = None  # the node is away: the segment waits on disk, not in memory
@@ -259,7 +261,7 @@ class Worker:
         return not failed
 
     def take(self, count: int) -> tuple[int, Taken]:
-        """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
+        """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line, _id)])."""
         popleft = self.queue.popleft
         first = self.taken
         taken = one_line_each(self.files.name([popleft() for _ in range(min(count, len(self.queue)))], first))
@@ -278,8 +280,8 @@ class Worker:
         self.tally.retried()
         return False
 
-    def _send(self, build: Callable[[], bytes], count: int,
-              records: Callable[[], list[Record]]) -> list[Record] | None:
+    def _send(self, build: Callable[[], bytes], count: int, records: Callable[[], list[Record]], *,
+              replay: bool) -> list[Record] | None:
         """One ``_bulk`` request of ``build()`` (``count`` records); return those to retry later,
         or None when the request failed as a whole (transport error, 429, 5xx: retry them all).
 
@@ -291,13 +293,13 @@ class Worker:
             timeout = max(0.05, self.time_left())
         try:
             client = self.node.bulk_client(timeout)
-            response = exchange(client, build())
+            response, again = exchange(client, build(), replay)
         except Exception as exc:  # noqa: BLE001 - any failure to reach ES means "spool and retry"
             if self._backoff == 0.0:
                 log.warning("Elasticsearch unreachable, spooling log records: %s", type(exc).__name__)
             return None
         self._backoff = 0.0
-        outcome = classify(response, count, records)
+        outcome = classify(response, count, records, again)
         self.tally.shipped(outcome.shipped, outcome.duplicates)
         if outcome.dead:
             self.dead_letters.append(outcome.dead)

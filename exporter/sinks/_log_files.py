@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -51,9 +52,9 @@ class Checkpoint:
     """The saved position in one log file: ``[inode, offset, length of the line before it, its crc32]``."""
 
     def __init__(self, state_dir: Path, path: str):
-        digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        self.path = os.path.abspath(path)
+        digest = hashlib.sha256(self.path.encode()).hexdigest()[:16]
         self.file = Path(state_dir) / f"shipped-{digest}.json"
-        self.path = path
         self.position: list[int] | None = None  # where everything before is safe (memory)
         self._saved: list[int] | None = None
         self._saved_at = 0.0
@@ -93,6 +94,7 @@ class FileTrack:
         self._counts = counts
         self._checkpoints: dict[str, Checkpoint | None] = {}  # None: frozen for this run
         self._taken_end: tuple[str, list[int]] | None = None
+        self._save_lock = threading.Lock()  # close() saves too while a stuck worker may
         self.frozen = False  # after an unexpected error: the checkpoints stay where they are
 
     def follow(self, file: LogFile, offset: int) -> None:
@@ -104,22 +106,21 @@ class FileTrack:
             checkpoint.save(force=True)
 
     def name(self, entries: list[Entry], first: int) -> Named:
-        """``entries`` taken from the queue, numbered from ``first``, with their ``_id``s."""
-        named = []
-        producer = self._producer
-        last = None
-        for sequence, (level, line, file, offset) in enumerate(entries, first):
-            if file is None:
-                named.append((level, line, b"%s-%d" % (producer, sequence)))
-                continue
-            if file.path not in self._checkpoints:
-                self._begin(file, offset)
-            rid = line_id(file.inode, offset, line)
-            named.append((level, line, rid))
-            last = file, offset, line
-        if last is not None:
-            file, offset, line = last
-            self._taken_end = (file.path, [file.inode, offset + len(line), len(line), zlib.crc32(line)])
+        """``entries`` taken from the queue, numbered from ``first``, with their ``_id``s (one
+        pass, no call per record: this runs for every record shipped)."""
+        if not entries:
+            return []
+        for file in {entry[2] for entry in entries}:
+            if file is not None and file.path not in self._checkpoints:
+                self._begin(file, min(entry[3] for entry in entries if entry[2] == file))
+        crc32, producer = zlib.crc32, self._producer
+        named = [(level, line, b"%x-%x-%08x" % (file.inode, offset, crc32(line)) if file is not None
+                  else b"%s-%d" % (producer, sequence))
+                 for sequence, (level, line, file, offset) in enumerate(entries, first)]
+        for level, line, file, offset in reversed(entries):
+            if file is not None:
+                self._taken_end = (file.path, [file.inode, offset + len(line), len(line), crc32(line)])
+                break
         return named
 
     def resolved(self) -> None:
@@ -133,12 +134,10 @@ class FileTrack:
     def save(self, force: bool = False) -> None:
         if self.frozen:
             return
-        for checkpoint in self._checkpoints.values():
-            if checkpoint is not None and checkpoint.position is not None:
-                try:
-                    checkpoint.save(force)
-                except OSError as exc:  # a stale checkpoint costs 409s after a restart, not lines
-                    log.warning("cannot save the shipping checkpoint %s: %s", checkpoint.file, exc.strerror or exc)
+        with self._save_lock:
+            for checkpoint in list(self._checkpoints.values()):
+                if checkpoint is not None and checkpoint.position is not None:
+                    _save(checkpoint, force)
 
     def _begin(self, file: LogFile, offset: int) -> None:
         """The first line of ``file`` this run: read back what lies before it and was not shipped."""
@@ -154,10 +153,8 @@ class FileTrack:
                 return
         checkpoint.position = [file.inode, offset, 0, 0]
         self._checkpoints[file.path] = checkpoint
-        try:
-            checkpoint.save(force=True)
-        except OSError as exc:
-            log.warning("cannot save the shipping checkpoint %s: %s", checkpoint.file, exc.strerror or exc)
+        with self._save_lock:
+            _save(checkpoint, force=True)
 
     def _read_back(self, live: LogFile, live_offset: int, saved: list[int]) -> None:
         files = open_files(live.path)
@@ -185,6 +182,13 @@ class FileTrack:
         if batch:
             self._spool(batch)
             self._counts("recovered", len(batch))
+
+
+def _save(checkpoint: Checkpoint, force: bool) -> None:
+    try:
+        checkpoint.save(force)
+    except OSError as exc:  # a stale checkpoint costs 409s after a restart, not lines
+        log.warning("cannot save the shipping checkpoint %s: %s", checkpoint.file, exc.strerror or exc)
 
 
 def record(inode: int, offset: int, line: bytes) -> Record:

@@ -2,17 +2,17 @@
 
 ``ElasticsearchSink(shipping, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
 makes the client and starts the worker thread. The caller's thread only appends
-``(levelno, line)`` to one bounded deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of
+``(levelno, line, log file, offset)`` to one bounded deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of
 overflow room); everything else happens on the worker, so a record costs the bot one ``append``.
 Only when the overflow room is full too is a record dropped (and counted by level). The caller
 never touches the disk.
 
 Records go with ``op_type=create`` and a deterministic ``_id`` into the data stream
-``logs-bot-<namespace>``: a 409 on a replay counts as shipped, so at-least-once delivery makes no
-duplicates. Transport errors, 429 and 5xx send a batch to the spool (retried with backoff); any
-other per-document error (a 400 mapping error) goes to ``state_dir/dead-letter.ndjson`` with the
-reason. Transport retries of the client are off: the spool is the retry, and ``close()`` must
-keep its deadline.
+``logs-bot-<namespace>``: a 409 on a replay is counted as a duplicate avoided, so at-least-once
+delivery makes no duplicates. Transport errors, 429 and 5xx send a batch to the spool (retried
+with backoff); any other per-document error (a 400 mapping error) goes to
+``state_dir/dead-letter.ndjson`` with the reason. Transport retries of the client are off: the
+spool is the retry, and ``close()`` must keep its deadline.
 
 The parts, one job each:
 
@@ -22,6 +22,8 @@ The parts, one job each:
   the counts behind ``stats()`` and the metrics;
 - :mod:`._es_bulk`: ``_bulk`` bodies and the classification of the node's answer;
 - :mod:`._es_client`: the client made from the settings, the index template, the TCP probe;
+- :mod:`._log_files`: the ``_id`` of a line from its place in the log file (``submit_at``), the
+  checkpoint, and the read-back at start of what a killed run had not delivered;
 - :mod:`.spool` and :mod:`.dead_letters`: the sink's files under ``STATE_DIR``.
 """
 from __future__ import annotations
