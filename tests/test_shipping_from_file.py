@@ -149,6 +149,25 @@ def test_unshipped_lines_gone_are_counted_and_what_is_left_is_read(tmp_path, rem
     output.close()
 
 
+def test_each_log_file_has_its_own_checkpoint(tmp_path):
+    """Celery workers each write their own LOG_DIR and may share LOG_SHIP_STATE_DIR."""
+    state = tmp_path / "state"
+    state.mkdir()
+    tracks = []
+    for worker in ("one", "two"):
+        (tmp_path / worker).mkdir()
+        output = RotatingFile("file", tmp_path / worker / "bot.json", 100_000, 5, logging.DEBUG)
+        track = Track(state, output)
+        track.ship([track.write(number) for number in range(3)])
+        tracks.append(track)
+    saved = [json.loads(path.read_text()) for path in sorted(state.glob("shipped-*.json"))]
+    assert sorted(entry["path"] for entry in saved) == [str(tmp_path / "one" / "bot.json"),
+                                                        str(tmp_path / "two" / "bot.json")]
+    assert all(entry["position"][1] == 3 * len(_line(0)) for entry in saved)
+    for track in tracks:
+        track.output.close()
+
+
 def test_a_line_gets_the_id_of_its_place_and_content():
     line = _line(1)
     assert line_id(7, 100, line) == b"7-64-%08x" % zlib.crc32(line)
