@@ -46,6 +46,8 @@ WORKERS = ("integrity_check", "log_shipper", "backup_scheduler", "alert_intake",
 ALERT_TYPES = ("download_failed", "upload_failed", "disk_full", "memory_high", "api_error", "rate_limited",
                "backup_failed", "integrity_failed", "slow_operation", "custom")
 NOTIFICATION_OUTCOMES = ("success", "failure", "dropped")
+# Why unshipped log lines were gone at start (exporter.sinks._log_files).
+FILE_GAP_REASONS = ("rotated_away", "truncated", "missing")
 # The outputs of the logger manager's handler: its two files, stderr, the sinks, custom events.
 LOG_HANDLERS = ("file", "errors", "console", "sink", "events")
 
@@ -271,6 +273,12 @@ class Metrics:
         self.ship_dead_lettered = Counter("bot_log_shipping_dead_lettered_total",
                                           "Log records Elasticsearch rejected for their content.",
                                           registry=r)
+        self.ship_duplicates = Counter("bot_log_shipping_duplicates_total", "Log records Elasticsearch "
+                                       "already held (409 on create): not indexed twice.", registry=r)
+        self.ship_recovered = Counter("bot_log_shipping_recovered_total", "Log lines read back from the "
+                                      "log file at start, not known to be shipped.", registry=r)
+        self.ship_file_gaps = Counter("bot_log_shipping_file_gaps_total", "Unshipped log lines found "
+                                      "gone at start, by reason.", ["reason"], registry=r)
         self.ship_queue_size = Gauge("bot_log_shipping_queue_records",
                                      "Log records waiting in memory.", registry=r)
         self.spool_bytes = Gauge("bot_log_spool_bytes", "Bytes in the on-disk log spool.", registry=r)
@@ -278,6 +286,8 @@ class Metrics:
                                   "Time of the oldest spooled record (0 when empty).", registry=r)
         for level in LOG_LEVELS:
             self.ship_dropped.labels(level)
+        for reason in FILE_GAP_REASONS:
+            self.ship_file_gaps.labels(reason)
         for handler in LOG_HANDLERS:
             self.log_handler_errors.labels(handler)
 
