@@ -29,8 +29,10 @@ Goals (issue 19): at most 0.5 % of a core at load 1, at most 3 % at load 10.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -58,69 +60,69 @@ MODES = ("off", "on", "plain", "profiler", "logging", "logging+shipping", "profi
 
 
 # ---------------------------------------------------------------------------------- the child
-def _bot(rate: float, seconds: float) -> dict:
-    """Run the workload: WARM_UP seconds, then the measured window; the CPU it took."""
-    import asyncio
-    import logging
-    import random
-    import resource
+class Bot:
+    """The simulated bot's work, through the public API a real bot uses."""
 
-    from exporter import runtime
-    from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
-    from exporter.logger_manager import logger_manager
-    from exporter.profiler import profiler
+    def __init__(self) -> None:
+        import random
 
-    handle = runtime.start()
-    if os.environ.get("BENCH_PLAIN_LOG"):  # a bot that writes its own lines as plain text
-        handler = logging.FileHandler(os.environ["BENCH_PLAIN_LOG"])
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
-    log = logging.getLogger("bot.worker")
-    rng = random.Random(7)
-    counts = {"operations": 0, "lines": 0}
+        from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
+        from exporter.logger_manager import logger_manager
+        from exporter.profiler import profiler
 
-    async def operation(number: int) -> None:
-        kind = KINDS[number % len(KINDS)]
+        self.alerts, self.severity, self.types = alert_manager, AlertSeverity, AlertType
+        self.logger_manager, self.profiler = logger_manager, profiler
+        self.log = logging.getLogger("bot.worker")
+        self.rng = random.Random(7)
+        self.counts = {"operations": 0, "lines": 0}
+
+    async def operation(self, number: int) -> None:
+        """One profiled operation of the demo's mix and its four log lines."""
+        log, kind = self.log, KINDS[number % len(KINDS)]
         task_id = f"{kind}_{number}"
         failed = kind in ("download", "upload") and number % 12 == 0
         started = time.monotonic()
         log.info("%s %s: started", kind, task_id)
         try:
-            async with profiler.profile_async(kind):
-                await asyncio.sleep(rng.uniform(0.005, 0.08))
+            async with self.profiler.profile_async(kind):
+                await asyncio.sleep(self.rng.uniform(0.005, 0.08))
                 if failed:
                     raise ConnectionError(f"peer reset the connection during {kind}")
         except ConnectionError as exc:
             log.warning("%s %s failed: %s", kind, task_id, exc)
-            await alert_manager.trigger_alert(
-                AlertType.DOWNLOAD_FAILED if kind == "download" else AlertType.UPLOAD_FAILED,
-                AlertSeverity.HIGH, f"{kind.capitalize()} failed", str(exc), task_id=task_id)
+            await self.alerts.trigger_alert(
+                self.types.DOWNLOAD_FAILED if kind == "download" else self.types.UPLOAD_FAILED,
+                self.severity.HIGH, f"{kind.capitalize()} failed", str(exc), task_id=task_id)
         else:
-            log.info("%s %s: %d chunks received", kind, task_id, rng.randint(1, 400))
+            log.info("%s %s: %d chunks received", kind, task_id, self.rng.randint(1, 400))
         duration = time.monotonic() - started
+        self.event(kind, number, task_id, duration, failed)
+        log.info("%s %s: done in %.3f s", kind, task_id, duration)
+        self.counts["operations"] += 1
+        self.counts["lines"] += 4
+
+    def event(self, kind: str, number: int, task_id: str, duration: float, failed: bool) -> None:
+        """The operation's event line: opsstack's custom events, or a plain line for a slow job."""
+        logger_manager = self.logger_manager
         if kind == "api":
-            method = API_METHODS[number % len(API_METHODS)]
-            logger_manager.log_api_call(method=method, duration=duration, status="success",
-                                        status_code=200)
+            logger_manager.log_api_call(method=API_METHODS[number % len(API_METHODS)], duration=duration,
+                                        status="success", status_code=200)
         elif kind == "slow":
-            log.info("slow job %s: thumbnails generated", task_id)
+            self.log.info("slow job %s: thumbnails generated", task_id)
         else:
             event = logger_manager.log_download if kind == "download" else logger_manager.log_upload
-            size = int(rng.lognormvariate(17, 1.5))
+            size = int(self.rng.lognormvariate(17, 1.5))
             event(task_id=task_id, filename=f"{task_id}.mp4", size_bytes=size, duration=duration,
                   speed=size / duration, status="failed" if failed else "completed")
-        log.info("%s %s: done in %.3f s", kind, task_id, duration)
-        counts["operations"] += 1
-        counts["lines"] += 4
 
-    async def drive(until: float) -> None:
+    async def drive(self, rate: float, until: float) -> None:
+        """Start an operation every 1/rate s of the loop's clock until ``until``; wait for them."""
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task] = set()
         number, due = 0, loop.time()
         while due < until:
             await asyncio.sleep(max(0.0, due - loop.time()))
-            task = asyncio.create_task(operation(number))
+            task = asyncio.create_task(self.operation(number))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             number += 1
@@ -128,19 +130,33 @@ def _bot(rate: float, seconds: float) -> dict:
         if tasks:
             await asyncio.gather(*tasks)
 
-    async def main() -> dict:
+    async def measure(self, rate: float, seconds: float) -> dict:
+        """WARM_UP seconds of work, then the measured window: the CPU it took."""
+        import resource
+
         loop = asyncio.get_running_loop()
-        await drive(loop.time() + WARM_UP)
-        for key in counts:
-            counts[key] = 0
+        await self.drive(rate, loop.time() + WARM_UP)
+        self.counts = dict.fromkeys(self.counts, 0)
         print("window", flush=True)  # the parent scrapes from here on
         before, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-        await drive(loop.time() + seconds)
+        await self.drive(rate, loop.time() + seconds)
         after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
         return {"cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-                "wall": wall, **counts}
+                "wall": wall, **self.counts}
 
-    result = asyncio.run(main())
+
+def _bot(rate: float, seconds: float) -> dict:
+    """Start what the environment turns on, run the workload, stop; the CPU of the window."""
+    from exporter import runtime
+    from exporter.logger_manager import logger_manager
+
+    handle = runtime.start()
+    if os.environ.get("BENCH_PLAIN_LOG"):  # a bot that writes its own lines as plain text
+        handler = logging.FileHandler(os.environ["BENCH_PLAIN_LOG"])
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+    result = asyncio.run(Bot().measure(rate, seconds))
     shipping = logger_manager.get_log_stats().get("shipping") if logger_manager.enabled else None
     handle.stop()
     result["enabled"] = handle.enabled or []
