@@ -124,12 +124,33 @@ def test_queued_spans_are_compact_copies_that_export_the_same(memory_exporter):
     assert exported.links == ()
     assert [(event.name, dict(event.attributes)) for event in exported.events] == [("retry", {"attempt": 2})]
     assert dict(exported.attributes) == {"file.path": "/data/a.zip", "file.size": 3}
+    assert type(exported._attributes) is dict  # a plain copy, not the SDK's locked mapping
     assert exported.context.span_id == child_id
     assert exported.parent.span_id == parent.get_span_context().span_id
     assert exported.start_time < exported.end_time
     assert exported.instrumentation_scope.name == "exporter"
     assert exported.resource.attributes["service.name"] == "test-bot"
     assert (exported.dropped_attributes, exported.dropped_events, exported.dropped_links) == (0, 0, 0)
+
+
+def test_the_resource_is_hashed_once_and_equals_the_sdks(memory_exporter, monkeypatch):
+    """The OTLP encoder groups each exported span by its resource: the hash is computed once."""
+    from opentelemetry.sdk import resources
+
+    made = tracing.provider().resource
+    same = resources.Resource(dict(made.attributes), made.schema_url)
+    assert hash(made) == hash(same) and made == same and same == made
+    assert made != resources.Resource({**made.attributes, "service.name": "other"}, made.schema_url)
+
+    def no_dumps(*args, **kwargs):
+        raise AssertionError("the resource was serialised again to be hashed")
+
+    monkeypatch.setattr(resources, "dumps", no_dumps)
+    assert hash(made) == hash(made)
+    with tracing.span("download"):
+        pass
+    tracing.force_flush()
+    assert [span.resource for span in memory_exporter.get_finished_spans()] == [made]
 
 
 def test_a_span_over_its_limits_keeps_its_dropped_counts(monkeypatch):
