@@ -385,6 +385,40 @@ def test_pending_notifications_survive_a_restart(tmp_path, metrics):
     assert (tmp_path / "state" / "alert_outbox.jsonl").read_text() == ""
 
 
+def test_the_outbox_encodes_again_only_the_jobs_that_changed(tmp_path, monkeypatch):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from exporter.alert_manager import delivery
+
+    outbox = delivery.Outbox(tmp_path / "alert_outbox.jsonl")
+    lane = SimpleNamespace(jobs=deque(delivery.Job(channel="webhook", kind="firing", alert={"n": index},
+                                                   created=1.0) for index in range(3)))
+    outbox.lanes["webhook"] = lane
+    encoded = []
+    real_dumps = delivery.json.dumps
+    monkeypatch.setattr(delivery.json, "dumps", lambda value, **options: encoded.append(value["alert"]["n"])
+                        or real_dumps(value, **options))
+
+    def saved() -> list[tuple[int, int, float]]:
+        lines = (tmp_path / "alert_outbox.jsonl").read_text().splitlines()
+        return [(job["alert"]["n"], job["attempts"], job["next_at"]) for job in map(json.loads, lines)]
+
+    outbox.save()
+    assert encoded == [0, 1, 2] and saved() == [(0, 0, 0.0), (1, 0, 0.0), (2, 0, 0.0)]
+    lane.jobs.popleft()  # delivered
+    lane.jobs[0].attempts, lane.jobs[0].next_at = 1, 5.5  # failed once, retried later
+    lane.jobs.append(delivery.Job(channel="webhook", kind="firing", alert={"n": 3}, created=2.0))
+    encoded.clear()
+    outbox.save()
+    assert encoded == [1, 3] and saved() == [(1, 1, 5.5), (2, 0, 0.0), (3, 0, 0.0)]
+    lane.jobs[1].next_at = 0.0  # unchanged: retry_now on a job that was not waiting
+    lane.jobs[2].next_at = 0.25
+    encoded.clear()
+    outbox.save()
+    assert encoded == [3] and saved() == [(1, 1, 5.5), (2, 0, 0.0), (3, 0, 0.25)]
+
+
 # --------------------------------------------------------------------------- history and queries
 
 

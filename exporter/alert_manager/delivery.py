@@ -93,12 +93,21 @@ class SharedRateLimiter(RateLimiter):
 
 
 class Outbox:
-    """Every channel's pending jobs, persisted when changed (coalesced by the worker)."""
+    """Every channel's pending jobs, persisted when changed (coalesced by the worker).
+
+    Each job's line is kept from one save to the next and encoded again only when the job
+    changed (its ``attempts`` or ``next_at``, the fields delivery updates): a channel that is
+    slow or rate-limited holds up to its lane's size of jobs, written whole every
+    ``PERSIST_INTERVAL`` while alerts arrive, and encoding them all each time was most of the
+    CPU of a save (3.2 ms for 400 jobs, five times a second). The lines kept are those of the
+    jobs in the last save, so they are bounded by the lanes' sizes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lanes: dict[str, ChannelLane] = {}
         self.dirty = False
+        self._lines: dict[str, tuple[Job, int, float, str]] = {}  # job id: (job, attempts, next_at, line)
 
     def pending(self) -> int:
         return sum(len(lane.jobs) for lane in self.lanes.values())
@@ -116,11 +125,18 @@ class Outbox:
         return jobs
 
     def save(self) -> None:
-        # vars(), not asdict(): json.dumps walks the nested alert itself; asdict deep-copied
-        # it first, most of the cost of a save (12 % of the bot's CPU while 22 alerts/s fired)
-        lines = [json.dumps(vars(job), separators=(",", ":")) + "\n"
-                 for lane in self.lanes.values() for job in lane.jobs]
+        kept, now, lines = self._lines, {}, []
+        for lane in self.lanes.values():
+            for job in lane.jobs:
+                line = kept.get(job.id)
+                if line is None or line[0] is not job or line[1] != job.attempts or line[2] != job.next_at:
+                    # vars(), not asdict(): json.dumps walks the nested alert itself; asdict
+                    # deep-copied it first (12 % of the bot's CPU while 22 alerts/s fired)
+                    line = (job, job.attempts, job.next_at, json.dumps(vars(job), separators=(",", ":")) + "\n")
+                now[job.id] = line
+                lines.append(line[3])
         write_atomic(self.path, lines)
+        self._lines = now
         self.dirty = False
 
 
