@@ -20,7 +20,7 @@ from typing import Any
 from ._config_values import (  # noqa: F401 - the values, parsers and secrets, re-exported
     CHANNEL_NAMES, DEFAULT_CHANNELS, DEFAULT_RETENTION, FREQUENCIES, LOG_LEVELS, OTLP_PROTOCOLS,
     SAMPLERS, SEVERITY_NAMES, Bounded, Secret, aes_key, alert_channels, backup_retention,
-    elasticsearch_url, host, integer, key_bytes, number, one_of, optional_string_list,
+    elasticsearch_url, url_has_credentials, host, integer, key_bytes, number, one_of, optional_string_list,
     optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
     text)
 from ._record import Record, field
@@ -39,7 +39,9 @@ class Key(Record, frozen=True):
     parse: Callable[[Any], Any]
     default: Any
     doc: str
-    secret: bool = False
+    # True: always a secret; a function: a secret when it says so of the parsed value (a URL
+    # with credentials), which may then come from the environment only.
+    secret: bool | Callable[[Any], bool] = False
     derive: Callable[[dict[str, Any]], Any] | None = None  # the default, from other flags' values
 
     @property
@@ -48,8 +50,15 @@ class Key(Record, frozen=True):
         bounded = isinstance(self.parse, Bounded)
         return f"{self.doc} Range: {self.parse.range_text()}." if bounded else self.doc
 
+    def hides(self, value: Any) -> bool:
+        """Whether this parsed value is a secret (to be masked, kept out of config files)."""
+        if value is None or not self.secret:
+            return False
+        return self.secret is True or bool(self.secret(value))
 
-def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False,
+
+def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *,
+         secret: bool | Callable[[Any], bool] = False,
          derive: Callable[[dict[str, Any]], Any] | None = None) -> Any:
     """Declare a field of a :class:`Section` and the flag that sets it (its one declaration).
 
@@ -91,6 +100,13 @@ def _scrape_instance(values: dict[str, Any]) -> str:
     return socket.gethostname() + (f":{port}" if port else "")
 
 
+DEFAULT_ELASTICSEARCH_URL = "http://localhost:9200"  # the design document's
+
+
+def _default_elasticsearch_url(values: dict[str, Any]) -> Secret | None:
+    return Secret(DEFAULT_ELASTICSEARCH_URL) if values["ENABLE_ELK_INTEGRATION"] else None
+
+
 KiB, MiB, TiB = 1024, 1024**2, 1024**4
 DAY = 86_400  # seconds
 
@@ -120,10 +136,21 @@ class ShippingSettings(Section, section="shipping"):
     state_dir: Path = flag("LOG_SHIP_STATE_DIR", path, None,
                            "Where log shipping keeps its spool and dead letters (default: STATE_DIR).",
                            derive=lambda values: values["STATE_DIR"])
+    enabled: bool = flag("ENABLE_ELK_INTEGRATION", parse_bool, None,
+                         "Ship the logger manager's lines to Elasticsearch (default: on when "
+                         "ELASTICSEARCH_URL is set).",
+                         derive=lambda values: values["ELASTICSEARCH_URL"] is not None)
     url: Secret | None = flag("ELASTICSEARCH_URL", elasticsearch_url, None,
-                              "Ship logs to this Elasticsearch (may carry credentials).", secret=True)
+                              "Elasticsearch nodes of one cluster, comma-separated (default with "
+                              f"ENABLE_ELK_INTEGRATION: {DEFAULT_ELASTICSEARCH_URL}); credentials in "
+                              "it make it a secret, read from the environment only.",
+                              secret=url_has_credentials, derive=_default_elasticsearch_url)
     api_key: Secret | None = flag("ELASTICSEARCH_API_KEY", secret, None,
-                                  "API key for Elasticsearch.", secret=True)
+                                  "API key for Elasticsearch (the base64 form Kibana shows).", secret=True)
+    username: str | None = flag("ELASTICSEARCH_USERNAME", optional_text, None,
+                                "User for Elasticsearch (basic authentication, with ELASTICSEARCH_PASSWORD).")
+    password: Secret | None = flag("ELASTICSEARCH_PASSWORD", secret, None,
+                                   "Password of ELASTICSEARCH_USERNAME.", secret=True)
     namespace: str = flag("ELASTICSEARCH_NAMESPACE", text, "default",
                           "Logs go to the data set logs-bot-<namespace>.")
     batch_size: int = flag("LOG_SHIP_BATCH_SIZE", integer(1, 100_000), 2000, "Documents per _bulk request.")
@@ -313,21 +340,21 @@ class Settings(Record, frozen=True):
         rows = []
         for key in KEYS:
             value = self.value(key.name)
-            shown = "****" if (key.secret and value is not None) else _show(value)
+            shown = "****" if key.hides(value) else _show(value)
             rows.append((key.name, shown, self.sources.get(key.name, "default")))
         return rows
 
     def secret_values(self) -> tuple[str, ...]:
         """The plain text of every secret setting that is set, for the secret maskers."""
-        values = (self.value(name) for name in sorted(SECRET_KEYS))
-        return tuple(value.get() for value in values if value is not None)
+        values = ((KEYS_BY_NAME[name], self.value(name)) for name in sorted(SECRET_KEYS))
+        return tuple(value.get() for key, value in values if key.hides(value))
 
 
 def _show(value: Any) -> str:
     import json  # describe() only: not loaded on import
 
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (Path, Secret)):  # a Secret shown is one that holds none (a URL without credentials)
+        return value.get() if isinstance(value, Secret) else str(value)
     if isinstance(value, tuple):
         return json.dumps(list(value))
     if isinstance(value, dict):
@@ -351,6 +378,7 @@ def _parse(key: Key, raw: Any, source: str) -> Any:
 
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
+    _check_elasticsearch_credentials(values, sources)
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for key in KEYS:
         value = values[key.name]
@@ -359,6 +387,23 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         sections[key.section][key.attr] = value
     built = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
     return Settings(**built, sources=sources)
+
+
+def _check_elasticsearch_credentials(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """One way to sign in to Elasticsearch: an API key, a user and password, or the URL's own."""
+    def refuse(name: str, reason: str) -> None:
+        raise ConfigError(name, sources.get(name, "default"), "****" if KEYS_BY_NAME[name].secret else values[name],
+                          reason)
+
+    if (values["ELASTICSEARCH_USERNAME"] is None) != (values["ELASTICSEARCH_PASSWORD"] is None):
+        refuse("ELASTICSEARCH_PASSWORD" if values["ELASTICSEARCH_USERNAME"] is None else "ELASTICSEARCH_USERNAME",
+               "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together")
+    if values["ELASTICSEARCH_API_KEY"] is not None and values["ELASTICSEARCH_USERNAME"] is not None:
+        refuse("ELASTICSEARCH_API_KEY", "set either it or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD")
+    url = values["ELASTICSEARCH_URL"]
+    signed_in = values["ELASTICSEARCH_API_KEY"] is not None or values["ELASTICSEARCH_USERNAME"] is not None
+    if url is not None and signed_in and url_has_credentials(url):
+        refuse("ELASTICSEARCH_URL", "holds credentials as well as ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME")
 
 
 # --------------------------------------------------------------------------- sources
