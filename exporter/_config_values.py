@@ -353,6 +353,21 @@ def url_has_credentials(value: Secret) -> bool:
     return any("@" in url.partition("://")[2].partition("/")[0] for url in value.get().split(","))
 
 
+def elasticsearch_credentials_clash(values: dict[str, Any]) -> tuple[str, str] | None:
+    """``(flag, reason)`` when the Elasticsearch sign-in flags clash (by flag name, parsed): one
+    way at a time, an API key, a user and password, or the URL's own ``user:password@``."""
+    username, password = values["ELASTICSEARCH_USERNAME"], values["ELASTICSEARCH_PASSWORD"]
+    if (username is None) != (password is None):
+        name = "ELASTICSEARCH_PASSWORD" if username is None else "ELASTICSEARCH_USERNAME"
+        return name, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together"
+    api_key, url = values["ELASTICSEARCH_API_KEY"], values["ELASTICSEARCH_URL"]
+    if api_key is not None and username is not None:
+        return "ELASTICSEARCH_API_KEY", "set either it or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD"
+    if url is not None and (api_key is not None or username is not None) and url_has_credentials(url):
+        return "ELASTICSEARCH_URL", "holds credentials as well as ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME"
+    return None
+
+
 DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
 _RETENTION_COUNT = integer(0, 100_000)
 DEFAULT_CHANNELS = {severity: ("log",) for severity in SEVERITY_NAMES}

@@ -20,7 +20,7 @@ from typing import Any
 from ._config_values import (  # noqa: F401 - the values, parsers and secrets, re-exported
     CHANNEL_NAMES, DEFAULT_CHANNELS, DEFAULT_RETENTION, FREQUENCIES, LOG_LEVELS, OTLP_PROTOCOLS,
     SAMPLERS, SEVERITY_NAMES, Bounded, Secret, aes_key, alert_channels, backup_retention,
-    elasticsearch_url, url_has_credentials, host, integer, key_bytes, number, one_of, optional_string_list,
+    elasticsearch_credentials_clash, elasticsearch_url, url_has_credentials, host, integer, key_bytes, number, one_of, optional_string_list,
     optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
     text)
 from ._record import Record, field
@@ -390,20 +390,11 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
 
 
 def _check_elasticsearch_credentials(values: dict[str, Any], sources: dict[str, str]) -> None:
-    """One way to sign in to Elasticsearch: an API key, a user and password, or the URL's own."""
-    def refuse(name: str, reason: str) -> None:
-        raise ConfigError(name, sources.get(name, "default"), "****" if KEYS_BY_NAME[name].secret else values[name],
-                          reason)
-
-    if (values["ELASTICSEARCH_USERNAME"] is None) != (values["ELASTICSEARCH_PASSWORD"] is None):
-        refuse("ELASTICSEARCH_PASSWORD" if values["ELASTICSEARCH_USERNAME"] is None else "ELASTICSEARCH_USERNAME",
-               "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together")
-    if values["ELASTICSEARCH_API_KEY"] is not None and values["ELASTICSEARCH_USERNAME"] is not None:
-        refuse("ELASTICSEARCH_API_KEY", "set either it or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD")
-    url = values["ELASTICSEARCH_URL"]
-    signed_in = values["ELASTICSEARCH_API_KEY"] is not None or values["ELASTICSEARCH_USERNAME"] is not None
-    if url is not None and signed_in and url_has_credentials(url):
-        refuse("ELASTICSEARCH_URL", "holds credentials as well as ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME")
+    clash = elasticsearch_credentials_clash(values)
+    if clash is not None:
+        name, reason = clash
+        shown = "****" if KEYS_BY_NAME[name].secret else values[name]
+        raise ConfigError(name, sources.get(name, "default"), shown, reason)
 
 
 # --------------------------------------------------------------------------- sources
