@@ -105,6 +105,36 @@ def test_sigkill_loses_at_most_the_queued_info_lines_and_nothing_before_a_warnin
         assert len(written) >= count - PENDING_LIMIT - 1
 
 
+FORK_WRITER = """
+import logging, os, sys
+from exporter.config import load_settings
+from exporter.logger_manager import LoggerManager
+from exporter.metrics import Metrics
+lm = LoggerManager(load_settings({"LOG_DIR": sys.argv[1], "LOG_CONSOLE": False}, environ={}), Metrics())
+lm.enable()
+lm._handler.acquire()  # the parent's writer cannot write before the child has (a fork renews the lock)
+logging.getLogger("bot").info("queued in the parent")
+pid = os.fork()
+if pid == 0:
+    logging.getLogger("bot").info("from the child")
+    import time
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and b"from the child" not in open(sys.argv[1] + "/bot.json", "rb").read():
+        time.sleep(0.02)  # the child's own writer writes it, without a flush
+    os._exit(0)
+os.waitpid(pid, 0)
+lm._handler.release()
+lm.disable()
+"""
+
+
+def test_a_forked_child_has_a_writer_of_its_own_and_leaves_the_parents_lines_to_it(tmp_path):
+    result = subprocess.run([sys.executable, "-c", FORK_WRITER, str(tmp_path)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _messages(tmp_path / "bot.json") == ["from the child", "queued in the parent"]
+
+
 # ---------------------------------------------------------------- FastRecord
 
 

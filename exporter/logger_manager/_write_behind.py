@@ -15,12 +15,16 @@ no record is ever dropped, and memory stays bounded). ``flush()`` writes what is
 So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` lines, all below WARNING,
 logged in the last :data:`GATHER` seconds while the writer kept up; every line up to the last
 WARNING or worse is in the file (``tests/test_write_behind.py`` kills a process to check).
+A forked child starts a writer of its own and leaves the lines queued before the fork to the
+parent.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
+import weakref
 
 from ..metrics import worker_failed
 from ..ports import thread_state
@@ -47,10 +51,17 @@ class WriteBehind(logging.Handler):
         self._format = formatter.format_captured
         self._trace_ids = trace_ids
         self._queue: collections.deque = collections.deque()
+        self._closed = False  # closing: every record is written at once
+        self._start()
+        _running.add(self)
+        if not _fork_hook:
+            os.register_at_fork(after_in_child=_restart_in_child)
+            _fork_hook.append(True)
+
+    def _start(self) -> None:
         self._wake = threading.Event()
         self._hurry = threading.Event()
         self._closing = threading.Event()
-        self._closed = False  # closing: every record is written at once
         self._thread = threading.Thread(target=self._run, name="opsstack-log-writer", daemon=True)
         self._thread.start()
 
@@ -128,6 +139,7 @@ class WriteBehind(logging.Handler):
     def close(self) -> None:
         """Stop the writer, write what is left, close the files."""
         self._closed = True
+        _running.discard(self)
         self._closing.set()
         self._wake.set()
         self._hurry.set()
@@ -135,3 +147,14 @@ class WriteBehind(logging.Handler):
         self.flush()
         self.inner.close()
         super().close()
+
+
+_running: weakref.WeakSet = weakref.WeakSet()  # the open handlers, whose writers a fork leaves behind
+_fork_hook: list = []  # whether the hook is registered (os.register_at_fork has no undo)
+
+
+def _restart_in_child() -> None:
+    """In a forked child: a writer thread of its own; the lines queued are the parent's to write."""
+    for handler in list(_running):
+        handler._queue.clear()
+        handler._start()
