@@ -12,9 +12,10 @@ a record with ``extra`` fields (their values could change), a record a sink logg
 record while :data:`PENDING_LIMIT` records are queued (the caller then writes the queue itself:
 no record is ever dropped, and memory stays bounded). ``flush()`` writes what is queued.
 
-So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` lines, all below WARNING,
-logged in the last :data:`GATHER` seconds while the writer kept up; every line up to the last
-WARNING or worse is in the file (``tests/test_write_behind.py`` kills a process to check).
+So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` + 1 lines (the queue and
+the one being written; one more for each other thread logging at that instant), all below
+WARNING, the last ones logged (within :data:`GATHER` seconds while the writer keeps up); every
+line up to the last WARNING or worse is in the file (``tests/test_write_behind.py`` kills a process to check).
 A forked child starts a writer of its own and leaves the lines queued before the fork to the
 parent.
 """
