@@ -44,7 +44,8 @@ def file_values(config_file: Path, keys: Mapping[str, Any]) -> dict[str, tuple[A
     for name, (raw, _) in values.items():
         key = keys[name]
         if key.secret is True or (key.secret and _hides(key, raw)):
-            raise ConfigError(name, source, "****", "secrets are read from the environment only "
+            what = "secrets are" if key.secret is True else "with credentials it is a secret, and secrets are"
+            raise ConfigError(name, source, "****", f"{what} read from the environment only "
                               f"(set {name} or {name}_FILE)")
     return values
 
