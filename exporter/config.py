@@ -151,6 +151,9 @@ class ShippingSettings(Section, section="shipping"):
                                 "User for Elasticsearch (basic authentication, with ELASTICSEARCH_PASSWORD).")
     password: Secret | None = flag("ELASTICSEARCH_PASSWORD", secret, None,
                                    "Password of ELASTICSEARCH_USERNAME.", secret=True)
+    ca_certs: Path | None = flag("ELASTICSEARCH_CA_CERTS", path, None,
+                                 "PEM file of the certificate authorities an https node's certificate is "
+                                 "checked against (default: the system's).")
     namespace: str = flag("ELASTICSEARCH_NAMESPACE", text, "default",
                           "Logs go to the data set logs-bot-<namespace>.")
     batch_size: int = flag("LOG_SHIP_BATCH_SIZE", integer(1, 100_000), 2000, "Documents per _bulk request.")

@@ -6,13 +6,15 @@ import base64
 import http.server
 import json
 import logging
+import datetime
 import socket
+import ssl
 import threading
 
 import pytest
 
 from exporter.config import load_settings
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, LoggingSetupError
 from exporter.metrics import Metrics
 from exporter.sinks import SINKS
 from exporter.sinks._es_client import ElasticsearchError, new_client
@@ -28,9 +30,10 @@ def _closed_port_url() -> str:
 
 
 class StandIn:
-    """A loopback node that answers every ``_bulk`` as created and keeps what it was sent."""
+    """A loopback node that answers every ``_bulk`` as created and keeps what it was sent
+    (over TLS with ``tls=(certificate file, key file)``)."""
 
-    def __init__(self, status: int = 200):
+    def __init__(self, status: int = 200, tls: tuple[str, str] | None = None):
         self.requests: list[tuple[str, str, dict, bytes]] = []
         owner = self
 
@@ -55,6 +58,11 @@ class StandIn:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+            self.url = self.url.replace("http://", "https://")
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
     def bulks(self) -> list:
@@ -69,8 +77,8 @@ class StandIn:
 def stand_ins():
     made: list[StandIn] = []
 
-    def make(status: int = 200) -> StandIn:
-        made.append(StandIn(status))
+    def make(status: int = 200, tls: tuple[str, str] | None = None) -> StandIn:
+        made.append(StandIn(status, tls))
         return made[-1]
 
     yield make
@@ -196,6 +204,49 @@ def test_the_password_may_come_from_a_file(tmp_path):
     assert "hunter2-pw" in settings.secret_values()
     assert ("ELASTICSEARCH_PASSWORD", "****", f"file {tmp_path / 'pw'} (via ELASTICSEARCH_PASSWORD_FILE)") \
         in settings.describe()
+
+
+def _self_signed(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by itself (its own authority), and its key: PEM files."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "opsstack test node")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "node.crt", directory / "node.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_an_https_node_is_trusted_through_elasticsearch_ca_certs_only(stand_ins, tmp_path):
+    tls = _self_signed(tmp_path)
+    node = stand_ins(tls=tls)
+    trusting = new_client(_shipping(tmp_path, {"ELASTICSEARCH_URL": node.url, "ELASTICSEARCH_CA_CERTS": tls[0]}))
+    assert trusting.bulk(body=b"{}\n{}\n", filter_path="errors") == {"errors": False}
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):  # the system's authorities do not know it
+        new_client(_shipping(tmp_path, {"ELASTICSEARCH_URL": node.url})).bulk(body=b"{}\n{}\n", filter_path="errors")
+    assert len(node.bulks()) == 1
+
+
+def test_a_ca_file_that_cannot_be_read_stops_the_start_naming_it(tmp_path):
+    missing = tmp_path / "missing.crt"
+    with pytest.raises(LoggingSetupError, match=f"ELASTICSEARCH_CA_CERTS={missing}: cannot load"):
+        new_client(_shipping(tmp_path, {"ELASTICSEARCH_URL": "https://127.0.0.1:9200",
+                                        "ELASTICSEARCH_CA_CERTS": str(missing)}))
 
 
 # ---------------------------------------------------------------- ENABLE_ELK_INTEGRATION and config files

@@ -24,6 +24,7 @@ import urllib.parse
 from pathlib import Path
 
 from ..config import ShippingSettings
+from ..errors import LoggingSetupError
 
 log = logging.getLogger("exporter.sinks.elasticsearch")
 
@@ -158,10 +159,18 @@ def authorization(shipping: ShippingSettings) -> str | None:
 
 def new_client(shipping: ShippingSettings) -> Client:
     """The shipper's client: no transport retries (the spool retries), bodies sent as built, untraced."""
+    import ssl
+
     import urllib3
 
+    try:  # certificates checked against ELASTICSEARCH_CA_CERTS, or the system's authorities
+        context = ssl.create_default_context(cafile=None if shipping.ca_certs is None else str(shipping.ca_certs))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise LoggingSetupError(f"ELASTICSEARCH_CA_CERTS={shipping.ca_certs}: cannot load certificates from it: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from exc
     nodes = Nodes(shipping.url.get(), authorization(shipping))
-    return Client(urllib3.PoolManager(num_pools=len(nodes.entries), maxsize=1, block=False), nodes)
+    return Client(urllib3.PoolManager(num_pools=len(nodes.entries), maxsize=1, block=False, ssl_context=context),
+                  nodes)
 
 
 class Node:
