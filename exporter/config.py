@@ -1,8 +1,8 @@
 """One frozen, typed settings object for every manager, built in one place.
 
-Sources, highest first: explicit arguments, a file (a ``config.py`` module as in the design
-document, or TOML), the environment, the defaults below. Only this module reads the
-environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
+Sources, highest first: explicit arguments, the environment (12-factor: over the file), a file
+(a ``config.py`` module as in the design document, or TOML), the defaults below. Only this module
+reads the environment. Every flag keeps the exact name of the design document (``LOG_DIR``,
 ``BACKUP_RETENTION``, ...) and is declared once, as the field of its section that it sets
 (``settings.logging.dir``), with its parser, default and help; :data:`KEYS` is read from them.
 
@@ -13,91 +13,29 @@ environment only, directly or as ``<NAME>_FILE`` pointing at a file, and are hel
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ._config_values import (  # noqa: F401 - the values, parsers and secrets, re-exported
     CHANNEL_NAMES, DEFAULT_CHANNELS, DEFAULT_RETENTION, FREQUENCIES, LOG_LEVELS, OTLP_PROTOCOLS,
     SAMPLERS, SEVERITY_NAMES, Bounded, Secret, aes_key, alert_channels, backup_retention,
-    elasticsearch_credentials_clash, elasticsearch_url, url_has_credentials, host, integer, key_bytes, number, one_of, optional_string_list,
-    optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
-    text)
+    elasticsearch_credentials_clash, elasticsearch_url, host, integer, key_bytes, number, one_of,
+    optional_string_list, optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
+    text, url_has_credentials)
+from ._config_schema import SECTIONS as _SECTIONS
+from ._config_schema import Key, Section, flag
+from ._extras import check_extras
 from ._record import Record, field
 from .errors import ConfigError
 
 
-# --------------------------------------------------------------------------- the flags
-
-
-class Key(Record, frozen=True):
-    """One setting: its flag name, where it lands, how it parses, its default."""
-
-    name: str
-    section: str
-    attr: str
-    parse: Callable[[Any], Any]
-    default: Any
-    doc: str
-    # True: always a secret; a function: a secret when it says so of the parsed value (a URL
-    # with credentials), which may then come from the environment only.
-    secret: bool | Callable[[Any], bool] = False
-    derive: Callable[[dict[str, Any]], Any] | None = None  # the default, from other flags' values
-
-    @property
-    def help(self) -> str:
-        """The help text: the doc, and the range of a number."""
-        bounded = isinstance(self.parse, Bounded)
-        return f"{self.doc} Range: {self.parse.range_text()}." if bounded else self.doc
-
-    def hides(self, value: Any) -> bool:
-        """Whether this parsed value is a secret (to be masked, kept out of config files)."""
-        if value is None or not self.secret:
-            return False
-        return self.secret is True or bool(self.secret(value))
-
-
-def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *,
-         secret: bool | Callable[[Any], bool] = False,
-         derive: Callable[[dict[str, Any]], Any] | None = None) -> Any:
-    """Declare a field of a :class:`Section` and the flag that sets it (its one declaration).
-
-    ``derive`` makes the default out of other flags' values (by flag name) when this one is not
-    set, so that a backend finds everything it needs in its own section."""
-    return Key(name, "", "", parse, default, doc, secret, derive)
-
-
-_SECTIONS: dict[str, type] = {}
-
-
-class Section(Record):
-    """A section of the settings (``settings.backups``), each field declared once with the flag
-    that sets it: ``dir: Path = flag("BACKUP_DIR", path, "backups", "Where ...")``. The class
-    keeps its flags in ``keys`` (section and attribute filled in); instances are frozen records
-    of the parsed values."""
-
-    keys = ()  # not annotated: a class attribute, not a field
-
-    def __init_subclass__(cls, *, section: str, **kwargs: Any) -> None:
-        keys = []
-        for attr in cls.__dict__.get("__annotations__", {}):
-            declared = cls.__dict__.get(attr)
-            if not isinstance(declared, Key):
-                raise TypeError(f"{cls.__name__}.{attr} must be declared with flag()")
-            object.__setattr__(declared, "section", section)  # completing it: not yet shared
-            object.__setattr__(declared, "attr", attr)
-            keys.append(declared)
-            delattr(cls, attr)  # a required field of the record, not a default
-        super().__init_subclass__(frozen=True, **kwargs)
-        cls.keys = tuple(keys)
-        _SECTIONS[section] = cls
+# --------------------------------------------------------------------------- the sections
 
 
 def _scrape_instance(values: dict[str, Any]) -> str:
-    import socket
-
-    port = values["METRICS_PORT"]
-    return socket.gethostname() + (f":{port}" if port else "")
+    port = values["METRICS_PORT"]  # the host name as socket.gethostname() gives it, without loading socket
+    return os.uname().nodename + (f":{port}" if port else "")
 
 
 DEFAULT_ELASTICSEARCH_URL = "http://localhost:9200"  # the design document's
@@ -389,7 +327,9 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
             value = key.derive(values)
         sections[key.section][key.attr] = value
     built = {name: cls(**sections[name]) for name, cls in _SECTIONS.items()}
-    return Settings(**built, sources=sources)
+    settings = Settings(**built, sources=sources)
+    check_extras(settings)  # a missing client of an enabled feature names its extra
+    return settings
 
 
 def _check_elasticsearch_credentials(values: dict[str, Any], sources: dict[str, str]) -> None:
@@ -425,19 +365,20 @@ def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the settings: ``overrides`` > ``config_file`` > environment > defaults.
+    """Build the settings: ``overrides`` > environment > ``config_file`` > defaults.
 
     ``config_file`` defaults to ``OPSSTACK_CONFIG`` from the environment when set.
-    Raises :class:`ConfigError` naming the key, its source and its value.
+    Raises :class:`ConfigError` naming the key, its source and its value, or naming the extra
+    to install when an enabled feature's client is missing.
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, tuple[Any, str]] = {}
-    raw.update(_environment_values(environ))
     file_name = config_file if config_file is not None else environ.get("OPSSTACK_CONFIG")
     if file_name:
         from ._config_file import file_values  # only with a config file
 
         raw.update(file_values(Path(file_name), KEYS_BY_NAME))
+    raw.update(_environment_values(environ))
     for name, value in (overrides or {}).items():
         raw[_known_key(name, "argument").name] = (value, "argument")
 

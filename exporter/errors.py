@@ -100,3 +100,7 @@ class BackupKeyError(DecryptionError, BackupUnreadableError):
 
 class RecoveryError(OpsError):
     """A repair or auto-recovery could not be carried out."""
+
+
+class AssetsExportError(OpsError):
+    """The packaged configuration files could not be written out (a file in the way, no access)."""

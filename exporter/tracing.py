@@ -307,6 +307,9 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
     config = settings.tracing
     if not config.enabled or config.sdk_disabled:
         return None
+    from ._extras import require_extra
+
+    require_extra("opentelemetry.sdk.trace", "otel", "ENABLE_TRACING is on")
     from opentelemetry import context, trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider

@@ -36,6 +36,9 @@ ONE_SHOT = {"elasticsearch-setup", "kibana-setup"}
 NO_HEALTHCHECK = {"otel-collector"}
 # Services whose data must survive `docker compose down` (without -v).
 STATEFUL = {"elasticsearch", "kibana", "prometheus", "alertmanager", "grafana", "bot"}
+# Images pinned by tag only: no digest of these releases could be verified when they were pinned
+# (docker-compose.yml says so beside each). Every other image carries its digest.
+TAG_ONLY = {"elasticsearch", "kibana", "prometheus"}
 
 
 def docker_compose_binary() -> str:
@@ -87,6 +90,13 @@ def service_addresses(text: str, services: set[str]) -> list[tuple[str, int]]:
     return found
 
 
+def image_parts(image: str) -> tuple[str, str, str | None]:
+    """``name:tag@sha256:digest`` -> ``(name, tag, digest or None)``."""
+    reference, _, digest = image.partition("@")
+    name, _, tag = reference.rpartition(":")
+    return name, tag, digest or None
+
+
 def require(path: Path) -> Path:
     assert path.exists(), f"{path.relative_to(ROOT)} is missing (docker-compose.yml mounts it)"
     return path
@@ -132,19 +142,29 @@ def test_images_are_pinned(compose):
     for name, service in compose["services"].items():
         if "build" in service:
             continue
-        image = service["image"]
-        assert ":" in image and not image.endswith(":latest"), name
-        assert re.search(r":v?\d+\.\d+\.\d+$", image), f"{name}: {image} is not pinned to a release"
-    elastic = {compose["services"][n]["image"].rsplit(":", 1)[1] for n in ("elasticsearch", "kibana")}
-    assert len(elastic) == 1 and elastic.pop().startswith("8.15.")
+        _, tag, digest = image_parts(service["image"])
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {service['image']} is not pinned to a release"
+        if name in TAG_ONLY:
+            assert digest is None, f"{name} has a digest now: take it out of TAG_ONLY"
+        else:
+            assert digest and re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{name}: no digest beside the tag"
+    curl = {compose["services"][name]["image"] for name in ONE_SHOT}
+    assert len(curl) == 1, f"the setup services run different images: {curl}"
+
+
+def test_elasticsearch_and_kibana_are_the_release_the_tests_run(compose):
+    from tests.harness import elasticsearch as elasticsearch_harness
+
+    for name in ("elasticsearch", "kibana"):
+        assert image_parts(compose["services"][name]["image"])[1] == elasticsearch_harness.VERSION, name
 
 
 def test_collector_image_matches_the_collector_the_tests_build(compose):
     if not OTEL_BUILDER_CONFIG.exists():
         pytest.fail(f"{OTEL_BUILDER_CONFIG.relative_to(ROOT)} is missing")
     version = str(yaml.safe_load(OTEL_BUILDER_CONFIG.read_text())["dist"]["version"]).lstrip("v")
-    image = compose["services"]["otel-collector"]["image"]
-    assert image == f"otel/opentelemetry-collector-contrib:{version}"
+    name, tag, _ = image_parts(compose["services"]["otel-collector"]["image"])
+    assert (name, tag) == ("otel/opentelemetry-collector-contrib", version)
 
 
 def test_long_running_services_have_health_checks_and_restart(compose):
@@ -199,17 +219,24 @@ def test_setup_services_install_templates_and_import_saved_objects(raw_compose):
     script = " ".join(kibana["entrypoint"])
     assert "/api/saved_objects/_import" in script and "*.ndjson" in script and "kbn-xsrf" in script
     assert "./deploy/kibana:/import:ro" in kibana["volumes"]
+    assert list((ROOT / "deploy/kibana").glob("*.ndjson")), "deploy/kibana/ has no saved objects"
+
+
+def test_elasticsearch_setup_installs_the_lifecycle_policy_then_the_templates(raw_compose):
     elasticsearch = raw_compose["services"]["elasticsearch-setup"]
     script = " ".join(elasticsearch["entrypoint"])
-    assert "_index_template/logs-bot" in script
     assert "./deploy/elasticsearch:/setup:ro" in elasticsearch["volumes"]
-    names = re.findall(r"@/setup/([\w.-]+)", script)
-    assert names
-    for name in names:
-        template = json.loads(require(ROOT / "deploy/elasticsearch" / name).read_text())
-        assert "logs-bot-*" in template["index_patterns"]
-        assert "data_stream" in template
-    assert list((ROOT / "deploy/kibana").glob("*.ndjson")), "deploy/kibana/ has no saved objects"
+    assert '"@/setup/$$2"' in script and '"http://elasticsearch:9200/$$1"' in script
+    puts = re.findall(r"^\s*put (\S+) ([\w.@-]+)$", script, re.MULTILINE)
+    assert [path for path, _ in puts] == ["_ilm/policy/logs-bot", "_component_template/logs-bot@lifecycle",
+                                          "_index_template/logs-bot"]
+    policy, component, template = (json.loads(require(ROOT / "deploy/elasticsearch" / name).read_text())
+                                   for _, name in puts)
+    assert set(policy) == {"policy"} and {"hot", "delete"} <= set(policy["policy"]["phases"])
+    assert policy["policy"]["phases"]["delete"]["actions"] == {"delete": {}}
+    assert component["template"]["settings"]["index.lifecycle.name"] == "logs-bot"
+    assert "logs-bot-*" in template["index_patterns"] and "data_stream" in template
+    assert template["composed_of"] == template["ignore_missing_component_templates"] == ["logs-bot@lifecycle"]
 
 
 def test_elasticsearch_is_a_single_node_with_local_only_security(compose):
@@ -361,14 +388,14 @@ def test_alertmanager_container_gets_the_secret_files_its_config_reads(compose):
 def test_prometheus_and_alertmanager_images_are_the_releases_the_tests_run(compose, promtool):
     from tests.harness import alertmanager as alertmanager_harness
 
-    image = compose["services"]["alertmanager"]["image"]
-    assert image == f"prom/alertmanager:v{alertmanager_harness.VERSION}"
+    image = image_parts(compose["services"]["alertmanager"]["image"])[:2]
+    assert image == ("prom/alertmanager", f"v{alertmanager_harness.VERSION}")
     amtool = subprocess.run([alertmanager_harness.amtool(), "--version"], capture_output=True, text=True,
                             timeout=30)
     assert f"version {alertmanager_harness.VERSION} " in amtool.stdout + amtool.stderr
     result = subprocess.run([promtool, "--version"], capture_output=True, text=True, timeout=30)
     tested = re.search(r"version (\d+\.\d+\.\d+)", result.stdout + result.stderr).group(1)
-    assert compose["services"]["prometheus"]["image"] == f"prom/prometheus:v{tested}"
+    assert image_parts(compose["services"]["prometheus"]["image"])[:2] == ("prom/prometheus", f"v{tested}")
 
 
 @pytest.mark.services  # builds the Collector into the harness cache

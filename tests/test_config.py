@@ -112,14 +112,32 @@ def test_every_key_rejects_a_bad_value_naming_key_source_and_value(key, tmp_path
         assert repr(raw) in message
 
 
-def test_sources_rank_arguments_over_file_over_environment(tmp_path):
+def test_sources_rank_arguments_over_environment_over_file(tmp_path):
     config = tmp_path / "config.py"
-    config.write_text("LOG_LEVEL = 'WARNING'\nBACKUP_DIR = 'from-file'\nUNRELATED = object()\n")
+    config.write_text("LOG_LEVEL = 'WARNING'\nBACKUP_DIR = 'from-file'\nSTATE_DIR = 'file-state'\n"
+                      "UNRELATED = object()\n")
     settings = load_settings({"LOG_LEVEL": "ERROR"}, config_file=config,
                              environ={"LOG_LEVEL": "DEBUG", "BACKUP_DIR": "from-env", "LOG_DIR": "env-logs"})
     assert settings.logging.level == "ERROR" and settings.sources["LOG_LEVEL"] == "argument"
-    assert settings.backups.dir == Path("from-file") and settings.sources["BACKUP_DIR"] == f"file {config}"
+    assert settings.backups.dir == Path("from-env") and settings.sources["BACKUP_DIR"] == "environment"
     assert settings.logging.dir == Path("env-logs") and settings.sources["LOG_DIR"] == "environment"
+    assert settings.general.state_dir == Path("file-state") and settings.sources["STATE_DIR"] == f"file {config}"
+    assert settings.sources["LOG_BACKUP_COUNT"] == "default"
+
+
+def test_environment_wins_over_a_toml_file_and_check_config_names_each_source(tmp_path, capsys, monkeypatch):
+    from exporter.cli import main
+
+    config = tmp_path / "opsstack.toml"
+    config.write_text('LOG_LEVEL = "WARNING"\nBACKUP_FREQUENCY = "weekly"\n')
+    settings = load_settings(config_file=config, environ={"LOG_LEVEL": "DEBUG"})
+    assert (settings.logging.level, settings.sources["LOG_LEVEL"]) == ("DEBUG", "environment")
+    assert (settings.backups.frequency, settings.sources["BACKUP_FREQUENCY"]) == ("weekly", f"file {config}")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    assert main(["--config", str(config), "check-config", "--json"]) == 0
+    rows = {row["key"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (rows["LOG_LEVEL"]["value"], rows["LOG_LEVEL"]["source"]) == ("DEBUG", "environment")
+    assert (rows["BACKUP_FREQUENCY"]["value"], rows["BACKUP_FREQUENCY"]["source"]) == ("weekly", f"file {config}")
 
 
 def test_design_document_config_module_is_accepted(tmp_path):

@@ -20,10 +20,11 @@ class CeleryChannel:
     name = "celery"
 
     def __init__(self, broker_url, task: str) -> None:
-        from celery import Celery
+        from .._extras import require_extra
 
+        celery = require_extra("celery", "celery", "ALERT_CHANNELS names the celery channel")
         self._task = task
-        self._app = Celery("opsstack-alerts", broker=broker_url.get(), set_as_current=False)
+        self._app = celery.Celery("opsstack-alerts", broker=broker_url.get(), set_as_current=False)
         self._app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT, broker_connection_retry=False,
                               broker_transport_options={"max_retries": 0},
                               task_publish_retry=False)

@@ -12,9 +12,9 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import OpsError
-from . import alerts, backup, check_config, demo, logs, recover, serve
+from . import alerts, assets, backup, check_config, demo, logs, recover, serve
 
-SUBCOMMANDS = (check_config, demo, serve, backup, recover, alerts, logs)
+SUBCOMMANDS = (check_config, demo, serve, backup, recover, alerts, logs, assets)
 
 
 class _Parser(argparse.ArgumentParser):

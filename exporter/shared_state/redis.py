@@ -38,8 +38,9 @@ class Hold:
 
 class RedisLocks:
     def __init__(self, url: Any, ttl: float) -> None:
-        import redis
+        from .._extras import require_extra
 
+        redis = require_extra("redis", "redis", "REDIS_URL is set")
         self._errors = redis.exceptions.RedisError
         self._client = redis.Redis.from_url(url.get(), socket_connect_timeout=3, socket_timeout=3)
         self.ttl = ttl

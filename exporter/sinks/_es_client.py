@@ -161,8 +161,9 @@ def new_client(shipping: ShippingSettings) -> Client:
     """The shipper's client: no transport retries (the spool retries), bodies sent as built, untraced."""
     import ssl
 
-    import urllib3
+    from .._extras import require_extra
 
+    urllib3 = require_extra("urllib3", "elk", "ELASTICSEARCH_URL is set")
     try:  # certificates checked against ELASTICSEARCH_CA_CERTS, or the system's authorities
         context = ssl.create_default_context(cafile=None if shipping.ca_certs is None else str(shipping.ca_certs))
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
