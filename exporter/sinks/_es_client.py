@@ -159,19 +159,25 @@ def authorization(shipping: ShippingSettings) -> str | None:
 
 def new_client(shipping: ShippingSettings) -> Client:
     """The shipper's client: no transport retries (the spool retries), bodies sent as built, untraced."""
-    import ssl
-
     from .._extras import require_extra
 
     urllib3 = require_extra("urllib3", "elk", "ELASTICSEARCH_URL is set")
-    try:  # certificates checked against ELASTICSEARCH_CA_CERTS, or the system's authorities
-        context = ssl.create_default_context(cafile=None if shipping.ca_certs is None else str(shipping.ca_certs))
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise LoggingSetupError(f"ELASTICSEARCH_CA_CERTS={shipping.ca_certs}: cannot load certificates from it: "
-                                f"{getattr(exc, 'strerror', None) or exc}") from exc
     nodes = Nodes(shipping.url.get(), authorization(shipping))
+    secure = any(base.startswith("https:") for base, _ in nodes.entries)
+    context = _tls_context(shipping.ca_certs) if secure else None  # loading the authorities costs ~2 MiB
     return Client(urllib3.PoolManager(num_pools=len(nodes.entries), maxsize=1, block=False, ssl_context=context),
                   nodes)
+
+
+def _tls_context(ca_certs):
+    """Certificates checked against ``ELASTICSEARCH_CA_CERTS``, or the system's authorities."""
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=None if ca_certs is None else str(ca_certs))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise LoggingSetupError(f"ELASTICSEARCH_CA_CERTS={ca_certs}: cannot load certificates from it: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from exc
 
 
 class Node:
