@@ -116,6 +116,10 @@ class AlertSettings(Section, section="alerts"):
                                                 "Channels per severity.")
     dedup_window: float = flag("ALERT_DEDUP_WINDOW", number(0.01, 30 * DAY, "seconds"), 300.0,
                                "Seconds in which a repeated alert is counted, not re-sent.")
+    shared_gather: float = flag("ALERT_SHARED_GATHER", number(0.01, 60, "seconds"), 2.0,
+                                "With REDIS_URL: seconds the first worker raising an alert waits "
+                                "for the others raising it, so that one notification carries their "
+                                "count.")
     rate_limit_per_minute: int = flag("ALERT_RATE_LIMIT", integer(1, 100_000), 20,
                                       "Messages per channel per minute.")
     webhook_url: Secret | None = flag("ALERT_WEBHOOK_URL", secret, None, "Webhook channel URL.", secret=True)
@@ -132,8 +136,13 @@ class AlertSettings(Section, section="alerts"):
     email_to: tuple[str, ...] = flag("ALERT_EMAIL_TO", string_list, (), "Recipient addresses.")
     slack_webhook_url: Secret | None = flag("SLACK_WEBHOOK_URL", secret, None,
                                             "Slack incoming webhook.", secret=True)
-    alertmanager_url: Secret | None = flag("ALERTMANAGER_URL", secret, None,
-                                           "Alertmanager base URL.", secret=True)
+    discord_webhook_url: Secret | None = flag("DISCORD_WEBHOOK_URL", secret, None,
+                                              "Discord channel webhook.", secret=True)
+    alertmanager_url: Secret | None = flag("ALERTMANAGER_URL", secret, None, "Alertmanager base URLs, "
+                                           "comma-separated (each of a cluster gets every alert).",
+                                           secret=True)
+    alertmanager_resend_interval: float = flag("ALERTMANAGER_RESEND_INTERVAL", number(0.1, 3600, "seconds"),
+                                               60.0, "Seconds between two sends of a firing alert.")
     alertmanager_instance: str = flag("ALERTMANAGER_INSTANCE", text, None,
                                       "The instance label of alerts sent to Alertmanager: the bot's "
                                       "scrape target (default: <host name>:<METRICS_PORT>).",

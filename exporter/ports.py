@@ -9,9 +9,11 @@ so every package may depend on this module and it on none.
 - :class:`Alerter`: where managers raise alerts (the alert manager, else :data:`NO_ALERTS`);
 - :class:`BackupArchives`: what the recovery manager reads of the backups
   (``exporter.backup_manager.archives``);
-- :class:`SharedLocks` and :class:`SharedMarks`: locks and once-per-window marks shared across
-  processes and hosts (``exporter.shared_state``, Redis), else :data:`LOCAL_ONLY` (every lock
-  and mark then local to the caller).
+- :class:`SharedLocks` and :class:`SharedMarks`: locks, counted once-per-window marks and rate
+  limits shared across processes and hosts (``exporter.shared_state``, Redis), else :data:`LOCAL_ONLY` (every lock
+  and mark then local to the caller);
+- :class:`CatalogMirror`: the backup catalog of a set mirrored for every process and host
+  (``exporter.shared_state``, Redis), else :data:`NO_MIRROR` (each process reads the files).
 
 A sink's own worker thread calls :func:`mark_shipping_thread` first: what is logged on it (its
 HTTP client's request lines, its warnings) would otherwise be shipped again and keep the worker
@@ -150,9 +152,18 @@ class SharedLocks(Protocol):
 
 
 class SharedMarks(Protocol):
-    def first_in_window(self, key: str, seconds: float) -> bool:
-        """True for the first caller, across every process and host, to mark ``key`` within
-        ``seconds``; False for the others (a notification another worker already sent)."""
+    def mark(self, key: str, seconds: float) -> int:
+        """Mark ``key``: how many callers, across every process and host, marked it within the
+        window of ``seconds`` that the first of them opened, this one included (1: the first,
+        who notifies; more: a notification another worker sends). Unreachable: 1."""
+
+    def count(self, key: str) -> int:
+        """How many marked ``key`` in its window so far (0: the window is over or unreachable)."""
+
+    def take_slot(self, key: str, per_minute: int) -> float | None:
+        """Take one of the ``per_minute`` slots of ``key`` shared by every process and host (a
+        token bucket holding a minute's worth): 0.0 when taken, else the seconds until one frees
+        up; None when unreachable (the caller then limits itself alone)."""
 
 
 class _NoHold:
@@ -172,8 +183,49 @@ class LocalOnly:
 
         return nullcontext(self._hold)
 
-    def first_in_window(self, key: str, seconds: float) -> bool:
-        return True
+    def mark(self, key: str, seconds: float) -> int:
+        return 1
+
+    def count(self, key: str) -> int:
+        return 0
+
+    def take_slot(self, key: str, per_minute: int) -> float | None:
+        return None
 
 
 LOCAL_ONLY = LocalOnly()
+
+
+class CatalogMirror(Protocol):
+    """A copy of a backup set's catalog that every process and host reads instead of parsing the
+    manifests. The files stay the source of truth: a copy is served only when it was made at the
+    set's current generation and from the directory as it is now (its ``stamp``)."""
+
+    def load(self, set_name: str, stamp: str) -> tuple[list[dict[str, Any]] | None, int | None]:
+        """``(entries, generation)``: the entries mirrored for ``set_name`` when whole and current
+        (else None), and the set's generation now (None: the mirror is unreachable; read the
+        files and store nothing)."""
+
+    def store(self, set_name: str, generation: int, stamp: str, entries: list[dict[str, Any]]) -> None:
+        """Mirror ``entries``, read from the files after ``load`` gave ``generation``; nothing is
+        stored when the set changed since. Never raises."""
+
+    def changed(self, set_name: str) -> None:
+        """A backup of the set was made, deleted, verified or drilled: the mirror is stale from
+        here on (the next reader rebuilds it). Never raises."""
+
+
+class NoMirror:
+    """The catalog mirror when no shared state is configured: every read goes to the files."""
+
+    def load(self, set_name: str, stamp: str) -> tuple[None, None]:
+        return None, None
+
+    def store(self, set_name: str, generation: int, stamp: str, entries: list[dict[str, Any]]) -> None:
+        return None
+
+    def changed(self, set_name: str) -> None:
+        return None
+
+
+NO_MIRROR = NoMirror()

@@ -38,3 +38,18 @@ def on_alert(status: str, alert: dict) -> None:
 
     with open(os.environ["ALERT_OUT"], "a") as out:
         out.write(json.dumps({"status": status, "title": alert["title"]}) + "\n")
+
+
+@app.task(name="bot.backup_and_hang")
+def backup_and_hang(ready: str) -> None:
+    """A backup that stops half-way with its lock held, its pid in ``ready`` (a test kills it there)."""
+    import time
+
+    from exporter.backup_manager import backup_manager
+
+    def hang(*_progress) -> None:
+        Path(ready).write_text(str(os.getpid()))
+        time.sleep(3600)
+
+    backup_manager.create_backup_sync(list(backup_manager.settings.backups.critical_paths), "hung",
+                                      progress=hang)

@@ -144,7 +144,7 @@ def test_unknown_severity_in_settings_names_the_value(tmp_path):
 
 @pytest.mark.parametrize("channel,key", [
     ("telegram", "TELEGRAM_BOT_TOKEN"), ("email", "SMTP_HOST"), ("webhook", "ALERT_WEBHOOK_URL"),
-    ("slack", "SLACK_WEBHOOK_URL"), ("alertmanager", "ALERTMANAGER_URL"),
+    ("slack", "SLACK_WEBHOOK_URL"), ("alertmanager", "ALERTMANAGER_URL"), ("discord", "DISCORD_WEBHOOK_URL"),
 ])
 def test_misconfigured_channel_names_channel_and_key(tmp_path, metrics, channel, key):
     manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, monitor_resources=False)

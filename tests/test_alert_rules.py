@@ -107,6 +107,19 @@ def test_runbook_has_a_section_for_every_alert():
         assert url.split("#", 1)[1] in anchors, f"no runbook section for {url}"
 
 
+def test_runbook_says_what_clears_every_rule_and_every_alert_type_of_the_bot():
+    from exporter.alert_manager import AlertType
+
+    text = RUNBOOK.read_text()
+    sections = {part.split("\n", 1)[0].strip(): part for part in re.split(r"(?m)^## ", text)[1:]}
+    for name in {rule["alert"] for rule in alerting_rules()}:
+        assert "**Clears:**" in sections[name], f"the runbook does not say what clears {name}"
+    table = sections["Alerts the bot raises itself"]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for kind in AlertType:
+        assert any(f"`{kind.value}`" in row.split("|")[1] for row in rows), f"{kind.value}: nothing says what clears it"
+
+
 def test_make_runbook_base_rewrites_rules_and_their_tests(promtool, tmp_path):
     import shutil
 

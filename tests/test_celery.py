@@ -49,10 +49,22 @@ def bot_env(tmp_path, redis_server, monkeypatch):
         "LOG_DIR": str(tmp_path / "logs"), "BACKUP_DIR": str(tmp_path / "backups"),
         "STATE_DIR": str(tmp_path / "state"), "CRITICAL_BACKUP_PATHS": str(source),
         "BACKUP_FREQUENCY": "hourly", "TEST_BEAT_SECONDS": "3",
+        "REDIS_URL": f"{redis_server.url}/{(os.getpid() + 1) % 16}",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return tmp_path, env
+
+
+def mirrored_names(env: dict, reader) -> set[str]:
+    """The backups named in the catalog's copy in Redis (``opsstack:catalog:<set>``)."""
+    import redis
+
+    from exporter.backup_manager.catalog import set_name
+
+    with redis.Redis.from_url(env["REDIS_URL"]) as client:
+        raw = client.get(f"opsstack:catalog:{set_name(reader.backup_dir)}")
+    return {entry["name"] for entry in json.loads(raw)["entries"]} if raw else set()
 
 
 def celery(tmp_path: Path, env: dict, *args: str) -> ServiceProcess:
@@ -71,12 +83,16 @@ def test_beat_backs_up_in_a_worker_and_tasks_carry_the_callers_trace(bot_env):
         from exporter.config import load_settings
         from exporter.metrics import Metrics
 
-        reader = BackupManager(load_settings(), Metrics())  # another process, the same BACKUP_DIR
+        from exporter.shared_state import catalog_mirror
+
+        # another process, the same BACKUP_DIR, reading the catalog the worker mirrored in Redis
+        reader = BackupManager(load_settings(), Metrics(), catalog_mirror=catalog_mirror)
         reader.enable(schedule=False)
         backups = wait_for(lambda: [b for b in reader.list_backups() if b["verified"]], 90,
                            "verified backup from beat", worker, beat)
         assert backups[0]["tier"] == "hourly"
         assert backups[0]["source_paths"] == [env["CRITICAL_BACKUP_PATHS"]]
+        assert mirrored_names(env, reader) >= {backups[0]["name"]}
 
         from exporter import tracing
         from tests.celery_app import app
@@ -161,3 +177,130 @@ async def test_a_broker_that_is_down_is_a_delivery_failure_without_its_password(
     await channel.close()
     assert time.monotonic() - started < 30
     assert "hunter2" not in str(caught.value) and "celery" in str(caught.value)
+
+
+def events(log_dir: Path, action: str) -> list[dict]:
+    return [line for line in log_lines(log_dir) if line.get("event", {}).get("action") == action]
+
+
+def test_redis_flushed_stopped_and_restarted_under_running_workers_and_beat(bot_env, tmp_path_factory):
+    """Redis is the broker and the shared state: flushed, the catalog is rebuilt from the files;
+    down, beat's sends fail (logged, counted, the runs skipped), lists come from the files and
+    backups wait; back on the same port, beat sends again and the workers back up again."""
+    import redis
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from exporter.backup_manager import BackupManager, read_catalog
+    from exporter.config import load_settings
+    from exporter.metrics import Metrics
+    from exporter.shared_state import catalog_mirror
+    from tests.harness import redis as redis_harness
+
+    tmp_path, env = bot_env
+    server = redis_harness.start(tmp_path_factory.mktemp("own-redis"))  # this test stops it
+    multiproc = tmp_path / "metrics"
+    multiproc.mkdir()
+    env = {**env, "CELERY_BROKER_URL": f"{server.url}/0", "REDIS_URL": f"{server.url}/1",
+           "PROMETHEUS_MULTIPROC_DIR": str(multiproc), "TEST_BEAT_SECONDS": "2"}
+    worker = celery(tmp_path, env, "worker", "--concurrency", "2", "--pool", "prefork",
+                    "--without-heartbeat", "--without-gossip", "--without-mingle")
+    beat = celery(tmp_path, env, "beat", "--schedule", str(tmp_path / "beat-schedule"))
+    reader = BackupManager(load_settings({"REDIS_URL": env["REDIS_URL"]}), Metrics(),
+                           catalog_mirror=catalog_mirror)
+    reader.enable(schedule=False)
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    logs = tmp_path / "logs"
+
+    def verified_since(moment: float) -> list[dict]:
+        return [b for b in reader.list_backups() if b["verified"] and b["created_at"] > moment]
+
+    try:
+        wait_for(lambda: verified_since(0), 90, "a verified backup", worker, beat)
+        client.flushall()
+        wait_for(lambda: names(reader.list_backups()) == names(reversed(read_catalog(reader.backup_dir))),
+                 30, "the catalog rebuilt from the files")
+        assert mirrored_names(env, reader)  # and mirrored again
+        flushed_at = time.time()
+        wait_for(lambda: verified_since(flushed_at), 60, "a backup after FLUSHALL", worker, beat)
+
+        server.stop()
+        assert names(reader.list_backups()) == names(reversed(read_catalog(reader.backup_dir)))
+        failed = wait_for(lambda: [e for e in events(logs, "celery-beat-send")
+                                   if e["event"]["outcome"] == "failure"], 60,
+                          "beat's failed send logged", beat)
+        assert failed[0]["labels"]["celery_beat_entry"] == "opsstack-scheduled-backup"
+        assert "redis://" not in json.dumps(failed) and worker.alive()
+
+        server.start()  # the same port, its append-only file reloaded
+        back_at = time.time()
+        wait_for(lambda: verified_since(back_at), 120, "a backup after Redis came back", worker, beat)
+        sends = events(logs, "celery-beat-send")
+        recovered = [e for e in sends if "broker is back" in e["message"]]
+        assert recovered and recovered[0]["@timestamp"] > failed[0]["@timestamp"]
+    finally:
+        beat.stop()
+        worker.stop()
+        server.stop()
+    server.start()
+    try:
+        assert not list(client.scan_iter("opsstack:lock:*"))  # no lock outlives its holder
+        assert int(client.get(f"opsstack:fence:{_set(reader)}") or 0) >= 2
+    finally:
+        client.close()
+        server.stop()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(multiproc))
+    assert registry.get_sample_value("bot_operation_errors_total",
+                                     {"operation": "celery.beat opsstack-scheduled-backup"}) >= 1
+    assert not [line for line in log_lines(logs) if line["log"]["logger"] == "celery.redirected"]
+
+
+def names(backups) -> list[str]:
+    return [b["name"] for b in backups]
+
+
+def _set(manager) -> str:
+    from exporter.backup_manager.catalog import set_name
+
+    return set_name(manager.backup_dir)
+
+
+def test_a_worker_killed_mid_backup_holds_the_lock_no_longer_than_its_ttl(bot_env):
+    import signal
+
+    from exporter.backup_manager import BackupManager
+    from exporter.config import load_settings
+    from exporter.errors import BackupLockedError
+    from exporter.metrics import Metrics
+    from exporter.shared_state import shared_locks
+    from tests.celery_app import app
+
+    tmp_path, env = bot_env
+    worker = celery(tmp_path, {**env, "SHARED_LOCK_TTL": "5"}, "worker", "--concurrency", "1",
+                    "--pool", "prefork", "--without-heartbeat", "--without-gossip", "--without-mingle")
+    other = BackupManager(load_settings({"SHARED_LOCK_TTL": 5}), Metrics(), shared_locks=shared_locks)
+    other.enable(schedule=False)
+    source = env["CRITICAL_BACKUP_PATHS"]
+    ready = tmp_path / "hung.pid"
+    try:
+        app.send_task("bot.backup_and_hang", args=(str(ready),))
+        pid = int(wait_for(lambda: ready.exists() and ready.read_text(), 60, "the backup under way", worker))
+        with pytest.raises(BackupLockedError, match=f"held by [0-9]+ \\S+ {pid}"):
+            other.create_backup_sync([source], "too-early")
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def backed_up() -> bool:
+            try:
+                other.create_backup_sync([source], "after-expiry")
+            except BackupLockedError:
+                return False
+            return True
+
+        wait_for(backed_up, 15, "the killed worker's lock to expire", worker)
+        assert time.monotonic() - killed_at >= 3  # held until it expired (TTL 5 s, renewed every 1.7 s)
+        assert [b["name"] for b in other.list_backups()] == ["after-expiry"]  # the killed one never shows
+        assert worker.alive()  # Celery's pool replaced the killed child
+    finally:
+        worker.stop()

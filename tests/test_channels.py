@@ -7,6 +7,7 @@ import pytest
 
 from exporter.alert_manager import Alert, AlertSeverity, AlertType
 from exporter.channels import alertmanager as am_channel
+from exporter.channels import discord as discord_channel
 from exporter.channels import email as email_channel
 from exporter.channels import log as log_channel
 from exporter.channels import slack as slack_channel
@@ -254,3 +255,157 @@ async def test_a_message_telegram_refuses_is_marked_permanent(telegram_api):
         await channel.send(make_alert())
     await channel.close()
     assert caught.value.permanent is True
+
+
+# --------------------------------------------------------------------------- discord
+
+
+@pytest.fixture
+def discord():
+    from tests.harness.discord import DiscordWebhook
+
+    server = DiscordWebhook().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"title": "T" * 5000, "message": "m" * 9000},
+    {"details": {f"key{n}": "v" * 2000 for n in range(40)}, "message": "x" * 5000},
+    {"details": {"k" * 400: "v\n" * 800}, "task_id": "t" * 3000, "repeat_count": 7},
+])
+async def test_discord_messages_fit_discords_limits(discord, overrides):
+    from tests.harness.discord import form_error
+
+    alert = make_alert(**overrides)
+    for resolved in (False, True):
+        body = discord_channel.message(alert, resolved=resolved)
+        assert form_error(body) is None, form_error(body)
+        assert len(body["content"]) <= 2000
+    channel = discord_channel.DiscordChannel(Secret(discord.webhook_url))
+    try:
+        await channel.send(alert)
+        await channel.send_resolved(alert)
+    finally:
+        await channel.close()
+    firing, resolved = discord.messages
+    assert firing["content"].startswith("🚨 **CRITICAL**") and resolved["content"].startswith("✅ **RESOLVED**")
+    assert firing["embeds"][0]["description"].startswith(alert.message[:100])
+    assert resolved["embeds"][0]["color"] == discord_channel.COLOUR["resolved"]
+
+
+def test_the_discord_stand_in_refuses_what_discord_refuses():
+    from tests.harness.discord import form_error
+
+    assert form_error({"content": "x" * 2001})[1]["code"] == 50035
+    assert form_error({"content": " "})[1]["code"] == 50006
+    assert form_error({"embeds": [{"title": "t" * 257}]})[1]["code"] == 50035
+    assert form_error({"embeds": [{"description": "d" * 4000, "fields": [{"name": "n", "value": "v" * 1000}] * 3}]})
+    assert form_error({"embeds": [{"title": "ok"}] * 11})
+
+
+async def test_discord_waits_out_its_rate_limit_and_delivers_each_alert_once(tmp_path, discord):
+    from exporter.alert_manager import AlertManager
+    from exporter.channels import CHANNELS
+    from exporter.metrics import Metrics
+
+    discord.limit, discord.window = 2, 1.0
+    metrics = Metrics()
+    manager = AlertManager(metrics=metrics, channel_factories=CHANNELS, monitor_resources=False,
+                           retry_base=0.05, retry_max=0.1)
+    manager.enable(load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"),
+                                  "ALERT_CHANNELS": {"high": ["discord"]}, "ALERT_RATE_LIMIT": 1000},
+                                 environ={"DISCORD_WEBHOOK_URL": discord.webhook_url}))
+    try:
+        for n in range(7):
+            manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.HIGH, "API error", f"call {n} failed",
+                                       task_id=f"call-{n}")
+        assert manager.flush(30), manager.channel_stats()
+    finally:
+        manager.disable()
+    titles = [m["embeds"][0]["fields"][1]["value"] for m in discord.messages]
+    assert titles == [f"call-{n}" for n in range(7)]  # each once, in order
+    # The bucket's reset was waited for, not hammered: at most one refused try per window
+    # (the channel's own backoff alone, 0.05-0.1 s, would have been refused ~10 times a window).
+    assert len(discord.refused) <= 2, discord.refused
+    starts = sorted(discord.sent_at)
+    for earlier, later in zip(starts, starts[2:]):  # never more than 2 in any 1 s
+        assert later - earlier >= 1.0 - 0.01
+
+
+async def test_discord_answers_429_with_the_wait_from_its_body(discord):
+    discord.limit = 1
+    channel = discord_channel.DiscordChannel(Secret(discord.webhook_url))
+    discord.sent_at.append(__import__("time").time())  # the bucket is already empty
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            await channel.send(make_alert())
+    finally:
+        await channel.close()
+    assert "429" in str(caught.value) and 0 < caught.value.retry_after <= discord.window
+    assert not caught.value.permanent
+
+
+async def test_discord_errors_never_show_the_webhook_token(discord, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = discord.webhook_url.replace(discord.token, "not-the-token-of-this-hook")
+    channel = discord_channel.DiscordChannel(Secret(wrong))
+    with pytest.raises(DeliveryError) as unknown:
+        await channel.send(make_alert())
+    assert "Unknown Webhook" in str(unknown.value) and unknown.value.permanent
+    discord.stop()
+    with pytest.raises(DeliveryError) as unreachable:
+        await channel.send(make_alert())
+    await channel.close()
+    for error in (unknown.value, unreachable.value):
+        assert "not-the-token" not in str(error)
+    assert "not-the-token" not in caplog.text
+
+
+# --------------------------------------------------------------------------- alertmanager cluster
+
+
+def test_alertmanager_url_takes_several_and_never_shows_one():
+    from exporter.errors import ChannelConfigError
+
+    assert am_channel.split_urls(" http://a:9093/ ,https://u:p@b:9093") == ["http://a:9093", "https://u:p@b:9093"]
+    with pytest.raises(ChannelConfigError, match="URL number 2") as caught:
+        am_channel.split_urls("http://a:9093,ftp://user:secret@b")
+    assert "secret" not in str(caught.value)
+    settings = load_settings({"ALERTMANAGER_RESEND_INTERVAL": 5}, environ={})
+    assert settings.alerts.alertmanager_resend_interval == 5.0
+    assert load_settings({}, environ={}).alerts.alertmanager_resend_interval == 60.0
+
+
+async def test_an_alertmanager_that_was_down_gets_the_resolution_it_missed():
+    import asyncio
+    import time
+
+    from tests.harness.base import free_port
+    from tests.harness.webhook import WebhookReceiver
+
+    up, down = WebhookReceiver().start(), WebhookReceiver().start()
+    down.stop()
+    channel = am_channel.AlertmanagerChannel(Secret(f"{up.url}, {down.url}"), resend_interval=0.2)
+    alert = make_alert()
+    try:
+        await channel.send(alert)  # one took it: delivered
+        alert.resolved_at = 1_800_000_100.0
+        await channel.send_resolved(alert)
+        down.start()  # same port: back
+        deadline = time.monotonic() + 10
+        while not any(item.get("endsAt") == "2027-01-15T08:01:40.000Z" for request in down.requests
+                      for item in request["json"]):
+            assert time.monotonic() < deadline, "the resolution never reached the one that was down"
+            await asyncio.sleep(0.05)
+    finally:
+        await channel.close()
+        up.stop()
+        down.stop()
+    assert [r["path"] for r in up.requests][:2] == ["/api/v2/alerts"] * 2
+    nowhere = am_channel.AlertmanagerChannel(Secret(f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(DeliveryError, match="all 2 Alertmanager"):
+            await nowhere.send(make_alert())
+    finally:
+        await nowhere.close()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -111,3 +112,36 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path):
     assert process.returncode == 0, stderr[-3000:]
     assert "stopped cleanly" in stdout
     assert "Traceback" not in stderr
+
+
+def _active_bot_alerts(text: str) -> float | None:
+    """What the Overview's *Active bot alerts* panel shows for this scrape: sum(bot_alerts_active)."""
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("bot_alerts_active{")]
+    return sum(values) if values else None
+
+
+def test_active_bot_alerts_return_to_zero_when_the_injected_failures_clear(tmp_path: Path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "demo", "--duration", "0", "--rate", "20", "--seed", "3",
+         "--failures-for", "8"],
+        cwd=tmp_path, env=_demo_env(port) | {"DISK_FREE_MIN_PERCENT": "0", "MEMORY_MAX_PERCENT": "100"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (_active_bot_alerts(_scrape_or_none(port) or "") or 0) > 0, timeout=20,
+                   what="alerts firing while failures are injected", interval=0.3)
+        # Failures stop after 8 s; each producer then clears its alerts on its next success (a
+        # transfer, an API call, a thumbnail job in time, the integrity check repairing, every 15 s).
+        wait_until(lambda: _active_bot_alerts(_scrape_or_none(port) or "") == 0, timeout=45,
+                   what="Active bot alerts back to 0 on a scrape", interval=0.3)
+        cleared_at = time.time()
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr[-3000:]
+    history = subprocess.run([sys.executable, "-m", "exporter", "alerts", "list", "--json"], cwd=tmp_path,
+                             env=_demo_env(port) | {"STATE_DIR": "state"}, capture_output=True, text=True,
+                             timeout=60)
+    alerts = [alert for alert in json.loads(history.stdout) if alert["first_seen"] < cleared_at]
+    assert alerts and all(alert["resolved"] for alert in alerts), [a for a in alerts if not a["resolved"]]
+    assert {"download_failed", "slow_operation"} <= {alert["type"] for alert in alerts}  # they did fire

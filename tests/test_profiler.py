@@ -208,6 +208,22 @@ def test_slow_operations_counted_logged_and_alerted_once_per_interval():
     assert prof.get_slow_operations(threshold=10) == []
 
 
+def test_a_run_in_time_resolves_the_slow_operation_alert_once():
+    recorder = Recorder()
+    prof = Profiler(metrics=Metrics(), events=recorder, alerts=recorder)
+    prof.enable(default_settings().replace(PROFILE_THRESHOLD=0.05))
+    state = prof.profile_sync("thumbnail")._state
+    prof._slow(state, 0.2, failed=False)  # as a slow run reports itself
+    for _ in range(2):
+        with prof.profile_sync("other"):
+            pass
+    assert recorder.resolved == []  # another operation in time resolves nothing
+    for _ in range(3):
+        with prof.profile_sync("thumbnail"):
+            pass
+    assert recorder.resolved == [("slow_operation", {"operation": "thumbnail"})]  # once, not per run
+
+
 def test_reset_forgets_statistics():
     prof, _ = make()
     with prof.profile_sync("a"):

@@ -8,7 +8,8 @@ is thread-safe, never blocks, never raises, and does nothing while the manager i
 The rest of the API (see :class:`AlertManager`): ``enable(settings, metrics)`` / ``disable()``,
 ``subscribe(type, callback)`` / ``unsubscribe``, ``register_handler(callback)`` (sync or async
 callables), ``await trigger_alert(...)`` (raises AlertError on a bad type or severity),
-``resolve_alert(alert | id | fingerprint)``, ``get_alerts(limit, severity, type, since,
+``resolve_alert(alert | id | fingerprint)``, ``resolve_alerts_sync(type, **details)`` (and the
+async ``resolve_alerts``), ``get_alerts(limit, severity, type, since,
 include_resolved)``, ``get_alert_summary()``, and for tests and the CLI ``flush(timeout)`` /
 ``await wait_idle(timeout)``, ``channel_stats()``, ``channel_errors()``.
 
@@ -16,7 +17,8 @@ Modules: ``model`` (Alert, enums, fingerprint), ``intake`` (recording, masking, 
 ``routing`` (alerts to subscriber and channel lanes), ``persistence`` (the history and outbox, the
 loop writing them), ``store`` (history in memory and on disk), ``delivery`` (retried and
 rate-limited channel lanes, persisted outbox), ``callbacks`` (subscriber lanes), ``monitors`` (disk
-and memory), ``worker`` (the I/O thread), ``manager`` (lifecycle, subscriptions, queries). Backends live in :mod:`exporter.channels`; the module-level ``alert_manager`` is given
+and memory), ``control`` (requests from another process: ``opsstack alerts resolve``), ``worker``
+(the I/O thread), ``manager`` (lifecycle, subscriptions, queries). Backends live in :mod:`exporter.channels`; the module-level ``alert_manager`` is given
 its registry and imports a channel's module only when ``ALERT_CHANNELS`` names it.
 """
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import AlertError, DeliveryError
 from ..metrics import Metrics, worker_failed
-from ..ports import Channel
+from ..ports import Channel, SharedMarks
 from .model import FIRING, Alert
 from .store import read_jsonl, write_atomic
 
@@ -67,6 +67,31 @@ class RateLimiter:
         self.tokens -= 1
 
 
+class SharedRateLimiter(RateLimiter):
+    """A channel's token bucket shared by every worker (``SharedMarks.take_slot``, Redis); this
+    process's own while the shared one is unreachable. A slot taken by :meth:`delay` is held
+    until :meth:`take`."""
+
+    def __init__(self, per_minute: int, marks: SharedMarks, key: str) -> None:
+        super().__init__(per_minute)
+        self.marks, self.key, self.held = marks, key, False
+
+    def delay(self) -> float:
+        if self.held:
+            return 0.0
+        wait = self.marks.take_slot(self.key, int(self.capacity))
+        if wait is None:
+            return super().delay()
+        self.held = wait <= 0
+        return max(0.0, wait)
+
+    def take(self) -> None:
+        if self.held:
+            self.held = False
+        else:
+            super().take()
+
+
 class Outbox:
     """Every channel's pending jobs, persisted when changed (coalesced by the worker)."""
 
@@ -102,14 +127,14 @@ class ChannelLane:
 
     def __init__(self, channel: Channel, outbox: Outbox, metrics: Metrics, *, max_jobs: int,
                  rate_per_minute: int, send_timeout: float, retry_base: float, retry_max: float,
-                 max_age: float, clock: Callable[[], float]) -> None:
+                 max_age: float, clock: Callable[[], float], limiter: RateLimiter | None = None) -> None:
         self.channel = channel
         self.name = channel.name
         self.outbox = outbox
         self.metrics = metrics
         self.jobs: deque[Job] = deque()
         self.max_jobs = max_jobs
-        self.limiter = RateLimiter(rate_per_minute)
+        self.limiter = limiter or RateLimiter(rate_per_minute)
         self.send_timeout = send_timeout
         self.retry_base = retry_base
         self.retry_max = retry_max

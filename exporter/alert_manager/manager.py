@@ -114,7 +114,7 @@ class AlertManager(ManagerBase):
                                   retry_max=self._retry_max, max_age=settings.alerts.retention_hours * 3600.0,
                                   clock=time.time),  # real time: backoff must pass even under a test clock
                               marks=self._shared_marks(settings) if self._shared_marks else None,
-                              window=settings.alerts.dedup_window)
+                              window=settings.alerts.dedup_window, gather=settings.alerts.shared_gather)
         self._worker = LoopThread("opsstack-alerts").start()
         self._worker.run(self._start(saved_jobs), timeout=10)
         self.enabled = True  # before the monitor starts: its first check may raise an alert
@@ -127,9 +127,12 @@ class AlertManager(ManagerBase):
         log.info("alert manager enabled: channels %s", ", ".join(names) or "none")
 
     async def _start(self, saved_jobs: list[Job]) -> None:
+        from . import control
+
         self._tasks += self._router.start(saved_jobs)
         self._state.update_queue_gauge()
         self._spawn(self._state.run())
+        self._spawn(control.serve(Path(self.settings.general.state_dir), self._apply_request, self.metrics))
 
     def _spawn(self, coro) -> None:
         import asyncio
@@ -258,6 +261,15 @@ class AlertManager(ManagerBase):
     async def resolve_alerts(self, alert_type: AlertType | str, **details: Any) -> int:
         """Async twin of :meth:`resolve_alerts_sync` (it does not block either)."""
         return self.resolve_alerts_sync(alert_type, **details)
+
+    def _apply_request(self, request: dict[str, Any]) -> int:
+        """Apply a request of another process (``opsstack alerts resolve``, see :mod:`.control`):
+        how many alerts it resolved."""
+        keys = request.get("keys")
+        if request.get("action") != "resolve" or not isinstance(keys, list):
+            log.warning("ignored an alert request that is not a resolve of a list of alerts")
+            return 0
+        return sum(self._intake.resolve(str(key)) is not None for key in keys)
 
     # ------------------------------------------------------------------ worker side
     def _wake(self) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..ports import LOCAL_ONLY
 from .model import FIRING, Alert, AlertSeverity, AlertType
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..ports import Channel, SharedMarks
     from .callbacks import CallbackLane, Subscription
-    from .delivery import ChannelLane, Job, Outbox
+    from .delivery import ChannelLane, Job, Outbox, RateLimiter
 
 log = logging.getLogger("exporter.alert_manager")
 
@@ -27,9 +28,13 @@ class Router:
 
     def __init__(self, channels: Mapping[str, Channel], routes: Mapping[AlertSeverity, tuple[str, ...]],
                  outbox: Outbox, metrics: Metrics, *, lane_size: int, callback_timeout: float,
-                 lane_options: dict[str, Any], marks: SharedMarks | None = None, window: float = 0.0) -> None:
-        self.marks = marks  # shared across workers: one of them notifies the channels per window
+                 lane_options: dict[str, Any], marks: SharedMarks | None = None, window: float = 0.0,
+                 gather: float = 0.0) -> None:
+        # shared across workers (Redis): one of them notifies the channels per window; None: local
+        self.marks = None if marks is LOCAL_ONLY else marks
         self.window = window
+        self.gather = min(gather, window / 2)  # the notifier waits this long for the others' count
+        self.gathering: dict[str, tuple[asyncio.TimerHandle, Alert]] = {}
         self.channels = dict(channels)
         self.routes = dict(routes)
         self.outbox = outbox
@@ -48,7 +53,8 @@ class Router:
 
         tasks = []
         for name, channel in self.channels.items():
-            lane = ChannelLane(channel, self.outbox, self.metrics, max_jobs=self.lane_size, **self.lane_options)
+            lane = ChannelLane(channel, self.outbox, self.metrics, max_jobs=self.lane_size,
+                               limiter=self._shared_limiter(name), **self.lane_options)
             self.lanes[name] = lane
             self.outbox.lanes[name] = lane
             tasks.append(asyncio.get_running_loop().create_task(lane.run()))
@@ -66,11 +72,17 @@ class Router:
             log.info("alert outbox: %d notification(s) restored for delivery", restored)
         return tasks
 
+    def _shared_limiter(self, channel: str) -> RateLimiter | None:
+        """With shared marks (Redis), ``ALERT_RATE_LIMIT`` holds for all workers together."""
+        if self.marks is None:
+            return None
+        from .delivery import SharedRateLimiter
+
+        return SharedRateLimiter(self.lane_options["rate_per_minute"], self.marks, f"channel:{channel}")
+
     def route(self, items: Iterable[tuple[str, Alert]], subscribers: Mapping[AlertType, list[Subscription]],
               handlers: list[Subscription]) -> None:
         """Hand each ``(FIRING or RESOLVED, alert)`` to its lanes; close the lanes of subscriptions gone."""
-        from .delivery import Job
-
         live = {id(sub) for subs in subscribers.values() for sub in subs} | {id(sub) for sub in handlers}
         for key in [key for key in self.callback_lanes if key not in live]:
             self.callback_lanes.pop(key).close()
@@ -78,22 +90,43 @@ class Router:
             if kind == FIRING:
                 for sub in subscribers.get(alert.type, []) + handlers:
                     self._callback_lane(sub).put(alert.copy())
-                if not self._first_worker(alert):
+                if self.marks is not None and self.routes.get(alert.severity):
+                    self._notify_once(alert)
                     continue
-            for name in self.routes.get(alert.severity, ()):
-                lane = self.lanes.get(name)
-                if lane is not None:
-                    lane.put(Job(channel=name, kind=kind, alert=alert.to_dict(), created=time.time()))
+            else:  # its firing notification, when still gathering, goes first
+                self._release(f"alert:{alert.fingerprint}:{alert.severity.value}")
+            self._put(kind, alert)
 
-    def _first_worker(self, alert: Alert) -> bool:
-        """Whether this process notifies the channels of ``alert``: with shared marks (Redis),
-        only the first of the workers raising it within the dedup window does (per severity)."""
-        if self.marks is None or not self.routes.get(alert.severity):
-            return True
-        if self.marks.first_in_window(f"alert:{alert.fingerprint}:{alert.severity.value}", self.window):
-            return True
-        self.metrics.alerts_deduplicated.labels(alert.type.value).inc()
-        return False
+    def _put(self, kind: str, alert: Alert) -> None:
+        from .delivery import Job
+
+        for name in self.routes.get(alert.severity, ()):
+            lane = self.lanes.get(name)
+            if lane is not None:
+                lane.put(Job(channel=name, kind=kind, alert=alert.to_dict(), created=time.time()))
+
+    def _notify_once(self, alert: Alert) -> None:
+        """With shared marks (Redis), only the first of the workers raising ``alert`` within the
+        dedup window notifies (per severity), ``gather`` seconds later, with the count of workers
+        that raised it by then as its ``repeat_count``; the others count it deduplicated."""
+        import asyncio
+
+        key = f"alert:{alert.fingerprint}:{alert.severity.value}"
+        if self.marks.mark(key, self.window) > 1:
+            self.metrics.alerts_deduplicated.labels(alert.type.value).inc()
+            return
+        self._release(key)  # a notification of the same key still gathering goes first
+        handle = asyncio.get_running_loop().call_later(self.gather, self._release, key)
+        self.gathering[key] = (handle, alert)
+
+    def _release(self, key: str) -> None:
+        """Send the gathered notification of ``key`` with the workers' count."""
+        handle, alert = self.gathering.pop(key, (None, None))
+        if alert is None:
+            return
+        handle.cancel()
+        alert.repeat_count = max(alert.repeat_count, self.marks.count(key))
+        self._put(FIRING, alert)
 
     def _callback_lane(self, sub: Subscription) -> CallbackLane:
         import asyncio
@@ -109,6 +142,8 @@ class Router:
 
     def idle(self, now: float, due_only: bool = False) -> bool:
         """No callback pending, no notification in flight or waiting (``due_only``: due by ``now``)."""
+        if self.gathering:
+            return False
         if any(not lane.idle() for lane in self.callback_lanes.values()):
             return False
         for lane in self.lanes.values():
@@ -120,6 +155,8 @@ class Router:
 
     def stop(self) -> list[asyncio.Task]:
         """Stop taking work; the callback lanes' tasks, for the caller to cancel."""
+        for key in list(self.gathering):  # into the outbox, saved for the next start
+            self._release(key)
         for lane in self.lanes.values():
             lane.stopping = True
         for callback_lane in self.callback_lanes.values():

@@ -20,10 +20,11 @@ __all__ = ["BackupManager", "backup_manager", "read_catalog", "scheduled_backup"
 def _backup_manager() -> BackupManager:
     from ..alert_manager import alert_manager
     from ..logger_manager import logger_manager
-    from ..shared_state import shared_locks
+    from ..shared_state import catalog_mirror, shared_locks
     from .manager import BackupManager
 
-    return BackupManager(events=logger_manager, alerts=alert_manager, shared_locks=shared_locks)
+    return BackupManager(events=logger_manager, alerts=alert_manager, shared_locks=shared_locks,
+                         catalog_mirror=catalog_mirror)
 
 
 __getattr__ = lazy_attributes(__name__, {"BackupManager": ".manager", "backup_manager": _backup_manager})

@@ -1,4 +1,5 @@
-"""The backup catalog: what lists as a backup, read straight from the backup directory.
+"""The backup catalog: what lists as a backup, read from the backup directory (or from its copy
+mirrored in Redis while that copy is current, see :func:`read_catalog`).
 
 A backup is ``<name>.manifest.json`` plus the archive it names. The manifest is written last,
 so a backup lists only when both exist; temp files (leading dot) never list. This module only
@@ -10,10 +11,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._files import read_json
 from ..errors import IntegrityError
+
+if TYPE_CHECKING:
+    from ..ports import CatalogMirror
 
 MANIFEST_SUFFIX = ".manifest.json"
 ARCHIVE_SUFFIX = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
@@ -142,14 +146,54 @@ def _lean_manifest(path: Path, cached, seen: dict, entry: str) -> dict[str, Any]
     return lean
 
 
-def read_catalog(backup_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def set_name(backup_dir: str | os.PathLike) -> str:
+    """The name of the backup set in ``backup_dir`` shared by every process and host (its locks,
+    its mirrored catalog): made from the directory's real path, so hosts sharing one mount it alike."""
+    import hashlib  # OpenSSL: on first use, not on import
+
+    return "backup:" + hashlib.sha256(os.fsencode(os.path.realpath(backup_dir))).hexdigest()[:16]
+
+
+def directory_stamp(directory: Path) -> str | None:
+    """What changes whenever an entry of ``directory`` is added, removed or replaced (a manifest,
+    an archive, a state file): its inode and modification time; None when it is missing."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    return f"{info.st_ino}:{info.st_mtime_ns}"
+
+
+def read_catalog(backup_dir: str | os.PathLike, mirror: CatalogMirror | None = None) -> list[dict[str, Any]]:
     """Every complete backup in ``backup_dir``, oldest first. A missing directory lists nothing.
 
     Each entry: ``name, created_at, tier, description, size (archive bytes), files,
     total_bytes, compression, encrypted, source_paths, archive, manifest, verified,
     verified_at, drilled, drilled_at`` (``drilled``: None until a restore drill ran).
+
+    With a ``mirror`` (Redis), the entries come from it while it is current: made at the set's
+    generation and from the directory as it is now (its stamp is taken before the files are
+    read, so a change during a rebuild leaves the copy stale, not wrong); otherwise they are
+    read from the files and mirrored for the next reader.
     """
     directory = Path(backup_dir)
+    if mirror is None:
+        return _read_files(directory)
+    stamp = directory_stamp(directory)
+    if stamp is None:
+        return []
+    name = set_name(directory)
+    entries, generation = mirror.load(name, stamp)
+    if entries is not None:  # paths as this process names the directory
+        return [{**entry, "archive": str(directory / Path(entry["archive"]).name),
+                 "manifest": str(directory / Path(entry["manifest"]).name)} for entry in entries]
+    backups = _read_files(directory)
+    if generation is not None:
+        mirror.store(name, generation, stamp, backups)
+    return backups
+
+
+def _read_files(directory: Path) -> list[dict[str, Any]]:
     try:
         names = os.listdir(directory)
     except OSError:

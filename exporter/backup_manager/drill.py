@@ -17,7 +17,7 @@ from typing import Any
 from .. import tracing
 from .._files import file_sha256
 from ..errors import BackupNotFoundError, BackupUnreadableError, IntegrityError
-from .catalog import DRILL_STATE_FILE, last_drill, read_catalog, read_drill_state
+from .catalog import DRILL_STATE_FILE, last_drill, read_drill_state
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -110,7 +110,7 @@ def restore_and_check(backup_dir: Path, manifest: dict[str, Any], key: bytes | N
 class Drills:
     """The backup manager's restore drills: run one, record it (``.drill-state.json``), export
     it. Mixed into :class:`BackupManager`, whose ``backup_dir``, ``settings``, ``metrics``,
-    ``_key``, ``_manifest()``, ``_record()``, ``_fail()``, ``_succeeded()`` and
+    ``_key``, ``_catalog()``, ``_manifest()``, ``_record()``, ``_fail()``, ``_succeeded()`` and
     ``verify_backup_report()`` it uses."""
 
     def drill_backup_sync(self, backup_name: str | None = None) -> dict[str, Any]:
@@ -122,7 +122,7 @@ class Drills:
 
         self._require()
         if backup_name is None:
-            backups = read_catalog(self.backup_dir)
+            backups = self._catalog()
             if not backups:
                 raise BackupNotFoundError(f"no backup to drill in {self.backup_dir}")
             backup_name = backups[-1]["name"]
@@ -161,7 +161,7 @@ class Drills:
     def run_scheduled_drill(self) -> dict[str, Any] | None:
         """What the scheduler runs every ``BACKUP_DRILL_INTERVAL``: drill the newest backup
         (None while there is none yet)."""
-        backups = read_catalog(self.backup_dir)
+        backups = self._catalog()
         return self.drill_backup_sync(backups[-1]["name"]) if backups else None
 
     def _show_drill(self, drill: dict[str, Any] | None) -> None:

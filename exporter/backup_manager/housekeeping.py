@@ -14,7 +14,8 @@ from .lock import DirectoryLock
 
 class Housekeeping:
     """Mixed into :class:`BackupManager`, whose ``backup_dir``, ``settings``, ``metrics``,
-    ``_events``, ``_key``, ``_scheduler`` and ``_require()`` it uses."""
+    ``_events``, ``_key``, ``_scheduler``, ``_require()``, ``_catalog()`` and
+    ``_catalog_changed()`` it uses."""
 
     # ------------------------------------------------------------------ retention
     def cleanup_old_backups(self, days: float) -> int:
@@ -51,16 +52,20 @@ class Housekeeping:
 
     def _delete_chosen(self, why: str, choose, dry_run: bool) -> list[str]:
         if dry_run:
-            return choose(read_catalog(self.backup_dir))
+            return choose(self._catalog())
         with DirectoryLock(self.backup_dir / LOCK_FILE):
-            doomed = choose(read_catalog(self.backup_dir))
-            for name in doomed:
-                self._delete(name)
+            doomed = choose(read_catalog(self.backup_dir))  # the files: what is there now
+            try:
+                for name in doomed:
+                    self._delete(name)
+            finally:
+                if doomed:
+                    self._catalog_changed()
         self._after_delete(why, doomed)
         return doomed
 
     def _after_delete(self, why: str, names: list[str]) -> None:
-        self._update_retained(read_catalog(self.backup_dir))
+        self._update_retained(self._catalog())
         if names:
             self._events.log_event("backup", "success", f"{why} deleted {len(names)} backup(s)",
                                    event_action=f"backup-{why}", deleted=len(names))
@@ -84,7 +89,7 @@ class Housekeeping:
     def get_backup_stats(self) -> dict[str, Any]:
         if not self.enabled:
             return {"enabled": False}
-        backups = read_catalog(self.backup_dir)
+        backups = self._catalog()
         kept = retention.select(backups, self.settings.backups.retention)
         newest = backups[-1] if backups else None
         verified = retention.newest_verified([b for b in backups if b["verified"]])

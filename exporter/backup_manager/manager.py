@@ -20,9 +20,10 @@ from ..config import Settings
 from ..errors import (BackupError, BackupLockedError, BackupNotFoundError, BackupUnreadableError,
                       DecryptionError, LockHeldError, NotEnabledError, OpsError)
 from ..metrics import Metrics
-from ..ports import LOCAL_ONLY, NO_ALERTS, NO_EVENTS, Alerter, EventLog, SharedHold, SharedLocks
+from ..ports import (LOCAL_ONLY, NO_ALERTS, NO_EVENTS, NO_MIRROR, Alerter, CatalogMirror, EventLog,
+                     SharedHold, SharedLocks)
 from .catalog import (LOCK_FILE, NAME_PATTERN, VERIFY_STATE_FILE, last_drill, manifest_path,
-                      open_manifest, read_catalog, read_manifest, read_verify_state)
+                      open_manifest, read_catalog, read_manifest, read_verify_state, set_name)
 from .drill import Drills
 from .housekeeping import Housekeeping
 from .leftovers import clean_leftovers
@@ -42,12 +43,15 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
 
     def __init__(self, settings: Settings | None = None, metrics: Metrics | None = None, *,
                  events: EventLog = NO_EVENTS, alerts: Alerter = NO_ALERTS,
-                 shared_locks: Callable[[Settings], SharedLocks] = lambda settings: LOCAL_ONLY) -> None:
+                 shared_locks: Callable[[Settings], SharedLocks] = lambda settings: LOCAL_ONLY,
+                 catalog_mirror: Callable[[Settings], CatalogMirror] = lambda settings: NO_MIRROR) -> None:
         super().__init__(settings, metrics)
         self._events = events
         self._alerts = alerts
         self._shared_locks = shared_locks  # settings -> the locks shared across hosts (Redis)
         self._locks: SharedLocks = LOCAL_ONLY
+        self._catalog_mirror = catalog_mirror  # settings -> the catalog's copy for every host (Redis)
+        self._mirror: CatalogMirror = NO_MIRROR
         self.backup_dir: Path | None = None
         self._key: bytes | None = None
         self._scheduler: Scheduler | None = None
@@ -75,13 +79,14 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
         except OSError as exc:
             raise BackupError(f"cannot create BACKUP_DIR {self.backup_dir}: {exc.strerror}") from exc
         self._locks = self._shared_locks(settings)
+        self._mirror = self._catalog_mirror(settings)
         self.enabled = True
         try:
             with DirectoryLock(self.backup_dir / LOCK_FILE):
                 clean_leftovers(self.backup_dir)
         except BackupError:
             pass  # another process is busy in the directory; it cleans up after itself
-        self._update_retained(read_catalog(self.backup_dir))
+        self._update_retained(self._catalog())
         self._show_drill(last_drill(self.backup_dir))
         self.metrics.backup_interval.set(backup_interval(settings))
         if schedule is None:  # Celery beat, when it owns the schedule, runs the backups instead
@@ -114,15 +119,21 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
             raise BackupNotFoundError(f"no backup named {name!r} in {self.backup_dir}")
         return open_manifest(manifest, self._key)
 
+    def _catalog(self) -> list[dict[str, Any]]:
+        """The backups, oldest first (from the mirror every process shares while it is current)."""
+        return read_catalog(self.backup_dir, None if self._mirror is NO_MIRROR else self._mirror)
+
+    def _catalog_changed(self) -> None:
+        """After a backup was made, deleted, verified or drilled: the mirror is stale."""
+        if self._mirror is not NO_MIRROR:
+            self._mirror.changed(set_name(self.backup_dir))
+
     @contextlib.contextmanager
     def _hold_set(self) -> Iterator[SharedHold]:
         """The lock of this backup set shared by every process and host (``REDIS_URL``); the
         set is named by the real path of ``BACKUP_DIR``, so hosts sharing one mount it alike."""
-        import hashlib  # OpenSSL: with the first backup, not on import
-
-        name = "backup:" + hashlib.sha256(os.fsencode(os.path.realpath(self.backup_dir))).hexdigest()[:16]
         try:
-            with self._locks.hold(name) as shared:
+            with self._locks.hold(set_name(self.backup_dir)) as shared:
                 yield shared
         except LockHeldError as exc:
             if isinstance(exc, BackupLockedError):
@@ -166,9 +177,10 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
             known = {b["name"] for b in read_catalog(self.backup_dir)} | {name}
             write_json_atomic(self.backup_dir / state_file,
                               {k: v for k, v in state.items() if k in known})
+            self._catalog_changed()
 
     def _last_scheduled(self) -> float | None:
-        times = [b["created_at"] for b in read_catalog(self.backup_dir) if b["tier"] in PERIODS]
+        times = [b["created_at"] for b in self._catalog() if b["tier"] in PERIODS]
         return max(times) if times else None
 
     # ------------------------------------------------------------------ create
@@ -213,11 +225,14 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
             clean_leftovers(self.backup_dir)
             if manifest_path(self.backup_dir, name).exists():
                 raise BackupError(f"a backup named {name!r} already exists")
-            return write_backup(
-                backup_dir=self.backup_dir, name=name, source_paths=source_paths,
-                description=description, tier=tier, compression=self.settings.backups.compression,
-                key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
-                cancel=cancel, before_publish=shared.check)
+            try:
+                return write_backup(
+                    backup_dir=self.backup_dir, name=name, source_paths=source_paths,
+                    description=description, tier=tier, compression=self.settings.backups.compression,
+                    key=self._key, threads=min(4, os.cpu_count() or 1), progress=progress,
+                    cancel=cancel, before_publish=shared.check)
+            finally:
+                self._catalog_changed()
 
     def _created(self, manifest: dict[str, Any], duration: float) -> dict[str, Any]:
         """Count, log and describe a backup just created."""
@@ -263,7 +278,7 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
         """Complete backups, newest first (empty while disabled)."""
         if not self.enabled:
             return []
-        return list(reversed(read_catalog(self.backup_dir)))
+        return list(reversed(self._catalog()))
 
     def verify_backup_report(self, backup_name: str,
                              progress: Progress | None = None) -> dict[str, Any]:

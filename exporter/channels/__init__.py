@@ -23,6 +23,7 @@ CHANNELS: dict[str, ChannelFactory] = {
     "telegram": plugin(f"{__name__}.telegram", "alerts"),
     "email": plugin(f"{__name__}.email", "alerts"),
     "slack": plugin(f"{__name__}.slack", "alerts"),
+    "discord": plugin(f"{__name__}.discord", "alerts"),
     "alertmanager": plugin(f"{__name__}.alertmanager", "alerts"),
     "celery": plugin(f"{__name__}.celery", "alerts"),
 }

@@ -1,15 +1,21 @@
-"""The ``alertmanager`` channel: POST ``/api/v2/alerts`` to a Prometheus Alertmanager, as its
-client contract asks.
+"""The ``alertmanager`` channel: POST ``/api/v2/alerts`` to a Prometheus Alertmanager (or every
+Alertmanager of a highly available cluster), as its client contract asks.
 
 Labels ``alertname`` (``Bot`` + the type in CamelCase), ``severity`` (mapped onto the routing
 severities critical / warning / info), ``type``, ``bot_severity``, ``fingerprint``, ``job``
-(``bot``, the scrape job of the deploy/ Prometheus) and ``instance`` (this host, with
-``METRICS_PORT``); annotations ``summary`` and ``description``.
+(``bot``, the scrape job of the deploy/ Prometheus) and ``instance`` (``ALERTMANAGER_INSTANCE``);
+annotations ``summary`` and ``description``.
 
-A firing alert is sent with ``endsAt`` four ``RESEND_INTERVAL`` ahead and sent again every
-``RESEND_INTERVAL`` while it fires, so Alertmanager keeps it firing exactly as long as the bot
-does (and ends it on its own if the bot dies). A severity change changes the labels: the old
-label set is ended in the same request. Resolving sends ``endsAt`` = the resolution time.
+A firing alert is sent with ``endsAt`` four ``ALERTMANAGER_RESEND_INTERVAL`` ahead and sent
+again every interval while it fires, so Alertmanager keeps it firing exactly as long as the bot
+does (and ends it on its own if the bot dies, or re-creates it after a restart). A severity
+change changes the labels: the old label set is ended in the same request. Resolving sends
+``endsAt`` = the resolution time.
+
+``ALERTMANAGER_URL`` may name several Alertmanagers (comma-separated): each gets every alert,
+concurrently, as Prometheus does. A delivery succeeds when one of them took it; one that was
+down gets what it missed (the firing alerts, the resolutions) at the next re-send round, so it
+delays none of the others.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ..errors import DeliveryError
+from ..errors import ChannelConfigError, DeliveryError
 from ._common import HttpPoster, mask, require
 
 if TYPE_CHECKING:
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter.alerts")
 ROUTING_SEVERITY = {"critical": "critical", "high": "warning", "medium": "info", "low": "info"}
 RESEND_INTERVAL = 60.0  # seconds between two sends of a firing alert (Alertmanager asks 30 s to 3 min)
+MISSED_MAX = 1000  # resolutions kept per Alertmanager that missed them
+AHEAD = 4  # endsAt this many intervals ahead: three missed rounds in a row end the alert
 
 
 def alertname(alert_type: str) -> str:
@@ -61,34 +69,72 @@ def payload(alert, resolved_at: float | None = None, *, ends_at: float | None = 
     return item
 
 
+def split_urls(value: str) -> list[str]:
+    """The Alertmanager base URLs of ``ALERTMANAGER_URL`` (comma-separated)."""
+    urls = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+    for number, url in enumerate(urls, 1):
+        if not url.startswith(("http://", "https://")):  # never show it: it may hold a password
+            raise ChannelConfigError("ALERTMANAGER_URL", "setting", "****",
+                                     f"URL number {number} is not an http:// or https:// URL")
+    return urls
+
+
 class AlertmanagerChannel:
     name = "alertmanager"
 
     def __init__(self, url, timeout: float = 10.0, *, target: dict[str, str] | None = None,
                  resend_interval: float = RESEND_INTERVAL) -> None:
-        self._url = url  # a Secret: may carry basic-auth credentials
-        mask(url)
+        self._urls = split_urls(url.get())  # each may carry basic-auth credentials
+        for one in self._urls:
+            mask(one)
         self._http = HttpPoster(self.name, timeout)
         self._target = target or {}
         self._interval = resend_interval
         self._firing: dict[str, object] = {}  # fingerprint -> the alert as last sent firing
+        self._missed: dict[int, list[dict]] = {}  # Alertmanager number -> resolutions it did not take
         self._resender: asyncio.Task | None = None
 
-    def _endpoint(self) -> str:
-        return self._url.get().rstrip("/") + "/api/v2/alerts"
+    def _firing_item(self, alert) -> dict:
+        return payload(alert, ends_at=time.time() + self._interval * AHEAD, target=self._target)
 
-    def _firing_item(self, alert) -> dict:  # three missed sends in a row end it
-        return payload(alert, ends_at=time.time() + self._interval * 4, target=self._target)
+    async def _post(self, number: int, items: list[dict]) -> str | None:
+        """Post ``items`` to Alertmanager ``number``; the reason it failed, or None."""
+        try:
+            await self._http.post(self._urls[number] + "/api/v2/alerts", items)
+        except DeliveryError as exc:
+            return str(exc)
+        return None
+
+    async def _post_all(self, items: list[dict], ended: list[dict]) -> None:
+        """Post to every Alertmanager at once; DeliveryError when none took it. The ones that
+        failed get the ``ended`` items (the firing ones are re-sent anyway) at the next round."""
+        reasons = await asyncio.gather(*(self._post(n, items) for n in range(len(self._urls))))
+        failed = [n for n, reason in enumerate(reasons) if reason is not None]
+        if len(failed) == len(self._urls):
+            raise DeliveryError(f"{reasons[0]} (all {len(failed)} Alertmanager(s))" if len(failed) > 1
+                                else reasons[0])
+        for n in failed:
+            log.warning("Alertmanager #%d of %d missed a notification (sent again next round): %s",
+                        n + 1, len(self._urls), reasons[n])
+            self._keep_missed(n, ended)
+
+    def _keep_missed(self, number: int, items: list[dict]) -> None:
+        missed = self._missed.setdefault(number, [])
+        missed.extend(items)
+        del missed[:-MISSED_MAX]  # one down for good: its oldest ends give way (they expire anyway)
+
+    def _start_resending(self) -> None:
+        if (self._firing or any(self._missed.values())) and (self._resender is None or self._resender.done()):
+            self._resender = asyncio.get_running_loop().create_task(self._resend(), name="opsstack-am-resend")
 
     async def send(self, alert) -> None:
         items = [self._firing_item(alert)]
         before = self._firing.get(alert.fingerprint)
         if before is not None and before.severity != alert.severity:  # the old label set ends now
             items.append(payload(before, resolved_at=time.time(), target=self._target))
-        await self._http.post(self._endpoint(), items)
-        self._firing[alert.fingerprint] = alert.copy()
-        if self._resender is None or self._resender.done():
-            self._resender = asyncio.get_running_loop().create_task(self._resend(), name="opsstack-am-resend")
+        await self._post_all(items, ended=items[1:])
+        self._firing[alert.fingerprint] = alert.copy()  # re-sent from now on, whoever took it
+        self._start_resending()
 
     async def send_resolved(self, alert) -> None:
         ended = alert.resolved_at or alert.last_seen
@@ -96,17 +142,26 @@ class AlertmanagerChannel:
         before = self._firing.pop(alert.fingerprint, None)
         if before is not None and before.severity != alert.severity:
             items.append(payload(before, resolved_at=ended, target=self._target))
-        await self._http.post(self._endpoint(), items)
+        await self._post_all(items, ended=items)
+        self._start_resending()
 
     async def _resend(self) -> None:
-        """Send every firing alert again each interval, its endsAt moved ahead."""
-        while self._firing:
+        """Each interval, send every firing alert again (its endsAt moved ahead) to each
+        Alertmanager, with the resolutions it missed."""
+        while self._firing or any(self._missed.values()):
             await asyncio.sleep(self._interval)
-            alerts = list(self._firing.values())
-            try:
-                await self._http.post(self._endpoint(), [self._firing_item(a) for a in alerts])
-            except DeliveryError as exc:  # the next round tries again; the endsAt ahead covers it
-                log.warning("re-sending %d firing alert(s) to Alertmanager failed: %s", len(alerts), exc)
+            firing = [self._firing_item(alert) for alert in self._firing.values()]
+            await asyncio.gather(*(self._resend_to(n, firing) for n in range(len(self._urls))))
+
+    async def _resend_to(self, number: int, firing: list[dict]) -> None:
+        missed = self._missed.pop(number, [])
+        if not firing and not missed:
+            return
+        reason = await self._post(number, firing + missed)
+        if reason is not None:  # the next round tries again; the endsAt ahead covers it
+            self._keep_missed(number, missed)
+            log.warning("re-sending %d alert(s) to Alertmanager #%d failed: %s", len(firing) + len(missed),
+                        number + 1, reason)
 
     async def close(self) -> None:
         if self._resender is not None:
@@ -117,5 +172,5 @@ class AlertmanagerChannel:
 
 def from_settings(alerts: AlertSettings) -> AlertmanagerChannel:
     target = {"job": "bot", "instance": alerts.alertmanager_instance}
-    return AlertmanagerChannel(require(alerts, "alertmanager", "ALERTMANAGER_URL", "alertmanager_url",
-                                       "the Alertmanager base URL"), target=target)
+    url = require(alerts, "alertmanager", "ALERTMANAGER_URL", "alertmanager_url", "the Alertmanager base URL")
+    return AlertmanagerChannel(url, target=target, resend_interval=alerts.alertmanager_resend_interval)

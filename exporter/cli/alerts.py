@@ -1,4 +1,5 @@
-"""``opsstack alerts list|summary|test``: the alert history, its counts, and a channel test.
+"""``opsstack alerts list|summary|test|resolve``: the alert history, its counts, a channel test,
+and resolving alerts of the running bot (:mod:`.alerts_resolve`).
 
 ``list`` and ``summary`` read the history file under ``STATE_DIR`` without starting anything.
 ``test`` sends one test alert through the configured channels (using a temporary state
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 
 from ..config import load_settings
 from ..errors import AlertError, DeliveryError
+from . import alerts_resolve
 from ._types import LIMIT, TIMEOUT
 
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -22,7 +24,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("alerts", help="list, count or test the bot's alerts")
+    parser = subparsers.add_parser("alerts", help="list, count, test or resolve the bot's alerts")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="stored alerts, newest first")
     listing.add_argument("--limit", type=LIMIT, default=20, help="at most this many, 1 to 1000000 (default 20)")
@@ -37,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test.add_argument("--severity", default="critical", help="route as this severity (default critical)")
     test.add_argument("--timeout", type=TIMEOUT, default=30.0, help="seconds to wait for delivery, 0.1 to 3600")
     test.add_argument("--json", action="store_true", help="print JSON")
+    alerts_resolve.register(actions)
     parser.set_defaults(handler=run)
 
 
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=getattr(args, "config", None))
     if args.action == "test":
         return _test(settings, args)
+    if args.action == "resolve":
+        return alerts_resolve.resolve(settings, args)
     from ..alert_manager import read_history
 
     store = read_history(settings)

@@ -7,7 +7,7 @@ import time
 
 from ..backup_manager import BackupManager
 from ..config import load_settings
-from ..shared_state import shared_locks
+from ..shared_state import catalog_mirror, shared_locks
 from ..errors import BackupError, IntegrityError
 from ..metrics import Metrics
 from ._actions import action_parsers, add_confirmation, confirm, emit
@@ -63,7 +63,7 @@ def _size(n: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config)
-    manager = BackupManager(settings, Metrics(), shared_locks=shared_locks)
+    manager = BackupManager(settings, Metrics(), shared_locks=shared_locks, catalog_mirror=catalog_mirror)
     manager.enable(settings, schedule=False)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

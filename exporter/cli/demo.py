@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds to run, up to 30 days (default 60; 0 runs until Ctrl-C)")
     parser.add_argument("--rate", type=RATE, default=4.0, help="operations started per second, 0.01 to 1000")
     parser.add_argument("--seed", type=int, default=7, help="random seed (same seed, same run)")
+    parser.add_argument("--failures-for", type=DURATION, default=None, metavar="SECONDS",
+                        help="inject failures for this many seconds only, then let them clear and their "
+                             "alerts resolve (default: the whole run)")
     parser.add_argument("--data-dir", default="demo-data", help="the sample data folder")
     parser.set_defaults(handler=run)
 
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = demo_settings(args.config)
     data_dir = Path(args.data_dir)
-    options = DemoOptions(duration=args.duration or None, rate=args.rate, seed=args.seed)
+    options = DemoOptions(duration=args.duration or None, rate=args.rate, seed=args.seed,
+                          failures_for=args.failures_for)
     print(where_to_look(settings, data_dir), flush=True)
     bot = DemoBot(settings, options, data_dir)  # its data first: the scheduler backs it up at once
     handle = runtime.start(settings)

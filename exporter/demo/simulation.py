@@ -39,6 +39,7 @@ class DemoOptions:
     backup_interval: float = 20.0
     integrity_interval: float = 15.0
     status_interval: float = 10.0
+    failures_for: float | None = None  # seconds failures are injected; None: the whole run
 
 
 @dataclass
@@ -65,6 +66,19 @@ class DemoBot:
         self.tally = Tally()
         self.task_ids = itertools.count(1)
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
+        self.started = time.monotonic()
+        self.firing: set[tuple[AlertType, str]] = set()  # alerts this bot raised: (type, direction/method)
+
+    def failing(self) -> bool:
+        """Whether failures are still injected (``--failures-for``)."""
+        limit = self.options.failures_for
+        return limit is None or time.monotonic() - self.started < limit
+
+    def cleared(self, kind: AlertType, where: str) -> None:
+        """A success: the alerts of ``kind`` raised for ``where`` (a direction, an API method) clear."""
+        if (kind, where) in self.firing:
+            self.firing.discard((kind, where))
+            alert_manager.resolve_alerts_sync(kind, where=where)
 
     # ------------------------------------------------------------------ transfers
     async def transfer(self, direction: str) -> None:
@@ -72,7 +86,8 @@ class DemoBot:
         filename = f"{task_id}_{self.rng.choice(FILE_KINDS)}"
         size = int(self.rng.lognormvariate(17, 1.5))  # ~24 MB median, long tail into GBs
         seconds = min(3.0, 0.05 + size / 1.5e9)
-        fails = self.rng.random() < 0.08
+        fails = self.rng.random() < 0.08 and self.failing()
+        kind = AlertType.DOWNLOAD_FAILED if direction == "download" else AlertType.UPLOAD_FAILED
         started = time.monotonic()
         status = "completed"
         try:
@@ -83,10 +98,11 @@ class DemoBot:
         except ConnectionError as exc:
             status = "failed"
             log.warning("%s %s failed: %s", direction, task_id, exc)
-            await alert_manager.trigger_alert(
-                AlertType.DOWNLOAD_FAILED if direction == "download" else AlertType.UPLOAD_FAILED,
-                AlertSeverity.HIGH, f"{direction.capitalize()} failed", str(exc), task_id=task_id,
-                details={"filename": filename})
+            await alert_manager.trigger_alert(kind, AlertSeverity.HIGH, f"{direction.capitalize()} failed", str(exc),
+                                              task_id=task_id, details={"filename": filename, "where": direction})
+            self.firing.add((kind, direction))
+        else:  # the peer answers again: a transfer that completes clears the failed ones
+            self.cleared(kind, direction)
         duration = time.monotonic() - started
         event = logger_manager.log_download if direction == "download" else logger_manager.log_upload
         event(task_id=task_id, filename=filename, size_bytes=size, duration=duration,
@@ -109,24 +125,32 @@ class DemoBot:
             await asyncio.sleep(self.rng.uniform(0.005, 0.08))
         with profiler.profile_sync("parse_update"):
             json.loads(json.dumps({"update_id": self.tally.api_calls, "method": method}))
+        if not self.failing():
+            roll = 1.0
         if roll < 0.03:
             status, code = "failure", 429
-            await alert_manager.trigger_alert(AlertType.RATE_LIMITED, AlertSeverity.MEDIUM,
-                                              "Rate limited by the Bot API",
-                                              f"{method} answered 429: retry after 3 s")
+            await self.api_alert(AlertType.RATE_LIMITED, "Rate limited by the Bot API", method,
+                                 f"{method} answered 429: retry after 3 s")
         elif roll < 0.07:
             status, code = "failure", 502
-            await alert_manager.trigger_alert(AlertType.API_ERROR, AlertSeverity.MEDIUM,
-                                              "Bot API error", f"{method} answered 502 Bad Gateway")
+            await self.api_alert(AlertType.API_ERROR, "Bot API error", method, f"{method} answered 502 Bad Gateway")
+        else:  # the method answers again: its rate limit and errors clear
+            self.cleared(AlertType.RATE_LIMITED, method)
+            self.cleared(AlertType.API_ERROR, method)
         logger_manager.log_api_call(method=method, duration=time.monotonic() - started, status=status,
                                     status_code=code)
         self.tally.api_calls += 1
         self.tally.api_errors += status != "success"
 
+    async def api_alert(self, kind: AlertType, title: str, method: str, message: str) -> None:
+        await alert_manager.trigger_alert(kind, AlertSeverity.MEDIUM, title, message, details={"where": method})
+        self.firing.add((kind, method))
+
     async def slow_job(self) -> None:
         threshold = self.settings.profiler.threshold
+        factor = self.rng.uniform(1.1, 1.6)  # slow while failures are injected, then in time
         async with profiler.profile_async("generate_thumbnails"):
-            await asyncio.sleep(threshold * self.rng.uniform(1.1, 1.6))
+            await asyncio.sleep(threshold * (factor if self.failing() else factor / 4))
         self.tally.slow_jobs += 1
 
     async def worker(self) -> None:
@@ -170,7 +194,7 @@ class DemoBot:
         critical = [str(self.paths["config"]), str(self.paths["media"])]
         await asyncio.sleep(min(5.0, self.options.integrity_interval))
         while True:
-            if self.tally.backups and self.rng.random() < 0.5:
+            if self.tally.backups and self.rng.random() < 0.5 and self.failing():
                 self.damage_a_file()
             report = await recovery_manager.auto_recover(critical_paths=critical,
                                                          backup_dir=str(self.settings.backups.dir))

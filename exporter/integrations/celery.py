@@ -12,13 +12,20 @@ logged and traced.
 uses), and connects Celery's signals:
 
 * each worker process (``worker_process_init``) runs ``runtime.start()`` once with the settings
-  of its environment, with the in-process backup scheduler off (beat owns the schedule), and
+  of its environment, with the in-process backup scheduler off (beat owns the schedule) and no
+  ECS lines on the console while Celery redirects it into its log (they would be written twice), and
   stops it at shutdown, marking its metrics files dead in multiprocess mode
   (``PROMETHEUS_MULTIPROC_DIR``);
 * every task is a profiler operation ``celery.<task name>`` (duration, outcome, slow tasks), a
   span, and one ECS line at its end with ``celery.task.*`` labels;
 * the caller's trace context travels in the message headers (W3C ``traceparent``), so a download
-  the bot starts and a worker finishes is one trace, and both log lines carry its ``trace.id``.
+  the bot starts and a worker finishes is one trace, and both log lines carry its ``trace.id``;
+* beat (``beat_init``) starts opsstack like a worker, and each scheduled send is a profiler
+  operation ``celery.beat <entry>`` and one ECS line (``event.action: celery-beat-send``): with
+  the broker down, Celery's beat logs the send it could not make and skips that run (the next
+  goes at the next period, nothing piles up); here it is also counted
+  (``bot_operation_errors_total``) and logged as a failure naming the entry and the error's type
+  (never the broker URL), and the first send after the broker returns logs the recovery.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from ..logger_manager import logger_manager
 from ..profiler import profiler
 
 log = logging.getLogger("exporter.integrations.celery")
-_worker: dict[str, Any] = {"runtime": None, "settings": None}
+_worker: dict[str, Any] = {"runtime": None, "settings": None, "app": None}
 
 
 class _RunningTask:
@@ -56,9 +63,10 @@ def install(app: Any, settings: Any = None) -> None:
     Worker processes start opsstack with ``settings`` (default: their environment)."""
     from celery import signals
 
-    _worker["settings"] = settings
+    _worker["settings"], _worker["app"] = settings, app
     app.task(name=SCHEDULED_BACKUP_TASK)(scheduled_backup)
-    hooks = ((signals.worker_process_init, _start_worker_process),
+    hooks = ((signals.beat_init, _start_beat),
+             (signals.worker_process_init, _start_worker_process),
              (signals.worker_process_shutdown, _stop_worker_process),
              (signals.before_task_publish, _inject_trace_context),
              (signals.task_prerun, _task_started),
@@ -74,7 +82,11 @@ def _start_worker_process(**_: Any) -> None:
 
     if _worker["runtime"] is None:
         settings = _worker["settings"] or load_settings()
-        _worker["runtime"] = runtime.start(settings.replace(BACKUP_SCHEDULER="celery"))
+        # Celery turns what is written to stdout/stderr into log records (worker_redirect_stdouts):
+        # the ECS lines on the console would come back as records and be written a second time.
+        redirected = _worker["app"] is not None and _worker["app"].conf.worker_redirect_stdouts
+        _worker["runtime"] = runtime.start(settings.replace(
+            BACKUP_SCHEDULER="celery", LOG_CONSOLE=settings.logging.console and not redirected))
         log.info("opsstack started in Celery worker process %d", os.getpid())
 
 
@@ -86,6 +98,46 @@ def _stop_worker_process(**_: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid())
+
+
+def _start_beat(sender: Any = None, **_: Any) -> None:
+    """Beat's process: opsstack on, stopped at exit, and each scheduled send measured."""
+    import atexit
+
+    _start_worker_process()
+    atexit.register(_stop_worker_process)
+    scheduler = sender.scheduler
+    scheduler.apply_async = _measured_send(scheduler.apply_async)
+
+
+def _measured_send(send: Any) -> Any:
+    """``Scheduler.apply_async`` as a profiler operation and an ECS line per send; what it raises
+    goes on to Celery (which logs it and skips the run)."""
+    failing: set[str] = set()
+
+    def apply_async(entry: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with profiler.profile_sync(f"celery.beat {entry.name}"):
+                result = send(entry, *args, **kwargs)
+        except Exception as exc:
+            failing.add(entry.name)
+            cause = exc.__cause__ or exc.__context__ or exc
+            logger_manager.log_event(
+                "celery-beat-send", "failure", f"beat could not send {entry.name} ({entry.task}): "
+                f"{type(cause).__name__}; the run is skipped, the next is due in one period",
+                level=logging.ERROR, celery_task_name=entry.task, celery_beat_entry=entry.name,
+                error_type=type(cause).__name__)
+            raise
+        recovered = entry.name in failing
+        failing.discard(entry.name)
+        logger_manager.log_event(
+            "celery-beat-send", "success", f"beat sent {entry.name} ({entry.task})"
+            + (" again: the broker is back" if recovered else ""),
+            celery_task_name=entry.task, celery_beat_entry=entry.name,
+            celery_task_id=getattr(result, "id", None))
+        return result
+
+    return apply_async
 
 
 def _inject_trace_context(headers: dict | None = None, **_: Any) -> None:

@@ -92,6 +92,8 @@ class Block:
             self._profiler._failed(self._state)
         if duration > self._profiler._threshold:
             self._profiler._slow(self._state, duration, failed)
+        elif self._state.alerting:
+            self._profiler._in_time(self._state)
 
     async def __aenter__(self) -> Any:
         return self.__enter__()

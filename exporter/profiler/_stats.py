@@ -21,7 +21,7 @@ class OperationState:
     """The samples and totals of one operation; ``series.lock`` guards everything here."""
 
     __slots__ = ("name", "series", "window", "durations", "stamps", "failed", "position",
-                 "calls", "errors", "total", "last_alert")
+                 "calls", "errors", "total", "last_alert", "alerting")
 
     def __init__(self, name: str, series: OperationSeries, window: int) -> None:
         self.name = name
@@ -35,6 +35,7 @@ class OperationState:
         self.errors = 0
         self.total = 0.0
         self.last_alert = -math.inf
+        self.alerting = False  # a SLOW_OPERATION alert of it fires: the next run in time resolves it
 
     def record(self, duration: float, end: float, failed: bool, index: int,
                trace_id: str | None) -> None:

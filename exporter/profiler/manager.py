@@ -190,6 +190,7 @@ class Profiler(ManagerBase):
                 due = now - state.last_alert >= SLOW_ALERT_INTERVAL
                 if due:
                     state.last_alert = now
+                    state.alerting = True
             if due:
                 self._alerts.trigger_alert_sync(
                     "slow_operation", "medium", "Slow operation",
@@ -198,4 +199,11 @@ class Profiler(ManagerBase):
                              "threshold_seconds": self._threshold})
         except Exception:  # telemetry never breaks the profiled code
             log.exception("slow-operation handling failed for %s", state.name)
+
+    def _in_time(self, state: OperationState) -> None:
+        """A run within the threshold after a SLOW_OPERATION alert: the alert is resolved."""
+        with state.series.lock:
+            resolve, state.alerting = state.alerting, False
+        if resolve:
+            self._alerts.resolve_alerts_sync("slow_operation", operation=state.name)
 

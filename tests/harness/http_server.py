@@ -15,10 +15,13 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status, payload = self.server.owner.route(method, self.path, dict(self.headers), body)
-        data = json.dumps(payload).encode()
+        status, payload, *more = self.server.owner.route(method, self.path, dict(self.headers), body)
+        data = b"" if payload is None else json.dumps(payload).encode()  # None: no body (204)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for name, value in (more[0] if more else {}).items():
+            self.send_header(name, value)
+        if payload is not None:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -46,7 +49,8 @@ class LoopbackServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def route(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, object]:
+    def route(self, method: str, path: str, headers: dict, body: bytes) -> tuple:
+        """``(status, payload)`` or ``(status, payload, headers)``; a None payload sends no body."""
         raise NotImplementedError
 
     def start(self) -> "LoopbackServer":
