@@ -3,6 +3,7 @@ when the feature behind one is off. Standard library only; nothing of the projec
 so every package may depend on this module and it on none.
 
 - :class:`LogSink` (built by a :data:`SinkFactory`): a log shipping backend, see ``exporter.sinks``;
+  one that is also a :class:`FileShippingSink` is told the :class:`LogFile` and offset of each line;
 - :class:`Channel` (built by a :data:`ChannelFactory`): a notification backend, see
   ``exporter.channels``;
 - :class:`EventLog`: where managers write their ECS events (the logger manager, else :data:`NO_EVENTS`);
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 # Per thread: empty on the bot's threads (one dict check on the hot path); "shipping" on a
 # sink's worker, "submitting" while a sink's submit() runs (a sink that logs does not loop).
@@ -52,6 +53,26 @@ class LogSink(Protocol):
 
     def close(self, timeout: float) -> None:
         """Flush what is queued within ``timeout`` seconds, then stop."""
+
+
+class LogFile(NamedTuple):
+    """The log file a line was written to: its ``path`` and the ``inode`` it had then (which
+    survives the rotation's rename)."""
+
+    path: str
+    inode: int
+
+
+@runtime_checkable
+class FileShippingSink(Protocol):
+    """A :class:`LogSink` that is also told where each line sits in the log file, so that it can
+    name a line for good and read back after a restart what it had not delivered."""
+
+    def follow(self, file: LogFile, offset: int) -> None:
+        """Lines will be written to ``file`` from ``offset`` on (called before the first line)."""
+
+    def submit_at(self, line: bytes, levelno: int, file: LogFile, offset: int) -> None:
+        """:meth:`LogSink.submit` of a ``line`` just written at byte ``offset`` of ``file``."""
 
 
 # (settings, metrics) -> a started sink, or None when the settings do not configure this backend.

@@ -1,9 +1,11 @@
 """The one handler the manager puts on the root logger, and the outputs it writes to.
 
 A record is formatted once and the same line goes to every output whose level it reaches: the
-size-rotating ``bot.json``, the errors-only ``errors.json``, the console and the sinks. An output
-that fails is counted in ``bot_log_handler_errors_total{handler=...}`` and reported once on
-stderr; the record still reaches the other outputs and the caller never sees the error.
+size-rotating ``bot.json``, the errors-only ``errors.json``, the console and the sinks (a sink that
+ships from the file, :class:`exporter.ports.FileShippingSink`, is also told the line's inode and
+offset in ``bot.json``). An output that fails is counted in
+``bot_log_handler_errors_total{handler=...}`` and reported once on stderr; the record still
+reaches the other outputs and the caller never sees the error.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import threading
 from pathlib import Path
 
 from ..metrics import Metrics, log_level_label
-from ..ports import LogSink, thread_state
+from ..ports import FileShippingSink, LogFile, LogSink, thread_state
 
 FILE_MODE = 0o600
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
@@ -37,6 +39,7 @@ class RotatingFile:
         self.backup_count = backup_count
         self.level = level
         self.written = 0
+        self.file = LogFile(str(path), 0)  # the file being written (its inode), for the sinks
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
 
@@ -44,12 +47,14 @@ class RotatingFile:
         fd = os.open(self.path, _OPEN_FLAGS, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)
+            self.file = LogFile(self.file.path, os.fstat(fd).st_ino)
         except OSError:
             os.close(fd)
             raise
         return fd
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
+        """Append ``data``; the offset it starts at in :attr:`file` (one writer per file)."""
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
         size = len(data)
@@ -60,8 +65,10 @@ class RotatingFile:
             view = memoryview(data)[written:]
             while view:
                 view = view[os.write(self._fd, view):]
+        offset = self._size
         self._size += size
         self.written += size
+        return offset
 
     def _rotate(self) -> None:
         """Shift the rotated copies and start a new file. A file that another process (a second
@@ -86,6 +93,11 @@ class RotatingFile:
         finally:
             self._fd = self._open()
             self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        """Bytes in :attr:`file`: where the next line goes."""
+        return self._size
 
     def files(self) -> list[Path]:
         """The current file and its rotated copies that exist."""
@@ -119,6 +131,14 @@ class ECSHandler(logging.Handler):
         self.files = files
         self.console = console
         self.sinks = sinks
+        # The sinks told where each line sits in the first file (bot.json), and the others.
+        self._file_sinks = [sink for sink in sinks if isinstance(sink, FileShippingSink)]
+        self._plain_sinks = [sink for sink in sinks if not isinstance(sink, FileShippingSink)]
+        for sink in self._file_sinks:
+            try:
+                sink.follow(files[0].file, files[0].size)
+            except Exception as exc:  # plug-in boundary
+                self._failed("sink", exc)
         self.metrics = metrics
         self.records_by_level = {name: 0 for _, name in LEVEL_NAMES}
         self.errors = {"file": 0, "errors": 0, "console": 0, "sink": 0}
@@ -141,12 +161,16 @@ class ECSHandler(logging.Handler):
         self.records_by_level[name] += 1
         self._count(name)
         data = (line + "\n").encode("utf-8", "backslashreplace")
+        offset = -1  # where the line went in the first file (bot.json); -1: not written there
         for output in self.files:
             if levelno >= output.level:
                 try:
-                    output.write(data)
+                    written_at = output.write(data)
                 except Exception as exc:  # plug-in boundary: an output never breaks the bot
                     self._failed(output.name, exc)
+                else:
+                    if output is self.files[0]:
+                        offset = written_at
         if self.console:
             try:
                 sys.stderr.write(line + "\n")
@@ -155,7 +179,7 @@ class ECSHandler(logging.Handler):
         if self.sinks and ship:
             thread_state.submitting = True  # a sink that logs while submitting does not loop
             try:
-                self._submit(data, levelno)
+                self._submit(data, levelno, offset)
             finally:
                 del thread_state.submitting
 
@@ -163,8 +187,19 @@ class ECSHandler(logging.Handler):
         name = self._level_names[levelno] = log_level_label(levelno)
         return name
 
-    def _submit(self, payload: bytes, levelno: int) -> None:
-        for sink in self.sinks:
+    def _submit(self, payload: bytes, levelno: int, offset: int) -> None:
+        """Hand the line to every sink; the ones that ship from the file learn its offset there
+        (a line the file could not take goes to them as a plain one)."""
+        plain = self.sinks
+        if offset >= 0 and self._file_sinks:
+            plain = self._plain_sinks
+            file = self.files[0].file
+            for sink in self._file_sinks:
+                try:
+                    sink.submit_at(payload, levelno, file, offset)
+                except Exception as exc:  # plug-in boundary
+                    self._failed("sink", exc)
+        for sink in plain:
             try:
                 sink.submit(payload, levelno)
             except Exception as exc:  # plug-in boundary

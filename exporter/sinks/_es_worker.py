@@ -7,6 +7,11 @@ is away or refusing) it keeps only one batch in memory. It sends from memory whi
 waiting there and replays the spool, oldest segment first, a batch at a time, whenever the node
 has caught up. A batch that fails is spooled, and while the node is away the worker retries
 with backoff (0.2 s doubling to 30 s), each retry starting with a TCP connect.
+
+Each batch taken is named by :class:`._log_files.FileTrack` (its ``_id``s, and the first line of
+a log file makes it read back what an earlier run left), and once delivered or spooled it lets
+the file's checkpoint pass it. After an unexpected error the checkpoints stay where they are for
+the rest of the run: the next start reads back from there.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import collections
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from ..metrics import Metrics, log_level_label, worker_failed
 from ..ports import mark_shipping_thread
 from ._es_bulk import BulkEncoder, Taken, classify, exchange, one_line_each
 from ._es_client import REQUEST_TIMEOUT, Node
+from ._log_files import FileTrack
 from .dead_letters import DeadLetters
 from .spool import Record, Spool, lines_end, parse
 
@@ -43,10 +50,23 @@ class Tally:
         self.metrics.ship_queued.inc(count)
         self.metrics.ship_queue_size.set(left)
 
-    def shipped(self, count: int) -> None:
+    def shipped(self, count: int, duplicates: int = 0) -> None:
         if count:
             self.counts["shipped"] += count
             self.metrics.ship_shipped.inc(count)
+        if duplicates:
+            self.counts["duplicates"] += duplicates
+            self.metrics.ship_duplicates.inc(duplicates)
+
+    def from_file(self, name: str, count: int) -> None:
+        """Lines ``recovered`` from the log file, or a ``gap:<reason>`` found there."""
+        if name == "recovered":
+            self.counts["recovered"] += count
+            self.metrics.ship_recovered.inc(count)
+        else:
+            reason = name.partition(":")[2]
+            self.counts[name] += count
+            self.metrics.ship_file_gaps.labels(reason).inc(count)
 
     def retried(self) -> None:
         self.counts["retried"] += 1
@@ -75,14 +95,18 @@ class Tally:
 class Worker:
     """Drains ``queue`` into the node through ``spool``; :meth:`run` is the thread's target."""
 
+    request_timeout = REQUEST_TIMEOUT  # seconds a _bulk request may take (before closing)
+
     def __init__(self, queue: collections.deque, spool: Spool, node: Node, encoder: BulkEncoder,
-                 dead_letters: DeadLetters, tally: Tally, *, batch_size: int, queue_size: int, interval: float):
+                 dead_letters: DeadLetters, tally: Tally, *, state_dir: Path, batch_size: int, queue_size: int,
+                 interval: float):
         self.queue = queue
         self.spool = spool
         self.node = node
         self.encoder = encoder
         self.dead_letters = dead_letters
         self.tally = tally
+        self.files = FileTrack(state_dir, encoder.producer, self._spool, tally.from_file)
         self._batch_size = batch_size
         self._queue_size = queue_size
         self._interval = interval
@@ -112,6 +136,7 @@ class Worker:
         if in_flight is not None and stuck:
             self.spool_taken(*in_flight)
         self.spool_taken(*self.take(len(self.queue)))
+        self.files.save(force=True)
 
     # -- the loop
     def run(self) -> None:
@@ -122,6 +147,7 @@ class Worker:
                     break
             except Exception:  # thread boundary: report, back off, go on (never a silent stop)
                 worker_failed(self.tally.metrics, "log_shipper", log, "shipping a batch")
+                self.files.frozen = True  # a batch may be lost: the next start reads back from here
                 if not self._stop.is_set():
                     self._sleep_backoff()
                 elif time.monotonic() < self._deadline:
@@ -129,10 +155,12 @@ class Worker:
                 else:
                     break
         self.spool_taken(*self.take(len(self.queue)))
+        self.files.save(force=True)
 
     def _round(self) -> bool:
         """One round: wait for a batch or the interval, send it; True when closed."""
         self._spill_excess()
+        self.files.save()
         stopping = self._stop.is_set()
         if stopping and time.monotonic() >= self._deadline:
             return True
@@ -182,7 +210,8 @@ class Worker:
         encoder = self.encoder
         self._in_flight = (first, taken)
         try:
-            failed = self._send(lambda: encoder.fresh(first, taken), len(taken), lambda: encoder.records(first, taken))
+            failed = self._send(lambda: encoder.fresh(first, taken), len(taken), lambda: encoder.records(first, taken),
+                                replay=False)
         finally:
             self._in_flight = None
         if failed is None or failed:
@@ -191,7 +220,9 @@ class Worker:
                 self.spool_taken(first, taken)
             else:
                 self._spool(failed)
+            self.files.resolved()
             return False
+        self.files.resolved()
         return True
 
     def _replay_step(self) -> bool:
@@ -213,7 +244,8 @@ class Worker:
         failed: list[Record] = []
         if end > offset:
             chunk = data if end - offset == len(data) else data[offset:end]
-            failed = self._send(lambda: self.encoder.replayed(chunk), chunk.count(b"\n"), lambda: list(parse(chunk)))
+            failed = self._send(lambda: self.encoder.replayed(chunk), chunk.count(b"\n"), lambda: list(parse(chunk)),
+                                replay=True)
             if failed is None:
                 self.tally.retried()
                 replaying[1] = None  # the node is away: the segment waits on disk, not in memory
@@ -229,10 +261,10 @@ class Worker:
         return not failed
 
     def take(self, count: int) -> tuple[int, Taken]:
-        """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line)])."""
+        """Take up to ``count`` records, oldest first: (sequence of the first, [(levelno, line, _id)])."""
         popleft = self.queue.popleft
-        taken = one_line_each([popleft() for _ in range(min(count, len(self.queue)))])
         first = self.taken
+        taken = one_line_each(self.files.name([popleft() for _ in range(min(count, len(self.queue)))], first))
         self.taken += len(taken)
         self.tally.taken(len(taken), len(self.queue))
         return first, taken
@@ -248,27 +280,27 @@ class Worker:
         self.tally.retried()
         return False
 
-    def _send(self, build: Callable[[], bytes], count: int,
-              records: Callable[[], list[Record]]) -> list[Record] | None:
+    def _send(self, build: Callable[[], bytes], count: int, records: Callable[[], list[Record]], *,
+              replay: bool) -> list[Record] | None:
         """One ``_bulk`` request of ``build()`` (``count`` records); return those to retry later,
         or None when the request failed as a whole (transport error, 429, 5xx: retry them all).
 
         The body is built once the client is ready (its index template installed), so a node
         that is away costs no body. Any other refusal of a record goes to the dead letters.
         """
-        timeout = REQUEST_TIMEOUT
+        timeout = self.request_timeout
         if self._stop.is_set():  # closing: no request may outlive the deadline
             timeout = max(0.05, self.time_left())
         try:
             client = self.node.bulk_client(timeout)
-            response = exchange(client, build())
+            response, again = exchange(client, build(), replay)
         except Exception as exc:  # noqa: BLE001 - any failure to reach ES means "spool and retry"
             if self._backoff == 0.0:
                 log.warning("Elasticsearch unreachable, spooling log records: %s", type(exc).__name__)
             return None
         self._backoff = 0.0
-        outcome = classify(response, count, records)
-        self.tally.shipped(outcome.shipped)
+        outcome = classify(response, count, records, again)
+        self.tally.shipped(outcome.shipped, outcome.duplicates)
         if outcome.dead:
             self.dead_letters.append(outcome.dead)
             self.tally.dead_lettered(len(outcome.dead))
@@ -284,4 +316,5 @@ class Worker:
         """Spool records just taken from the queue."""
         if taken:
             self.tally.spooled(self.spool.append_block(self.encoder.spool_block(first, taken),
-                                                       [level for level, _ in taken]), self.spool)
+                                                       [level for level, _, _ in taken]), self.spool)
+        self.files.resolved()

@@ -2,17 +2,17 @@
 
 ``ElasticsearchSink(shipping, metrics)`` starts nothing; ``start()`` (or the first ``submit``)
 makes the client and starts the worker thread. The caller's thread only appends
-``(levelno, line)`` to one bounded deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of
+``(levelno, line, log file, offset)`` to one bounded deque (``LOG_SHIP_QUEUE_SIZE`` records, plus as much again of
 overflow room); everything else happens on the worker, so a record costs the bot one ``append``.
 Only when the overflow room is full too is a record dropped (and counted by level). The caller
 never touches the disk.
 
 Records go with ``op_type=create`` and a deterministic ``_id`` into the data stream
-``logs-bot-<namespace>``: a 409 on a replay counts as shipped, so at-least-once delivery makes no
-duplicates. Transport errors, 429 and 5xx send a batch to the spool (retried with backoff); any
-other per-document error (a 400 mapping error) goes to ``state_dir/dead-letter.ndjson`` with the
-reason. Transport retries of the client are off: the spool is the retry, and ``close()`` must
-keep its deadline.
+``logs-bot-<namespace>``: a 409 on a replay is counted as a duplicate avoided, so at-least-once
+delivery makes no duplicates. Transport errors, 429 and 5xx send a batch to the spool (retried
+with backoff); any other per-document error (a 400 mapping error) goes to
+``state_dir/dead-letter.ndjson`` with the reason. Transport retries of the client are off: the
+spool is the retry, and ``close()`` must keep its deadline.
 
 The parts, one job each:
 
@@ -22,6 +22,8 @@ The parts, one job each:
   the counts behind ``stats()`` and the metrics;
 - :mod:`._es_bulk`: ``_bulk`` bodies and the classification of the node's answer;
 - :mod:`._es_client`: the client made from the settings, the index template, the TCP probe;
+- :mod:`._log_files`: the ``_id`` of a line from its place in the log file (``submit_at``), the
+  checkpoint, and the read-back at start of what a killed run had not delivered;
 - :mod:`.spool` and :mod:`.dead_letters`: the sink's files under ``STATE_DIR``.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .._files import make_dirs
 from ..config import ShippingSettings
 from ..errors import LoggingSetupError
 from ..metrics import Metrics
+from ..ports import LogFile
 from ._es_bulk import BulkEncoder
 from ._es_client import TEMPLATE_NAME, Node, load_template
 from ._es_client import new_client as _new_client  # looked up here at start(): a test stands in for it
@@ -66,7 +69,7 @@ class ElasticsearchSink:
         self.dead_letter_path = dead_letters.path
         self._node = Node(shipping.url.get(), client)
         self._worker = Worker(self._queue, self.spool, self._node, BulkEncoder(self.index, self.producer),
-                              dead_letters, self._tally, batch_size=shipping.batch_size,
+                              dead_letters, self._tally, state_dir=self._state_dir, batch_size=shipping.batch_size,
                               queue_size=shipping.queue_size, interval=shipping.interval)
         self._wake = self._worker.wake
         self._thread: threading.Thread | None = None
@@ -87,12 +90,22 @@ class ElasticsearchSink:
             self._thread = threading.Thread(target=self._worker.run, name="es-log-shipper", daemon=True)
             self._thread.start()
 
+    def follow(self, file: LogFile, offset: int) -> None:
+        """The handler's log file, before its first line: a run killed before it shipped anything
+        leaves the checkpoint there (see :mod:`._log_files`)."""
+        make_dirs(self._state_dir)
+        self._worker.files.follow(file, offset)
+
     def submit(self, line: bytes, levelno: int) -> None:
+        self.submit_at(line, levelno, None, 0)
+
+    def submit_at(self, line: bytes, levelno: int, file: LogFile | None, offset: int) -> None:
+        """A line the handler wrote at ``offset`` of the log ``file`` (None: written nowhere)."""
         if self._thread is None:
             self.start()
         queue = self._queue
         if len(queue) < self._capacity:
-            queue.append((levelno, line))
+            queue.append((levelno, line, file, offset))
             if len(queue) == self._wake_at:
                 self._wake.set()
         else:  # the worker cannot even spool as fast: count the loss, never block
@@ -103,6 +116,9 @@ class ElasticsearchSink:
         return {
             "queued": self._worker.taken + len(self._queue),
             "shipped": counts["shipped"],
+            "duplicates": counts["duplicates"],
+            "recovered": counts["recovered"],
+            "file_gaps": {name.partition(":")[2]: count for name, count in counts.items() if name.startswith("gap:")},
             "retried": counts["retried"],
             "spooled": counts["spooled"],
             "dropped": dict(self._tally.dropped_by_level),
