@@ -75,22 +75,31 @@ class ECSFormatter(logging.Formatter):
     # ------------------------------------------------------------------ public
     def format(self, record: logging.LogRecord) -> str:
         try:
-            return self._format(record)
+            return self._format(record, None, self._trace_ids() if self._trace_ids is not None else None)
         except Exception as exc:  # plug-in boundary: a record must never break logging
+            return self._emergency(record, exc)
+
+    def format_captured(self, record: logging.LogRecord, message: str | None, ids: tuple[str, str] | None) -> str:
+        """The line of a record formatted away from where it was logged: ``message`` (None: the
+        record's own) and the trace ``ids`` were taken there. A function of its arguments only."""
+        try:
+            return self._format(record, message, ids)
+        except Exception as exc:  # plug-in boundary
             return self._emergency(record, exc)
 
     def format_to_ecs(self, record: logging.LogRecord) -> dict[str, Any]:
         """The document as a dict (the general path), for callers that want to add fields."""
-        return json.loads(self._format(record, general=True))
+        ids = self._trace_ids() if self._trace_ids is not None else None
+        return json.loads(self._format(record, None, ids, general=True))
 
     # ------------------------------------------------------------------ the two paths
-    def _format(self, record: logging.LogRecord, general: bool = False) -> str:
-        message = record.getMessage()
+    def _format(self, record: logging.LogRecord, message: str | None, ids, general: bool = False) -> str:
+        if message is None:
+            message = record.getMessage()
         if self._redactor is not None:
             message = self._redact(message)
         attributes = record.__dict__
         extras = attributes.keys() - STANDARD_ATTRIBUTES if len(attributes) != _BASE_ATTRIBUTES else None
-        ids = self._trace_ids() if self._trace_ids is not None else None
         if general or extras or record.exc_info or record.stack_info:
             return self._general(record, message, extras, ids)
         # cached fragments; a miss builds them (None when a value is missing: general path)
@@ -115,6 +124,16 @@ class ECSFormatter(logging.Formatter):
             self._head_tail, origin[0], record.lineno, origin[1], process, self._service_part, tail)
 
     def _general(self, record: logging.LogRecord, message: str, extras, ids) -> str:
+        document = self._document(record)
+        for key, value in self._flat_fields(record, extras, ids).items():
+            if value is not None:
+                self._place(document, key, value)
+        head = ('{"@timestamp":"' + self._timestamp(record) + '","log.level":' + self._level(record)
+                + ',"message":' + _quote(message) + ",")
+        return head + self._dumps(document)[1:]
+
+    def _document(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The fields every line has: ECS version, resource, logger and origin, process, error."""
         document: dict[str, Any] = {"ecs.version": ECS_VERSION}
         for name, fields in self._resource.items():  # copies: extras may add to them (service.node.name)
             document[name] = dict(fields)
@@ -134,7 +153,11 @@ class ECSFormatter(logging.Formatter):
         error = self._error(record)
         if error:
             document["error"] = error
+        return document
 
+    @staticmethod
+    def _flat_fields(record: logging.LogRecord, extras, ids) -> dict[str, Any]:
+        """The ``extra`` fields by dotted name (nested mappings flattened), then the trace ids."""
         flat: dict[str, Any] = {}
         if extras:
             attributes = record.__dict__
@@ -153,30 +176,28 @@ class ECSFormatter(logging.Formatter):
         if ids is not None:
             flat.setdefault("trace.id", ids[0])
             flat.setdefault("span.id", ids[1])
-        secret_names = self._secret_names
-        for key, value in flat.items():
-            if value is None:
-                continue
-            secret = secret_names.get(key)
-            if secret is None:
-                secret = self._is_secret_field(key)
-            if secret:
-                value = MASK  # {"password": ...}, {"headers": {"Authorization": ...}}
-                if self._on_redact is not None:
-                    self._on_redact(1)
-            elif value.__class__ is str:
-                if self._redactor is not None:
-                    value = self._redact(value)
-            elif value.__class__ not in _SCALARS:
-                value = self._clean(value, 0, set())
-            name, value = place(key, value)
+        return flat
+
+    def _place(self, document: dict[str, Any], key: str, value: Any) -> None:
+        """One extra field into the document: masked if secret, cleaned, at its ECS place, else
+        under ``labels``/``bot``."""
+        secret = self._secret_names.get(key)
+        if secret is None:
+            secret = self._is_secret_field(key)
+        if secret:
+            value = MASK  # {"password": ...}, {"headers": {"Authorization": ...}}
+            if self._on_redact is not None:
+                self._on_redact(1)
+        elif value.__class__ is str:
+            if self._redactor is not None:
+                value = self._redact(value)
+        elif value.__class__ not in _SCALARS:
+            value = self._clean(value, 0, set())
+        name, value = place(key, value)
+        if not _merge(document, name, value):
+            name, value = relocate(key, value)
             if not _merge(document, name, value):
-                name, value = relocate(key, value)
-                if not _merge(document, name, value):
-                    _merge(document, "labels." + name.replace(".", "_"), str(value))
-        head = ('{"@timestamp":"' + self._timestamp(record) + '","log.level":' + self._level(record)
-                + ',"message":' + _quote(message) + ",")
-        return head + self._dumps(document)[1:]
+                _merge(document, "labels." + name.replace(".", "_"), str(value))
 
     # ------------------------------------------------------------------ pieces
     def _new_second(self, record: logging.LogRecord) -> tuple[int, str]:
