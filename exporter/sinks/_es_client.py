@@ -21,7 +21,7 @@ import logging
 import socket
 import time
 import urllib.parse
-from pathlib import Path
+
 
 from ..config import ShippingSettings
 from ..errors import LoggingSetupError
@@ -29,14 +29,16 @@ from ..errors import LoggingSetupError
 log = logging.getLogger("exporter.sinks.elasticsearch")
 
 TEMPLATE_NAME = "logs-bot"
-TEMPLATE_FILE = Path(__file__).with_name("logs-bot-template.json")  # package data: found installed too
+TEMPLATE_ASSET = "deploy/elasticsearch/logs-bot-template.json"  # package data: found installed too
 REQUEST_TIMEOUT = 30.0
 TEMPLATE_TIMEOUT = 10.0  # seconds installing the index template may take at the most
 DEAD_FOR = 5.0  # seconds a node that refused a connection is tried after the others
 
 
 def load_template() -> dict:
-    return json.loads(TEMPLATE_FILE.read_text())
+    from ..assets import read_bytes
+
+    return json.loads(read_bytes(TEMPLATE_ASSET))
 
 
 class ElasticsearchError(Exception):
