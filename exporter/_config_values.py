@@ -371,3 +371,16 @@ def elasticsearch_credentials_clash(values: dict[str, Any]) -> tuple[str, str] |
 DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
 _RETENTION_COUNT = integer(0, 100_000)
 DEFAULT_CHANNELS = {severity: ("log",) for severity in SEVERITY_NAMES}
+
+
+def show_value(value: Any) -> str:
+    """A typed value as ``check-config`` shows it (a Secret only when it holds none)."""
+    import json  # describe() only: not loaded on import
+
+    if isinstance(value, (Path, Secret)):  # a Secret shown is one that holds none (a URL without credentials)
+        return value.get() if isinstance(value, Secret) else str(value)
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in value.items()})
+    return json.dumps(value) if not isinstance(value, str) else value

@@ -21,8 +21,8 @@ from ._config_values import (  # noqa: F401 - the values, parsers and secrets, r
     CHANNEL_NAMES, DEFAULT_CHANNELS, DEFAULT_RETENTION, FREQUENCIES, LOG_LEVELS, OTLP_PROTOCOLS,
     SAMPLERS, SEVERITY_NAMES, Bounded, Secret, aes_key, alert_channels, backup_retention,
     elasticsearch_credentials_clash, elasticsearch_url, host, integer, key_bytes, number, one_of,
-    optional_string_list, optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
-    text, url_has_credentials)
+    optional_string_list, optional_text, parse_bool, path, redis_url, resource_attributes, secret,
+    show_value, size, string_list, text, url_has_credentials)
 from ._config_schema import SECTIONS as _SECTIONS
 from ._config_schema import Key, Section, flag
 from ._extras import check_extras
@@ -290,7 +290,7 @@ class Settings(Record, frozen=True):
         rows = []
         for key in KEYS:
             value = self.value(key.name)
-            shown = "****" if key.hides(value) else _show(value)
+            shown = "****" if key.hides(value) else show_value(value)
             rows.append((key.name, shown, self.sources.get(key.name, "default")))
         return rows
 
@@ -298,18 +298,6 @@ class Settings(Record, frozen=True):
         """The plain text of every secret setting that is set, for the secret maskers."""
         values = ((KEYS_BY_NAME[name], self.value(name)) for name in sorted(SECRET_KEYS))
         return tuple(value.get() for key, value in values if key.hides(value))
-
-
-def _show(value: Any) -> str:
-    import json  # describe() only: not loaded on import
-
-    if isinstance(value, (Path, Secret)):  # a Secret shown is one that holds none (a URL without credentials)
-        return value.get() if isinstance(value, Secret) else str(value)
-    if isinstance(value, tuple):
-        return json.dumps(list(value))
-    if isinstance(value, dict):
-        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in value.items()})
-    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _known_key(name: str, source: str) -> Key:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from traceback import format_tb
 from typing import Any
 
+from ._document import MAX_DEPTH, compact, flatten, merge, safe_for_json, without_none
 from ._fields import ECS_VERSION, place, relocate
 from ._redact import MASK, Redactor
 
@@ -34,7 +34,6 @@ STANDARD_ATTRIBUTES = frozenset(_PLAIN_RECORD.__dict__) | frozenset(dir(_PLAIN_R
 
 _CACHE_LIMIT = 4096
 _SCALARS = (int, float, bool)
-_MAX_DEPTH = 32
 
 TraceIds = Callable[[], "tuple[str, str] | None"]
 
@@ -62,8 +61,8 @@ class ECSFormatter(logging.Formatter):
         # the fast path's fragments, in the sorted order of the general path's keys
         host = resource.get("host")
         service = resource.get("service")
-        host_part = '"host":' + _compact(host) + "," if host else ""
-        self._service_part = ',"service":' + _compact(service) if service else ""
+        host_part = '"host":' + compact(host) + "," if host else ""
+        self._service_part = ',"service":' + compact(service) if service else ""
         self._second: tuple[int, str] = (-1, "")
         self._levels: dict[str, str] = {}
         self._origins: dict[tuple, tuple[str, str]] = {}
@@ -142,12 +141,12 @@ class ECSFormatter(logging.Formatter):
             document["log"] = {"logger": name, "origin": {"file": {"line": line, "name": file_name},
                                                           "function": function}}
         else:
-            document.update(_without_none({"log": {"logger": name, "origin": {
+            document.update(without_none({"log": {"logger": name, "origin": {
                 "file": {"line": line, "name": file_name}, "function": function}}}))
         process = {"name": record.processName, "pid": record.process,
                    "thread": {"id": record.thread, "name": record.threadName}}
         if None in (record.processName, record.process, record.thread, record.threadName):
-            process = _without_none(process)
+            process = without_none(process)
         if process:
             document["process"] = process
         error = self._error(record)
@@ -168,7 +167,7 @@ class ECSFormatter(logging.Formatter):
             for key in ordered:
                 value = attributes[key]
                 if isinstance(value, Mapping):
-                    _flatten(key, value, flat, 0)
+                    flatten(key, value, flat, 0)
                 elif isinstance(key, str):
                     flat.setdefault(key, value)
                 else:
@@ -194,10 +193,10 @@ class ECSFormatter(logging.Formatter):
         elif value.__class__ not in _SCALARS:
             value = self._clean(value, 0, set())
         name, value = place(key, value)
-        if not _merge(document, name, value):
+        if not merge(document, name, value):
             name, value = relocate(key, value)
-            if not _merge(document, name, value):
-                _merge(document, "labels." + name.replace(".", "_"), str(value))
+            if not merge(document, name, value):
+                merge(document, "labels." + name.replace(".", "_"), str(value))
 
     # ------------------------------------------------------------------ pieces
     def _new_second(self, record: logging.LogRecord) -> tuple[int, str]:
@@ -282,7 +281,7 @@ class ECSFormatter(logging.Formatter):
         if isinstance(value, (int, float, bool)) or value is None:
             return value
         if isinstance(value, (list, tuple, Mapping)):
-            if id(value) in active or depth >= _MAX_DEPTH:
+            if id(value) in active or depth >= MAX_DEPTH:
                 return "[recursive]" if id(value) in active else "[too deep]"
             active.add(id(value))
             try:
@@ -316,7 +315,7 @@ class ECSFormatter(logging.Formatter):
             return json.dumps(document, sort_keys=True, separators=(",", ":"), default=self._fallback,
                               allow_nan=False)
         except (TypeError, ValueError, RecursionError):
-            return json.dumps(_safe(document, self._fallback), sort_keys=True, separators=(",", ":"),
+            return json.dumps(safe_for_json(document, self._fallback), sort_keys=True, separators=(",", ":"),
                               allow_nan=False)
 
     def _emergency(self, record: logging.LogRecord, exc: Exception) -> str:
@@ -335,71 +334,3 @@ class ECSFormatter(logging.Formatter):
                       "message": self._redact(f"log record could not be formatted: {exc}")},
         }
         return json.dumps(document, separators=(",", ":"), default=repr)
-
-
-def _compact(fields: Mapping[str, Any]) -> str:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
-
-
-def _without_none(tree: dict[str, Any]) -> dict[str, Any]:
-    """A copy without None values and without the dicts left empty (as ecs_logging omits them)."""
-    result = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            value = _without_none(value)
-            if value:
-                result[key] = value
-        elif value is not None:
-            result[key] = value
-    return result
-
-
-def _flatten(key: str, value: Any, into: dict[str, Any], depth: int, active: frozenset[int] = frozenset()) -> None:
-    """``{"http": {"method": "GET"}}`` -> ``{"http.method": "GET"}`` (as ecs_logging), cycles cut."""
-    if isinstance(value, Mapping) and value and depth < _MAX_DEPTH:
-        if id(value) in active:
-            into.setdefault(str(key), "[recursive]")
-            return
-        inner = active | {id(value)}
-        for sub, item in list(value.items()):
-            _flatten(f"{key}.{sub}", item, into, depth + 1, inner)
-    else:
-        into.setdefault(str(key), value)
-
-
-def _merge(document: dict[str, Any], name: str, value: Any) -> bool:
-    """Put ``value`` at dotted ``name``; False when it would clash with a field already there."""
-    node = document
-    parts = _PARTS.get(name)
-    if parts is None:
-        if len(_PARTS) > _CACHE_LIMIT:
-            _PARTS.clear()
-        parts = _PARTS[name] = (tuple(name.split(".")[:-1]), name.rpartition(".")[2])
-    for part in parts[0]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif child.__class__ is not dict:
-            return False
-        node = child
-    if parts[1] in node:
-        return False
-    node[parts[1]] = value
-    return True
-
-
-_PARTS: dict[str, tuple[tuple[str, ...], str]] = {}
-
-
-def _safe(value: Any, fallback: Callable[[Any], str]) -> Any:
-    """A copy in which every value json can serialise without error (NaN and odd keys included)."""
-    if isinstance(value, dict):
-        return {key if isinstance(key, str) else fallback(key): _safe(item, fallback)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [_safe(item, fallback) for item in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return fallback(value)
