@@ -41,8 +41,19 @@ def file_values(config_file: Path, keys: Mapping[str, Any]) -> dict[str, tuple[A
         values = {name: (raw, source) for name, raw in namespace.items() if name in keys}
     else:
         raise ConfigError("config file", "argument", str(config_file), "must end in .py or .toml")
-    for name in values:
-        if keys[name].secret:
-            raise ConfigError(name, source, "****", "secrets are read from the environment only "
+    for name, (raw, _) in values.items():
+        key = keys[name]
+        if key.secret is True or (key.secret and _hides(key, raw)):
+            what = "secrets are" if key.secret is True else "with credentials it is a secret, and secrets are"
+            raise ConfigError(name, source, "****", f"{what} read from the environment only "
                               f"(set {name} or {name}_FILE)")
     return values
+
+
+def _hides(key: Any, raw: Any) -> bool:
+    """Whether a raw value of a flag that is a secret only sometimes (a URL with credentials) is
+    one; a value that does not parse is reported, masked, by the loading that follows."""
+    try:
+        return key.hides(key.parse(raw))
+    except ValueError:
+        return False

@@ -19,7 +19,9 @@ class Key(Record, frozen=True):
     parse: Callable[[Any], Any]
     default: Any
     doc: str
-    secret: bool = False
+    # True: always a secret; a function: a secret when it says so of the parsed value (a URL
+    # with credentials), which may then come from the environment only.
+    secret: bool | Callable[[Any], bool] = False
     derive: Callable[[dict[str, Any]], Any] | None = None  # the default, from other flags' values
 
     @property
@@ -28,9 +30,15 @@ class Key(Record, frozen=True):
         bounded = isinstance(self.parse, Bounded)
         return f"{self.doc} Range: {self.parse.range_text()}." if bounded else self.doc
 
+    def hides(self, value: Any) -> bool:
+        """Whether this parsed value is a secret (to be masked, kept out of config files)."""
+        if value is None or not self.secret:
+            return False
+        return self.secret is True or bool(self.secret(value))
 
-def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False,
-         derive: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+
+def flag(name: str, parse: Callable[[Any], Any], default: Any, doc: str, *,
+         secret: bool | Callable[[Any], bool] = False, derive: Callable[[dict[str, Any]], Any] | None = None) -> Any:
     """Declare a field of a :class:`Section` and the flag that sets it (its one declaration).
 
     ``derive`` makes the default out of other flags' values (by flag name) when this one is not

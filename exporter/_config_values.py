@@ -328,22 +328,59 @@ def redis_url(raw: Any) -> Secret | None:
 
 
 def elasticsearch_url(raw: Any) -> Secret | None:
-    """A secret ``http(s)://[user:password@]host:port`` (the port may be left out for https)."""
+    """The nodes of one cluster, ``http://host:port`` or ``https://host[:port]`` separated by
+    commas, each may carry ``user:password@`` (then the value is a secret: see
+    :func:`url_has_credentials`). Held as one :class:`Secret` of the comma-separated URLs."""
     value = secret(raw)
     if value is None:
         return None
     from urllib.parse import urlsplit  # loaded only when shipping is configured
 
-    try:
-        url = urlsplit(value.get())
-        valid = url.scheme in ("http", "https") and bool(url.hostname) and (url.port or url.scheme == "https")
-    except ValueError:  # a port that is not a number or out of range
-        valid = False
-    if not valid:
-        raise ValueError("expected http://host:port or https://host[:port]")
-    return value
+    urls = [part.strip() for part in value.get().split(",")]
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or parts.scheme == "https")
+        except ValueError:  # a port that is not a number or out of range
+            valid = False
+        if not valid:
+            raise ValueError("expected http://host:port or https://host[:port], several separated by commas")
+    return Secret(",".join(urls))
+
+
+def url_has_credentials(value: Secret) -> bool:
+    """Whether a URL (or comma-separated URLs) holds ``user[:password]@``."""
+    return any("@" in url.partition("://")[2].partition("/")[0] for url in value.get().split(","))
+
+
+def elasticsearch_credentials_clash(values: dict[str, Any]) -> tuple[str, str] | None:
+    """``(flag, reason)`` when the Elasticsearch sign-in flags clash (by flag name, parsed): one
+    way at a time, an API key, a user and password, or the URL's own ``user:password@``."""
+    username, password = values["ELASTICSEARCH_USERNAME"], values["ELASTICSEARCH_PASSWORD"]
+    if (username is None) != (password is None):
+        name = "ELASTICSEARCH_PASSWORD" if username is None else "ELASTICSEARCH_USERNAME"
+        return name, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together"
+    api_key, url = values["ELASTICSEARCH_API_KEY"], values["ELASTICSEARCH_URL"]
+    if api_key is not None and username is not None:
+        return "ELASTICSEARCH_API_KEY", "set either it or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD"
+    if url is not None and (api_key is not None or username is not None) and url_has_credentials(url):
+        return "ELASTICSEARCH_URL", "holds credentials as well as ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME"
+    return None
 
 
 DEFAULT_RETENTION = {"hourly": 24, "daily": 30, "weekly": 12, "manual": 20}
 _RETENTION_COUNT = integer(0, 100_000)
 DEFAULT_CHANNELS = {severity: ("log",) for severity in SEVERITY_NAMES}
+
+
+def show_value(value: Any) -> str:
+    """A typed value as ``check-config`` shows it (a Secret only when it holds none)."""
+    import json  # describe() only: not loaded on import
+
+    if isinstance(value, (Path, Secret)):  # a Secret shown is one that holds none (a URL without credentials)
+        return value.get() if isinstance(value, Secret) else str(value)
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, dict):
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in value.items()})
+    return json.dumps(value) if not isinstance(value, str) else value

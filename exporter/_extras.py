@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # extra -> (the module that proves it is installed, what a person calls it)
 EXTRAS: dict[str, tuple[str, str]] = {
-    "elk": ("elasticsearch", "the Elasticsearch client"),
+    "elk": ("urllib3", "urllib3 (the log shipper's HTTP client)"),
     "otel": ("opentelemetry.sdk", "the OpenTelemetry SDK"),
     "celery": ("celery", "Celery"),
     "redis": ("redis", "the Redis client"),
@@ -60,8 +60,9 @@ def require_extra(module: str, extra: str, feature: str) -> ModuleType:
 def wanted_extras(settings: Settings) -> list[tuple[str, str]]:
     """``(feature, extra)`` for every enabled feature that needs an extra."""
     wanted = []
-    if settings.shipping.url is not None:
-        wanted.append(("ELASTICSEARCH_URL is set", "elk"))
+    if settings.shipping.enabled:
+        by_flag = settings.sources.get("ENABLE_ELK_INTEGRATION", "default") != "default"
+        wanted.append(("ENABLE_ELK_INTEGRATION is on" if by_flag else "ELASTICSEARCH_URL is set", "elk"))
     if settings.tracing.enabled and not settings.tracing.sdk_disabled:
         wanted.append(("ENABLE_TRACING is on", "otel"))
     if any("celery" in names for names in settings.alerts.channels.values()):

@@ -20,9 +20,9 @@ from typing import Any
 from ._config_values import (  # noqa: F401 - the values, parsers and secrets, re-exported
     CHANNEL_NAMES, DEFAULT_CHANNELS, DEFAULT_RETENTION, FREQUENCIES, LOG_LEVELS, OTLP_PROTOCOLS,
     SAMPLERS, SEVERITY_NAMES, Bounded, Secret, aes_key, alert_channels, backup_retention,
-    elasticsearch_url, host, integer, key_bytes, number, one_of, optional_string_list,
-    optional_text, parse_bool, path, redis_url, resource_attributes, secret, size, string_list,
-    text)
+    elasticsearch_credentials_clash, elasticsearch_url, host, integer, key_bytes, number, one_of,
+    optional_string_list, optional_text, parse_bool, path, redis_url, resource_attributes, secret,
+    show_value, size, string_list, text, url_has_credentials)
 from ._config_schema import SECTIONS as _SECTIONS
 from ._config_schema import Key, Section, flag
 from ._extras import check_extras
@@ -36,6 +36,13 @@ from .errors import ConfigError
 def _scrape_instance(values: dict[str, Any]) -> str:
     port = values["METRICS_PORT"]  # the host name as socket.gethostname() gives it, without loading socket
     return os.uname().nodename + (f":{port}" if port else "")
+
+
+DEFAULT_ELASTICSEARCH_URL = "http://localhost:9200"  # the design document's
+
+
+def _default_elasticsearch_url(values: dict[str, Any]) -> Secret | None:
+    return Secret(DEFAULT_ELASTICSEARCH_URL) if values["ENABLE_ELK_INTEGRATION"] else None
 
 
 KiB, MiB, TiB = 1024, 1024**2, 1024**4
@@ -67,10 +74,24 @@ class ShippingSettings(Section, section="shipping"):
     state_dir: Path = flag("LOG_SHIP_STATE_DIR", path, None,
                            "Where log shipping keeps its spool and dead letters (default: STATE_DIR).",
                            derive=lambda values: values["STATE_DIR"])
+    enabled: bool = flag("ENABLE_ELK_INTEGRATION", parse_bool, None,
+                         "Ship the logger manager's lines to Elasticsearch (default: on when "
+                         "ELASTICSEARCH_URL is set).",
+                         derive=lambda values: values["ELASTICSEARCH_URL"] is not None)
     url: Secret | None = flag("ELASTICSEARCH_URL", elasticsearch_url, None,
-                              "Ship logs to this Elasticsearch (may carry credentials).", secret=True)
+                              "Elasticsearch nodes of one cluster, comma-separated (default with "
+                              f"ENABLE_ELK_INTEGRATION: {DEFAULT_ELASTICSEARCH_URL}); credentials in "
+                              "it make it a secret, read from the environment only.",
+                              secret=url_has_credentials, derive=_default_elasticsearch_url)
     api_key: Secret | None = flag("ELASTICSEARCH_API_KEY", secret, None,
-                                  "API key for Elasticsearch.", secret=True)
+                                  "API key for Elasticsearch (the base64 form Kibana shows).", secret=True)
+    username: str | None = flag("ELASTICSEARCH_USERNAME", optional_text, None,
+                                "User for Elasticsearch (basic authentication, with ELASTICSEARCH_PASSWORD).")
+    password: Secret | None = flag("ELASTICSEARCH_PASSWORD", secret, None,
+                                   "Password of ELASTICSEARCH_USERNAME.", secret=True)
+    ca_certs: Path | None = flag("ELASTICSEARCH_CA_CERTS", path, None,
+                                 "PEM file of the certificate authorities an https node's certificate is "
+                                 "checked against (default: the system's).")
     namespace: str = flag("ELASTICSEARCH_NAMESPACE", text, "default",
                           "Logs go to the data set logs-bot-<namespace>.")
     batch_size: int = flag("LOG_SHIP_BATCH_SIZE", integer(1, 100_000), 2000, "Documents per _bulk request.")
@@ -269,26 +290,14 @@ class Settings(Record, frozen=True):
         rows = []
         for key in KEYS:
             value = self.value(key.name)
-            shown = "****" if (key.secret and value is not None) else _show(value)
+            shown = "****" if key.hides(value) else show_value(value)
             rows.append((key.name, shown, self.sources.get(key.name, "default")))
         return rows
 
     def secret_values(self) -> tuple[str, ...]:
         """The plain text of every secret setting that is set, for the secret maskers."""
-        values = (self.value(name) for name in sorted(SECRET_KEYS))
-        return tuple(value.get() for value in values if value is not None)
-
-
-def _show(value: Any) -> str:
-    import json  # describe() only: not loaded on import
-
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return json.dumps(list(value))
-    if isinstance(value, dict):
-        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in value.items()})
-    return json.dumps(value) if not isinstance(value, str) else value
+        values = ((KEYS_BY_NAME[name], self.value(name)) for name in sorted(SECRET_KEYS))
+        return tuple(value.get() for key, value in values if key.hides(value))
 
 
 def _known_key(name: str, source: str) -> Key:
@@ -307,6 +316,7 @@ def _parse(key: Key, raw: Any, source: str) -> Any:
 
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
+    _check_elasticsearch_credentials(values, sources)
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for key in KEYS:
         value = values[key.name]
@@ -317,6 +327,14 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
     settings = Settings(**built, sources=sources)
     check_extras(settings)  # a missing client of an enabled feature names its extra
     return settings
+
+
+def _check_elasticsearch_credentials(values: dict[str, Any], sources: dict[str, str]) -> None:
+    clash = elasticsearch_credentials_clash(values)
+    if clash is not None:
+        name, reason = clash
+        shown = "****" if KEYS_BY_NAME[name].secret else values[name]
+        raise ConfigError(name, sources.get(name, "default"), shown, reason)
 
 
 # --------------------------------------------------------------------------- sources

@@ -31,7 +31,7 @@ OUTCOMES = ("success", "failure")
 BACKUP_TIERS = ("hourly", "daily", "weekly", "manual")
 FEATURES = ("logging", "alerts", "backups", "profiler", "recovery", "tracing", "shipping")
 # The background loops: each counts an unexpected error in bot_worker_errors_total and goes on.
-WORKERS = ("integrity_check", "log_shipper", "backup_scheduler", "alert_intake", "alert_delivery",
+WORKERS = ("integrity_check", "log_shipper", "log_writer", "backup_scheduler", "alert_intake", "alert_delivery",
            "alert_persistence")
 # The alert manager's AlertType values (tests/test_metrics_endpoint.py keeps them equal): metrics
 # sits below the managers and does not import them.

@@ -69,7 +69,7 @@ def _serve_metrics(runtime: Runtime) -> None:
     settings, metrics = runtime.settings, runtime.metrics
     for feature in runtime.enabled:
         metrics.feature_enabled.labels(feature).set(1)
-    if settings.shipping.url is not None and settings.logging.enabled:
+    if settings.shipping.enabled and settings.logging.enabled:
         metrics.feature_enabled.labels("shipping").set(1)
     if settings.metrics.port is not None:
         from .exposition import start_metrics_server

@@ -41,6 +41,11 @@ BAD = {
 }
 
 
+# Flags that are set only together with another one (checked when the settings load).
+PARTNERS = {"ELASTICSEARCH_USERNAME": {"ELASTICSEARCH_PASSWORD": "pw"},
+            "ELASTICSEARCH_PASSWORD": {"ELASTICSEARCH_USERNAME": "bot"}}
+
+
 def parser_name(key) -> str:
     if isinstance(key.parse, Bounded):
         return "bounded"
@@ -76,7 +81,7 @@ def test_defaults_turn_every_feature_off():
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda key: key.name)
 def test_every_key_reads_from_the_environment(key):
-    settings = load_settings(environ={key.name: good_value(key)})
+    settings = load_settings(environ={key.name: good_value(key), **PARTNERS.get(key.name, {})})
     assert settings.sources[key.name] == "environment"
     value = settings.value(key.name)
     assert value is not None

@@ -176,6 +176,7 @@ def pinned_manager(tmp_path: Path):
 def test_golden_output_of_every_custom_event(pinned_manager, name):
     lm, path = pinned_manager
     GOLDEN_EVENTS[name](lm)
+    lm.flush()
     line = path.read_text()
     golden = GOLDEN_DIR / f"{name}.json"
     if os.environ.get("UPDATE_GOLDEN"):

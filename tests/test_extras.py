@@ -17,8 +17,8 @@ def test_a_client_that_cannot_be_imported_names_the_extra_and_hides_the_setting_
     with pytest.raises(MissingExtraError) as raised:
         require_extra("opsstack_no_such_client", "elk", "ELASTICSEARCH_URL is set")
     error = raised.value
-    assert str(error) == ("ELASTICSEARCH_URL is set but the Elasticsearch client is not installed: "
-                          "pip install 'opsstack[elk]'")
+    assert str(error) == ("ELASTICSEARCH_URL is set but urllib3 (the log shipper's HTTP client) is not "
+                          "installed: pip install 'opsstack[elk]'")
     assert isinstance(error, ConfigError) and error.exit_code == 2
     assert (error.key, error.extra, error.value) == ("ELASTICSEARCH_URL", "elk", None)
     assert isinstance(error.__cause__, ModuleNotFoundError)
@@ -31,6 +31,8 @@ def test_an_installed_client_is_imported():
 @pytest.mark.parametrize("environ, wanted", [
     ({}, []),
     ({"ELASTICSEARCH_URL": "http://127.0.0.1:9200"}, ["elk"]),
+    ({"ENABLE_ELK_INTEGRATION": "true"}, ["elk"]),
+    ({"ELASTICSEARCH_URL": "http://127.0.0.1:9200", "ENABLE_ELK_INTEGRATION": "false"}, []),
     ({"ENABLE_TRACING": "true"}, ["otel"]),
     ({"ENABLE_TRACING": "true", "OTEL_SDK_DISABLED": "true"}, []),
     ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, ["redis"]),

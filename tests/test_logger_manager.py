@@ -29,6 +29,8 @@ assert len(TOKEN.split(":")[1]) == 35
 
 
 def read_lines(path: Path) -> list[dict]:
+    for handler in logging.getLogger().handlers:  # lines below WARNING are written behind the caller
+        handler.flush()
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -385,6 +387,7 @@ def test_failing_sink_is_counted_and_files_still_written(manager, log_dir, metri
     manager.add_sink(RecordingSink(fail=True))
     logging.getLogger("bot").info("one")
     logging.getLogger("bot").info("two")
+    manager.flush()  # written behind the caller
     assert sample(metrics, "bot_log_handler_errors_total", handler="sink") == 2
     assert len(read_lines(log_dir / "bot.json")) == 2
 
@@ -724,6 +727,7 @@ def test_a_sink_that_logs_while_submitting_does_not_loop(manager, log_dir):
     sink = ChattySink()
     manager.add_sink(sink)
     logging.getLogger("bot").info("hello")
+    manager.flush()  # written behind the caller
     assert [json.loads(line)["message"] for line, _ in sink.lines] == ["hello"]
     assert [line["message"] for line in read_lines(log_dir / "bot.json")] == ["hello", "sent one line"]
 

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def demo_settings(config_file: str | None):
     settings = load_settings(config_file=config_file)
     chosen = {key: value for key, value in DEMO_DEFAULTS.items() if settings.sources[key] == "default"}
-    if settings.shipping.url is not None:
+    if settings.shipping.enabled:
         chosen.setdefault("ENABLE_TRACING", bool(settings.tracing.traces_endpoint or settings.tracing.endpoint))
     if settings.alerts.alertmanager_url is not None and settings.sources["ALERT_CHANNELS"] == "default":
         chosen["ALERT_CHANNELS"] = {"critical": ["log", "alertmanager"], "high": ["log", "alertmanager"],
@@ -67,7 +67,7 @@ def where_to_look(settings, data_dir: Path) -> str:
         f"  sample data        {data_dir.resolve()}/",
         f"  Prometheus metrics http://{settings.metrics.addr}:{settings.metrics.port}/metrics",
     ]
-    if settings.shipping.url is not None:
+    if settings.shipping.enabled:
         lines.append("  Elasticsearch      shipping logs to logs-bot-" + settings.shipping.namespace)
     if settings.tracing.enabled:
         lines.append(f"  OpenTelemetry      spans over OTLP to {otlp_endpoint(settings.tracing)}")

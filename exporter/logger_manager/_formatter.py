@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from traceback import format_tb
 from typing import Any
 
+from ._document import MAX_DEPTH, compact, flatten, merge, safe_for_json, without_none
 from ._fields import ECS_VERSION, place, relocate
 from ._redact import MASK, Redactor
 
@@ -34,7 +34,6 @@ STANDARD_ATTRIBUTES = frozenset(_PLAIN_RECORD.__dict__) | frozenset(dir(_PLAIN_R
 
 _CACHE_LIMIT = 4096
 _SCALARS = (int, float, bool)
-_MAX_DEPTH = 32
 
 TraceIds = Callable[[], "tuple[str, str] | None"]
 
@@ -62,8 +61,8 @@ class ECSFormatter(logging.Formatter):
         # the fast path's fragments, in the sorted order of the general path's keys
         host = resource.get("host")
         service = resource.get("service")
-        host_part = '"host":' + _compact(host) + "," if host else ""
-        self._service_part = ',"service":' + _compact(service) if service else ""
+        host_part = '"host":' + compact(host) + "," if host else ""
+        self._service_part = ',"service":' + compact(service) if service else ""
         self._second: tuple[int, str] = (-1, "")
         self._levels: dict[str, str] = {}
         self._origins: dict[tuple, tuple[str, str]] = {}
@@ -75,22 +74,31 @@ class ECSFormatter(logging.Formatter):
     # ------------------------------------------------------------------ public
     def format(self, record: logging.LogRecord) -> str:
         try:
-            return self._format(record)
+            return self._format(record, None, self._trace_ids() if self._trace_ids is not None else None)
         except Exception as exc:  # plug-in boundary: a record must never break logging
+            return self._emergency(record, exc)
+
+    def format_captured(self, record: logging.LogRecord, message: str | None, ids: tuple[str, str] | None) -> str:
+        """The line of a record formatted away from where it was logged: ``message`` (None: the
+        record's own) and the trace ``ids`` were taken there. A function of its arguments only."""
+        try:
+            return self._format(record, message, ids)
+        except Exception as exc:  # plug-in boundary
             return self._emergency(record, exc)
 
     def format_to_ecs(self, record: logging.LogRecord) -> dict[str, Any]:
         """The document as a dict (the general path), for callers that want to add fields."""
-        return json.loads(self._format(record, general=True))
+        ids = self._trace_ids() if self._trace_ids is not None else None
+        return json.loads(self._format(record, None, ids, general=True))
 
     # ------------------------------------------------------------------ the two paths
-    def _format(self, record: logging.LogRecord, general: bool = False) -> str:
-        message = record.getMessage()
+    def _format(self, record: logging.LogRecord, message: str | None, ids, general: bool = False) -> str:
+        if message is None:
+            message = record.getMessage()
         if self._redactor is not None:
             message = self._redact(message)
         attributes = record.__dict__
         extras = attributes.keys() - STANDARD_ATTRIBUTES if len(attributes) != _BASE_ATTRIBUTES else None
-        ids = self._trace_ids() if self._trace_ids is not None else None
         if general or extras or record.exc_info or record.stack_info:
             return self._general(record, message, extras, ids)
         # cached fragments; a miss builds them (None when a value is missing: general path)
@@ -115,6 +123,16 @@ class ECSFormatter(logging.Formatter):
             self._head_tail, origin[0], record.lineno, origin[1], process, self._service_part, tail)
 
     def _general(self, record: logging.LogRecord, message: str, extras, ids) -> str:
+        document = self._document(record)
+        for key, value in self._flat_fields(record, extras, ids).items():
+            if value is not None:
+                self._place(document, key, value)
+        head = ('{"@timestamp":"' + self._timestamp(record) + '","log.level":' + self._level(record)
+                + ',"message":' + _quote(message) + ",")
+        return head + self._dumps(document)[1:]
+
+    def _document(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The fields every line has: ECS version, resource, logger and origin, process, error."""
         document: dict[str, Any] = {"ecs.version": ECS_VERSION}
         for name, fields in self._resource.items():  # copies: extras may add to them (service.node.name)
             document[name] = dict(fields)
@@ -123,18 +141,22 @@ class ECSFormatter(logging.Formatter):
             document["log"] = {"logger": name, "origin": {"file": {"line": line, "name": file_name},
                                                           "function": function}}
         else:
-            document.update(_without_none({"log": {"logger": name, "origin": {
+            document.update(without_none({"log": {"logger": name, "origin": {
                 "file": {"line": line, "name": file_name}, "function": function}}}))
         process = {"name": record.processName, "pid": record.process,
                    "thread": {"id": record.thread, "name": record.threadName}}
         if None in (record.processName, record.process, record.thread, record.threadName):
-            process = _without_none(process)
+            process = without_none(process)
         if process:
             document["process"] = process
         error = self._error(record)
         if error:
             document["error"] = error
+        return document
 
+    @staticmethod
+    def _flat_fields(record: logging.LogRecord, extras, ids) -> dict[str, Any]:
+        """The ``extra`` fields by dotted name (nested mappings flattened), then the trace ids."""
         flat: dict[str, Any] = {}
         if extras:
             attributes = record.__dict__
@@ -145,7 +167,7 @@ class ECSFormatter(logging.Formatter):
             for key in ordered:
                 value = attributes[key]
                 if isinstance(value, Mapping):
-                    _flatten(key, value, flat, 0)
+                    flatten(key, value, flat, 0)
                 elif isinstance(key, str):
                     flat.setdefault(key, value)
                 else:
@@ -153,30 +175,28 @@ class ECSFormatter(logging.Formatter):
         if ids is not None:
             flat.setdefault("trace.id", ids[0])
             flat.setdefault("span.id", ids[1])
-        secret_names = self._secret_names
-        for key, value in flat.items():
-            if value is None:
-                continue
-            secret = secret_names.get(key)
-            if secret is None:
-                secret = self._is_secret_field(key)
-            if secret:
-                value = MASK  # {"password": ...}, {"headers": {"Authorization": ...}}
-                if self._on_redact is not None:
-                    self._on_redact(1)
-            elif value.__class__ is str:
-                if self._redactor is not None:
-                    value = self._redact(value)
-            elif value.__class__ not in _SCALARS:
-                value = self._clean(value, 0, set())
-            name, value = place(key, value)
-            if not _merge(document, name, value):
-                name, value = relocate(key, value)
-                if not _merge(document, name, value):
-                    _merge(document, "labels." + name.replace(".", "_"), str(value))
-        head = ('{"@timestamp":"' + self._timestamp(record) + '","log.level":' + self._level(record)
-                + ',"message":' + _quote(message) + ",")
-        return head + self._dumps(document)[1:]
+        return flat
+
+    def _place(self, document: dict[str, Any], key: str, value: Any) -> None:
+        """One extra field into the document: masked if secret, cleaned, at its ECS place, else
+        under ``labels``/``bot``."""
+        secret = self._secret_names.get(key)
+        if secret is None:
+            secret = self._is_secret_field(key)
+        if secret:
+            value = MASK  # {"password": ...}, {"headers": {"Authorization": ...}}
+            if self._on_redact is not None:
+                self._on_redact(1)
+        elif value.__class__ is str:
+            if self._redactor is not None:
+                value = self._redact(value)
+        elif value.__class__ not in _SCALARS:
+            value = self._clean(value, 0, set())
+        name, value = place(key, value)
+        if not merge(document, name, value):
+            name, value = relocate(key, value)
+            if not merge(document, name, value):
+                merge(document, "labels." + name.replace(".", "_"), str(value))
 
     # ------------------------------------------------------------------ pieces
     def _new_second(self, record: logging.LogRecord) -> tuple[int, str]:
@@ -261,7 +281,7 @@ class ECSFormatter(logging.Formatter):
         if isinstance(value, (int, float, bool)) or value is None:
             return value
         if isinstance(value, (list, tuple, Mapping)):
-            if id(value) in active or depth >= _MAX_DEPTH:
+            if id(value) in active or depth >= MAX_DEPTH:
                 return "[recursive]" if id(value) in active else "[too deep]"
             active.add(id(value))
             try:
@@ -295,7 +315,7 @@ class ECSFormatter(logging.Formatter):
             return json.dumps(document, sort_keys=True, separators=(",", ":"), default=self._fallback,
                               allow_nan=False)
         except (TypeError, ValueError, RecursionError):
-            return json.dumps(_safe(document, self._fallback), sort_keys=True, separators=(",", ":"),
+            return json.dumps(safe_for_json(document, self._fallback), sort_keys=True, separators=(",", ":"),
                               allow_nan=False)
 
     def _emergency(self, record: logging.LogRecord, exc: Exception) -> str:
@@ -314,71 +334,3 @@ class ECSFormatter(logging.Formatter):
                       "message": self._redact(f"log record could not be formatted: {exc}")},
         }
         return json.dumps(document, separators=(",", ":"), default=repr)
-
-
-def _compact(fields: Mapping[str, Any]) -> str:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
-
-
-def _without_none(tree: dict[str, Any]) -> dict[str, Any]:
-    """A copy without None values and without the dicts left empty (as ecs_logging omits them)."""
-    result = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            value = _without_none(value)
-            if value:
-                result[key] = value
-        elif value is not None:
-            result[key] = value
-    return result
-
-
-def _flatten(key: str, value: Any, into: dict[str, Any], depth: int, active: frozenset[int] = frozenset()) -> None:
-    """``{"http": {"method": "GET"}}`` -> ``{"http.method": "GET"}`` (as ecs_logging), cycles cut."""
-    if isinstance(value, Mapping) and value and depth < _MAX_DEPTH:
-        if id(value) in active:
-            into.setdefault(str(key), "[recursive]")
-            return
-        inner = active | {id(value)}
-        for sub, item in list(value.items()):
-            _flatten(f"{key}.{sub}", item, into, depth + 1, inner)
-    else:
-        into.setdefault(str(key), value)
-
-
-def _merge(document: dict[str, Any], name: str, value: Any) -> bool:
-    """Put ``value`` at dotted ``name``; False when it would clash with a field already there."""
-    node = document
-    parts = _PARTS.get(name)
-    if parts is None:
-        if len(_PARTS) > _CACHE_LIMIT:
-            _PARTS.clear()
-        parts = _PARTS[name] = (tuple(name.split(".")[:-1]), name.rpartition(".")[2])
-    for part in parts[0]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif child.__class__ is not dict:
-            return False
-        node = child
-    if parts[1] in node:
-        return False
-    node[parts[1]] = value
-    return True
-
-
-_PARTS: dict[str, tuple[tuple[str, ...], str]] = {}
-
-
-def _safe(value: Any, fallback: Callable[[Any], str]) -> Any:
-    """A copy in which every value json can serialise without error (NaN and odd keys included)."""
-    if isinstance(value, dict):
-        return {key if isinstance(key, str) else fallback(key): _safe(item, fallback)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [_safe(item, fallback) for item in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return fallback(value)

@@ -152,7 +152,11 @@ class ECSHandler(logging.Handler):
         state = thread_state.__dict__  # empty on the bot's own threads
         if state and levelno < logging.WARNING and "shipping" in state:
             return  # a sink worker's chatter (one request line per batch) is not the bot's log
-        line = self.formatter.format(record)
+        self.output(levelno, self.formatter.format(record), ship=not state)
+
+    def output(self, levelno: int, line: str, ship: bool) -> None:
+        """Count a formatted line and write it to every output its level reaches (to the sinks
+        when ``ship``: not for a line logged by a sink while it was submitting)."""
         name = self._level_names.get(levelno) or self._level_name(levelno)
         self.records_by_level[name] += 1
         self._count(name)
@@ -172,7 +176,7 @@ class ECSHandler(logging.Handler):
                 sys.stderr.write(line + "\n")
             except Exception as exc:  # plug-in boundary
                 self._failed("console", exc)
-        if self.sinks and not state:
+        if self.sinks and ship:
             thread_state.submitting = True  # a sink that logs while submitting does not loop
             try:
                 self._submit(data, levelno, offset)

@@ -43,6 +43,8 @@ class LoggerManager(ManagerBase):
         self._sink_factories = dict(sink_factories or {})
         self._lock = threading.RLock()
         self._handler: ECSHandler | None = None
+        self._front: Any = None  # the WriteBehind on the root logger, in front of _handler
+        self._fast_records = False  # whether enable() installed the FastRecord factory
         self._added_sinks: list[LogSink] = []
         self._saved_root_level: int | None = None
         self._set_root_level: int | None = None
@@ -65,11 +67,12 @@ class LoggerManager(ManagerBase):
         """
         # the formatter, the ECS field table, the event builders and the handler (~1 MiB) load
         # here, not on import
-        from . import _events
+        from . import _events, _fast_record
         from ._formatter import ECSFormatter
         from ._handler import ECSHandler
         from ._redact import Redactor, secret_literals
         from ._trace import trace_ids_function
+        from ._write_behind import WriteBehind
 
         with self._lock:
             if self.enabled:
@@ -90,13 +93,16 @@ class LoggerManager(ManagerBase):
                 redaction_counter.inc(count)
 
             self._builders = _events
-            formatter = ECSFormatter(redactor=redactor, on_redact=on_redact, trace_ids=trace_ids_function(),
+            trace_ids = trace_ids_function()
+            formatter = ECSFormatter(redactor=redactor, on_redact=on_redact, trace_ids=trace_ids,
                                      resource=ecs_resource(settings))
             handler = ECSHandler(formatter, files, console=config.console, sinks=sinks, metrics=metrics,
                                  level=level)
             self._count_children(metrics)
             root = logging.getLogger()
-            root.addHandler(handler)
+            self._front = WriteBehind(handler, formatter, trace_ids)
+            root.addHandler(self._front)
+            self._fast_records = _fast_record.install()
             if root.level > level:  # let records down to LOG_LEVEL through; never raise it
                 self._saved_root_level = root.level
                 self._set_root_level = level
@@ -150,11 +156,16 @@ class LoggerManager(ManagerBase):
             handler = self._handler
             settings = self.settings
             root = logging.getLogger()
-            root.removeHandler(handler)
+            root.removeHandler(self._front)
+            if self._fast_records:
+                from ._fast_record import uninstall
+
+                uninstall()
             if self._set_root_level is not None and root.level == self._set_root_level:
                 root.setLevel(self._saved_root_level)
             self._saved_root_level = self._set_root_level = None
-            handler.close()
+            self._front.close()  # writes what is queued, then closes the files
+            self._front = None
             for sink in handler.sinks:
                 try:
                     sink.close(settings.shipping.shutdown_timeout)
@@ -164,6 +175,13 @@ class LoggerManager(ManagerBase):
             self._last_errors = dict(handler.errors)
             self._handler = None
             handler.metrics.feature_enabled.labels("logging").set(0)
+
+    def flush(self) -> None:
+        """Write every line still queued (lines below WARNING are written behind the caller,
+        within 0.05 s; see ``_write_behind``). ``disable()`` and ``get_log_stats()`` do it too."""
+        front = self._front
+        if front is not None:
+            front.flush()
 
     def add_sink(self, sink: LogSink) -> None:
         """Attach a sink now (enabled) or at the next :meth:`enable`; it is closed by :meth:`disable`."""
@@ -263,7 +281,9 @@ class LoggerManager(ManagerBase):
             paths = existing_files(log_dir / file_name)
             handlers[name] = {"path": str(log_dir / file_name), "files": len(paths),
                               "bytes": sum(_size(path) for path in paths)}
-        handler = self._handler
+        handler, front = self._handler, self._front
+        if front is not None:
+            front.flush()  # the queued lines count, and their bytes are in the files
         if handler is not None:
             counts, errors = dict(handler.records_by_level), dict(handler.errors)
             sinks = handler.sinks

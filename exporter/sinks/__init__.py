@@ -15,5 +15,5 @@ if TYPE_CHECKING:
     from ..ports import SinkFactory
 
 SINKS: dict[str, SinkFactory] = {
-    "elasticsearch": plugin(f"{__name__}.elasticsearch", "shipping", when=lambda shipping: shipping.url is not None),
+    "elasticsearch": plugin(f"{__name__}.elasticsearch", "shipping", when=lambda shipping: shipping.enabled),
 }

@@ -1,0 +1,161 @@
+"""The handler the manager puts on the root logger: plain records are written behind the caller.
+
+On the bot's thread, a plain record below WARNING (no ``extra``, no exception, no stack) costs
+one ``append`` of ``(record, message, trace ids)`` to a queue: the trace ids of the active span
+are taken there, and so is the message when its arguments could change afterwards (anything
+but ``str``, ``int``, ``float``, ``bool`` and ``None``). A writer thread formats and writes them
+(:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER` seconds after the first
+of them was queued.
+
+Everything else is written before the call returns, after what is queued: a WARNING or worse,
+a record with ``extra`` fields (their values could change), a record a sink logged, and any
+record while :data:`PENDING_LIMIT` records are queued (the caller then writes the queue itself:
+no record is ever dropped, and memory stays bounded). ``flush()`` writes what is queued.
+
+So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` + 1 lines (the queue and
+the one being written; one more for each other thread logging at that instant), all below
+WARNING, the last ones logged (within :data:`GATHER` seconds while the writer keeps up); every
+line up to the last WARNING or worse is in the file (``tests/test_write_behind.py`` kills a process to check).
+A forked child starts a writer of its own and leaves the lines queued before the fork to the
+parent.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import weakref
+
+from ..metrics import worker_failed
+from ..ports import thread_state
+from ._formatter import STANDARD_ATTRIBUTES, ECSFormatter, TraceIds
+from ._handler import ECSHandler
+
+log = logging.getLogger("exporter.logger_manager")
+
+PENDING_LIMIT = 256  # records queued at the most: the lines a SIGKILL can lose
+GATHER = 0.05  # seconds the writer lets records gather before it writes them
+HURRY_AT = PENDING_LIMIT // 4  # records queued that end the gathering at once
+IDLE_CHECK = 1.0  # seconds between two looks at the queue while nobody wakes the writer
+_PLAIN_ATTRIBUTES = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
+WARNING = logging.WARNING
+_UNCHANGING = frozenset((str, int, float, bool, type(None)))
+
+
+class WriteBehind(logging.Handler):
+    """Queues plain records for a writer thread and writes the rest at once, in one order."""
+
+    def __init__(self, inner: ECSHandler, formatter: ECSFormatter, trace_ids: TraceIds | None) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+        self._format = formatter.format_captured
+        self._trace_ids = trace_ids
+        self._queue: collections.deque = collections.deque()
+        self._closed = False  # closing: every record is written at once
+        self._start()
+        _running.add(self)
+        if not _fork_hook:
+            os.register_at_fork(after_in_child=_restart_in_child)
+            _fork_hook.append(True)
+
+    def _start(self) -> None:
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="opsstack-log-writer", daemon=True)
+        self._thread.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """The caller's side (``Handler.handle`` without the lock: the queue needs none). The
+        inner handler's filters run here too, on the caller's thread, before the record waits."""
+        if (self.filters and not self.filter(record)) or (self.inner.filters and not self.inner.filter(record)):
+            return False
+        queue = self._queue
+        attributes = record.__dict__
+        if (record.levelno >= WARNING or record.exc_info or record.stack_info or thread_state.__dict__
+                # extra fields; "message" and "asctime" are what another handler's formatting adds
+                or (len(attributes) != _PLAIN_ATTRIBUTES and attributes.keys() - STANDARD_ATTRIBUTES)
+                or len(queue) >= PENDING_LIMIT or self._closed):
+            self._write_now(record)
+            return True
+        message = None
+        if record.msg.__class__ is not str or record.args.__class__ is not tuple:
+            message = record.getMessage()  # an object as the message, or a mapping of arguments
+        else:
+            for arg in record.args:
+                if arg.__class__ not in _UNCHANGING:  # its text could change before it is written
+                    message = record.getMessage()
+                    break
+        queue.append((record, message, self._trace_ids() if self._trace_ids is not None else None))
+        queued = len(queue)
+        if queued == 1:
+            self._wake.set()  # once per gathering: the writer sleeps while nothing is queued
+        elif queued == HURRY_AT:
+            self._hurry.set()  # a burst: write it now rather than at the end of the gathering
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write_now(record)
+
+    def _write_now(self, record: logging.LogRecord) -> None:
+        inner = self.inner
+        inner.acquire()
+        try:
+            self._drain()
+            inner.emit(record)
+        finally:
+            inner.release()
+
+    def flush(self) -> None:
+        """Write every queued record now."""
+        self.inner.acquire()
+        try:
+            self._drain()
+        finally:
+            self.inner.release()
+
+    def _drain(self) -> None:
+        """Format and write the queued records, oldest first (under the inner handler's lock)."""
+        queue, output, format_captured = self._queue, self.inner.output, self._format
+        while queue:
+            record, message, ids = queue.popleft()
+            output(record.levelno, format_captured(record, message, ids), True)
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            # Woken by the first record queued; the timeout covers two threads queueing their
+            # first records at once (each may see the other's and leave the waking to it).
+            if not self._wake.wait(IDLE_CHECK) and not self._queue:
+                continue
+            self._hurry.wait(GATHER)  # let a batch gather (ends at once on a burst, or when closing)
+            self._wake.clear()
+            self._hurry.clear()
+            try:
+                self.flush()
+            except Exception:  # thread boundary: report and go on (the callers write meanwhile)
+                worker_failed(self.inner.metrics, "log_writer", log, "writing log lines")
+                self._closing.wait(GATHER)
+
+    def close(self) -> None:
+        """Stop the writer, write what is left, close the files."""
+        self._closed = True
+        _running.discard(self)
+        self._closing.set()
+        self._wake.set()
+        self._hurry.set()
+        self._thread.join()
+        self.flush()
+        self.inner.close()
+        super().close()
+
+
+_running: weakref.WeakSet = weakref.WeakSet()  # the open handlers, whose writers a fork leaves behind
+_fork_hook: list = []  # whether the hook is registered (os.register_at_fork has no undo)
+
+
+def _restart_in_child() -> None:
+    """In a forked child: a writer thread of its own; the lines queued are the parent's to write."""
+    for handler in list(_running):
+        handler._queue.clear()
+        handler._start()

@@ -1,0 +1,208 @@
+"""Lines below WARNING written behind the caller: order, what a SIGKILL can lose, values taken at
+the call; and the FastRecord factory, a record no handler can tell from the standard one."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from exporter.config import load_settings
+from exporter.logger_manager import LoggerManager, _fast_record
+from exporter.logger_manager._write_behind import PENDING_LIMIT
+from exporter.metrics import Metrics
+from tests.probes import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def manager(tmp_path):
+    lm = LoggerManager(load_settings({"LOG_DIR": str(tmp_path / "logs"), "LOG_CONSOLE": False}, environ={}),
+                       Metrics())
+    lm.enable()
+    yield lm
+    lm.disable()
+
+
+def _messages(path: Path) -> list[str]:
+    return [json.loads(line)["message"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_plain_info_line_waits_for_the_writer_and_gets_there_on_its_own(manager, tmp_path):
+    logging.getLogger("bot").info("behind %s", "the caller")
+    assert len(manager._front._queue) == 1  # queued, not written by the caller
+    wait_until(lambda: _messages(tmp_path / "logs" / "bot.json") == ["behind the caller"], timeout=5,
+               what="the writer thread to write the line")
+
+
+def test_every_line_keeps_the_order_it_was_logged_in(manager, tmp_path):
+    log = logging.getLogger("bot")
+    expected = []
+    for number in range(300):
+        if number % 7 == 0:
+            log.warning("line %d", number)  # written at once, after what is queued
+        elif number % 11 == 0:
+            log.info("line %d", number, extra={"chat_id": number})  # extras: written at once too
+        else:
+            log.info("line %d", number)
+        expected.append(f"line {number}")
+    manager.flush()
+    assert _messages(tmp_path / "logs" / "bot.json") == expected
+
+
+def test_the_message_is_the_one_of_the_moment_it_was_logged(manager, tmp_path):
+    state = ["started"]
+    logging.getLogger("bot").info("state %s, count %d", state, 1)
+    state.append("changed later")
+    manager.flush()
+    assert _messages(tmp_path / "logs" / "bot.json") == ["state ['started'], count 1"]
+
+
+def test_a_full_queue_is_written_by_the_caller_and_nothing_is_dropped(manager, tmp_path):
+    manager._front._wake.wait = lambda timeout=None: False  # a writer that never gets its turn
+    for number in range(3 * PENDING_LIMIT):
+        logging.getLogger("bot").info("line %d", number)
+    assert len(manager._front._queue) <= PENDING_LIMIT
+    manager.disable()
+    assert _messages(tmp_path / "logs" / "bot.json") == [f"line {n}" for n in range(3 * PENDING_LIMIT)]
+
+
+KILLED = """
+import logging, os, signal, sys
+from exporter.config import load_settings
+from exporter.logger_manager import LoggerManager
+from exporter.metrics import Metrics
+lm = LoggerManager(load_settings({"LOG_DIR": sys.argv[1], "LOG_CONSOLE": False}, environ={}), Metrics())
+lm.enable()
+log = logging.getLogger("bot")
+for number in range(int(sys.argv[2])):
+    log.info("line %d", number)
+if sys.argv[3] == "warning":
+    log.warning("the last line")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("last", ["info", "warning"])
+def test_sigkill_loses_at_most_the_queued_info_lines_and_nothing_before_a_warning(tmp_path, last):
+    count = 5 * PENDING_LIMIT
+    result = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path), str(count), last], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    written = _messages(tmp_path / "bot.json")
+    logged = [f"line {n}" for n in range(count)] + (["the last line"] if last == "warning" else [])
+    assert written == logged[:len(written)]  # in order, no gap: what is lost is the end
+    if last == "warning":
+        assert written == logged
+    else:
+        assert len(written) >= count - PENDING_LIMIT - 1
+
+
+FORK_WRITER = """
+import logging, os, sys
+from exporter.config import load_settings
+from exporter.logger_manager import LoggerManager
+from exporter.metrics import Metrics
+lm = LoggerManager(load_settings({"LOG_DIR": sys.argv[1], "LOG_CONSOLE": False}, environ={}), Metrics())
+lm.enable()
+lm._handler.acquire()  # the parent's writer cannot write before the child has (a fork renews the lock)
+logging.getLogger("bot").info("queued in the parent")
+pid = os.fork()
+if pid == 0:
+    logging.getLogger("bot").info("from the child")
+    import time
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and b"from the child" not in open(sys.argv[1] + "/bot.json", "rb").read():
+        time.sleep(0.02)  # the child's own writer writes it, without a flush
+    os._exit(0)
+os.waitpid(pid, 0)
+lm._handler.release()
+lm.disable()
+"""
+
+
+def test_a_forked_child_has_a_writer_of_its_own_and_leaves_the_parents_lines_to_it(tmp_path):
+    result = subprocess.run([sys.executable, "-c", FORK_WRITER, str(tmp_path)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _messages(tmp_path / "bot.json") == ["from the child", "queued in the parent"]
+
+
+# ---------------------------------------------------------------- FastRecord
+
+
+def _both(*args, **kwargs):
+    return logging.LogRecord(*args, **kwargs), _fast_record.FastRecord(*args, **kwargs)
+
+
+@pytest.mark.skipif(not _fast_record.SUPPORTED, reason="FastRecord is compared with CPython 3.11's record only")
+@pytest.mark.parametrize("args", [
+    ("bot", logging.INFO, "/srv/bot/handlers.py", 12, "user %s", ("alice",), None, "handle"),
+    ("bot", logging.ERROR, "/srv/bot/handlers.py", 12, "%(who)s", ({"who": "bob"},), None, "handle", "stack"),
+    ("bot", 25, None, 0, "custom level, no path", (), None),
+    ("", logging.DEBUG, "relative/path.tar.gz", None, object(), None, (ValueError, ValueError("x"), None)),
+])
+def test_a_fast_record_is_the_standard_record(args):
+    _fast_record.install()  # as enable() does: the process id is set
+    try:
+        standard, fast = _both(*args)
+    finally:
+        _fast_record.uninstall()
+    timing = {"created", "msecs", "relativeCreated"}
+    assert list(fast.__dict__) == list(standard.__dict__)
+    assert {k: v for k, v in fast.__dict__.items() if k not in timing} == \
+        {k: v for k, v in standard.__dict__.items() if k not in timing}
+    assert abs(fast.created - standard.created) < 1 and 0 <= fast.msecs < 1000
+    assert fast.getMessage() == standard.getMessage()
+
+
+def test_the_factory_is_installed_only_over_the_standard_one_and_put_back(tmp_path):
+    class Own(logging.LogRecord):
+        pass
+
+    saved = logging.getLogRecordFactory()
+    try:
+        logging.setLogRecordFactory(Own)
+        assert _fast_record.install() is False and logging.getLogRecordFactory() is Own
+        logging.setLogRecordFactory(logging.LogRecord)
+        lm = LoggerManager(load_settings({"LOG_DIR": str(tmp_path), "LOG_CONSOLE": False}, environ={}), Metrics())
+        lm.enable()
+        installed = logging.getLogRecordFactory()
+        lm.disable()
+        assert installed is (_fast_record.FastRecord if _fast_record.SUPPORTED else logging.LogRecord)
+        assert logging.getLogRecordFactory() is logging.LogRecord
+    finally:
+        logging.setLogRecordFactory(saved)
+
+
+def test_a_bot_that_switches_process_fields_off_gets_the_standard_record(monkeypatch):
+    monkeypatch.setattr(logging, "logProcesses", False)
+    standard, fast = _both("bot", logging.INFO, "/a/b.py", 1, "m", (), None)
+    assert fast.process is None and standard.process is None
+
+
+FORKED = textwrap.dedent("""
+    import logging, os, sys
+    from exporter.logger_manager import _fast_record
+    assert _fast_record.install()
+    pid = os.fork()
+    if pid == 0:
+        record = logging.getLogger("x").makeRecord("x", 20, "f.py", 1, "m", (), None)
+        os._exit(0 if record.process == os.getpid() else 1)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.skipif(not _fast_record.SUPPORTED, reason="FastRecord is installed on CPython 3.11 only")
+def test_a_forked_child_logs_its_own_process_id():
+    result = subprocess.run([sys.executable, "-c", FORKED], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "0", result.stderr
