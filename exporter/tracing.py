@@ -313,11 +313,8 @@ def _resource(attributes: dict[str, str]) -> Any:
             super().__init__(attributes, schema_url)
             self._hash = super().__hash__()
 
-        def __hash__(self) -> int:
+        def __hash__(self) -> int:  # equality stays the SDK's
             return self._hash
-
-        def __eq__(self, other: object) -> bool:
-            return super().__eq__(other)
 
     return HashedResource(made.attributes, made.schema_url)
 
