@@ -165,6 +165,16 @@ class ServiceProcess:
         self.stop()
         raise ServiceUnavailable(f"{self.name} not {what} after {timeout:.0f}s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL this process (and its own group) and reap it: a crash, not a shutdown."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.process.wait(10)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; only this process (and its own group)."""
         if self.process is None or self.process.poll() is not None:
