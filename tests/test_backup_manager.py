@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -311,6 +312,23 @@ def test_lock_blocks_a_second_backup(tmp_path):
     manager.create_backup_sync([str(source)], "free")
     assert (manager.backup_dir / LOCK_FILE).read_text() == ""
 
+
+def test_a_lock_that_cannot_write_its_pid_on_a_full_disk_is_given_back(tmp_path):
+    """The rehearsal's disk-full fault: writing the pid into the lock file failed (ENOSPC) and
+    the lock stayed taken by a leaked descriptor, so every later backup of the process failed
+    with "locked by process 0". A file size limit of 0 makes that write fail the same way."""
+    manager = make_manager(tmp_path)
+    source = make_tree(tmp_path / "data")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))
+    try:
+        with pytest.raises(OSError):
+            DirectoryLock(manager.backup_dir / LOCK_FILE).acquire()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert manager.create_backup_sync([str(source)], "after-full-disk")["backup_name"] == "after-full-disk"
 
 def test_bad_inputs(tmp_path):
     manager = make_manager(tmp_path)
