@@ -128,6 +128,7 @@ class AlertManager(ManagerBase):
 
     async def _start(self, saved_jobs: list[Job]) -> None:
         self._tasks += self._router.start(saved_jobs)
+        self._router.adopt_firing(self._state.store.query(None, None, None, None, False))
         self._state.update_queue_gauge()
         self._spawn(self._state.run())
 

@@ -66,6 +66,15 @@ class Router:
             log.info("alert outbox: %d notification(s) restored for delivery", restored)
         return tasks
 
+    def adopt_firing(self, alerts: list[Alert]) -> None:
+        """Hand the alerts still firing from an earlier run to each channel routed to them that
+        keeps firing alerts alive itself (one with an ``adopt`` method: Alertmanager's)."""
+        for name, channel in self.channels.items():
+            adopt = getattr(channel, "adopt", None)
+            routed = [alert for alert in alerts if name in self.routes.get(alert.severity, ())]
+            if adopt is not None and routed:
+                adopt(routed)
+
     def route(self, items: Iterable[tuple[str, Alert]], subscribers: Mapping[AlertType, list[Subscription]],
               handlers: list[Subscription]) -> None:
         """Hand each ``(FIRING or RESOLVED, alert)`` to its lanes; close the lanes of subscriptions gone."""

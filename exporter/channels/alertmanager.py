@@ -88,7 +88,18 @@ class AlertmanagerChannel:
             items.append(payload(before, resolved_at=time.time(), target=self._target))
         await self._http.post(self._endpoint(), items)
         self._firing[alert.fingerprint] = alert.copy()
-        if self._resender is None or self._resender.done():
+        self._start_resending()
+
+    def adopt(self, alerts) -> None:
+        """Alerts still firing when the bot starts again (an earlier process sent them): renewed
+        from now on like the ones it sends, or Alertmanager ends them at their endsAt while the
+        bot still says they fire. Called on the delivery loop."""
+        for alert in alerts:
+            self._firing.setdefault(alert.fingerprint, alert.copy())
+        self._start_resending()
+
+    def _start_resending(self) -> None:
+        if self._firing and (self._resender is None or self._resender.done()):
             self._resender = asyncio.get_running_loop().create_task(self._resend(), name="opsstack-am-resend")
 
     async def send_resolved(self, alert) -> None:
