@@ -66,6 +66,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client killed mid-request (the bot's SIGKILL) resets its connection: not an error here."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _bulk_items(body: bytes) -> list[bytes]:
     """The body's items, each its action line and (for create/index/update) its document."""
     lines = [line for line in body.split(b"\n") if line.strip()]
@@ -147,8 +158,7 @@ class EsProxy:
         return answer
 
     def start(self) -> "EsProxy":
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
-        httpd.daemon_threads = True
+        httpd = _Server(("127.0.0.1", self.port), _Handler)
         httpd.owner = self
         self._httpd = httpd
         threading.Thread(target=httpd.serve_forever, name="EsProxy", daemon=True).start()

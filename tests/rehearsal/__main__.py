@@ -28,10 +28,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=minutes, default=60.0, help="how long the load and faults run (default 60)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where the report goes")
     args = parser.parse_args()
-    warmup = 300.0 if args.minutes >= 15 else 30.0
     try:
         with tempfile.TemporaryDirectory(prefix="opsstack-rehearsal-") as work:
-            result = rehearse(Path(work), args.minutes * 60, warmup)
+            result = rehearse(Path(work), args.minutes * 60)
     except ServiceUnavailable as exc:
         print(f"rehearsal: a service is unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

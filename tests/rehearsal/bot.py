@@ -159,7 +159,6 @@ def main() -> int:
     handle = runtime.start()
     try:
         asyncio.run(bot.run())
-        bot.samples.append(resources())
         alerts = [alert.to_dict() for alert in alert_manager.get_alerts(limit=None)]
     finally:
         handle.stop()

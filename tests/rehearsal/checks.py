@@ -18,19 +18,21 @@ from pathlib import Path
 from .stack import RETENTION_DAILY, RETENTION_HOURLY, RETENTION_WEEKLY, Stack
 
 KILL_WINDOW = 10.0  # seconds before a bot SIGKILL whose unshipped lines may die with it (today)
-SHIPPER_LOGGER = "exporter.sinks"  # the shipper's own lines are written, never shipped (by design)
+SHIPPER_THREAD = "es-log-shipper"  # what is logged on the shipper's thread is written, never shipped (by design)
 SCRAPE_GOAL = 1.0
 STALL_GOAL = 0.1
 
 
-def verdict(check: str, ok: bool, figure: object, goal: str) -> dict:
-    return {"check": check, "ok": bool(ok), "figure": figure, "goal": goal}
+def verdict(check: str, ok: bool, figure: object, goal: str, timing: bool = False) -> dict:
+    """``timing``: a goal in wall-clock time, which a loaded shared machine can miss by noise
+    (the report keeps the verdict against the goal; the test also knows a looser bound)."""
+    return {"check": check, "ok": bool(ok), "figure": figure, "goal": goal, "timing": timing}
 
 
 def _json(url: str, body: dict | None = None) -> dict:
+    """POST ``body`` (or nothing) to ``url``; the JSON answer."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
-                                     method="POST" if data is not None else "GET")
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)
 
@@ -41,7 +43,7 @@ def _canonical(document: dict) -> str:
 
 def es_documents(es_url: str) -> dict[str, list[str]]:
     """Every shipped log document: its content (without the shipper's two fields) -> its _ids."""
-    _json(f"{es_url}/logs-bot-*/_refresh", {})
+    _json(f"{es_url}/logs-bot-*/_refresh")
     found: dict[str, list[str]] = collections.defaultdict(list)
     page = _json(f"{es_url}/logs-bot-*/_search?scroll=2m", {"size": 5000, "sort": ["_doc"]})
     while page["hits"]["hits"]:
@@ -87,7 +89,7 @@ def check_logs(stack: Stack, faults: list[dict]) -> tuple[dict, list[dict]]:
         if missing <= 0:
             continue
         line = by_key[key]
-        if str(line.get("log", {}).get("logger", "")).startswith(SHIPPER_LOGGER):
+        if line.get("process", {}).get("thread", {}).get("name") == SHIPPER_THREAD:
             by_design += missing
             continue
         lost[_window_of(_epoch(line["@timestamp"]), faults)] += missing
@@ -116,10 +118,12 @@ _TASK = re.compile(r"task: (\S+)")
 
 
 def _telegram_key(text: str) -> tuple[str, str]:
+    """(state, the alert's task id, or its message when it has none: the second line)."""
     plain = text.replace("\\", "")
-    state = "resolved" if "RESOLVED" in plain.splitlines()[0] else "firing"
-    task = _TASK.search(plain)
-    return state, task.group(1) if task else plain.splitlines()[0].split(": ", 1)[-1].rstrip("*")
+    lines = plain.splitlines()
+    state = "resolved" if "RESOLVED" in lines[0] else "firing"
+    task = _TASK.search(lines[-1])
+    return state, task.group(1) if task else lines[1]
 
 
 def delivered(stack: Stack) -> dict[str, collections.Counter]:
@@ -139,7 +143,7 @@ def check_alerts(stack: Stack, final_alerts: list[dict], raised: list[dict]) -> 
     wrong: list[dict] = []
     for alert in routed:
         keys = {"email": alert["fingerprint"], "webhook": alert["fingerprint"],
-                "telegram": alert["task_id"] or alert["title"]}
+                "telegram": alert["task_id"] or alert["message"]}
         for channel, key in keys.items():
             got = {state: received[channel].get((state, key), 0) for state in ("firing", "resolved")}
             want = {"firing": 1, "resolved": 1 if alert["resolved"] else 0}
@@ -257,11 +261,11 @@ def check_resources(boots: list[dict], warmup: float, scrapes: list[float], scra
     checkpoint = next((s for s in samples if s["t"] >= longest["started"] + warmup), samples[0])
     end = samples[-1]
     growth = {what: round(end[what] / checkpoint[what] - 1, 3) for what in ("rss", "fds", "threads")}
-    suspended = [(f["start"], f["end"]) for f in faults if f["fault"] == "clock_jump_sigstop"]
+    suspended = [(f["suspended_at"], f["resumed_at"]) for f in faults if f["fault"] == "clock_jump_sigstop"]
     stalls, excused = [], []
     for boot in boots:
         for at, late in boot["stalls"]:
-            (excused if any(a - 1 <= at - late and at <= b + 1 for a, b in suspended) else stalls).append(late)
+            (excused if any(at - late <= b and at >= a for a, b in suspended) else stalls).append(late)
     lateness = collections.Counter()
     for boot in boots:
         lateness.update(boot["lateness_ms"])
@@ -274,15 +278,16 @@ def check_resources(boots: list[dict], warmup: float, scrapes: list[float], scra
                                   "max": round(max(scrapes, default=0.0), 4)},
                "scrapes_over_1s": sum(s > SCRAPE_GOAL for s in scrapes),
                "heartbeat_lateness_ms_buckets": dict(lateness), "stalls_over_100ms": sorted(stalls, reverse=True)[:20],
-               "stalls_while_suspended_excluded": len(excused)}
-    verdicts = [
-        verdict(f"resources: {what} at the end within 10 % of the checkpoint", abs(change) <= 0.10,
-                f"{change:+.1%}", "within ±10 %") for what, change in growth.items()]
+               "stalls_while_suspended_excluded": len(excused),
+               "stall_count": len(stalls), "worst_stall_s": round(max(stalls, default=0.0), 3)}
+    verdicts = [  # a leak grows; fewer threads or descriptors at the end (idle pools) is none
+        verdict(f"resources: {what} at the end at most 10 % above the checkpoint", change <= 0.10,
+                f"{change:+.1%}", "<= +10 %") for what, change in growth.items()]
     verdicts += [
         verdict("/metrics answered every scrape within 1 s", scrapes and not figures["scrapes_over_1s"]
                 and not scrape_failures, f"max {figures['scrape_seconds']['max']} s, {scrape_failures} failed",
                 "every scrape < 1 s"),
         verdict("the bot's loop never stalled > 100 ms", not stalls,
-                f"{len(stalls)} stalls, worst {max(stalls, default=0) * 1000:.0f} ms", "0 stalls"),
+                f"{len(stalls)} stalls, worst {max(stalls, default=0) * 1000:.0f} ms", "0 stalls", timing=True),
     ]
     return figures, verdicts

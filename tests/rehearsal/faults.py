@@ -86,9 +86,11 @@ def bot_sigterm(stack: Stack, note: dict) -> None:
 def clock_jump(stack: Stack, note: dict) -> None:
     """Suspend the bot for longer than its backup interval, then resume it: its clock jumps."""
     before = len(backups_of_boot(stack))
+    note["suspended_at"] = time.time()
     stack.bot.suspend()
     time.sleep(stack.bot.backup_every + 5)
     stack.bot.resume()
+    note["resumed_at"] = time.time()
     time.sleep(stack.bot.backup_every)
     note["backups_in_one_interval_after_resume"] = len(backups_of_boot(stack)) - before
 
@@ -143,14 +145,14 @@ def corrupt_and_delete(stack: Stack, note: dict) -> None:
 
 
 # (offset in the cycle, name, fault). The bot's own restarts play in the first and the last
-# cycle only, so that a longer rehearsal has one bot process living through the middle cycles
-# (its RSS, descriptors and threads are compared from its fifth minute to its end).
+# cycle only, and the SIGKILL early, so that one bot process lives from 20 s to the SIGTERM
+# near the end (its RSS, descriptors and threads are compared from a checkpoint to its end).
 SCHEDULE: list[tuple[float, str, Callable[[Stack, dict], None]]] = [
+    (20, "bot_sigkill_restart", bot_sigkill),
     (35, "es_429_whole_requests", es_429_whole),
     (55, "es_429_part_of_batch", es_429_partial),
     (75, "es_sigkill_restart", es_sigkill),
     (115, "collector_alertmanager_down", collector_and_alertmanager_down),
-    (145, "bot_sigkill_restart", bot_sigkill),
     (160, "backup_disk_full", disk_full),
     (205, "critical_file_corrupt_delete", corrupt_and_delete),
     (230, "clock_jump_sigstop", clock_jump),

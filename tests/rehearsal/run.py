@@ -13,6 +13,13 @@ from .stack import Stack
 SCRAPE_EVERY = 2.0
 
 
+def checkpoint_after(duration: float) -> float:
+    """When, after the bot's start, its resources are first read for the leak check: the fifth
+    minute, or in a short rehearsal the 90th second (its RSS climbs for about a minute while
+    pools, arenas and the first backup's buffers fill, then stays flat)."""
+    return 300.0 if duration >= 15 * 60 else 90.0
+
+
 class Scraper(threading.Thread):
     """Scrapes the bot's /metrics as Prometheus would, timing each answer; only while the bot
     is up and running (not while it is killed, restarting or suspended on purpose)."""
@@ -47,7 +54,8 @@ def read_boots(stack: Stack) -> list[dict]:
     return [json.loads(path.read_text()) for path in paths]
 
 
-def rehearse(work: Path, duration: float, warmup: float, rate: float = 50.0, backup_every: float = 20.0) -> dict:
+def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: float = 20.0) -> dict:
+    warmup = checkpoint_after(duration)
     stack = Stack(work)
     try:
         stack.start(rate, backup_every)
