@@ -9,8 +9,6 @@ import collections
 import hashlib
 import json
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,10 +21,11 @@ SCRAPE_GOAL = 1.0
 STALL_GOAL = 0.1
 
 
-def verdict(check: str, ok: bool, figure: object, goal: str, timing: bool = False) -> dict:
-    """``timing``: a goal in wall-clock time, which a loaded shared machine can miss by noise
-    (the report keeps the verdict against the goal; the test also knows a looser bound)."""
-    return {"check": check, "ok": bool(ok), "figure": figure, "goal": goal, "timing": timing}
+def verdict(check: str, ok: bool, figure: object, goal: str, noisy: bool = False) -> dict:
+    """``noisy``: a goal that a short run on a loaded shared machine can miss without a fault
+    (a wake-up late by scheduling, memory still warming up); the report keeps the verdict
+    against the goal, the 5-minute test fails it only past a looser bound it names."""
+    return {"check": check, "ok": bool(ok), "figure": figure, "goal": goal, "noisy": noisy}
 
 
 def _json(url: str, body: dict | None = None) -> dict:
@@ -173,12 +172,6 @@ def check_alerts(stack: Stack, final_alerts: list[dict], raised: list[dict]) -> 
     return figures, verdicts
 
 
-def installed_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
-    """``opsstack`` of the installed wheel with the bot's settings."""
-    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=stack.work, env=stack.bot.env,
-                          capture_output=True, text=True, timeout=300)
-
-
 def expected_kept(names: list[str]) -> set[str]:
     """What grandfather-father-son retention keeps of these scheduled backups (names carry their
     UTC second): the newest of each of the last N hour, day and ISO-week buckets."""
@@ -195,14 +188,14 @@ def expected_kept(names: list[str]) -> set[str]:
 
 
 def check_backups(stack: Stack, faults: list[dict], boots: list[dict], final_alerts: list[dict]) -> tuple[dict, list[dict]]:
-    listing = installed_cli(stack, "backup", "list", "--json")
+    listing = stack.cli("backup", "list", "--json")
     listed = json.loads(listing.stdout) if listing.returncode == 0 else []
     bad: list[dict] = []
     for backup in listed:
         name = backup["name"]
-        verify = installed_cli(stack, "backup", "verify", name, "--json")
+        verify = stack.cli("backup", "verify", name, "--json")
         target = stack.work / "restored" / name
-        restore = installed_cli(stack, "backup", "restore", name, str(target), "--json")
+        restore = stack.cli("backup", "restore", name, str(target), "--json")
         differs = [rel for rel, content in stack.files.items()
                    if not (target / stack.data.name / rel).is_file()
                    or (target / stack.data.name / rel).read_bytes() != content]
@@ -219,14 +212,16 @@ def check_backups(stack: Stack, faults: list[dict], boots: list[dict], final_ale
                       and any(f["start"] <= a["first_seen"] <= f["end"] for f in full)]
     want_kept = sorted(expected_kept([run["name"] for run in runs if run["ok"]]))
     kept = sorted(b["name"] for b in listed)
-    figures = {"scheduled_runs": len(runs), "succeeded": succeeded, "listed": len(listed),
+    listed_while_failed = [f["failed_listed"] for f in full if f.get("failed_listed")]
+    figures = {"scheduled_runs": len(runs), "failed_backup_listed": listed_while_failed, "succeeded": succeeded, "listed": len(listed),
                "kept": kept, "expected_kept": want_kept, "not_restorable": bad,
                "disk_full": [{"during_full": f["during_full"], "next": f["next"]} for f in full],
                "failure_alerts": [{"title": a["title"], "resolved": a["resolved"]} for a in failure_alerts]}
     verdicts = [
         verdict("backups: every listed backup verifies and restores byte-for-byte", listed and not bad,
                 f"{len(listed) - len(bad)}/{len(listed)}", "all"),
-        verdict("backups: the one meeting a full disk failed, the next succeeded", full and full_failed and next_ok,
+        verdict("backups: the one meeting a full disk failed (never listed), the next succeeded",
+                full and full_failed and next_ok and not listed_while_failed,
                 f"{len(full)} disk-full fault(s)", "failed then succeeded"),
         verdict("backups: the failure raised a backup_failed alert, resolved by the next success",
                 failure_alerts and all(a["resolved"] for a in failure_alerts), len(failure_alerts),
@@ -282,12 +277,12 @@ def check_resources(boots: list[dict], warmup: float, scrapes: list[float], scra
                "stall_count": len(stalls), "worst_stall_s": round(max(stalls, default=0.0), 3)}
     verdicts = [  # a leak grows; fewer threads or descriptors at the end (idle pools) is none
         verdict(f"resources: {what} at the end at most 10 % above the checkpoint", change <= 0.10,
-                f"{change:+.1%}", "<= +10 %") for what, change in growth.items()]
+                f"{change:+.1%}", "<= +10 %", noisy=True) for what, change in growth.items()]
     verdicts += [
         verdict("/metrics answered every scrape within 1 s", scrapes and not figures["scrapes_over_1s"]
                 and not scrape_failures, f"max {figures['scrape_seconds']['max']} s, {scrape_failures} failed",
                 "every scrape < 1 s"),
         verdict("the bot's loop never stalled > 100 ms", not stalls,
-                f"{len(stalls)} stalls, worst {max(stalls, default=0) * 1000:.0f} ms", "0 stalls", timing=True),
+                f"{len(stalls)} stalls, worst {max(stalls, default=0) * 1000:.0f} ms", "0 stalls", noisy=True),
     ]
     return figures, verdicts

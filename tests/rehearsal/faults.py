@@ -115,6 +115,8 @@ def disk_full(stack: Stack, note: dict) -> None:
     filler = _fill(stack.backup_dir)
     timeout = 2 * stack.bot.backup_every + 30
     failed = wait_for(lambda: len(backups_of_boot(stack)) > done and backups_of_boot(stack)[done:], timeout)
+    if failed and not failed[0]["ok"]:  # the failed one's name is in its error: it must not be listed
+        note["failed_listed"] = [name for name in stack.listed_backups() if name in failed[0]["error"]]
     filler.unlink()
     note["during_full"] = failed or "no scheduled backup ran"
     after = len(backups_of_boot(stack))

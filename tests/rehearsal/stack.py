@@ -202,6 +202,17 @@ class Stack:
                 "METRICS_PORT": str(metrics_port),
                 "ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector.http_endpoint}
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """``opsstack`` of the installed wheel with the bot's settings."""
+        return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=self.work, env=self.bot.env,
+                              capture_output=True, text=True, timeout=300)
+
+    def listed_backups(self) -> list[str]:
+        listing = self.cli("backup", "list", "--json")
+        if listing.returncode != 0:
+            raise RuntimeError(f"backup list failed: {listing.stderr.strip()}")
+        return [backup["name"] for backup in json.loads(listing.stdout)]
+
     def stop(self) -> None:
         """Stop what was started, each by its own handle; never raises half-way."""
         if self.bot is not None and self.bot.process is not None and self.bot.process.poll() is None:
