@@ -137,23 +137,28 @@ def delivered(stack: Stack) -> dict[str, collections.Counter]:
 
 
 def check_alerts(stack: Stack, final_alerts: list[dict], raised: list[dict]) -> tuple[dict, list[dict]]:
+    """Each channel got, per alert key, one firing message for each alert of the history with
+    that key and one resolved message for each of them resolved. (A condition that comes back
+    after its alert resolved, e.g. the next full disk, is a new alert with the same fingerprint.)"""
     routed = [alert for alert in final_alerts if alert["severity"] in ("high", "critical")]
     received = delivered(stack)
-    wrong: list[dict] = []
+    expected: dict[str, collections.Counter] = {channel: collections.Counter() for channel in received}
     for alert in routed:
         keys = {"email": alert["fingerprint"], "webhook": alert["fingerprint"],
                 "telegram": alert["task_id"] or alert["message"]}
         for channel, key in keys.items():
-            got = {state: received[channel].get((state, key), 0) for state in ("firing", "resolved")}
-            want = {"firing": 1, "resolved": 1 if alert["resolved"] else 0}
-            if got != want:
-                wrong.append({"channel": channel, "type": alert["type"], "task_id": alert["task_id"],
-                              "title": alert["title"], "got": got, "want": want})
-    in_am = {item["labels"].get("fingerprint"): item["status"]["state"] for item in stack.am.alerts()}
-    am_wrong = [{"fingerprint": alert["fingerprint"], "type": alert["type"], "resolved": alert["resolved"],
-                 "alertmanager": in_am.get(alert["fingerprint"], "absent")}
-                for alert in routed
-                if (in_am.get(alert["fingerprint"]) == "active") == alert["resolved"]]
+            expected[channel][("firing", key)] += 1
+            expected[channel][("resolved", key)] += bool(alert["resolved"])
+    wrong = [{"channel": channel, "state": state, "key": key, "got": received[channel][(state, key)],
+              "want": expected[channel][(state, key)]}
+             for channel in received for state, key in sorted(set(expected[channel]) | set(received[channel]))
+             if received[channel][(state, key)] != expected[channel][(state, key)]]
+    in_am = stack.am.alerts()
+    active = {item["labels"].get("fingerprint") for item in in_am if item["status"]["state"] == "active"}
+    firing = {alert["fingerprint"] for alert in routed if not alert["resolved"]}
+    am_wrong = [{"fingerprint": fp, "bot": "firing" if fp in firing else "resolved",
+                 "alertmanager": "active" if fp in active else "absent"}
+                for fp in sorted({alert["fingerprint"] for alert in routed}) if (fp in active) != (fp in firing)]
     known = {alert["task_id"] for alert in final_alerts}
     forgotten = sorted(entry["task_id"] for entry in raised if entry["task_id"] not in known)
     figures = {"alerts_in_history": len(final_alerts), "routed": len(routed),
