@@ -4,9 +4,10 @@ environment as a user's bot is (``runtime.start()``), under a steady simulated l
     python bot.py WORKDIR [--rate LINES_PER_SECOND] [--alert-every S] [--backup-every S]
 
 Every second or so it writes ``WORKDIR/stats-<boot>.json`` (atomically): what it logged,
-raised, resolved and backed up, its heartbeat (how late a 10 ms sleep woke up), and its RSS,
-open file descriptors and threads. SIGTERM stops it cleanly (the last stats are written after
-``runtime.stop()``). Each start is a new *boot*, numbered in ``WORKDIR/boots``.
+raised, resolved and backed up, and its heartbeat (how late a 10 ms sleep woke up); and it
+appends its RSS, open file descriptors and threads to ``WORKDIR/resources-<boot>.jsonl``.
+SIGTERM stops it cleanly (the last stats are written after ``runtime.stop()``). Each start
+is a new *boot*, numbered in ``WORKDIR/boots``.
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ class Bot:
         self.backups: list[dict] = []
         self.lateness = dict.fromkeys([*map(str, LATENESS_BUCKETS_MS), "inf"], 0)
         self.stalls: list[list[float]] = []  # [wall time, seconds late]
-        self.samples: list[dict] = []
+        # One line per second, kept on disk: the bot's own bookkeeping must not grow the RSS it measures.
+        self.samples = open(workdir / f"resources-{self.boot}.jsonl", "a")
         self.stop = asyncio.Event()
 
     async def load(self) -> None:
@@ -125,7 +127,8 @@ class Bot:
 
     async def report(self) -> None:
         while True:
-            self.samples.append(resources())
+            self.samples.write(json.dumps(resources()) + "\n")
+            self.samples.flush()
             await asyncio.to_thread(self.write_stats, False)
             await asyncio.sleep(1.0)
 
@@ -134,7 +137,7 @@ class Bot:
             "boot": self.boot, "pid": os.getpid(), "exporter_file": exporter.__file__,
             "started": self.started, "written": time.time(), "final": final, "lines": self.lines,
             "raised": self.raised, "backups": self.backups, "lateness_ms": self.lateness,
-            "stalls": self.stalls, "resources": self.samples, "alerts": alerts,
+            "stalls": self.stalls, "alerts": alerts,
             "threads": sorted(thread.name for thread in threading.enumerate()),
         })
 
@@ -146,6 +149,7 @@ class Bot:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.samples.close()
 
 
 def main() -> int:

@@ -50,8 +50,13 @@ class Scraper(threading.Thread):
 
 
 def read_boots(stack: Stack) -> list[dict]:
+    """Each bot start's stats, with its resource samples."""
     paths = sorted((stack.work / "bot").glob("stats-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    return [json.loads(path.read_text()) for path in paths]
+    boots = [json.loads(path.read_text()) for path in paths]
+    for boot in boots:
+        samples = (stack.work / "bot" / f"resources-{boot['boot']}.jsonl").read_text().splitlines()
+        boot["resources"] = [json.loads(line) for line in samples if line.endswith("}")]
+    return boots
 
 
 def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: float = 20.0) -> dict:
