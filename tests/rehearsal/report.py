@@ -21,13 +21,19 @@ def _cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _outcome(verdicts: list[dict]) -> str:
+    missed = [v["check"] for v in verdicts if not v["ok"]]
+    return f"**every goal met** ({len(verdicts)})" if not missed else \
+        f"**{len(verdicts) - len(missed)} of {len(verdicts)} goals met**; missed: {'; '.join(missed)}"
+
+
 def markdown(report: dict) -> str:
     minutes = report["duration_s"] / 60
     lines = [f"# Production rehearsal, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(report['started']))}",
              "",
              f"{minutes:.1f} minutes, {report['load']['lines_logged']} log lines at "
              f"{report['load']['lines_per_second']:g}/s, {report['load']['boots']} bot starts, "
-             f"{len(report['faults'])} faults; result: **{'PASS' if report['ok'] else 'FAIL'}**.",
+             f"{len(report['faults'])} faults; {_outcome(report['verdicts'])}.",
              "", "| check | figure | goal | ok |", "|---|---|---|---|"]
     lines += [f"| {_cell(v['check'])} | {_cell(v['figure'])} | {_cell(v['goal'])} | {'OK' if v['ok'] else 'MISSED'} |"
               for v in report["verdicts"]]
