@@ -125,6 +125,21 @@ class Bot:
             if late > STALL:
                 self.stalls.append([time.time(), late])
 
+    async def allocations(self) -> None:
+        """With REHEARSAL_TRACEMALLOC set: every minute, the 25 places whose allocations grew most
+        since the first minute, to ``WORKDIR/tracemalloc-<boot>.txt`` (to find what grows)."""
+        import tracemalloc
+
+        tracemalloc.start(int(os.environ["REHEARSAL_TRACEMALLOC"]))
+        await asyncio.sleep(60)
+        first = tracemalloc.take_snapshot()
+        while True:
+            await asyncio.sleep(60)
+            grown = tracemalloc.take_snapshot().compare_to(first, "traceback")[:25]
+            lines = [f"{stat.size_diff / 1e6:+.2f} MB {stat.count_diff:+d} blocks\n  "
+                     + "\n  ".join(stat.traceback.format()) for stat in grown]
+            (self.workdir / f"tracemalloc-{self.boot}.txt").write_text("\n".join(lines) + "\n")
+
     async def report(self) -> None:
         while True:
             self.samples.write(json.dumps(resources()) + "\n")
@@ -143,8 +158,10 @@ class Bot:
 
     async def run(self) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.stop.set)
-        tasks = [asyncio.create_task(coroutine) for coroutine in
-                 (self.load(), self.alerts(), self.backups_loop(), self.heartbeat(), self.report())]
+        work = [self.load(), self.alerts(), self.backups_loop(), self.heartbeat(), self.report()]
+        if os.environ.get("REHEARSAL_TRACEMALLOC"):
+            work.append(self.allocations())
+        tasks = [asyncio.create_task(coroutine) for coroutine in work]
         await self.stop.wait()
         for task in tasks:
             task.cancel()

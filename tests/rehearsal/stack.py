@@ -176,7 +176,7 @@ class Stack:
     def bot_env(self, site: Path, metrics_port: int) -> dict[str, str]:
         routed = ["telegram", "email", "webhook", "alertmanager"]
         keep = {k: v for k, v in os.environ.items()
-                if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")}
+                if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "REHEARSAL_TRACEMALLOC")}
         return {**keep,
                 "PYTHONPATH": str(site), "PYTHONUNBUFFERED": "1",
                 "ENABLE_ENHANCED_LOGGING": "true", "LOG_DIR": str(self.work / "bot" / "logs"),
