@@ -15,10 +15,9 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import threading
 import urllib.parse
 
-from .base import free_port
+from .http_server import LoopbackServer
 
 MODES = ("pass", "reject", "partial")
 _REJECTION = {"type": "es_rejected_execution_exception", "reason": "rejected by the test proxy (write queue full)"}
@@ -95,24 +94,21 @@ def _item_meta(item: bytes) -> tuple[str, dict]:
     return kind, action[kind]
 
 
-class EsProxy:
+class EsProxy(LoopbackServer):
     """``url`` is what the bot is pointed at; ``upstream`` the real node (its port may come back)."""
 
+    handler_class = _Handler
+    server_class = _Server
+
     def __init__(self, upstream: str) -> None:
+        super().__init__()
         parts = urllib.parse.urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname, parts.port
         self.mode = "pass"
         self.counts: dict[str, int] = {"rejected_requests": 0, "rejected_items": 0, "upstream_down": 0}
-        self._lock = threading.Lock()
-        self.port = free_port()
-        self._httpd: http.server.ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def count(self, what: str, n: int = 1) -> None:
-        with self._lock:
+        with self.lock:
             self.counts[what] += n
 
     def set_mode(self, mode: str) -> None:
@@ -156,16 +152,3 @@ class EsProxy:
         if wanted is None or "items" in wanted:
             answer["items"] = merged
         return answer
-
-    def start(self) -> "EsProxy":
-        httpd = _Server(("127.0.0.1", self.port), _Handler)
-        httpd.owner = self
-        self._httpd = httpd
-        threading.Thread(target=httpd.serve_forever, name="EsProxy", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
