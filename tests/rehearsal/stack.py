@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,7 +85,7 @@ class BotProcess:
         log = open(self.work / "bot.out", "ab")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, str(BOT_SCRIPT), str(self.work / "bot"), "--rate", str(self.rate),
+                [sys.executable, str(self.work / BOT_SCRIPT.name), str(self.work / "bot"), "--rate", str(self.rate),
                  "--backup-every", str(self.backup_every)],
                 cwd=self.work, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -153,6 +154,8 @@ class Stack:
     def start(self, rate: float, backup_every: float) -> "Stack":
         self.work.mkdir(parents=True, exist_ok=True)
         site = install_wheel(self.work)
+        # The bot script as it is now: a checkout edited during a long run changes nothing in it.
+        shutil.copy2(BOT_SCRIPT, self.work / BOT_SCRIPT.name)
         self.backup_dir = self.work / "backups"
         mount_tmpfs(self.backup_dir, BACKUP_FS_BYTES)
         self.mounted = True
