@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test services-prepare services-up services-down bench clean runbook-base
+.PHONY: demo test install install-test services-prepare services-up services-down bench rehearsal clean runbook-base
 
 # Where alert notifications link to: docs/runbook.md as a reader's browser reaches it (your copy).
 RUNBOOK_BASE ?= https://github.com/opsstack/opsstack/blob/main/docs/runbook.md
@@ -44,6 +44,12 @@ services-down:
 
 bench: install-test
 	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+## The production rehearsal (issue 18): the installed wheel as the bot under load and faults for
+## REHEARSAL_MINUTES (default 60); the report goes to bench/results/. Needs root (a tmpfs).
+REHEARSAL_MINUTES ?= 60
+rehearsal: install-test services-prepare
+	$(BIN)/python -m tests.rehearsal --minutes $(REHEARSAL_MINUTES) --out bench/results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .services

@@ -268,3 +268,38 @@ def test_alertmanager_client_contract_resend_escalation_and_end(tmp_path, start_
         assert not mine(alert.fingerprint)
     finally:
         manager.disable()
+
+
+def test_alerts_still_firing_after_a_bot_restart_stay_alive_in_alertmanager(tmp_path, start_alertmanager,
+                                                                            telegram_api, smtp_server,
+                                                                            webhook_receiver):
+    """Found by the rehearsal: a restarted bot never sent again the alerts still firing from its
+    earlier run, so Alertmanager ended them (or, restarted itself, never had them again) while
+    get_alerts() still said firing. The new process renews them like its own."""
+    from exporter.channels.alertmanager import AlertmanagerChannel
+    from exporter.config import Secret
+
+    am = start_alertmanager(alertmanager_config(tmp_path, telegram_api, smtp_server, webhook_receiver))
+    factories = {**CHANNELS, "alertmanager": lambda settings: AlertmanagerChannel(Secret(am.url),
+                                                                                   resend_interval=0.5)}
+    settings = bot_settings(tmp_path, {"high": ["alertmanager"]}, ALERTMANAGER_URL=am.url)
+
+    def in_alertmanager(fingerprint):
+        return [a for a in am.alerts() if a["labels"].get("fingerprint") == fingerprint]
+
+    first = AlertManager(metrics=Metrics(), channel_factories=factories, monitor_resources=False)
+    first.enable(settings)
+    alert = first.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.HIGH, "Disk filling", "/data at 93%")
+    assert first.flush(15)
+    wait_until(lambda: in_alertmanager(alert.fingerprint), what="the alert in Alertmanager")
+    first.disable()
+    am.stop()
+    am.start()  # Alertmanager keeps alerts in memory only: this one is gone
+    assert not in_alertmanager(alert.fingerprint)
+    second = AlertManager(metrics=Metrics(), channel_factories=factories, monitor_resources=False)
+    second.enable(settings)
+    try:
+        assert [a.fingerprint for a in second.get_alerts(include_resolved=False)] == [alert.fingerprint]
+        wait_until(lambda: in_alertmanager(alert.fingerprint), what="the firing alert renewed by the new process")
+    finally:
+        second.disable()

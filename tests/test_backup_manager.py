@@ -3,9 +3,11 @@ kill -9, Ctrl-C, disk full), locking, retention, scheduling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -310,6 +312,41 @@ def test_lock_blocks_a_second_backup(tmp_path):
     assert manager.list_backups() == []
     manager.create_backup_sync([str(source)], "free")
     assert (manager.backup_dir / LOCK_FILE).read_text() == ""
+
+
+@contextlib.contextmanager
+def no_room_to_write():
+    """Writing a byte to a file fails with EFBIG, as with a full disk (a file size limit of 0)."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_lock_that_cannot_write_its_pid_on_a_full_disk_is_given_back(tmp_path):
+    """The rehearsal's disk-full fault: writing the pid into the lock file failed (ENOSPC) and
+    the lock stayed taken by a leaked descriptor, so every later backup of the process failed
+    with "locked by process 0"."""
+    manager = make_manager(tmp_path)
+    source = make_tree(tmp_path / "data")
+    with no_room_to_write(), pytest.raises(OSError):
+        DirectoryLock(manager.backup_dir / LOCK_FILE).acquire()
+    assert manager.create_backup_sync([str(source)], "after-full-disk")["backup_name"] == "after-full-disk"
+
+
+def test_a_full_backup_disk_does_not_stop_enable_or_listing(tmp_path):
+    """Also found by the rehearsal: enable() (the bot's start, every ``opsstack backup``
+    command) took the lock to clean leftovers and died with a traceback on a full disk."""
+    manager = make_manager(tmp_path)
+    manager.create_backup_sync([str(make_tree(tmp_path / "data"))], "kept")
+    manager.disable()
+    with no_room_to_write():
+        manager.enable(schedule=False)
+    assert [backup["name"] for backup in manager.list_backups()] == ["kept"]
 
 
 def test_bad_inputs(tmp_path):

@@ -185,6 +185,25 @@ def test_periodic_checks_write_the_state_file(tmp_path):
     assert recovery.get_recovery_status() == {"enabled": False}
 
 
+def test_periodic_checks_wait_for_a_baseline_instead_of_alerting(tmp_path, caplog):
+    """Found by the rehearsal: a new bot checked its critical paths before its first backup and
+    raised "Integrity check failed" and a critical "Repair failed" every interval. Without a
+    baseline the path is not checked (said once); from the first backup that holds it, it is."""
+    recorder = Recorder()
+    source = make_tree(tmp_path / "data")
+    recovery = RecoveryManager(make_settings(tmp_path, RECOVERY_CRITICAL_PATHS=[str(source)],
+                                             INTEGRITY_CHECK_INTERVAL=0.05), Metrics(), backups=archives,
+                               events=recorder, alerts=recorder)
+    caplog.set_level("INFO", logger="exporter.recovery_manager")
+    recovery.enable()
+    try:
+        wait_until(lambda: "not checked yet" in caplog.text, what="the periodic check saw no baseline")
+        make_manager(tmp_path).create_backup_sync([str(source)], "first")
+        wait_until(lambda: read_integrity_state(tmp_path / "state").get("last_ok"), what="a check passed")
+    finally:
+        recovery.disable()
+    assert recorder.alerts == [] and caplog.text.count("not checked yet") == 1
+
 def test_a_failed_check_is_logged_and_alerted_through_the_given_collaborators(tmp_path):
     recorder = Recorder()
     source = make_tree(tmp_path / "data")

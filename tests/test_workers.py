@@ -54,6 +54,7 @@ def test_the_integrity_thread_reports_a_failure_and_keeps_checking(tmp_path, cap
     recovery.auto_recover_sync = check = failing(2, lambda paths: {})
     with caplog.at_level(logging.ERROR, "exporter.recovery_manager"):
         recovery.enable()
+        recovery.record_baseline([str(tmp_path)])  # a path with no baseline is not checked yet
         try:
             wait_until(lambda: len(check.calls) >= 4)
             assert recovery._thread.is_alive()

@@ -130,6 +130,7 @@ class AlertManager(ManagerBase):
         from . import control
 
         self._tasks += self._router.start(saved_jobs)
+        self._router.adopt_firing(self._state.store.query(None, None, None, None, False))
         self._state.update_queue_gauge()
         self._spawn(self._state.run())
         self._spawn(control.serve(Path(self.settings.general.state_dir), self._apply_request, self.metrics))

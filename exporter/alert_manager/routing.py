@@ -80,6 +80,15 @@ class Router:
 
         return SharedRateLimiter(self.lane_options["rate_per_minute"], self.marks, f"channel:{channel}")
 
+    def adopt_firing(self, alerts: list[Alert]) -> None:
+        """Hand the alerts still firing from an earlier run to each channel routed to them that
+        keeps firing alerts alive itself (one with an ``adopt`` method: Alertmanager's)."""
+        for name, channel in self.channels.items():
+            adopt = getattr(channel, "adopt", None)
+            routed = [alert for alert in alerts if name in self.routes.get(alert.severity, ())]
+            if adopt is not None and routed:
+                adopt(routed)
+
     def route(self, items: Iterable[tuple[str, Alert]], subscribers: Mapping[AlertType, list[Subscription]],
               handlers: list[Subscription]) -> None:
         """Hand each ``(FIRING or RESOLVED, alert)`` to its lanes; close the lanes of subscriptions gone."""

@@ -56,9 +56,14 @@ class DirectoryLock:
         if previous and previous != os.getpid() and not pid_alive(previous):
             self.stale_pid = previous
             log.warning("cleared a stale lock on %s left by dead process %d", self.path.parent, previous)
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: give the lock back, or every later run finds it held
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 

@@ -86,6 +86,8 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
                 clean_leftovers(self.backup_dir)
         except BackupError:
             pass  # another process is busy in the directory; it cleans up after itself
+        except OSError as exc:  # a full disk: listing and the bot's start go on; backups will say it
+            log.warning("could not clean up leftovers in %s: %s", self.backup_dir, exc.strerror or exc)
         self._update_retained(self._catalog())
         self._show_drill(last_drill(self.backup_dir))
         self.metrics.backup_interval.set(backup_interval(settings))

@@ -84,6 +84,20 @@ class _ZstdFrames:
             raise ValueError("the compressed stream is truncated")
 
 
+class _Output:
+    """Where the zstd stream writer writes: an object of its own, not the decompressor. The
+    writer is a C type the garbage collector cannot see into, so a writer writing into its
+    owner made a cycle that was never freed: every verify, restore and repair leaked its
+    decompression buffers (found by the rehearsal: the bot's RSS grew ~1.5 MB a minute)."""
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self._emit = emit
+
+    def write(self, chunk) -> int:
+        self._emit(bytes(chunk))
+        return len(chunk)
+
+
 class _Decompressor:
     """zstd: one or more frames back to back (the writer makes one per segment); gzip: one
     stream; none: the bytes as they are. Anything after the end is an error.
@@ -100,15 +114,11 @@ class _Decompressor:
 
             self._frames = _ZstdFrames()
             self._zstd = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_writer(
-                self, write_size=IO_CHUNK, write_return_read=True, closefd=False)
+                _Output(emit), write_size=IO_CHUNK, write_return_read=True, closefd=False)
         elif compression == "gzip":
             import zlib
 
             self._zlib = zlib.decompressobj(31)
-
-    def write(self, chunk) -> int:  # the zstd stream writer's output
-        self._emit(bytes(chunk))
-        return len(chunk)
 
     def feed(self, data) -> None:
         if self._compression == "zstd":
@@ -130,6 +140,11 @@ class _Decompressor:
             view = memoryview(data)
             for start in range(0, len(view), IO_CHUNK):
                 self._emit(bytes(view[start:start + IO_CHUNK]))
+
+    def close(self) -> None:
+        """Drop the zstd writer: an error kept with its traceback (the frames hold this object)
+        must not keep a cycle through the writer alive."""
+        self._zstd = None
 
     def finish(self) -> None:
         if self._compression == "zstd":
@@ -216,6 +231,7 @@ class ArchiveStream:
         self._put(chunk)
 
     def _produce(self) -> None:
+        decompress = None
         try:
             decrypt = None
             if self._key is not None:
@@ -247,6 +263,8 @@ class ArchiveStream:
         except Exception as exc:  # zstd/zlib raise their own error types on corrupt data
             self._error = IntegrityError(f"archive {self.path} is corrupt: {exc}")
         finally:
+            if decompress is not None:
+                decompress.close()
             try:
                 self._put(_END)
             except _Stopped:

@@ -136,6 +136,14 @@ class AlertmanagerChannel:
         self._firing[alert.fingerprint] = alert.copy()  # re-sent from now on, whoever took it
         self._start_resending()
 
+    def adopt(self, alerts) -> None:
+        """Alerts still firing when the bot starts again (an earlier process sent them): renewed
+        from now on like the ones it sends, or Alertmanager ends them at their endsAt while the
+        bot still says they fire. Called on the delivery loop."""
+        for alert in alerts:
+            self._firing.setdefault(alert.fingerprint, alert.copy())
+        self._start_resending()
+
     async def send_resolved(self, alert) -> None:
         ended = alert.resolved_at or alert.last_seen
         items = [payload(alert, resolved_at=ended, target=self._target)]

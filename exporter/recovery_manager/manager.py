@@ -86,11 +86,32 @@ class RecoveryManager(ManagerBase):
 
     def _periodic(self) -> None:
         interval = self.settings.recovery.check_interval
+        waiting: set[str] = set()
         while not self._stop.wait(interval):
             try:
-                self.auto_recover_sync(list(self.settings.recovery.critical_paths))
+                paths = self._with_baseline(self.settings.recovery.critical_paths, waiting)
+                if paths:
+                    self.auto_recover_sync(paths)
             except Exception:  # thread boundary: report, keep checking
                 worker_failed(self.metrics, "integrity_check", log, "periodic integrity check")
+
+    def _with_baseline(self, paths: tuple[str, ...], waiting: set[str]) -> list[str]:
+        """The paths the periodic check can judge. One with no baseline yet (a new bot before
+        its first backup) is not damaged: it is said once in the log, not alerted as a failed
+        check and a failed repair each interval."""
+        ready = []
+        for path in paths:
+            try:
+                self._baseline(Path(os.path.abspath(path)), None)
+            except RecoveryError:
+                if path not in waiting:
+                    waiting.add(path)
+                    log.info("integrity of %s not checked yet: no baseline (no backup holds it, none recorded)",
+                             path)
+                continue
+            waiting.discard(path)
+            ready.append(path)
+        return ready
 
     # ------------------------------------------------------------------ baselines
     def record_baseline(self, paths: list[str]) -> dict[str, int]:

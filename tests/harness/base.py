@@ -165,13 +165,24 @@ class ServiceProcess:
         self.stop()
         raise ServiceUnavailable(f"{self.name} not {what} after {timeout:.0f}s:\n{self.log_tail()}")
 
+    def _signal_group(self, signum: int) -> bool:
+        """Send ``signum`` to this process and its own group; False when it has already exited."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL this process (and its own group) and reap it: a crash, not a shutdown."""
+        if self._signal_group(signal.SIGKILL):
+            self.process.wait(10)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; only this process (and its own group)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
+        if not self._signal_group(signal.SIGTERM):
             return
         try:
             self.process.wait(timeout)

@@ -37,7 +37,11 @@ class JsonHandler(http.server.BaseHTTPRequestHandler):
 
 
 class LoopbackServer:
-    """Base class: subclasses implement ``route``; ``url`` stays the same across restarts."""
+    """Base class: subclasses implement ``route`` (or bring their own ``handler_class``);
+    ``url`` stays the same across restarts."""
+
+    handler_class: type[http.server.BaseHTTPRequestHandler] = JsonHandler
+    server_class: type[http.server.ThreadingHTTPServer] = http.server.ThreadingHTTPServer
 
     def __init__(self) -> None:
         self.port = 0
@@ -54,7 +58,7 @@ class LoopbackServer:
         raise NotImplementedError
 
     def start(self) -> "LoopbackServer":
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), JsonHandler)
+        httpd = self.server_class(("127.0.0.1", self.port), self.handler_class)
         httpd.daemon_threads = True
         httpd.owner = self
         self.port = httpd.server_address[1]

@@ -188,6 +188,14 @@ class RunningCollector:
     def stop(self) -> None:
         self.process.stop()
 
+    def restart(self) -> "RunningCollector":
+        """Start it again (after ``stop()``) with the same configuration and ports."""
+        self.process.start()
+        ports = [int(endpoint.rsplit(":", 1)[1]) for endpoint in (self.grpc_endpoint, self.http_endpoint)]
+        self.process.wait_until(lambda: all(port_open(port) for port in ports), timeout=START_TIMEOUT,
+                                what="listening on its OTLP ports")
+        return self
+
     def spans(self) -> list[dict]:
         """Every span the file exporter has written so far (OTLP JSON: traceId, spanId, name...)."""
         return _records(self.spans_file, "resourceSpans", "scopeSpans", "spans")

@@ -1,0 +1,191 @@
+"""The rehearsal's bot: run with the installed wheel first on the path, configured by the
+environment as a user's bot is (``runtime.start()``), under a steady simulated load.
+
+    python bot.py WORKDIR [--rate LINES_PER_SECOND] [--alert-every S] [--backup-every S]
+
+Every second or so it writes ``WORKDIR/stats-<boot>.json`` (atomically): what it logged,
+raised, resolved and backed up, and its heartbeat (how late a 10 ms sleep woke up); and it
+appends its RSS, open file descriptors and threads to ``WORKDIR/resources-<boot>.jsonl``.
+SIGTERM stops it cleanly (the last stats are written after ``runtime.stop()``). Each start
+is a new *boot*, numbered in ``WORKDIR/boots``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import exporter
+from exporter import runtime
+from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
+from exporter.backup_manager import backup_manager
+from exporter.errors import OpsError
+from exporter.profiler import profiler
+
+log = logging.getLogger("bot.rehearsal")
+HEARTBEAT = 0.01  # seconds the heartbeat sleeps
+STALL = 0.1  # a wake-up later than this is a stall
+LATENESS_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 1000)
+
+
+def write_json(path: Path, data: object) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "w") as out:
+        json.dump(data, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
+
+
+def next_boot(workdir: Path) -> int:
+    counter = workdir / "boots"
+    boot = int(counter.read_text()) + 1 if counter.exists() else 1
+    write_json(counter, boot)
+    return boot
+
+
+def resources() -> dict:
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/status") as status:
+        threads = next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    return {"t": time.time(), "rss": rss, "fds": len(os.listdir("/proc/self/fd")), "threads": threads}
+
+
+class Bot:
+    def __init__(self, workdir: Path, options: argparse.Namespace) -> None:
+        self.workdir, self.options = workdir, options
+        self.boot = next_boot(workdir)
+        self.started = time.time()
+        self.lines = 0
+        self.raised: list[dict] = []
+        self.backups: list[dict] = []
+        self.lateness = dict.fromkeys([*map(str, LATENESS_BUCKETS_MS), "inf"], 0)
+        self.stalls: list[list[float]] = []  # [wall time, seconds late]
+        # One line per second, kept on disk: the bot's own bookkeeping must not grow the RSS it measures.
+        self.samples = open(workdir / f"resources-{self.boot}.jsonl", "a")
+        self.stop = asyncio.Event()
+
+    async def load(self) -> None:
+        """Simulated work: a log line per operation (an ERROR now and then), profiled."""
+        interval = 1.0 / self.options.rate
+        while True:
+            async with profiler.profile_async("rehearsal_op"):
+                self.lines += 1
+                if self.lines % 500 == 0:
+                    log.error("op b%d-%d failed: peer reset the connection", self.boot, self.lines)
+                else:
+                    log.info("op b%d-%d done", self.boot, self.lines)
+            await asyncio.sleep(interval)
+
+    async def alerts(self) -> None:
+        """A HIGH alert now and then (routed to every channel); every second one is resolved later."""
+        number = 0
+        while True:
+            await asyncio.sleep(self.options.alert_every)
+            number += 1
+            task = f"rh-{self.boot}-{number}"
+            alert = await alert_manager.trigger_alert(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH,
+                                                      "Rehearsal download failed",
+                                                      "peer reset the connection", task_id=task)
+            self.raised.append({"task_id": task, "fingerprint": alert.fingerprint, "resolved": False})
+            if number % 2 == 0:
+                earlier = self.raised[-2]
+                if alert_manager.resolve_alert(earlier["fingerprint"]) is not None:
+                    earlier["resolved"] = True
+
+    async def backups_loop(self) -> None:
+        """The bot's own schedule (``BACKUP_SCHEDULER=celery`` leaves it to the bot): what beat runs."""
+        while True:
+            await asyncio.sleep(self.options.backup_every)
+            entry = {"t": time.time()}
+            try:
+                result = await asyncio.to_thread(backup_manager.run_scheduled_backup)
+                entry.update(ok=True, name=result["backup_name"], verified=result["verified"],
+                             deleted=result["deleted"])
+            except OpsError as exc:
+                log.error("scheduled backup failed: %s", exc)
+                entry.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+            entry["finished"] = time.time()
+            self.backups.append(entry)
+
+    async def heartbeat(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(HEARTBEAT)
+            late = time.monotonic() - before - HEARTBEAT
+            bucket = next((str(b) for b in LATENESS_BUCKETS_MS if late * 1000 <= b), "inf")
+            self.lateness[bucket] += 1
+            if late > STALL:
+                self.stalls.append([time.time(), late])
+
+    async def allocations(self) -> None:
+        """With REHEARSAL_TRACEMALLOC set: every minute, the 25 places whose allocations grew most
+        since the first minute, to ``WORKDIR/tracemalloc-<boot>.txt`` (to find what grows)."""
+        import tracemalloc
+
+        tracemalloc.start(int(os.environ["REHEARSAL_TRACEMALLOC"]))
+        await asyncio.sleep(60)
+        first = tracemalloc.take_snapshot()
+        while True:
+            await asyncio.sleep(60)
+            grown = tracemalloc.take_snapshot().compare_to(first, "traceback")[:25]
+            lines = [f"{stat.size_diff / 1e6:+.2f} MB {stat.count_diff:+d} blocks\n  "
+                     + "\n  ".join(stat.traceback.format()) for stat in grown]
+            (self.workdir / f"tracemalloc-{self.boot}.txt").write_text("\n".join(lines) + "\n")
+
+    async def report(self) -> None:
+        while True:
+            self.samples.write(json.dumps(resources()) + "\n")
+            self.samples.flush()
+            await asyncio.to_thread(self.write_stats, False)
+            await asyncio.sleep(1.0)
+
+    def write_stats(self, final: bool, alerts: list[dict] | None = None) -> None:
+        write_json(self.workdir / f"stats-{self.boot}.json", {
+            "boot": self.boot, "pid": os.getpid(), "exporter_file": exporter.__file__,
+            "started": self.started, "written": time.time(), "final": final, "lines": self.lines,
+            "raised": self.raised, "backups": self.backups, "lateness_ms": self.lateness,
+            "stalls": self.stalls, "alerts": alerts,
+            "threads": sorted(thread.name for thread in threading.enumerate()),
+        })
+
+    async def run(self) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.stop.set)
+        work = [self.load(), self.alerts(), self.backups_loop(), self.heartbeat(), self.report()]
+        if os.environ.get("REHEARSAL_TRACEMALLOC"):
+            work.append(self.allocations())
+        tasks = [asyncio.create_task(coroutine) for coroutine in work]
+        await self.stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.samples.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--rate", type=float, default=50.0, help="operations (log lines) per second")
+    parser.add_argument("--alert-every", type=float, default=6.0)
+    parser.add_argument("--backup-every", type=float, default=20.0)
+    options = parser.parse_args()
+    bot = Bot(options.workdir, options)
+    handle = runtime.start()
+    try:
+        asyncio.run(bot.run())
+        alerts = [alert.to_dict() for alert in alert_manager.get_alerts(limit=None)]
+    finally:
+        handle.stop()
+    bot.write_stats(True, alerts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
