@@ -6,6 +6,7 @@ asserts each ``ok``.
 from __future__ import annotations
 
 import collections
+import statistics
 import hashlib
 import json
 import re
@@ -254,12 +255,24 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
+LEVEL_WINDOW = 60.0  # seconds of samples whose median is the level at the checkpoint and at the end
+
+
+def _level(samples: list[dict]) -> dict:
+    return {what: statistics.median(sample[what] for sample in samples) for what in ("rss", "fds", "threads")}
+
+
 def check_resources(boots: list[dict], warmup: float, scrapes: list[float], scrape_failures: int,
                     faults: list[dict]) -> tuple[dict, list[dict]]:
     longest = max(boots, key=lambda boot: boot["resources"][-1]["t"] - boot["resources"][0]["t"])
     samples = longest["resources"]
-    checkpoint = next((s for s in samples if s["t"] >= longest["started"] + warmup), samples[0])
-    end = samples[-1]
+    start = next((s["t"] for s in samples if s["t"] >= longest["started"] + warmup), samples[0]["t"])
+    # The level at the checkpoint and at the end: the median of a minute of samples each, so that
+    # a backup or a repair in flight at one instant (tens of MB of buffers for a second) is not
+    # taken for growth, while a leak, which raises every sample, still is.
+    checkpoint = _level([s for s in samples if start <= s["t"] < start + LEVEL_WINDOW] or samples[:1])
+    end = _level([s for s in samples if s["t"] > samples[-1]["t"] - LEVEL_WINDOW])
+    checkpoint["t"], end["t"] = start, samples[-1]["t"]
     growth = {what: round(end[what] / checkpoint[what] - 1, 3) for what in ("rss", "fds", "threads")}
     suspended = [(f["suspended_at"], f["resumed_at"]) for f in faults if f["fault"] == "clock_jump_sigstop"]
     stalls, excused = [], []

@@ -18,7 +18,8 @@ MINUTES = float(os.environ.get("REHEARSAL_MINUTES", "5"))
 # 2-core CI machine, and this test fails them only past these bounds (the report shows both):
 # - no stall over 100 ms: a wake-up 100-150 ms late happens by scheduling noise a few times,
 #   while a blocking call on the loop (the fault this looks for) costs seconds;
-# - at most +10 % RSS, descriptors and threads from the 90th second to the end: the bot of the
+# - at most +10 % RSS, descriptors and threads from the 90th second to the end (each the median
+#   of a minute of samples, so a backup's buffers at one instant are not growth): the bot of the
 #   5-minute run meets every fault for the first time inside that window (its first repair, its
 #   first full disk, one more executor thread of 8), growing 5-12 % by warm-up; a leak is judged
 #   by the 60-minute run (`make rehearsal`), whose checkpoint is the fifth minute.
