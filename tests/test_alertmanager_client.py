@@ -9,6 +9,7 @@ tests take seconds; the ratios between them are those of a real set-up (re-send 
 from __future__ import annotations
 
 import functools
+import json
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.metrics import Metrics
 from tests import probes
+from tests.harness.holding_proxy import HoldingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -153,3 +155,79 @@ def test_every_alertmanager_of_a_cluster_gets_every_alert_and_one_down_delays_no
     for am in (first, second):
         wait_until(lambda m=am: not active(m, alerts[0].fingerprint), what="the resolution in both")
         assert active(am, alerts[1].fingerprint)
+
+
+def test_a_resolution_is_never_overtaken_by_a_resend_round_in_flight(start_alertmanager, webhook_receiver, bot):
+    """A re-send round still on its way (a big request, a busy Alertmanager) carries an alert as
+    firing; the alert resolves meanwhile. Alertmanager must end up with it resolved: the round
+    arriving after the resolution would make it active again for four intervals (the 60-minute
+    rehearsal's mismatch, issue 18: an alert resolved as a round left, active at the end)."""
+    am = start_alertmanager(am_config(f"{webhook_receiver.url}/am"))
+    proxy = HoldingProxy(am.url).start()
+    try:
+        manager = bot(proxy.url)
+        first, second = raise_disk_alert(manager, path="/a"), raise_disk_alert(manager, path="/b")
+        assert manager.flush(15)
+        wait_until(lambda: active(am, first.fingerprint) and active(am, second.fingerprint),
+                   what="both alerts active")
+        proxy.hold = lambda body: len(json.loads(body)) >= 2  # a round: both firing alerts
+        wait_until(lambda: proxy.held, what="a re-send round held on its way")
+        passed = len(proxy.passed)
+        manager.resolve_alert(first)
+        # Before the fix the resolution overtook the round at once; after it, it waits for it.
+        proxy.wait_for(lambda: len(proxy.passed) > passed, timeout=1.0)
+        proxy.release()
+        assert manager.flush(15)
+        wait_until(lambda: proxy.answered == len(proxy.held) + len(proxy.passed), what="every request answered")
+        assert not active(am, first.fingerprint)
+        renewed = ends(active(am, second.fingerprint)[0])
+        wait_until(lambda: ends(active(am, second.fingerprint)[0]) >= renewed + 2 * RESEND,
+                   what="two more re-send rounds")  # they do not bring it back either
+        assert not active(am, first.fingerprint)
+    finally:
+        proxy.stop()
+
+
+def test_a_round_that_timed_out_and_arrives_late_is_corrected_by_the_next(start_alertmanager, webhook_receiver):
+    """A round the client gave up on (timeout) may still reach Alertmanager after the resolution
+    that followed it: the resolution goes again with the next round, which ends the alert."""
+    import asyncio
+
+    from exporter.alert_manager.model import Alert
+    from exporter.channels.alertmanager import AlertmanagerChannel
+    from exporter.config import Secret
+
+    am = start_alertmanager(am_config(f"{webhook_receiver.url}/am"))
+    proxy = HoldingProxy(am.url).start()
+
+    def alert(path: str) -> Alert:
+        return Alert(type=AlertType.DISK_FULL, severity=AlertSeverity.HIGH, title="Disk filling",
+                     message=f"{path} at 91%", first_seen=time.time(), task_id=f"disk:{path}")
+
+    async def scenario(first: Alert, second: Alert) -> None:
+        channel = AlertmanagerChannel(Secret(proxy.url), timeout=0.5, resend_interval=1.0)
+        try:
+            await channel.send(first)
+            await channel.send(second)
+            proxy.hold = lambda body: len(json.loads(body)) >= 2
+            while not proxy.held:
+                await asyncio.sleep(0.02)
+            first.resolved_at = time.time()
+            await channel.send_resolved(first)  # after the round's timeout: it goes first
+            assert len(proxy.passed) == 3 and not active(am, first.fingerprint)
+            proxy.release()  # the round the client gave up on arrives now, first as firing
+            await asyncio.to_thread(wait_until, lambda: proxy.answered == len(proxy.held) + len(proxy.passed),
+                                    what="the late round answered")
+            stale = active(am, first.fingerprint)
+            assert stale, "the late round did not make the alert active again: nothing to correct"
+            await asyncio.to_thread(wait_until, lambda: not active(am, first.fingerprint),
+                                    what="the next round ending it again")
+            assert time.time() < ends(stale[0]) - 1.0  # ended by the bot, not expired at its endsAt
+            assert active(am, second.fingerprint)
+        finally:
+            await channel.close()
+
+    try:
+        asyncio.run(scenario(alert("/a"), alert("/b")))
+    finally:
+        proxy.stop()

@@ -16,12 +16,20 @@ change changes the labels: the old label set is ended in the same request. Resol
 concurrently, as Prometheus does. A delivery succeeds when one of them took it; one that was
 down gets what it missed (the firing alerts, the resolutions) at the next re-send round, so it
 delays none of the others.
+
+Order: Alertmanager keeps the state of the request it got last, so a round still on its way
+with an alert as firing must not arrive after that alert's resolution (it would be active
+again for four intervals). Requests to one Alertmanager go one at a time, a round's content is
+read when its turn comes, and every resolution goes once more with the next round, before the
+firing alerts (a request that timed out may still arrive late; a later alert of the same
+fingerprint fires again after it).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -34,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter.alerts")
 ROUTING_SEVERITY = {"critical": "critical", "high": "warning", "medium": "info", "low": "info"}
 RESEND_INTERVAL = 60.0  # seconds between two sends of a firing alert (Alertmanager asks 30 s to 3 min)
-MISSED_MAX = 1000  # resolutions kept per Alertmanager that missed them
+ENDED_MAX = 1000  # resolutions kept per Alertmanager for its next round
 AHEAD = 4  # endsAt this many intervals ahead: three missed rounds in a row end the alert
 
 
@@ -91,24 +99,30 @@ class AlertmanagerChannel:
         self._target = target or {}
         self._interval = resend_interval
         self._firing: dict[str, object] = {}  # fingerprint -> the alert as last sent firing
-        self._missed: dict[int, list[dict]] = {}  # Alertmanager number -> resolutions it did not take
+        self._ended: dict[int, list[dict]] = {}  # Alertmanager number -> resolutions for its next round
+        self._turns = [asyncio.Lock() for _ in self._urls]  # one request at a time per Alertmanager
         self._resender: asyncio.Task | None = None
 
     def _firing_item(self, alert) -> dict:
         return payload(alert, ends_at=time.time() + self._interval * AHEAD, target=self._target)
 
-    async def _post(self, number: int, items: list[dict]) -> str | None:
-        """Post ``items`` to Alertmanager ``number``; the reason it failed, or None."""
-        try:
-            await self._http.post(self._urls[number] + "/api/v2/alerts", items)
-        except DeliveryError as exc:
-            return str(exc)
-        return None
+    async def _post(self, number: int, items: Callable[[], list[dict]]) -> str | None:
+        """Post ``items()`` (read when this Alertmanager's turn comes) to Alertmanager ``number``;
+        the reason it failed, or None."""
+        async with self._turns[number]:
+            body = items()
+            if not body:
+                return None
+            try:
+                await self._http.post(self._urls[number] + "/api/v2/alerts", body)
+            except DeliveryError as exc:
+                return str(exc)
+            return None
 
     async def _post_all(self, items: list[dict], ended: list[dict]) -> None:
-        """Post to every Alertmanager at once; DeliveryError when none took it. The ones that
-        failed get the ``ended`` items (the firing ones are re-sent anyway) at the next round."""
-        reasons = await asyncio.gather(*(self._post(n, items) for n in range(len(self._urls))))
+        """Post to every Alertmanager at once; DeliveryError when none took it. Each gets the
+        ``ended`` items again at its next round (the ones that failed get the firing ones then too)."""
+        reasons = await asyncio.gather(*(self._post(n, lambda: items) for n in range(len(self._urls))))
         failed = [n for n, reason in enumerate(reasons) if reason is not None]
         if len(failed) == len(self._urls):
             raise DeliveryError(f"{reasons[0]} (all {len(failed)} Alertmanager(s))" if len(failed) > 1
@@ -116,15 +130,16 @@ class AlertmanagerChannel:
         for n in failed:
             log.warning("Alertmanager #%d of %d missed a notification (sent again next round): %s",
                         n + 1, len(self._urls), reasons[n])
-            self._keep_missed(n, ended)
+        for n in range(len(self._urls)):
+            self._keep_ended(n, ended)
 
-    def _keep_missed(self, number: int, items: list[dict]) -> None:
-        missed = self._missed.setdefault(number, [])
-        missed.extend(items)
-        del missed[:-MISSED_MAX]  # one down for good: its oldest ends give way (they expire anyway)
+    def _keep_ended(self, number: int, items: list[dict]) -> None:
+        ended = self._ended.setdefault(number, [])
+        ended.extend(items)
+        del ended[:-ENDED_MAX]  # one down for good: its oldest ends give way (they expire anyway)
 
     def _start_resending(self) -> None:
-        if (self._firing or any(self._missed.values())) and (self._resender is None or self._resender.done()):
+        if (self._firing or any(self._ended.values())) and (self._resender is None or self._resender.done()):
             self._resender = asyncio.get_running_loop().create_task(self._resend(), name="opsstack-am-resend")
 
     async def send(self, alert) -> None:
@@ -132,8 +147,17 @@ class AlertmanagerChannel:
         before = self._firing.get(alert.fingerprint)
         if before is not None and before.severity != alert.severity:  # the old label set ends now
             items.append(payload(before, resolved_at=time.time(), target=self._target))
-        await self._post_all(items, ended=items[1:])
-        self._firing[alert.fingerprint] = alert.copy()  # re-sent from now on, whoever took it
+        # Re-sent from now on, whoever takes it: a round after this request carries the new label
+        # set, never the old one it ends.
+        self._firing[alert.fingerprint] = alert.copy()
+        try:
+            await self._post_all(items, ended=items[1:])
+        except BaseException:  # none took it: the retry ends the old label set again
+            if before is None:
+                self._firing.pop(alert.fingerprint, None)
+            else:
+                self._firing[alert.fingerprint] = before
+            raise
         self._start_resending()
 
     def adopt(self, alerts) -> None:
@@ -156,20 +180,23 @@ class AlertmanagerChannel:
     async def _resend(self) -> None:
         """Each interval, send every firing alert again (its endsAt moved ahead) to each
         Alertmanager, with the resolutions it missed."""
-        while self._firing or any(self._missed.values()):
+        while self._firing or any(self._ended.values()):
             await asyncio.sleep(self._interval)
-            firing = [self._firing_item(alert) for alert in self._firing.values()]
-            await asyncio.gather(*(self._resend_to(n, firing) for n in range(len(self._urls))))
+            await asyncio.gather(*(self._resend_to(n) for n in range(len(self._urls))))
 
-    async def _resend_to(self, number: int, firing: list[dict]) -> None:
-        missed = self._missed.pop(number, [])
-        if not firing and not missed:
-            return
-        reason = await self._post(number, firing + missed)
-        if reason is not None:  # the next round tries again; the endsAt ahead covers it
-            self._keep_missed(number, missed)
-            log.warning("re-sending %d alert(s) to Alertmanager #%d failed: %s", len(firing) + len(missed),
-                        number + 1, reason)
+    async def _resend_to(self, number: int) -> None:
+        """One round to Alertmanager ``number``: its resolutions, then the alerts firing when its
+        turn comes (a later alert of a resolved fingerprint fires again after the end)."""
+        ended: list[dict] = []
+
+        def items() -> list[dict]:
+            ended[:] = self._ended.pop(number, [])
+            return ended + [self._firing_item(alert) for alert in self._firing.values()]
+
+        reason = await self._post(number, items)
+        if reason is not None:  # the next round tries again; the endsAt ahead covers the firing ones
+            self._ended[number] = (ended + self._ended.get(number, []))[-ENDED_MAX:]
+            log.warning("re-sending alerts to Alertmanager #%d failed (again next round): %s", number + 1, reason)
 
     async def close(self) -> None:
         if self._resender is not None:
