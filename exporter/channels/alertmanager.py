@@ -15,7 +15,11 @@ change changes the labels: the old label set is ended in the same request. Resol
 ``ALERTMANAGER_URL`` may name several Alertmanagers (comma-separated): each gets every alert,
 concurrently, as Prometheus does. A delivery succeeds when one of them took it; one that was
 down gets what it missed (the firing alerts, the resolutions) at the next re-send round, so it
-delays none of the others.
+delays none of the others. One that is slow or hangs does not either: once one took the alert,
+the others get ``SPREAD`` seconds, and a request still unanswered then goes on in the
+background. Each Alertmanager has at most one request on its way and one waiting for it; a
+notification finding both taken goes with its next round instead (a hanging one holds no more
+than that, however many alerts fire).
 
 Order: Alertmanager keeps the state of the request it got last, so a round still on its way
 with an alert as firing must not arrive after that alert's resolution (it would be active
@@ -44,6 +48,8 @@ ROUTING_SEVERITY = {"critical": "critical", "high": "warning", "medium": "info",
 RESEND_INTERVAL = 60.0  # seconds between two sends of a firing alert (Alertmanager asks 30 s to 3 min)
 ENDED_MAX = 1000  # resolutions kept per Alertmanager for its next round
 AHEAD = 4  # endsAt this many intervals ahead: three missed rounds in a row end the alert
+SPREAD = 0.25  # seconds the other Alertmanagers get to answer once one took a notification
+BUSY = "busy with an earlier request (this one goes with its next round)"
 
 
 def alertname(alert_type: str) -> str:
@@ -101,6 +107,8 @@ class AlertmanagerChannel:
         self._firing: dict[str, object] = {}  # fingerprint -> the alert as last sent firing
         self._ended: dict[int, list[dict]] = {}  # Alertmanager number -> resolutions for its next round
         self._turns = [asyncio.Lock() for _ in self._urls]  # one request at a time per Alertmanager
+        self._waiting = [0] * len(self._urls)  # requests waiting for their turn, per Alertmanager
+        self._background: set[asyncio.Task] = set()  # requests left to finish after another took them
         self._resender: asyncio.Task | None = None
 
     def _firing_item(self, alert) -> dict:
@@ -108,21 +116,59 @@ class AlertmanagerChannel:
 
     async def _post(self, number: int, items: Callable[[], list[dict]]) -> str | None:
         """Post ``items()`` (read when this Alertmanager's turn comes) to Alertmanager ``number``;
-        the reason it failed, or None."""
-        async with self._turns[number]:
+        the reason it failed, or None. :data:`BUSY` at once when a request is on its way to it
+        and another already waits (of a cluster: with one Alertmanager, the lane and the round
+        are the only two)."""
+        turn = self._turns[number]
+        if turn.locked() and self._waiting[number] and len(self._urls) > 1:
+            return BUSY
+        self._waiting[number] += 1
+        try:
+            await turn.acquire()
+        finally:
+            self._waiting[number] -= 1
+        try:
             body = items()
             if not body:
                 return None
-            try:
-                await self._http.post(self._urls[number] + "/api/v2/alerts", body)
-            except DeliveryError as exc:
-                return str(exc)
-            return None
+            await self._http.post(self._urls[number] + "/api/v2/alerts", body)
+        except DeliveryError as exc:
+            return str(exc)
+        finally:
+            turn.release()
+        return None
+
+    async def _answers(self, items: list[dict]) -> list[str | None]:
+        """Post ``items`` to every Alertmanager; each one's reason of failure, or None. Returns
+        when all answered, or :data:`SPREAD` seconds after the first that took them: the ones
+        still on their way go on in the background (and count as missed here)."""
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(self._post(n, lambda: items)): n for n in range(len(self._urls))}
+        reasons: list[str | None] = [f"no answer within {SPREAD:g}s of another Alertmanager"] * len(tasks)
+        pending, deadline = set(tasks), None
+        try:
+            while pending:
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+                for task in done:
+                    reasons[tasks[task]] = task.result()
+                    if deadline is None and task.result() is None:
+                        deadline = loop.time() + SPREAD
+        except BaseException:  # the lane gave up (timeout, stop): nothing is left running
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in pending:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return reasons
 
     async def _post_all(self, items: list[dict], ended: list[dict]) -> None:
         """Post to every Alertmanager at once; DeliveryError when none took it. Each gets the
         ``ended`` items again at its next round (the ones that failed get the firing ones then too)."""
-        reasons = await asyncio.gather(*(self._post(n, lambda: items) for n in range(len(self._urls))))
+        reasons = await self._answers(items)
         failed = [n for n, reason in enumerate(reasons) if reason is not None]
         if len(failed) == len(self._urls):
             raise DeliveryError(f"{reasons[0]} (all {len(failed)} Alertmanager(s))" if len(failed) > 1
@@ -199,9 +245,10 @@ class AlertmanagerChannel:
             log.warning("re-sending alerts to Alertmanager #%d failed (again next round): %s", number + 1, reason)
 
     async def close(self) -> None:
-        if self._resender is not None:
-            self._resender.cancel()
-            self._resender = None
+        for task in [self._resender, *self._background]:
+            if task is not None:
+                task.cancel()
+        self._resender = None
         await self._http.close()
 
 

@@ -1,0 +1,100 @@
+"""One slow or hanging receiver delays no other: against a real TCP server that accepts and never
+answers (``tests/harness/hanging.py``), the other channels, and the other Alertmanagers of a
+cluster, still get each notification within ``BOUND`` seconds, once each and in order."""
+from __future__ import annotations
+
+import functools
+import time
+
+import pytest
+
+from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
+from exporter.channels import CHANNELS
+from exporter.config import load_settings
+from exporter.metrics import Metrics
+from tests import probes
+from tests.harness.hanging import HangingServer
+
+pytestmark = [pytest.mark.slow]
+
+BOUND = 1.0  # seconds from raising an alert to the other receivers having it
+SEND_TIMEOUT = 5.0  # the lane's timeout: a notification to the hanging one waits that long
+wait_until = functools.partial(probes.wait_until, interval=0.01)
+
+
+@pytest.fixture
+def hanging():
+    server = HangingServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bot(tmp_path):
+    started = []
+
+    def start(channels: list[str], **env) -> AlertManager:
+        manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                               send_timeout=SEND_TIMEOUT, retry_base=0.2, retry_max=1.0)
+        manager.enable(load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"),
+                                      "ALERT_CHANNELS": {"high": channels}, "ALERT_RATE_LIMIT": 1000,
+                                      "ALERTMANAGER_RESEND_INTERVAL": 0.5, **env}, environ={}))
+        started.append(manager)
+        return manager
+
+    yield start
+    for manager in started:
+        manager.disable(timeout=0.5)
+
+
+def raise_alert(manager: AlertManager, number: int):
+    return manager.trigger_alert_sync(AlertType.DISK_FULL, AlertSeverity.HIGH, "Disk filling",
+                                      f"/data{number} at 91%", task_id=f"disk:/data{number}")
+
+
+def hook_events(webhook_receiver) -> list[tuple[str, str]]:
+    with webhook_receiver.lock:
+        return [(r["json"]["status"], r["json"]["alert"]["fingerprint"]) for r in webhook_receiver.requests]
+
+
+@pytest.mark.services
+def test_a_hanging_alertmanager_delays_no_other_channel(bot, hanging, webhook_receiver, telegram_api):
+    manager = bot(["alertmanager", "webhook", "telegram"], ALERTMANAGER_URL=hanging.url,
+                  ALERT_WEBHOOK_URL=f"{webhook_receiver.url}/hook", TELEGRAM_BOT_TOKEN=telegram_api.token,
+                  TELEGRAM_CHAT_ID="-1001", TELEGRAM_API_URL=telegram_api.url)
+    want, late = [], []
+    for number in range(10):
+        raised = time.monotonic()
+        alert = raise_alert(manager, number)
+        want.append(("firing", alert.fingerprint))
+        if number % 3 == 2:  # and some resolved, right behind their firing notification
+            manager.resolve_alert(alert)
+            want.append(("resolved", alert.fingerprint))
+        wait_until(lambda: len(hook_events(webhook_receiver)) == len(want)
+                   and len(telegram_api.messages) == len(want), timeout=SEND_TIMEOUT, what="the others")
+        late.append(time.monotonic() - raised)
+    assert max(late) < BOUND, late
+    assert hook_events(webhook_receiver) == want  # once each, in order
+    stats = manager.channel_stats()
+    assert stats["alertmanager"]["delivered"] == 0 and stats["alertmanager"]["pending"] > 0  # it did hang
+    assert hanging.connections >= 1
+
+
+@pytest.mark.services
+def test_one_hanging_alertmanager_of_a_cluster_delays_none_of_the_others(bot, hanging, start_alertmanager,
+                                                                         webhook_receiver):
+    am = start_alertmanager({"route": {"receiver": "hook"},
+                             "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_receiver.url}]}]})
+    manager = bot(["alertmanager"], ALERTMANAGER_URL=f"{am.url},{hanging.url}")
+    late = []
+    for number in range(8):
+        raised = time.monotonic()
+        alert = raise_alert(manager, number)
+        wait_until(lambda: manager.channel_stats()["alertmanager"]["delivered"] == number + 1,
+                   timeout=3 * SEND_TIMEOUT, what="the notification delivered")
+        late.append(time.monotonic() - raised)
+        firing = {a["labels"]["fingerprint"] for a in am.alerts() if a["status"]["state"] == "active"}
+        assert alert.fingerprint in firing
+    assert max(late) < BOUND, late
+    # at most one request on its way to the hanging one and one waiting: one connection open
+    assert hanging.connections <= 2, hanging.connections
