@@ -4,6 +4,8 @@ cluster, still get each notification within ``BOUND`` seconds, once each and in 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import time
 
 import pytest
@@ -12,12 +14,14 @@ from exporter.alert_manager import AlertManager, AlertSeverity, AlertType
 from exporter.channels import CHANNELS
 from exporter.config import load_settings
 from exporter.metrics import Metrics
+from exporter.shared_state import shared_locks
 from tests import probes
 from tests.harness.hanging import HangingServer
 
 pytestmark = [pytest.mark.slow]
 
 BOUND = 1.0  # seconds from raising an alert to the other receivers having it
+PACED = 12  # alerts raised one a second while Redis does not answer
 SEND_TIMEOUT = 5.0  # the lane's timeout: a notification to the hanging one waits that long
 wait_until = functools.partial(probes.wait_until, interval=0.01)
 
@@ -35,7 +39,8 @@ def bot(tmp_path):
 
     def start(channels: list[str], **env) -> AlertManager:
         manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
-                               send_timeout=SEND_TIMEOUT, retry_base=0.2, retry_max=1.0)
+                               send_timeout=SEND_TIMEOUT, retry_base=0.2, retry_max=1.0,
+                               shared_marks=shared_locks)
         manager.enable(load_settings({"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"),
                                       "ALERT_CHANNELS": {"high": channels}, "ALERT_RATE_LIMIT": 1000,
                                       "ALERTMANAGER_RESEND_INTERVAL": 0.5, **env}, environ={}))
@@ -98,3 +103,41 @@ def test_one_hanging_alertmanager_of_a_cluster_delays_none_of_the_others(bot, ha
     assert max(late) < BOUND, late
     # at most one request on its way to the hanging one and one waiting: one connection open
     assert hanging.connections <= 2, hanging.connections
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test alone (it gets suspended)."""
+    from tests.harness import redis as redis_harness
+
+    server = redis_harness.start(tmp_path / "redis")
+    yield server
+    os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("how", ["suspended", "hanging"])
+def test_redis_that_stops_answering_delays_no_notification(bot, own_redis, hanging, webhook_receiver, how):
+    """The shared marks and rate limits (Redis) are asked off the delivery loop and waited for at
+    most a moment: a redis-server suspended with SIGSTOP (its connection open, no answer), or a
+    server that never answers, delays no notification beyond ``BOUND``, for longer than the
+    client's breaker keeps it away (5 s) too."""
+    url = own_redis.url if how == "suspended" else f"redis://127.0.0.1:{hanging.port}"
+    manager = bot(["webhook"], REDIS_URL=f"{url}/0", ALERT_SHARED_GATHER=0.05,
+                  ALERT_WEBHOOK_URL=f"{webhook_receiver.url}/hook")
+    want, late = [], []
+    for number in range(PACED):
+        if number == 1 and how == "suspended":  # the first one went through Redis: a connection is open
+            os.kill(own_redis.process.pid, signal.SIGSTOP)
+        raised = time.monotonic()
+        alert = raise_alert(manager, number)
+        want.append(("firing", alert.fingerprint))
+        if number % 3 == 2:
+            manager.resolve_alert(alert)
+            want.append(("resolved", alert.fingerprint))
+        wait_until(lambda: len(hook_events(webhook_receiver)) == len(want), timeout=30, what="the notification")
+        late.append(time.monotonic() - raised)
+        time.sleep(max(0.0, raised + 1.0 - time.monotonic()))  # one a second
+    assert max(late) < BOUND, [round(x, 3) for x in late]
+    assert hook_events(webhook_receiver) == want  # once each, in order

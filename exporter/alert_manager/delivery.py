@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import AlertError, DeliveryError
 from ..metrics import Metrics, worker_failed
-from ..ports import Channel, SharedMarks
+from ..ports import Channel
 from .model import FIRING, Alert
 from .store import read_jsonl, write_atomic
 
@@ -57,7 +57,7 @@ class RateLimiter:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
 
-    def delay(self) -> float:
+    async def delay(self) -> float:
         """Seconds until a token is available (0 when one is)."""
         self._refill()
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
@@ -68,20 +68,20 @@ class RateLimiter:
 
 
 class SharedRateLimiter(RateLimiter):
-    """A channel's token bucket shared by every worker (``SharedMarks.take_slot``, Redis); this
-    process's own while the shared one is unreachable. A slot taken by :meth:`delay` is held
-    until :meth:`take`."""
+    """A channel's token bucket shared by every worker (``SharedMarks.take_slot``, Redis, asked
+    off the loop through ``asker``, an :class:`~.shared.OffLoop`); this process's own while the
+    shared one is unreachable or slow. A slot taken by :meth:`delay` is held until :meth:`take`."""
 
-    def __init__(self, per_minute: int, marks: SharedMarks, key: str) -> None:
+    def __init__(self, per_minute: int, asker: Any, key: str) -> None:
         super().__init__(per_minute)
-        self.marks, self.key, self.held = marks, key, False
+        self.asker, self.key, self.held = asker, key, False
 
-    def delay(self) -> float:
+    async def delay(self) -> float:
         if self.held:
             return 0.0
-        wait = self.marks.take_slot(self.key, int(self.capacity))
+        wait = await self.asker.ask(None, "take_slot", self.key, int(self.capacity))
         if wait is None:
-            return super().delay()
+            return await super().delay()
         self.held = wait <= 0
         return max(0.0, wait)
 
@@ -251,7 +251,9 @@ class ChannelLane:
             self.outbox.dirty = True
             self.metrics.alert_notifications.labels(self.name, "dropped").inc()
             return
-        delay = max(job.next_at - now, self.limiter.delay())
+        delay = max(job.next_at - now, await self.limiter.delay())
+        if not self.jobs or self.jobs[0] is not job:  # dropped meanwhile (a full lane): start again
+            return
         if delay > 0:
             self.wakeup.clear()
             try:

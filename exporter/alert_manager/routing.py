@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..ports import Channel, SharedMarks
     from .callbacks import CallbackLane, Subscription
     from .delivery import ChannelLane, Job, Outbox, RateLimiter
+    from .shared import SharedNotifier
 
 log = logging.getLogger("exporter.alert_manager")
 
@@ -30,11 +31,6 @@ class Router:
                  outbox: Outbox, metrics: Metrics, *, lane_size: int, callback_timeout: float,
                  lane_options: dict[str, Any], marks: SharedMarks | None = None, window: float = 0.0,
                  gather: float = 0.0) -> None:
-        # shared across workers (Redis): one of them notifies the channels per window; None: local
-        self.marks = None if marks is LOCAL_ONLY else marks
-        self.window = window
-        self.gather = min(gather, window / 2)  # the notifier waits this long for the others' count
-        self.gathering: dict[str, tuple[asyncio.TimerHandle, Alert]] = {}
         self.channels = dict(channels)
         self.routes = dict(routes)
         self.outbox = outbox
@@ -44,6 +40,13 @@ class Router:
         self.lane_options = lane_options
         self.lanes: dict[str, ChannelLane] = {}
         self.callback_lanes: dict[int, CallbackLane] = {}
+        self.shared: SharedNotifier | None = None  # shared across workers (Redis): one notifies per window
+        if marks is not None and marks is not LOCAL_ONLY:
+            from .shared import OffLoop, SharedNotifier
+
+            # the notifier waits ``gather`` seconds for the others' count
+            self.shared = SharedNotifier(OffLoop(marks), self._put, metrics, window=window,
+                                         gather=min(gather, window / 2))
 
     def start(self, saved_jobs: list[Job]) -> list[asyncio.Task]:
         """Start a lane per channel (on the worker's loop) with the jobs saved in the outbox."""
@@ -74,11 +77,11 @@ class Router:
 
     def _shared_limiter(self, channel: str) -> RateLimiter | None:
         """With shared marks (Redis), ``ALERT_RATE_LIMIT`` holds for all workers together."""
-        if self.marks is None:
+        if self.shared is None:
             return None
         from .delivery import SharedRateLimiter
 
-        return SharedRateLimiter(self.lane_options["rate_per_minute"], self.marks, f"channel:{channel}")
+        return SharedRateLimiter(self.lane_options["rate_per_minute"], self.shared.asker, f"channel:{channel}")
 
     def adopt_firing(self, alerts: list[Alert]) -> None:
         """Hand the alerts still firing from an earlier run to each channel routed to them that
@@ -99,12 +102,10 @@ class Router:
             if kind == FIRING:
                 for sub in subscribers.get(alert.type, []) + handlers:
                     self._callback_lane(sub).put(alert.copy())
-                if self.marks is not None and self.routes.get(alert.severity):
-                    self._notify_once(alert)
-                    continue
-            else:  # its firing notification, when still gathering, goes first
-                self._release(f"alert:{alert.fingerprint}:{alert.severity.value}")
-            self._put(kind, alert)
+            if self.shared is not None and self.routes.get(alert.severity):
+                self.shared.route(kind, alert)  # a resolution after its firing notification
+            else:
+                self._put(kind, alert)
 
     def _put(self, kind: str, alert: Alert) -> None:
         from .delivery import Job
@@ -113,29 +114,6 @@ class Router:
             lane = self.lanes.get(name)
             if lane is not None:
                 lane.put(Job(channel=name, kind=kind, alert=alert.to_dict(), created=time.time()))
-
-    def _notify_once(self, alert: Alert) -> None:
-        """With shared marks (Redis), only the first of the workers raising ``alert`` within the
-        dedup window notifies (per severity), ``gather`` seconds later, with the count of workers
-        that raised it by then as its ``repeat_count``; the others count it deduplicated."""
-        import asyncio
-
-        key = f"alert:{alert.fingerprint}:{alert.severity.value}"
-        if self.marks.mark(key, self.window) > 1:
-            self.metrics.alerts_deduplicated.labels(alert.type.value).inc()
-            return
-        self._release(key)  # a notification of the same key still gathering goes first
-        handle = asyncio.get_running_loop().call_later(self.gather, self._release, key)
-        self.gathering[key] = (handle, alert)
-
-    def _release(self, key: str) -> None:
-        """Send the gathered notification of ``key`` with the workers' count."""
-        handle, alert = self.gathering.pop(key, (None, None))
-        if alert is None:
-            return
-        handle.cancel()
-        alert.repeat_count = max(alert.repeat_count, self.marks.count(key))
-        self._put(FIRING, alert)
 
     def _callback_lane(self, sub: Subscription) -> CallbackLane:
         import asyncio
@@ -151,7 +129,7 @@ class Router:
 
     def idle(self, now: float, due_only: bool = False) -> bool:
         """No callback pending, no notification in flight or waiting (``due_only``: due by ``now``)."""
-        if self.gathering:
+        if self.shared is not None and self.shared.busy():
             return False
         if any(not lane.idle() for lane in self.callback_lanes.values()):
             return False
@@ -164,8 +142,8 @@ class Router:
 
     def stop(self) -> list[asyncio.Task]:
         """Stop taking work; the callback lanes' tasks, for the caller to cancel."""
-        for key in list(self.gathering):  # into the outbox, saved for the next start
-            self._release(key)
+        if self.shared is not None:  # into the outbox, saved for the next start
+            self.shared.stop()
         for lane in self.lanes.values():
             lane.stopping = True
         for callback_lane in self.callback_lanes.values():
