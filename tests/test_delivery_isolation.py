@@ -1,6 +1,8 @@
 """One slow or hanging receiver delays no other: against a real TCP server that accepts and never
 answers (``tests/harness/hanging.py``), the other channels, and the other Alertmanagers of a
-cluster, still get each notification within ``BOUND`` seconds, once each and in order."""
+cluster, still get each notification within ``BOUND`` seconds, once each and in order; and so
+does every channel while the shared marks' Redis hangs (a real redis-server suspended with
+SIGSTOP, or the hanging server as Redis)."""
 from __future__ import annotations
 
 import functools
