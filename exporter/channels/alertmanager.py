@@ -110,6 +110,7 @@ class AlertmanagerChannel:
         self._waiting = [0] * len(self._urls)  # requests waiting for their turn, per Alertmanager
         self._background: set[asyncio.Task] = set()  # requests left to finish after another took them
         self._resender: asyncio.Task | None = None
+        self._rounds: list[asyncio.Task | None] = [None] * len(self._urls)  # each one's last round
 
     def _firing_item(self, alert) -> dict:
         return payload(alert, ends_at=time.time() + self._interval * AHEAD, target=self._target)
@@ -225,10 +226,15 @@ class AlertmanagerChannel:
 
     async def _resend(self) -> None:
         """Each interval, send every firing alert again (its endsAt moved ahead) to each
-        Alertmanager, with the resolutions it missed."""
+        Alertmanager, with the resolutions it missed. Each Alertmanager's round goes on its own:
+        one that hangs skips its next rounds while its last is on its way, and never holds back
+        the others' (their alerts would end at their endsAt)."""
+        loop = asyncio.get_running_loop()
         while self._firing or any(self._ended.values()):
             await asyncio.sleep(self._interval)
-            await asyncio.gather(*(self._resend_to(n) for n in range(len(self._urls))))
+            for number, last in enumerate(self._rounds):
+                if last is None or last.done():
+                    self._rounds[number] = loop.create_task(self._resend_to(number))
 
     async def _resend_to(self, number: int) -> None:
         """One round to Alertmanager ``number``: its resolutions, then the alerts firing when its
@@ -245,10 +251,11 @@ class AlertmanagerChannel:
             log.warning("re-sending alerts to Alertmanager #%d failed (again next round): %s", number + 1, reason)
 
     async def close(self) -> None:
-        for task in [self._resender, *self._background]:
+        for task in [self._resender, *self._rounds, *self._background]:
             if task is not None:
                 task.cancel()
         self._resender = None
+        self._rounds = [None] * len(self._urls)
         await self._http.close()
 
 
