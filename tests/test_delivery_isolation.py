@@ -176,3 +176,33 @@ def test_redis_that_stops_answering_delays_no_notification(bot, own_redis, hangi
         time.sleep(max(0.0, raised + 1.0 - time.monotonic()))  # one a second
     assert max(late) < BOUND, [round(x, 3) for x in late]
     assert hook_events(webhook_receiver) == want  # once each, in order
+
+
+@pytest.mark.services
+def test_a_hung_blocking_client_delays_no_other_channel(tmp_path, own_redis, smtp_server):
+    """The Celery channel's broker suspended (SIGSTOP) after the first task: each publish hangs
+    in the blocking client for good, and the lane, giving up after its timeout, tries again and
+    again. Those calls must not take the threads the e-mail channel's client runs on."""
+    manager = AlertManager(metrics=Metrics(), channel_factories=CHANNELS, monitor_resources=False,
+                           send_timeout=0.3, retry_base=0.05, retry_max=0.1)
+    manager.enable(load_settings(
+        {"ENABLE_ALERT_SYSTEM": True, "STATE_DIR": str(tmp_path / "state"), "ALERT_RATE_LIMIT": 1000,
+         "ALERT_CHANNELS": {"high": ["celery", "email"]}, "ALERT_CELERY_TASK": "bot.on_alert",
+         "SMTP_HOST": smtp_server.host, "SMTP_PORT": smtp_server.port, "SMTP_STARTTLS": False,
+         "ALERT_EMAIL_FROM": "bot@example.org", "ALERT_EMAIL_TO": ["ops@example.org"]},
+        environ={"CELERY_BROKER_URL": f"{own_redis.url}/0"}))
+    try:
+        raise_alert(manager, 99)
+        assert manager.flush(15)  # the broker took the first: its connection is open
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        late = []
+        for number in range(PACED):  # the celery lane retries some 30 times meanwhile
+            raised = time.monotonic()
+            raise_alert(manager, number)
+            wait_until(lambda: len(smtp_server.messages) == number + 2, timeout=30, what="the e-mail")
+            late.append(time.monotonic() - raised)
+            time.sleep(max(0.0, raised + 0.5 - time.monotonic()))
+        assert max(late) < BOUND, [round(x, 3) for x in late]
+        assert manager.channel_stats()["celery"]["delivered"] == 1  # it did hang
+    finally:
+        manager.disable(timeout=0.5)

@@ -1,9 +1,12 @@
 """Helpers shared by the channels: required settings, HTTP posting, secret masking, text."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .._masking import SecretMasker
@@ -145,3 +148,26 @@ class HttpPoster:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class OwnThread:
+    """The blocking calls of one channel's client (smtplib, Celery's), on a thread of its own,
+    made at first use. A call that hangs (a broker suspended, a server that stops answering)
+    then holds up that channel alone: on the loop's default executor, the lane's retries piled
+    up hung calls until they took every thread, and the other channels' blocking clients and
+    DNS look-ups waited behind them. One call runs at a time; one given up before it ran is
+    dropped (the lane cancels it), so at most one waits behind a hung one."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"opsstack-{self.channel}")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -5,10 +5,9 @@ the channel is configured; a broker that cannot take the message is a delivery f
 """
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
-from ._common import delivery_error, json_safe, require
+from ._common import OwnThread, delivery_error, json_safe, require
 
 if TYPE_CHECKING:
     from ..config import AlertSettings
@@ -28,6 +27,7 @@ class CeleryChannel:
         self._app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT, broker_connection_retry=False,
                               broker_transport_options={"max_retries": 0},
                               task_publish_retry=False)
+        self._thread = OwnThread(self.name)
 
     def _send(self, status: str, alert) -> None:
         try:
@@ -36,13 +36,16 @@ class CeleryChannel:
             raise delivery_error(f"celery: {type(exc).__name__} (the broker did not take the task)") from None
 
     async def send(self, alert) -> None:
-        await asyncio.to_thread(self._send, "firing", alert)
+        await self._thread.run(self._send, "firing", alert)
 
     async def send_resolved(self, alert) -> None:
-        await asyncio.to_thread(self._send, "resolved", alert)
+        await self._thread.run(self._send, "resolved", alert)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._app.close)
+        try:
+            await self._thread.run(self._app.close)
+        finally:
+            self._thread.close()
 
 
 def from_settings(alerts: AlertSettings) -> CeleryChannel:

@@ -1,7 +1,6 @@
-"""The ``email`` channel: SMTP (smtplib) with optional STARTTLS and login, in a worker thread."""
+"""The ``email`` channel: SMTP (smtplib) with optional STARTTLS and login, on a thread of its own."""
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -9,7 +8,7 @@ from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING
 
 from ..errors import DeliveryError
-from ._common import one_line, plain_text, require
+from ._common import OwnThread, one_line, plain_text, require
 
 if TYPE_CHECKING:
     from ..config import AlertSettings
@@ -26,6 +25,7 @@ class EmailChannel:
         self.starttls, self.username = starttls, username
         self._password = password
         self.timeout = timeout
+        self._thread = OwnThread(self.name)
 
     def message(self, alert, resolved: bool = False) -> EmailMessage:
         state = "RESOLVED" if resolved else alert.severity.value.upper()
@@ -53,13 +53,13 @@ class EmailChannel:
             raise DeliveryError(f"email: {type(exc).__name__} talking to {self.host}:{self.port}") from None
 
     async def send(self, alert) -> None:
-        await asyncio.to_thread(self._deliver, self.message(alert))
+        await self._thread.run(self._deliver, self.message(alert))
 
     async def send_resolved(self, alert) -> None:
-        await asyncio.to_thread(self._deliver, self.message(alert, resolved=True))
+        await self._thread.run(self._deliver, self.message(alert, resolved=True))
 
     async def close(self) -> None:
-        pass
+        self._thread.close()
 
 
 def from_settings(alerts: AlertSettings) -> EmailChannel:
