@@ -14,7 +14,8 @@ include_resolved)``, ``get_alert_summary()``, and for tests and the CLI ``flush(
 ``await wait_idle(timeout)``, ``channel_stats()``, ``channel_errors()``.
 
 Modules: ``model`` (Alert, enums, fingerprint), ``intake`` (recording, masking, folding repeats),
-``routing`` (alerts to subscriber and channel lanes), ``persistence`` (the history and outbox, the
+``routing`` (alerts to subscriber and channel lanes), ``shared`` (one notification for all workers
+through the shared marks, asked off the delivery loop), ``persistence`` (the history and outbox, the
 loop writing them), ``store`` (history in memory and on disk), ``delivery`` (retried and
 rate-limited channel lanes, persisted outbox), ``callbacks`` (subscriber lanes), ``monitors`` (disk
 and memory), ``control`` (requests from another process: ``opsstack alerts resolve``), ``worker``
