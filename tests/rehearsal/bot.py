@@ -124,10 +124,13 @@ class Bot:
             entry["finished"] = time.time()
             self.backups.append(entry)
 
-    def send_download(self, name: str) -> None:
+    def send_download(self, name: str, sent) -> None:
+        """On a worker thread: the send, then its record (no disk write on the loop)."""
         with tracing.span("rehearsal.download", download=name):
             log.info("download %s queued", name)
             app.send_task(DOWNLOAD_TASK, args=(name, 4096), task_id=name)
+        sent.write(json.dumps({"id": name, "t": time.time()}) + "\n")
+        sent.flush()
 
     async def downloads(self) -> None:
         """A steady trickle of downloads for the worker; one that the broker did not take is sent
@@ -139,7 +142,7 @@ class Bot:
                 name = f"dl-{self.boot}-{number}"
                 while True:
                     try:
-                        await asyncio.to_thread(self.send_download, name)
+                        await asyncio.to_thread(self.send_download, name, sent)
                         break
                     except Exception as exc:  # kombu and redis raise many kinds while the broker is down
                         self.send_failure_count += 1
@@ -147,8 +150,6 @@ class Bot:
                         if len(self.send_failures) < 100:
                             self.send_failures.append([time.time(), type(exc).__name__])
                         await asyncio.sleep(1.0)
-                sent.write(json.dumps({"id": name, "t": time.time()}) + "\n")
-                sent.flush()
                 self.tasks_sent += 1
                 await asyncio.sleep(interval)
 
