@@ -315,7 +315,12 @@ def test_keyword_arguments_name_ecs_fields():
     assert _fields.place("event.foo", "x") == ("labels.event_foo", "x")
     assert _fields.place("user.id", 42) == ("user.id", "42")
     assert _fields.place("file", "x") == ("labels.file", "x")
-    assert _fields.place("file.size", 1.5) == ("bot.file.size", 1.5)
+    assert _fields.place("file.size", 1.5) == ("bot.file_size", 1.5)
+    # Celery's "Task ... succeeded" record: extra data={"runtime": ...}; one level under bot.*,
+    # which the index template maps as double (a nested bot.data object was rejected by ES)
+    assert _fields.place("data.runtime", 0.2) == ("bot.data_runtime", 0.2)
+    assert _fields.place("bot.queue.depth", 3) == ("bot.queue_depth", 3)
+    assert _fields.place("bot.rss", 3) == ("bot.rss", 3)
     assert _fields.place("event.start", "2026-01-01T00:00:00Z") == ("event.start", "2026-01-01T00:00:00Z")
     assert _fields.place("event.start", "yesterday") == ("labels.event_start", "yesterday")
     assert _fields.place("source.ip", "10.0.0.1") == ("source.ip", "10.0.0.1")

@@ -7,6 +7,10 @@ the field's type; anything else moves:
 * ``labels.<name>``: keyword strings (ECS ``labels`` is an object of keywords);
 * ``bot.<name>``: numbers only (mapped as ``double`` by the shipper's index template), so the
   two never disagree on a type and nothing clashes with an ECS field of another type.
+
+Both are one level deep: the dots of a nested name become underscores (``data.runtime`` ->
+``bot.data_runtime``). The template maps every path under ``bot.`` as ``double``, an object
+``bot.data`` included, so Elasticsearch would reject a line with a nested number.
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ def label_value(value: Any) -> Any:
 def relocate(key: str, value: Any) -> tuple[str, Any]:
     """A field name that is not ECS: numbers to ``bot.<key>``, anything else to ``labels.<key>``."""
     if is_number(value):
-        return f"{CUSTOM_NAMESPACE}.{key}", value
+        return f"{CUSTOM_NAMESPACE}.{key.replace('.', '_')}", value
     return "labels." + key.replace(".", "_"), label_value(value)
 
 
@@ -129,8 +133,6 @@ def place(key: str, value: Any) -> tuple[str, Any]:
     if key.startswith("labels."):
         return "labels." + key[7:].replace(".", "_"), label_value(value)
     if key.startswith(CUSTOM_NAMESPACE + "."):
-        if is_number(value):
-            return key, value
         return relocate(key[len(CUSTOM_NAMESPACE) + 1:], value)
     return relocate(key, value)
 

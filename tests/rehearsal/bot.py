@@ -2,12 +2,17 @@
 environment as a user's bot is (``runtime.start()``), under a steady simulated load.
 
     python bot.py WORKDIR [--rate LINES_PER_SECOND] [--alert-every S] [--backup-every S]
+                          [--tasks-per-second N]
 
 Every second or so it writes ``WORKDIR/stats-<boot>.json`` (atomically): what it logged,
 raised, resolved and backed up, and its heartbeat (how late a 10 ms sleep woke up); and it
 appends its RSS, open file descriptors and threads to ``WORKDIR/resources-<boot>.jsonl``.
 SIGTERM stops it cleanly (the last stats are written after ``runtime.stop()``). Each start
 is a new *boot*, numbered in ``WORKDIR/boots``.
+
+It also starts downloads that a Celery worker finishes (``rehearsal_celery``, next to this
+script): each sent inside a span, after a log line in it, and appended to ``WORKDIR/sent.jsonl``
+once the broker took it. A send the broker refused is retried with the same task id.
 """
 from __future__ import annotations
 
@@ -22,11 +27,12 @@ import time
 from pathlib import Path
 
 import exporter
-from exporter import runtime
+from exporter import runtime, tracing
 from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
 from exporter.backup_manager import backup_manager
 from exporter.errors import OpsError
 from exporter.profiler import profiler
+from rehearsal_celery import DOWNLOAD_TASK, app
 
 log = logging.getLogger("bot.rehearsal")
 HEARTBEAT = 0.01  # seconds the heartbeat sleeps
@@ -68,6 +74,9 @@ class Bot:
         self.backups: list[dict] = []
         self.lateness = dict.fromkeys([*map(str, LATENESS_BUCKETS_MS), "inf"], 0)
         self.stalls: list[list[float]] = []  # [wall time, seconds late]
+        self.tasks_sent = 0
+        self.send_failures: list[list] = []  # [wall time, error type], the first 100
+        self.send_failure_count = 0
         # One line per second, kept on disk: the bot's own bookkeeping must not grow the RSS it measures.
         self.samples = open(workdir / f"resources-{self.boot}.jsonl", "a")
         self.stop = asyncio.Event()
@@ -115,6 +124,35 @@ class Bot:
             entry["finished"] = time.time()
             self.backups.append(entry)
 
+    def send_download(self, name: str, sent) -> None:
+        """On a worker thread: the send, then its record (no disk write on the loop)."""
+        with tracing.span("rehearsal.download", download=name):
+            log.info("download %s queued", name)
+            app.send_task(DOWNLOAD_TASK, args=(name, 4096), task_id=name)
+        sent.write(json.dumps({"id": name, "t": time.time()}) + "\n")
+        sent.flush()
+
+    async def downloads(self) -> None:
+        """A steady trickle of downloads for the worker; one that the broker did not take is sent
+        again (same id) until it does, so a task is counted as sent once Redis has it."""
+        interval, number = 1.0 / self.options.tasks_per_second, 0
+        with open(self.workdir / "sent.jsonl", "a") as sent:
+            while True:
+                number += 1
+                name = f"dl-{self.boot}-{number}"
+                while True:
+                    try:
+                        await asyncio.to_thread(self.send_download, name, sent)
+                        break
+                    except Exception as exc:  # kombu and redis raise many kinds while the broker is down
+                        self.send_failure_count += 1
+                        log.warning("download %s not taken by the broker: %s", name, type(exc).__name__)
+                        if len(self.send_failures) < 100:
+                            self.send_failures.append([time.time(), type(exc).__name__])
+                        await asyncio.sleep(1.0)
+                self.tasks_sent += 1
+                await asyncio.sleep(interval)
+
     async def heartbeat(self) -> None:
         while True:
             before = time.monotonic()
@@ -152,13 +190,14 @@ class Bot:
             "boot": self.boot, "pid": os.getpid(), "exporter_file": exporter.__file__,
             "started": self.started, "written": time.time(), "final": final, "lines": self.lines,
             "raised": self.raised, "backups": self.backups, "lateness_ms": self.lateness,
-            "stalls": self.stalls, "alerts": alerts,
+            "stalls": self.stalls, "alerts": alerts, "tasks_sent": self.tasks_sent,
+            "send_failures": self.send_failures, "send_failure_count": self.send_failure_count,
             "threads": sorted(thread.name for thread in threading.enumerate()),
         })
 
     async def run(self) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.stop.set)
-        work = [self.load(), self.alerts(), self.backups_loop(), self.heartbeat(), self.report()]
+        work = [self.load(), self.alerts(), self.backups_loop(), self.downloads(), self.heartbeat(), self.report()]
         if os.environ.get("REHEARSAL_TRACEMALLOC"):
             work.append(self.allocations())
         tasks = [asyncio.create_task(coroutine) for coroutine in work]
@@ -175,6 +214,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="operations (log lines) per second")
     parser.add_argument("--alert-every", type=float, default=6.0)
     parser.add_argument("--backup-every", type=float, default=20.0)
+    parser.add_argument("--tasks-per-second", type=float, default=3.0, help="downloads sent to the worker")
     options = parser.parse_args()
     bot = Bot(options.workdir, options)
     handle = runtime.start()

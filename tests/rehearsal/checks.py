@@ -69,18 +69,27 @@ def _epoch(timestamp: str) -> float:
 
 def _window_of(moment: float, faults: list[dict]) -> str:
     for fault in faults:
-        if fault["fault"] == "bot_sigkill_restart" and fault["killed_at"] - KILL_WINDOW <= moment <= fault["killed_at"]:
-            return "bot_sigkill (kill window)"
+        if "killed_at" in fault and fault["killed_at"] - KILL_WINDOW <= moment <= fault["killed_at"]:
+            return f"{fault['fault']} (kill window)"
     for fault in faults:
         if fault["start"] - 5 <= moment <= fault["end"] + 5:
             return fault["fault"]
     return "outside every fault"
 
 
+def log_dirs(stack: Stack) -> list[tuple[Path, Path]]:
+    """(LOG_DIR, STATE_DIR) of every process that ships: the bot, the Celery worker and beat."""
+    return [(stack.work / "bot" / "logs", stack.work / "bot" / "state"), *stack.celery.log_dirs()]
+
+
+def _spooled(state: Path) -> int:
+    spool = state / "spool"
+    return sum(len(p.read_bytes().splitlines()) for p in spool.glob("*") if p.is_file()) if spool.is_dir() else 0
+
+
 def check_logs(stack: Stack, faults: list[dict]) -> tuple[dict, list[dict]]:
-    state = stack.work / "bot" / "state"
     shipped = es_documents(stack.es.url)
-    lines = file_lines(stack.work / "bot" / "logs")
+    lines = [line for log_dir, _ in log_dirs(stack) for line in file_lines(log_dir)]
     in_file = collections.Counter(_canonical(line) for line in lines)
     by_key = {_canonical(line): line for line in lines}
     lost, by_design = collections.Counter(), 0
@@ -94,13 +103,12 @@ def check_logs(stack: Stack, faults: list[dict]) -> tuple[dict, list[dict]]:
             continue
         lost[_window_of(_epoch(line["@timestamp"]), faults)] += missing
     duplicated = sum(len(ids) - in_file.get(key, 1) for key, ids in shipped.items() if len(ids) > in_file.get(key, 1))
-    dead = state / "dead-letter.ndjson"
-    spooled = sum(len(p.read_bytes().splitlines()) for p in (state / "spool").glob("*") if p.is_file()) \
-        if (state / "spool").is_dir() else 0
+    dead = [state / "dead-letter.ndjson" for _, state in log_dirs(stack)]
     figures = {"lines_in_files": sum(in_file.values()), "documents_in_es": sum(map(len, shipped.values())),
                "lost_by_window": dict(lost), "lost_total": sum(lost.values()), "duplicated": duplicated,
-               "dead_lettered": len(dead.read_text().splitlines()) if dead.exists() else 0,
-               "left_in_spool": spooled, "shipper_lines_not_shipped_by_design": by_design,
+               "lines_by_process": {log_dir.parent.name: len(file_lines(log_dir)) for log_dir, _ in log_dirs(stack)},
+               "dead_lettered": sum(len(path.read_text().splitlines()) for path in dead if path.exists()),
+               "left_in_spool": sum(_spooled(state) for _, state in log_dirs(stack)), "shipper_lines_not_shipped_by_design": by_design,
                "in_es_not_in_files": sum(1 for key in shipped if key not in in_file)}
     # A line in the file reaches Elasticsearch after a SIGKILL too: the shipper reads the file back
     # from its checkpoint at the next start, and the line's _id (file, offset, hash) makes the

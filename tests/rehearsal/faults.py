@@ -83,6 +83,46 @@ def bot_sigterm(stack: Stack, note: dict) -> None:
     stack.bot.start()
 
 
+def tasks_done(stack: Stack) -> list[dict]:
+    """What the worker recorded of the downloads it finished (a line per run)."""
+    path = stack.celery.records / "done.jsonl"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith(b"}")]
+
+
+def sent_ids(stack: Stack) -> list[str]:
+    """The downloads the bot sent (Redis took them), in order, every boot's."""
+    path = stack.work / "bot" / "sent.jsonl"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    return [json.loads(line)["id"] for line in lines if line.endswith(b"}")]
+
+
+def _done_since(stack: Stack, moment: float) -> bool:
+    return any(task["t"] > moment for task in tasks_done(stack)[-20:])
+
+
+def worker_sigkill(stack: Stack, note: dict) -> None:
+    """SIGKILL the Celery worker (its pool child with it) under the trickle of downloads; the
+    message it held comes back from Redis after the visibility timeout."""
+    note["done_before"] = len(tasks_done(stack))
+    stack.celery.worker.kill()
+    note["killed_at"] = time.time()
+    time.sleep(5)
+    stack.celery.start_worker()
+    note["done_again"] = bool(wait_for(lambda: _done_since(stack, note["killed_at"]), 60))
+
+
+def redis_restart(stack: Stack, note: dict) -> None:
+    """Stop Redis (SIGTERM: it writes its append-only file) for 10 s and start it on the same
+    port: the bot's sends fail meanwhile and are retried, beat's sends of that time are skipped."""
+    stack.celery.redis.stop()
+    note["stopped_at"] = time.time()
+    time.sleep(10)
+    stack.celery.redis.start()
+    note["started_at"] = time.time()
+    note["done_again"] = bool(wait_for(lambda: _done_since(stack, note["started_at"]), 60))
+
+
 def clock_jump(stack: Stack, note: dict) -> None:
     """Suspend the bot for longer than its backup interval, then resume it: its clock jumps."""
     before = len(backups_of_boot(stack))
@@ -155,6 +195,8 @@ SCHEDULE: list[tuple[float, str, Callable[[Stack, dict], None]]] = [
     (55, "es_429_part_of_batch", es_429_partial),
     (75, "es_sigkill_restart", es_sigkill),
     (115, "collector_alertmanager_down", collector_and_alertmanager_down),
+    (140, "celery_worker_sigkill_restart", worker_sigkill),
+    (150, "redis_restart", redis_restart),
     (160, "backup_disk_full", disk_full),
     (205, "critical_file_corrupt_delete", corrupt_and_delete),
     (230, "clock_jump_sigstop", clock_jump),

@@ -41,6 +41,10 @@ def markdown(report: dict) -> str:
     lines += [f"| {f['fault']} | {f['offset_s']} | {f['took_s']} |" for f in report["faults"]]
     logs = report["figures"]["logs"]
     lines += ["", "Log lines lost, by window: " + (_cell(logs["lost_by_window"]) if logs["lost_by_window"] else "none"),
+              "Celery downloads: " + _cell({k: report["figures"]["celery_tasks"][k] for k in
+                                            ("sent", "ran", "lost", "duplicated", "redelivered_runs", "ran_not_recorded_as_sent")}),
+              "Celery beat: " + _cell({k: report["figures"]["celery_beat"][k] for k in
+                                       ("sends", "send_failures", "ticks_ran", "duplicated")}),
               f"Heartbeat lateness (ms buckets): {_cell(report['figures']['resources']['heartbeat_lateness_ms_buckets'])}",
               f"/metrics scrape seconds: {_cell(report['figures']['resources']['scrape_seconds'])}", ""]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import checks, faults
+from . import checks, checks_celery, faults
 from .stack import Stack
 
 SCRAPE_EVERY = 2.0
@@ -59,11 +59,23 @@ def read_boots(stack: Stack) -> list[dict]:
     return boots
 
 
-def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: float = 20.0) -> dict:
+DRAIN_TIMEOUT = 60.0  # seconds the worker gets after the bot's stop to finish what it was sent
+
+
+def drain(stack: Stack) -> float:
+    """Wait until the worker ran every download the bot sent (or the timeout); the seconds waited."""
+    sent = set(faults.sent_ids(stack))
+    started = time.monotonic()
+    faults.wait_for(lambda: sent <= {task["id"] for task in faults.tasks_done(stack)}, DRAIN_TIMEOUT, 1.0)
+    return round(time.monotonic() - started, 1)
+
+
+def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: float = 20.0,
+             tasks_per_second: float = 3.0) -> dict:
     warmup = checkpoint_after(duration)
     stack = Stack(work)
     try:
-        stack.start(rate, backup_every)
+        stack.start(rate, backup_every, tasks_per_second)
         started = time.time()
         scraper = Scraper(stack)
         scraper.start()
@@ -73,6 +85,8 @@ def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: floa
         exit_code = stack.bot.terminate()
         scraper.done.set()
         scraper.join()
+        drained = drain(stack)
+        stack.celery.stop()  # beat and the worker flush their logs at a warm shutdown
         boots = read_boots(stack)
         final = boots[-1]
         raised = [entry for boot in boots for entry in boot["raised"]]
@@ -82,6 +96,9 @@ def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: floa
             "backups": checks.check_backups(stack, played, boots, final.get("alerts") or []),
             "recovery": checks.check_recovery(stack, played),
             "resources": checks.check_resources(boots, warmup, scraper.seconds, len(scraper.failures), played),
+            "celery_tasks": checks_celery.check_tasks(stack, played),
+            "celery_beat": checks_celery.check_beat(stack, played),
+            "trace": checks_celery.check_trace(stack),
         }
         verdicts = [checks.verdict("the bot ran the installed wheel",
                                    all("/site/exporter/" in boot["exporter_file"] for boot in boots),
@@ -93,7 +110,10 @@ def rehearse(work: Path, duration: float, rate: float = 50.0, backup_every: floa
         return {
             "started": started, "duration_s": round(time.time() - started), "planned_duration_s": duration,
             "warmup_s": warmup, "load": {"lines_per_second": rate, "backup_every_s": backup_every,
-                                          "lines_logged": sum(boot["lines"] for boot in boots), "boots": len(boots)},
+                                          "lines_logged": sum(boot["lines"] for boot in boots), "boots": len(boots),
+                                          "tasks_per_second": tasks_per_second,
+                                          "task_send_failures": sum(boot.get("send_failure_count", 0) for boot in boots),
+                                          "worker_drain_s": drained},
             "faults": [{**fault, "offset_s": round(fault["start"] - started), "took_s": round(fault["end"] - fault["start"], 1)}
                        for fault in played],
             "figures": {name: figures for name, (figures, _) in results.items()},

@@ -24,6 +24,8 @@ from tests.harness.smtp import SMTPServer
 from tests.harness.telegram import TelegramBotAPI
 from tests.harness.webhook import WebhookReceiver
 
+from .celery_stack import CeleryStack
+
 ROOT = Path(__file__).resolve().parents[2]
 BOT_SCRIPT = Path(__file__).with_name("bot.py")
 BACKUP_FS_BYTES = 48 << 20  # the backup directory's file system (a tmpfs): small enough to fill
@@ -77,6 +79,7 @@ class BotProcess:
     metrics_url: str
     rate: float
     backup_every: float
+    tasks_per_second: float
     process: subprocess.Popen | None = None
     state: str = "down"  # down | running | suspended
     boots: int = 0
@@ -86,7 +89,7 @@ class BotProcess:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, str(self.work / BOT_SCRIPT.name), str(self.work / "bot"), "--rate", str(self.rate),
-                 "--backup-every", str(self.backup_every)],
+                 "--backup-every", str(self.backup_every), "--tasks-per-second", str(self.tasks_per_second)],
                 cwd=self.work, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         finally:
@@ -146,12 +149,13 @@ class Stack:
     smtp: SMTPServer | None = None
     webhook: WebhookReceiver | None = None
     bot: BotProcess | None = None
+    celery: CeleryStack | None = None
     data: Path | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     backup_dir: Path | None = None
     mounted: bool = False
 
-    def start(self, rate: float, backup_every: float) -> "Stack":
+    def start(self, rate: float, backup_every: float, tasks_per_second: float) -> "Stack":
         self.work.mkdir(parents=True, exist_ok=True)
         site = install_wheel(self.work)
         # The bot script as it is now: a checkout edited during a long run changes nothing in it.
@@ -170,9 +174,12 @@ class Stack:
         self.data = self.work / "data"
         self.files = make_data(self.data)
         (self.work / "bot").mkdir(exist_ok=True)
+        self.celery = CeleryStack(self.work)
+        broker = self.celery.start_redis()
         port = free_port()
-        self.bot = BotProcess(self.work, self.bot_env(site, port), f"http://127.0.0.1:{port}/metrics",
-                              rate, backup_every)
+        self.bot = BotProcess(self.work, {**self.bot_env(site, port), "CELERY_BROKER_URL": broker},
+                              f"http://127.0.0.1:{port}/metrics", rate, backup_every, tasks_per_second)
+        self.celery.start(self.bot.env)
         self.bot.start()
         return self
 
@@ -221,6 +228,8 @@ class Stack:
         if self.bot is not None and self.bot.process is not None and self.bot.process.poll() is None:
             self.bot.signal(signal.SIGCONT)
             self.bot.kill()
+        if self.celery is not None:
+            self.celery.stop()
         for server in (self.webhook, self.smtp, self.telegram, self.proxy):
             if server is not None:
                 server.stop()
