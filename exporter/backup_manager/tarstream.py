@@ -15,6 +15,7 @@ hashlib, zstd and the system calls release the GIL.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import queue
 import struct
@@ -109,9 +110,14 @@ class TarStream:
         self._error: BaseException | None = None
         self._aborted = False
         workers = max(1, threads) if compression == "zstd" else 1  # gzip is one ordered stream
+        # Segments are anonymous maps, not bytearrays: their pages are resident only once
+        # written, and go back to the system when the stream ends. As malloc'd 2 MiB blocks,
+        # zero-filled up front in the calling thread's arena, they stayed resident after the
+        # backup, one set per thread that ever ran one (measured: 40 small backups from new
+        # threads, now and then two at once: RSS +80 MB with bytearrays, +13 MB with maps).
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(workers + 4):
-            self._free.put(bytearray(segment_size))
+            self._free.put(mmap.mmap(-1, segment_size))
         self._hash: queue.SimpleQueue = queue.SimpleQueue()
         self._todo: queue.SimpleQueue = queue.SimpleQueue()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
@@ -242,6 +248,10 @@ class TarStream:
             thread.join()
         self._done.put(None)
         self._writer.join()
+        # unmapped now, not whenever this object goes (the last reference to a map unmaps it)
+        self._segment = self._view = None
+        while not self._free.empty():
+            self._free.get_nowait()
 
     # ------------------------------------------------------------------ worker threads
     def _fail(self, exc: BaseException) -> None:
@@ -272,7 +282,7 @@ class TarStream:
             self._done.put((sequence, segment, data))
 
     def _write(self) -> None:
-        waiting: dict[int, tuple[bytearray, Any]] = {}
+        waiting: dict[int, tuple[mmap.mmap, Any]] = {}
         expected = 0
         while (item := self._done.get()) is not None:
             waiting[item[0]] = item[1:]
