@@ -152,3 +152,29 @@ def test_alert_persistence_reports_a_failure_and_goes_on(alerts):
     history.oversized = checks = failing(1, history.oversized)
     wait_until(lambda: len(checks.calls) >= 3)  # a tick every 0.2 s
     assert errors(manager.metrics, "alert_persistence") == 1
+
+
+def test_the_alert_loop_starts_its_io_threads_up_front_and_never_more():
+    """Found by the rehearsal: the loop's default pool started a thread whenever two blocking
+    calls (an SMTP delivery, the resource check) happened to overlap, so the bot's thread count
+    rose at a random moment long after enable(). Now all its threads run from start()."""
+    from exporter.alert_manager.worker import IO_THREADS, LoopThread
+
+    def io_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("test-loop-io")]
+
+    worker = LoopThread("test-loop").start()
+    try:
+        assert len(io_threads()) == IO_THREADS
+        before = threading.active_count()
+
+        async def overlapping_calls():
+            import asyncio
+
+            await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(3 * IO_THREADS)))
+
+        worker.run(overlapping_calls(), timeout=10)
+        assert threading.active_count() == before
+    finally:
+        worker.stop(timeout=5)
+    wait_until(lambda: not io_threads(), 5, "the loop's io threads to end after stop()")

@@ -1,4 +1,5 @@
-"""The alert worker: one daemon thread with its own event loop, where all I/O happens."""
+"""The alert worker: one daemon thread with its own event loop, where all I/O happens, and a
+fixed pool of threads for the loop's blocking calls (SMTP, Celery, the resource check)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,12 +10,27 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+IO_THREADS = 3  # the blocking calls that may overlap: an SMTP and a Celery delivery, the resource check
+
+
+def start_every_thread(executor: concurrent.futures.ThreadPoolExecutor, count: int) -> None:
+    """Start ``count`` threads of ``executor`` now. A pool starts a thread only when work
+    overlaps and none is idle, so its threads appear at random moments (the rehearsal saw the
+    bot's thread count rise by one long after start, when a SIGSTOP made calls coincide); started
+    up front, the count is fixed from ``enable()`` on. Each task waits until all are running."""
+    barrier = threading.Barrier(count)
+    for future in [executor.submit(barrier.wait, 10.0) for _ in range(count)]:
+        future.result()
+
 
 class LoopThread:
     """Runs an event loop in a daemon thread; ``call`` and ``run`` hand work to it from any thread."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, io_threads: int = IO_THREADS) -> None:
         self.loop = asyncio.new_event_loop()
+        self._io_threads = io_threads
+        self._executor = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix=f"{name}-io")
+        self.loop.set_default_executor(self._executor)  # shut down by loop.close()
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
 
@@ -27,6 +43,7 @@ class LoopThread:
     def start(self) -> "LoopThread":
         self.thread.start()
         self._ready.wait()
+        start_every_thread(self._executor, self._io_threads)
         return self
 
     def call(self, function: Callable[..., Any], *args: Any) -> None:
