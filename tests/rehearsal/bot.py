@@ -50,6 +50,14 @@ def write_json(path: Path, data: object) -> None:
     os.replace(temp, path)
 
 
+def queued_for_cpu() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (the kernel's run_delay):
+    on a machine with more runnable processes than cores a wake-up is late by this much without
+    any fault of the bot's. Waiting for the GIL or a lock is sleeping, not queued, and still shows."""
+    with open("/proc/thread-self/schedstat", "rb") as stat:
+        return int(stat.read().split()[1]) / 1e9
+
+
 def next_boot(workdir: Path) -> int:
     counter = workdir / "boots"
     boot = int(counter.read_text()) + 1 if counter.exists() else 1
@@ -159,14 +167,16 @@ class Bot:
                 await asyncio.sleep(interval)
 
     async def heartbeat(self) -> None:
+        queued = queued_for_cpu()
         while True:
-            before = time.monotonic()
+            before, queued_before = time.monotonic(), queued
             await asyncio.sleep(HEARTBEAT)
             late = time.monotonic() - before - HEARTBEAT
+            queued = queued_for_cpu()
             bucket = next((str(b) for b in LATENESS_BUCKETS_MS if late * 1000 <= b), "inf")
             self.lateness[bucket] += 1
             if late > STALL:
-                self.stalls.append([time.time(), late])
+                self.stalls.append([time.time(), late, queued - queued_before])
 
     async def allocations(self) -> None:
         """With REHEARSAL_TRACEMALLOC set: every minute, the 25 places whose allocations grew most

@@ -46,6 +46,8 @@ def markdown(report: dict) -> str:
               "Celery beat: " + _cell({k: report["figures"]["celery_beat"][k] for k in
                                        ("sends", "send_failures", "ticks_ran", "duplicated")}),
               f"Heartbeat lateness (ms buckets): {_cell(report['figures']['resources']['heartbeat_lateness_ms_buckets'])}",
+              "Wake-ups over 100 ms late by time queued for a busy CPU (the machine's, not counted as stalls): "
+              + _cell({k: report["figures"]["resources"][k] for k in ("late_wakeups_queued_for_cpu", "worst_queued_wakeup_s")}),
               f"/metrics scrape seconds: {_cell(report['figures']['resources']['scrape_seconds'])}", ""]
     return "\n".join(lines)
 
