@@ -1,6 +1,7 @@
 """The logger manager against real files: ECS lines, rotation, errors, faults, redaction, traces."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ from exporter.logger_manager._redact import MASK
 from exporter.metrics import Metrics
 from exporter.sinks import SINKS
 from tests.probes import AUDIT_SIDE_EFFECTS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOKEN = "123456789:AAHk3w-example_Token_Value_01234567"  # the shape of a Telegram bot token
 assert len(TOKEN.split(":")[1]) == 35
@@ -841,3 +844,46 @@ def test_missing_record_attributes_are_left_out_like_ecs_logging():
     ours.pop("ecs.version"), theirs.pop("ecs.version"), theirs["log"].pop("original")
     assert ours == theirs
     assert ours["process"] == {"pid": record.process} and "function" not in ours["log"]["origin"]
+
+
+TORN = """
+import logging, resource, sys
+from pathlib import Path
+from exporter.logger_manager._handler import RotatingFile
+
+path = Path(sys.argv[1])
+output = RotatingFile("file", path, 1 << 20, 3, logging.INFO)
+output.write(b'{"n":1}\\n')
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (12, hard))  # the disk is full 4 bytes into line 2
+try:
+    output.write(b'{"n":2,"pad":"xxxx"}\\n')
+except OSError as exc:
+    print("failed", exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+print(output.write(b'{"n":3}\\n'))
+output.close()
+"""
+
+
+def test_a_line_torn_by_a_full_disk_is_ended_before_the_next_one(tmp_path):
+    """The kernel writes what fits and then refuses (RLIMIT_FSIZE stands for a full disk): the
+    next line starts on a line of its own, at the offset the file says, as does the first line
+    of a process that finds a file ending mid-line (a writer killed in its write)."""
+    from exporter.logger_manager._handler import RotatingFile
+
+    path = tmp_path / "bot.json"
+    result = subprocess.run([sys.executable, "-c", TORN, str(path)], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    failed, offset = result.stdout.split("\n")[:2]
+    assert failed == f"failed {errno.EFBIG}"
+    data = path.read_bytes()
+    assert data == b'{"n":1}\n{"n"\n{"n":3}\n' and int(offset) == data.index(b'{"n":3}')
+    with open(path, "ab") as killed:
+        killed.write(b'{"n":4,"pa')  # a process killed in its write
+    output = RotatingFile("file", path, 1 << 20, 3, logging.INFO)
+    assert output.size == len(data) + 11
+    assert output.write(b'{"n":5}\n') == len(data) + 11
+    output.close()
+    assert path.read_bytes().splitlines()[-2:] == [b'{"n":4,"pa', b'{"n":5}']

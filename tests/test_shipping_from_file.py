@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
+from elasticsearch.helpers import scan
 
 from exporter.logger_manager._handler import RotatingFile
 from exporter.metrics import Metrics
@@ -305,8 +306,9 @@ from exporter.metrics import Metrics
 from exporter.sinks import SINKS
 
 url, root, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+namespace = sys.argv[5] if len(sys.argv) > 5 else "killed"
 settings = default_settings().replace(
-    ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE="killed", STATE_DIR=root + "/state", LOG_DIR=root + "/logs",
+    ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE=namespace, STATE_DIR=root + "/state", LOG_DIR=root + "/logs",
     LOG_CONSOLE=False, LOG_MAX_SIZE=64 * 1024, LOG_BACKUP_COUNT=1000, LOG_SHIP_BATCH_SIZE=100,
     LOG_SHIP_INTERVAL=0.05, LOG_SHUTDOWN_TIMEOUT=60)
 manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
@@ -399,3 +401,25 @@ def test_a_bot_killed_again_and_again_ships_every_line_of_its_files_once(elastic
     assert sorted(by_id.values()) == sorted(in_files.values())  # each number once, the ones in the files
     assert by_id == in_files  # each line under the _id of its place in the file
     assert len(documents) > 500 and _rotated(tmp_path) >= 2
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_log_dir_ship_each_line_under_the_id_of_its_place(elasticsearch, tmp_path):
+    """Celery's prefork children share LOG_DIR and LOG_SHIP_STATE_DIR (their settings come from
+    one environment): lines of both interleave in bot.json, and each rotates it in turn."""
+    bots = [subprocess.Popen([sys.executable, "-c", BOT, elasticsearch.url, str(tmp_path), str(first), "20000", "shared"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for first in (0, 100_000)]
+    for bot in bots:
+        out, err = bot.communicate(timeout=120)
+        assert bot.returncode == 0 and out.split() == ["started", "done"], err
+    in_files = _file_lines(tmp_path / "logs")
+    client = Elasticsearch(elasticsearch.url)
+    client.indices.refresh(index="logs-bot-shared")
+    documents = [hit["_source"] | {"_id": hit["_id"]} for hit in scan(client, index="logs-bot-shared")
+                 if hit["_source"]["message"].startswith("line ")]
+    client.close()
+    by_id = {document["_id"].encode(): int(document["message"].split()[1]) for document in documents}
+    assert sorted(in_files.values()) == list(range(20_000)) + list(range(100_000, 120_000))  # none lost
+    assert len(by_id) == len(documents) == 40_000 and by_id == in_files
+    assert _rotated(tmp_path) >= 2

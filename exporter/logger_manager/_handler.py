@@ -9,6 +9,7 @@ reaches the other outputs and the caller never sees the error.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from ..metrics import Metrics, log_level_label
 from ..ports import FileShippingSink, LogFile, LogSink, thread_state
 
 FILE_MODE = 0o600
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
                (logging.INFO, "info"), (logging.NOTSET, "debug"))
 
@@ -28,8 +29,16 @@ class RotatingFile:
     """An append-only JSON-lines file that rotates by size (``name``, ``name.1`` ... ``name.N``).
 
     Written with ``os.write`` on an ``O_APPEND`` descriptor: one system call per line, no
-    buffer to lose, and the size is counted rather than asked from the file system. With
-    ``backup_count`` 0 the file is emptied instead of rotated, so it stays within ``max_bytes``.
+    buffer to lose. With ``backup_count`` 0 the file is emptied instead of rotated, so it stays
+    within ``max_bytes``.
+
+    Several processes may write one file (Celery's prefork children share ``LOG_DIR``): where a
+    line went is asked of the descriptor after the write (``lseek``), not counted, so its offset
+    is its place in the file whatever the others wrote; a rotation happens under a lock on the
+    directory, and only when the file is still the one this process writes and still too big
+    (another process may have rotated it already: then its new file is opened). A write that
+    stopped mid-line (a full disk, or a process killed in it before this one opened the file) is
+    ended with a newline before the next line, so no line is ever glued to a torn one.
     """
 
     def __init__(self, name: str, path: Path, max_bytes: int, backup_count: int, level: int) -> None:
@@ -40,64 +49,86 @@ class RotatingFile:
         self.level = level
         self.written = 0
         self.file = LogFile(str(path), 0)  # the file being written (its inode), for the sinks
+        self._torn = False  # the file ends mid-line: the next write starts with a newline
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
 
     def _open(self) -> int:
         fd = os.open(self.path, _OPEN_FLAGS, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)
-            self.file = LogFile(self.file.path, os.fstat(fd).st_ino)
+            info = os.fstat(fd)
+            self.file = LogFile(self.file.path, info.st_ino)
+            self._size = info.st_size
+            self._torn = info.st_size > 0 and os.pread(fd, 1, info.st_size - 1) != b"\n"
         except OSError:
             os.close(fd)
             raise
         return fd
 
     def write(self, data: bytes) -> int:
-        """Append ``data``; the offset it starts at in :attr:`file` (one writer per file)."""
+        """Append ``data``; the offset it starts at in :attr:`file`."""
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
         size = len(data)
         if self._size + size > self.max_bytes and self._size > 0:
-            self._rotate()
-        written = os.write(self._fd, data)
-        if written != size:  # a short write (a signal, a full disk): write the rest
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self._fd, view):]
-        offset = self._size
-        self._size += size
+            self._rotate(size)
+        if self._torn:
+            self._append(b"\n")
+            self._torn = False
+        self._size = self._append(data)
         self.written += size
-        return offset
+        return self._size - size
 
-    def _rotate(self) -> None:
-        """Shift the rotated copies and start a new file. A file that another process (a second
-        bot on the same LOG_DIR, ``opsstack logs cleanup``) moved or deleted meanwhile is
+    def _append(self, data: bytes) -> int:
+        """Write all of ``data`` (short writes too); the end of the file after it."""
+        fd, view, started = self._fd, memoryview(data), False
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+                started = True
+        except OSError:
+            self._torn = started  # part of the line is in the file: the next one ends it first
+            raise
+        return os.lseek(fd, 0, os.SEEK_CUR)
+
+    def _rotate(self, size: int) -> None:
+        """Shift the rotated copies and start a new file, unless another process did it first.
+        A file that another process (``opsstack logs cleanup``) moved or deleted meanwhile is
         skipped, and the new file is opened whatever happened: one failed rename must not
         leave the output closed for the rest of the run."""
-        os.close(self._fd)
-        self._fd = -1
+        directory = os.open(self.path.parent, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            if self.backup_count > 0:
-                for number in range(self.backup_count - 1, -1, -1):
-                    source = self.path.with_name(f"{self.path.name}.{number}") if number else self.path
-                    try:
-                        os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
-                    except FileNotFoundError:
-                        continue
-            else:
-                try:
-                    os.truncate(self.path, 0)
-                except FileNotFoundError:
-                    pass
-        finally:
+            fcntl.flock(directory, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == self.file.inode and os.fstat(self._fd).st_size + size > self.max_bytes:
+                self._shift()
+            os.close(self._fd)
+            self._fd = -1
             self._fd = self._open()
-            self._size = os.fstat(self._fd).st_size
+        finally:
+            os.close(directory)  # and the lock with it
+
+    def _shift(self) -> None:
+        if self.backup_count > 0:
+            for number in range(self.backup_count - 1, -1, -1):
+                source = self.path.with_name(f"{self.path.name}.{number}") if number else self.path
+                try:
+                    os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
+                except FileNotFoundError:
+                    continue
+        else:
+            try:
+                os.truncate(self.path, 0)
+            except FileNotFoundError:
+                pass
 
     @property
     def size(self) -> int:
-        """Bytes in :attr:`file`: where the next line goes."""
-        return self._size
+        """Where the next line goes in :attr:`file` (past the newline that ends a torn line)."""
+        return self._size + self._torn
 
     def files(self) -> list[Path]:
         """The current file and its rotated copies that exist."""
