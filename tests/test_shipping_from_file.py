@@ -71,6 +71,7 @@ def test_a_new_run_reads_back_what_the_killed_one_left_across_a_rotation(tmp_pat
     ids = first.ship(entries[:10])  # the rest was queued when the process died
     assert ids[0] == line_id(entries[0][2].inode, entries[0][3], _line(0))
     assert len(list(tmp_path.glob("bot.json.*"))) >= 1  # lines 10..39 span a rotation
+    first.track.release()  # the process dies: its slot is free
     second = Track(tmp_path / "state", output)
     live = second.write(40)
     second.ship([live])
@@ -92,6 +93,7 @@ def test_without_a_checkpoint_nothing_is_read_back_and_one_is_made_at_once(tmp_p
     saved = json.loads(next(state.glob("shipped-*.json")).read_text())
     assert saved["position"][:2] == [output.file.inode, 5 * len(_line(0))]
     assert oct(next(state.glob("shipped-*.json")).stat().st_mode & 0o777) == "0o600"
+    track.track.release()
     again = Track(state, output)
     again.ship([again.write(6)])
     assert _numbers(again.spooled) == [5] and track.spooled == []
@@ -106,6 +108,7 @@ def test_after_an_unexpected_error_the_checkpoint_stays_where_it_was(tmp_path):
     track.track.frozen = True  # what the worker does when a round fails: a batch may be lost
     track.ship([track.write(1)])
     assert next((tmp_path / "state").glob("shipped-*.json")).read_bytes() == saved
+    track.track.release()
     again = Track(tmp_path / "state", output)
     again.ship([again.write(2)])
     assert _numbers(again.spooled) == [1]
@@ -119,6 +122,7 @@ def test_a_file_emptied_in_place_is_read_from_its_start(tmp_path):
     first.ship([first.write(number) for number in range(5)])
     for number in range(5, 12):  # the file is emptied once on the way; these were not shipped
         first.write(number)
+    first.track.release()
     second = Track(tmp_path / "state", output)
     second.ship([second.write(12)])
     assert second.counts["gap:truncated"] == 1
@@ -135,6 +139,7 @@ def test_unshipped_lines_gone_are_counted_and_what_is_left_is_read(tmp_path, rem
     while not (tmp_path / "bot.json.2").exists():  # the checkpoint's file is bot.json.2 then
         first.write(1)
     output.close()
+    first.track.release()
     for path in tmp_path.glob(removed):
         path.unlink()
     left = sum(len(path.read_bytes().splitlines()) for path in tmp_path.glob("bot.json*"))
@@ -423,3 +428,43 @@ def test_two_processes_on_one_log_dir_ship_each_line_under_the_id_of_its_place(e
     assert sorted(in_files.values()) == list(range(20_000)) + list(range(100_000, 120_000))  # none lost
     assert len(by_id) == len(documents) == 40_000 and by_id == in_files
     assert _rotated(tmp_path) >= 2
+
+
+KILLED_TRACK = """
+import logging, os, signal, sys
+from pathlib import Path
+from exporter.logger_manager._handler import RotatingFile
+from exporter.sinks._log_files import FileTrack
+
+output = RotatingFile("file", Path(sys.argv[1]) / "bot.json", 100_000, 5, logging.DEBUG)
+track = FileTrack(Path(sys.argv[1]) / "state", "p", print, print)
+track.follow(output.file, output.size)
+entries = []
+for number in range(100, 105):
+    line = b'{"log.level":"info","labels":{"n":"%d"}}\\n' % number
+    entries.append((logging.INFO, line, output.file, output.write(line)))
+track.name(entries, 0)  # taken, in flight: the process dies before they are delivered
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_beside_another_reads_back_its_own_lines_when_it_starts_again(tmp_path):
+    """Two processes write one bot.json; the one killed had lines in flight; the other kept
+    shipping (and saving) past them. The killed one, started again, still ships them."""
+    state = tmp_path / "state"
+    state.mkdir()
+    alive = Track(state, RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG))
+    alive.track.follow(alive.output.file, alive.output.size)
+    alive.ship([alive.write(number) for number in range(5)])
+    killed = subprocess.run([sys.executable, "-c", KILLED_TRACK, str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    alive.ship([alive.write(number) for number in range(5, 10)])  # its checkpoint passes the lines in flight
+    again = Track(state, RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG))
+    again.track.follow(again.output.file, again.output.size)
+    again.ship([again.write(200)])
+    assert set(range(100, 105)) <= set(_numbers(again.spooled))
+    assert sorted(path.name.count("-") for path in state.glob("shipped-*.json")) == [1, 2]  # a slot each
+    for track in (alive, again):
+        track.track.release()
+        track.output.close()

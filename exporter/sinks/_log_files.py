@@ -9,7 +9,10 @@ truncated in place (``LOG_BACKUP_COUNT=0``) or of a new file that got a freed in
 
 The checkpoint (``state_dir/shipped-<hash of the path>.json``, replaced atomically) is a
 position in the file before which every line is in Elasticsearch or in the spool, which
-survives a kill. It moves when a batch has been delivered or spooled, on disk at most every
+survives a kill. Each process writing the file (Celery's prefork children share ``LOG_DIR``)
+keeps its own, in the lowest slot no live process holds (``shipped-<hash>-<slot>.json`` past the
+first, see :func:`take_slot`): a process started again takes the slot a killed one let go, and
+reads back from where that one was, whatever the others shipped since. It moves when a batch has been delivered or spooled, on disk at most every
 :data:`SAVE_INTERVAL` seconds and at close: it lags, never leads. When a sink first sees a line
 of a file, it reads back everything from the checkpoint to that line (the rotated copies
 included, following the inode) into the spool: the lines a killed process had queued or in
@@ -17,6 +20,7 @@ flight. Those Elasticsearch already holds answer 409 and are counted as duplicat
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -35,6 +39,7 @@ log = logging.getLogger("exporter.sinks.elasticsearch")
 
 SAVE_INTERVAL = 1.0  # seconds between checkpoint writes while the position moves
 CHUNK = 1 << 20  # bytes read at a time, and recovered lines spooled at a time
+MAX_SLOTS = 256  # processes writing one log file, each with its checkpoint
 _LEVEL = re.compile(rb'"log\.level":"([a-z]+)"')
 _LEVELS = {b"debug": logging.DEBUG, b"info": logging.INFO, b"warning": logging.WARNING,
            b"error": logging.ERROR, b"critical": logging.CRITICAL}
@@ -51,10 +56,9 @@ def line_id(inode: int, offset: int, line: bytes) -> bytes:
 class Checkpoint:
     """The saved position in one log file: ``[inode, offset, length of the line before it, its crc32]``."""
 
-    def __init__(self, state_dir: Path, path: str):
+    def __init__(self, state_dir: Path, path: str, slot: int = 0):
         self.path = os.path.abspath(path)
-        digest = hashlib.sha256(self.path.encode()).hexdigest()[:16]
-        self.file = Path(state_dir) / f"shipped-{digest}.json"
+        self.file = Path(state_dir) / f"shipped-{_digest(self.path)}{f'-{slot}' if slot else ''}.json"
         self.position: list[int] | None = None  # where everything before is safe (memory)
         self._saved: list[int] | None = None
         self._saved_at = 0.0
@@ -95,12 +99,27 @@ class FileTrack:
         self._checkpoints: dict[str, Checkpoint | None] = {}  # None: frozen for this run
         self._taken_end: tuple[str, list[int]] | None = None
         self._save_lock = threading.Lock()  # close() saves too while a stuck worker may
+        self._slots: dict[str, tuple[int, int]] = {}  # path -> (slot, descriptor holding its lock)
         self.frozen = False  # after an unexpected error: the checkpoints stay where they are
+
+    def _slot(self, path: str) -> int:
+        """This process's slot for the log file ``path`` (taken at the first call)."""
+        with self._save_lock:
+            if path not in self._slots:
+                self._slots[path] = take_slot(self._state_dir, os.path.abspath(path))
+            return self._slots[path][0]
+
+    def release(self) -> None:
+        """Let another process take the slots (the sink is closed; a kill does it too)."""
+        with self._save_lock:
+            slots, self._slots = self._slots, {}
+        for _, fd in slots.values():
+            os.close(fd)
 
     def follow(self, file: LogFile, offset: int) -> None:
         """Lines will go to ``file`` from ``offset`` on: with no checkpoint for it yet, one there
         (on the caller's thread, before the first line, so a kill at any time after finds it)."""
-        checkpoint = Checkpoint(self._state_dir, file.path)
+        checkpoint = Checkpoint(self._state_dir, file.path, self._slot(file.path))
         if checkpoint.load() is None:
             checkpoint.position = [file.inode, offset, 0, 0]
             checkpoint.save(force=True)
@@ -141,7 +160,7 @@ class FileTrack:
 
     def _begin(self, file: LogFile, offset: int) -> None:
         """The first line of ``file`` this run: read back what lies before it and was not shipped."""
-        checkpoint = Checkpoint(self._state_dir, file.path)
+        checkpoint = Checkpoint(self._state_dir, file.path, self._slot(file.path))
         self._checkpoints[file.path] = None  # frozen until the read-back has been spooled
         saved = checkpoint.load()
         if saved is not None:
@@ -182,6 +201,27 @@ class FileTrack:
         if batch:
             self._spool(batch)
             self._counts("recovered", len(batch))
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
+
+
+def take_slot(state_dir: Path, path: str) -> tuple[int, int]:
+    """The lowest slot of the log file ``path`` that no live process holds, and the descriptor
+    that holds it (an ``flock`` on ``.shipped-<hash>-<slot>.lock``, let go by the kernel when
+    the process dies). Processes that write one log file keep a checkpoint each: one process's
+    position says nothing of the lines another one still had queued."""
+    for slot in range(MAX_SLOTS):
+        fd = os.open(Path(state_dir) / f".shipped-{_digest(path)}-{slot}.lock",
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    raise OSError(f"{MAX_SLOTS} processes already ship {path}")
 
 
 def _save(checkpoint: Checkpoint, force: bool) -> None:

@@ -136,6 +136,7 @@ class ElasticsearchSink:
             self._thread.join(worker.time_left() + JOIN_SLACK)
         self._capacity = 0  # closed: later records are counted as dropped
         worker.spool_left_behind(stuck=self._thread is not None and self._thread.is_alive())
+        worker.files.release()
         self._node.close()
 
 
