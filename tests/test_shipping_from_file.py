@@ -468,3 +468,53 @@ def test_a_process_killed_beside_another_reads_back_its_own_lines_when_it_starts
     for track in (alive, again):
         track.track.release()
         track.output.close()
+
+
+FORKED_BOT = """
+import logging, os, sys
+from exporter.config import default_settings
+from exporter.logger_manager import LoggerManager
+from exporter.metrics import Metrics
+from exporter.sinks import SINKS
+
+import faulthandler
+faulthandler.dump_traceback_later(60, exit=True)
+url, root = sys.argv[1], sys.argv[2]
+settings = default_settings().replace(
+    ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE="forked", STATE_DIR=root + "/state", LOG_DIR=root + "/logs",
+    LOG_CONSOLE=False, LOG_MAX_SIZE=64 * 1024, LOG_BACKUP_COUNT=1000, LOG_SHIP_INTERVAL=0.05,
+    LOG_SHIP_BATCH_SIZE=100, LOG_SHUTDOWN_TIMEOUT=60)
+manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
+manager.enable()
+log = logging.getLogger("bot")
+for number in range(500):
+    log.info("line %d", number)
+pid = os.fork()
+first = 100_000 if pid == 0 else 500
+for number in range(first, first + 2000):
+    log.info("line %d", number)
+manager.disable()
+if pid == 0:
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.slow
+def test_a_child_forked_after_enable_ships_its_own_lines_and_leaves_the_parents_alone(elasticsearch, tmp_path):
+    """A bot that forks after enable() (multiprocessing's fork, a pre-forking server): the child
+    writes the same bot.json and ships its lines itself, each under the _id of its place."""
+    bot = subprocess.run([sys.executable, "-c", FORKED_BOT, elasticsearch.url, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert bot.returncode == 0 and bot.stdout.split() == ["0"], bot.stderr
+    in_files = _file_lines(tmp_path / "logs")
+    assert sorted(in_files.values()) == list(range(2500)) + list(range(100_000, 102_000))
+    client = Elasticsearch(elasticsearch.url)
+    client.indices.refresh(index="logs-bot-forked")
+    documents = [hit["_source"] | {"_id": hit["_id"]} for hit in scan(client, index="logs-bot-forked")
+                 if hit["_source"]["message"].startswith("line ")]
+    client.close()
+    by_id = {document["_id"].encode(): int(document["message"].split()[1]) for document in documents}
+    assert len(by_id) == len(documents) and by_id == in_files
+    assert len({document["process"]["pid"] for document in documents}) == 2

@@ -52,6 +52,13 @@ class RotatingFile:
         self._torn = False  # the file ends mid-line: the next write starts with a newline
         self._fd = self._open()
 
+    def reopen(self) -> None:
+        """A descriptor of this process's own (a forked child: the parent's shares one offset)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._fd = self._open()
+
     def _open(self) -> int:
         fd = os.open(self.path, _OPEN_FLAGS, FILE_MODE)
         try:
@@ -177,6 +184,23 @@ class ECSHandler(logging.Handler):
         self._count = metrics.log_records.inc
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: files and sinks of its own, as if it had just enabled logging."""
+        for output in self.files:
+            try:
+                output.reopen()
+            except OSError as exc:
+                self._failed(output.name, exc)
+        for sink in self.sinks:
+            restart = getattr(sink, "after_fork_in_child", None)  # optional, see ports.FileShippingSink
+            try:
+                if restart is not None:
+                    restart()
+                if sink in self._file_sinks:
+                    sink.follow(self.files[0].file, self.files[0].size)
+            except Exception as exc:  # plug-in boundary
+                self._failed("sink", exc)
 
     def emit(self, record: logging.LogRecord) -> None:
         levelno = record.levelno

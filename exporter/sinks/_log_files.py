@@ -116,6 +116,13 @@ class FileTrack:
         for _, fd in slots.values():
             os.close(fd)
 
+    def forget_in_child(self) -> None:
+        """In a forked child: close its copies of the slots' descriptors (the parent's locks
+        hold), without the lock a parent's thread may have held at the fork."""
+        for _, fd in self._slots.values():
+            os.close(fd)
+        self._slots = {}
+
     def follow(self, file: LogFile, offset: int) -> None:
         """Lines will go to ``file`` from ``offset`` on: with no checkpoint for it yet, one there
         (on the caller's thread, before the first line, so a kill at any time after finds it)."""
