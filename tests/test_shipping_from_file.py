@@ -518,3 +518,31 @@ def test_a_child_forked_after_enable_ships_its_own_lines_and_leaves_the_parents_
     by_id = {document["_id"].encode(): int(document["message"].split()[1]) for document in documents}
     assert len(by_id) == len(documents) and by_id == in_files
     assert len({document["process"]["pid"] for document in documents}) == 2
+
+
+def test_a_start_checkpoint_in_a_file_that_got_its_inode_again_is_not_trusted(tmp_path):
+    """The checkpoint made at enable (no line shipped yet) names an inode and an offset only.
+    LOG_DIR emptied, and the new bot.json got the freed inode: the offset falls inside a line of
+    another file, and everything of that file is read back, not its tail from mid-line on."""
+    state = tmp_path / "state"
+    state.mkdir()
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    for number in range(3):
+        output.write(_line(number))
+    first = Track(state, output)
+    first.track.follow(output.file, output.size)  # then the process is killed before any line is taken
+    first.track.release()
+    output.close()
+    (tmp_path / "bot.json").unlink()
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    for number in range(10, 13):
+        output.write(_line(number, pad="x" * 7))  # longer lines: the old offset is inside one
+    checkpoint = next(state.glob("shipped-*.json"))
+    saved = json.loads(checkpoint.read_text())
+    saved["position"][0] = output.file.inode  # as if the inode had been given again
+    checkpoint.write_text(json.dumps(saved))
+    second = Track(state, output)
+    second.ship([second.write(13)])
+    assert _numbers(second.spooled) == [10, 11, 12] and second.counts["gap:truncated"] == 1
+    second.track.release()
+    output.close()

@@ -295,8 +295,11 @@ def unshipped(files: list[tuple[int, int, int]], saved: list[int], live_inode: i
         first = inodes.index(inode)
         _, fd, size = files[first]
         if size < offset or (inode == live_inode and live_offset < offset) or (
-                tail_length and zlib.crc32(os.pread(fd, tail_length, offset - tail_length)) != tail_crc):
-            offset, gap = 0, "truncated"  # emptied in place, or another file that got the inode
+                tail_length and zlib.crc32(os.pread(fd, tail_length, offset - tail_length)) != tail_crc) or (
+                not tail_length and offset and os.pread(fd, 1, offset - 1) != b"\n"):
+            # emptied in place, or another file that got the inode (a checkpoint made at start,
+            # before any line was shipped, knows no line to check: it must at least follow one)
+            offset, gap = 0, "truncated"
     else:  # the checkpoint's file is gone: everything left is newer than it
         first, offset = 0, 0
         older = [entry for entry in files if entry[0] != live_inode]
