@@ -89,6 +89,9 @@ class WriteBehind(logging.Handler):
                     message = record.getMessage()
                     break
         queue.append((record, message, self._trace_ids() if self._trace_ids is not None else None))
+        if self._closed:  # close() ran meanwhile, its last flush perhaps before this append
+            self.flush()  # written, or counted as failed (the files are closed): never left queued
+            return True
         queued = len(queue)
         if queued == 1:
             self._wake.set()  # once per gathering: the writer sleeps while nothing is queued
