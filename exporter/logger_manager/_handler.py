@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .._files import rotated_copies
 from ..metrics import Metrics, log_level_label
 from ..ports import FileShippingSink, LogFile, LogSink, thread_state
 
@@ -137,10 +138,6 @@ class RotatingFile:
         """Where the next line goes in :attr:`file` (past the newline that ends a torn line)."""
         return self._size + self._torn
 
-    def files(self) -> list[Path]:
-        """The current file and its rotated copies that exist."""
-        return existing_files(self.path)
-
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -148,15 +145,8 @@ class RotatingFile:
 
 
 def existing_files(path: Path) -> list[Path]:
-    found = [path] if path.exists() else []
-    if path.parent.is_dir():
-        rotated = []
-        for candidate in path.parent.glob(path.name + ".*"):
-            suffix = candidate.name[len(path.name) + 1:]
-            if suffix.isdigit():
-                rotated.append((int(suffix), candidate))
-        found += [candidate for _, candidate in sorted(rotated)]
-    return found
+    """``path`` (when it exists) and its rotated copies, in number order."""
+    return ([path] if path.exists() else []) + [Path(name) for name in rotated_copies(path)]
 
 
 class ECSHandler(logging.Handler):

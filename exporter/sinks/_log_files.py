@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .._files import read_json, replace_file
+from .._files import read_json, replace_file, rotated_copies
 from ..ports import LogFile
 from .spool import Record
 
@@ -250,7 +250,7 @@ def open_files(path: str) -> list[tuple[int, int, int]]:
     they are opened shows as a name whose inode changed: then they are opened again."""
     for _ in range(10):
         opened = []
-        for name in reversed(_names(path)):
+        for name in reversed([path, *rotated_copies(path)]):
             try:
                 fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except FileNotFoundError:
@@ -262,18 +262,6 @@ def open_files(path: str) -> list[tuple[int, int, int]]:
         for _, _, fd, _ in opened:
             os.close(fd)
     raise OSError(f"{path} kept rotating while it was read back")
-
-
-def _names(path: str) -> list[str]:
-    """``path`` and its existing rotated copies ``path.1`` ... in number order."""
-    directory, base = os.path.split(path)
-    numbers = []
-    with os.scandir(directory or ".") as entries:
-        for entry in entries:
-            suffix = entry.name[len(base) + 1:]
-            if entry.name.startswith(base + ".") and suffix.isdigit():
-                numbers.append(int(suffix))
-    return [path] + [f"{path}.{number}" for number in sorted(numbers)]
 
 
 def _inode(name: str) -> int | None:
