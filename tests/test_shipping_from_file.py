@@ -546,3 +546,26 @@ def test_a_start_checkpoint_in_a_file_that_got_its_inode_again_is_not_trusted(tm
     assert _numbers(second.spooled) == [10, 11, 12] and second.counts["gap:truncated"] == 1
     second.track.release()
     output.close()
+
+
+def test_a_slot_nobody_takes_again_is_read_back_by_the_process_that_starts(tmp_path):
+    """Two processes wrote one bot.json and both died, the one in slot 1 with lines in flight;
+    only one process starts again: it takes slot 0 and reads back slot 1's lines too."""
+    state = tmp_path / "state"
+    state.mkdir()
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    first, second = Track(state, output), Track(state, output)
+    first.track.follow(output.file, output.size)
+    second.track.follow(output.file, output.size)  # slot 1
+    first.ship([first.write(0)])
+    second.track.name([second.write(1), second.write(2)], 0)  # in flight when it dies
+    second.track.release()
+    first.ship([first.write(3)])  # past them
+    first.track.release()
+    again = Track(state, output)
+    again.track.follow(output.file, output.size)
+    again.ship([again.write(4)])
+    assert {1, 2} <= set(_numbers(again.spooled))
+    assert [path.name.count("-") for path in state.glob("shipped-*.json")] == [1]  # slot 1's is done
+    again.track.release()
+    output.close()

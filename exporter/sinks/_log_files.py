@@ -166,17 +166,27 @@ class FileTrack:
                     _save(checkpoint, force)
 
     def _begin(self, file: LogFile, offset: int) -> None:
-        """The first line of ``file`` this run: read back what lies before it and was not shipped."""
-        checkpoint = Checkpoint(self._state_dir, file.path, self._slot(file.path))
+        """The first line of ``file`` this run: read back what lies before it and was not shipped,
+        from this process's slot and from every slot left with nobody to take it again (fewer
+        processes than before: theirs are read back here, then their checkpoints go)."""
+        own = self._slot(file.path)
+        checkpoint = Checkpoint(self._state_dir, file.path, own)
         self._checkpoints[file.path] = None  # frozen until the read-back has been spooled
-        saved = checkpoint.load()
-        if saved is not None:
-            try:
-                self._read_back(file, offset, saved)
-            except OSError as exc:  # the checkpoint stays: the next start tries again
-                log.warning("cannot read back %s to ship what a previous run left: %s", file.path,
-                            exc.strerror or exc)
-                return
+        left = free_slots(self._state_dir, file.path, own)
+        try:
+            for saved in [checkpoint.load(), *(other.load() for other, _ in left)]:
+                if saved is not None:
+                    self._read_back(file, offset, saved)
+        except OSError as exc:  # the checkpoints stay: the next start tries again
+            log.warning("cannot read back %s to ship what a previous run left: %s", file.path,
+                        exc.strerror or exc)
+            return
+        else:
+            for other, _ in left:
+                other.file.unlink(missing_ok=True)
+        finally:
+            for _, fd in left:
+                os.close(fd)
         checkpoint.position = [file.inode, offset, 0, 0]
         self._checkpoints[file.path] = checkpoint
         with self._save_lock:
@@ -220,15 +230,38 @@ def take_slot(state_dir: Path, path: str) -> tuple[int, int]:
     the process dies). Processes that write one log file keep a checkpoint each: one process's
     position says nothing of the lines another one still had queued."""
     for slot in range(MAX_SLOTS):
-        fd = os.open(Path(state_dir) / f".shipped-{_digest(path)}-{slot}.lock",
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return slot, fd
+        fd = _lock_slot(state_dir, path, slot)
+        if fd is not None:
+            return slot, fd
     raise OSError(f"{MAX_SLOTS} processes already ship {path}")
+
+
+def free_slots(state_dir: Path, path: str, own: int) -> list[tuple[Checkpoint, int]]:
+    """The checkpoints of ``path`` but ``own`` in slots that no live process holds, each with the
+    descriptor that now holds its lock."""
+    found = []
+    for name in os.listdir(state_dir):
+        stem = name[len("shipped-"):-len(".json")] if name.endswith(".json") else ""
+        digest, _, number = stem.partition("-")
+        if not name.startswith("shipped-") or digest != _digest(path) or not (number.isdigit() or number == ""):
+            continue
+        slot = int(number or 0)
+        fd = None if slot == own else _lock_slot(state_dir, path, slot)
+        if fd is not None:
+            found.append((Checkpoint(state_dir, path, slot), fd))
+    return found
+
+
+def _lock_slot(state_dir: Path, path: str, slot: int) -> int | None:
+    """A descriptor holding the lock of ``slot``, or None when a live process holds it."""
+    fd = os.open(Path(state_dir) / f".shipped-{_digest(path)}-{slot}.lock",
+                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _save(checkpoint: Checkpoint, force: bool) -> None:
