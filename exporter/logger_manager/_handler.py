@@ -21,7 +21,7 @@ from ..metrics import Metrics, log_level_label
 from ..ports import FileShippingSink, LogFile, LogSink, thread_state
 
 FILE_MODE = 0o600
-_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
                (logging.INFO, "info"), (logging.NOTSET, "debug"))
 
@@ -37,9 +37,13 @@ class RotatingFile:
     line went is asked of the descriptor after the write (``lseek``), not counted, so its offset
     is its place in the file whatever the others wrote; a rotation happens under a lock on the
     directory, and only when the file is still the one this process writes and still too big
-    (another process may have rotated it already: then its new file is opened). A write that
-    stopped mid-line (a full disk, or a process killed in it before this one opened the file) is
-    ended with a newline before the next line, so no line is ever glued to a torn one.
+    (another process may have rotated it already: then its new file is opened). A write of this
+    process that stopped mid-line (a full disk) is ended with a newline before its next line, so
+    that line is not glued to the torn one. A file found ending mid-line at open is left alone:
+    another process may be in the middle of its write (a reader sees a long write grow page by
+    page); only a writer killed in a write of more than a page leaves such a fragment, and the
+    next line in the file then continues it (the shipper sends the fragment alone, which the
+    node refuses into the dead letters).
     """
 
     def __init__(self, name: str, path: Path, max_bytes: int, backup_count: int, level: int) -> None:
@@ -50,7 +54,7 @@ class RotatingFile:
         self.level = level
         self.written = 0
         self.file = LogFile(str(path), 0)  # the file being written (its inode), for the sinks
-        self._torn = False  # the file ends mid-line: the next write starts with a newline
+        self._torn = False  # a write of ours stopped mid-line: the next one starts with a newline
         self._fd = self._open()
 
     def reopen(self) -> None:
@@ -67,7 +71,7 @@ class RotatingFile:
             info = os.fstat(fd)
             self.file = LogFile(self.file.path, info.st_ino)
             self._size = info.st_size
-            self._torn = info.st_size > 0 and os.pread(fd, 1, info.st_size - 1) != b"\n"
+            self._torn = False  # a torn line of the file before (rotated away) is not this one's
         except OSError:
             os.close(fd)
             raise
