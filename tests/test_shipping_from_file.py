@@ -569,3 +569,30 @@ def test_a_slot_nobody_takes_again_is_read_back_by_the_process_that_starts(tmp_p
     assert [path.name.count("-") for path in state.glob("shipped-*.json")] == [1]  # slot 1's is done
     again.track.release()
     output.close()
+
+
+def test_slots_left_are_read_back_and_live_ones_left_alone_with_a_relative_log_dir(tmp_path, monkeypatch):
+    """LOG_DIR defaults to ``logs``, a relative path. Three processes on one file: the one in
+    slot 0 lives on, those in slots 1 and 2 die with lines in flight. The one started next takes
+    slot 1 and reads back slot 2's lines too, and leaves slot 0's checkpoint to its process."""
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    output = RotatingFile("file", Path("bot.json"), 100_000, 5, logging.DEBUG)
+    alive, one, two = Track(state, output), Track(state, output), Track(state, output)
+    for track in (alive, one, two):
+        track.track.follow(output.file, output.size)
+    alive.ship([alive.write(0)])
+    one.track.name([one.write(1)], 0)
+    two.track.name([two.write(2)], 0)
+    one.track.release()
+    two.track.release()
+    alive.ship([alive.write(3)])
+    started = Track(state, output)
+    started.track.follow(output.file, output.size)
+    started.ship([started.write(4)])
+    assert {1, 2} <= set(_numbers(started.spooled))
+    assert sorted(path.name.count("-") for path in state.glob("shipped-*.json")) == [1, 2]  # slots 0 and 1
+    for track in (alive, started):
+        track.track.release()
+    output.close()

@@ -12,8 +12,8 @@ position in the file before which every line is in Elasticsearch or in the spool
 survives a kill. Each process writing the file (Celery's prefork children share ``LOG_DIR``)
 keeps its own, in the lowest slot no live process holds (``shipped-<hash>-<slot>.json`` past the
 first, see :func:`take_slot`): a process started again takes the slot a killed one let go, and
-reads back from where that one was, whatever the others shipped since. It moves when a batch has been delivered or spooled, on disk at most every
-:data:`SAVE_INTERVAL` seconds and at close: it lags, never leads. When a sink first sees a line
+reads back from where that one was, whatever the others shipped since. It moves when a batch
+has been delivered or spooled, on disk at most every :data:`SAVE_INTERVAL` seconds and at close: it lags, never leads. When a sink first sees a line
 of a file, it reads back everything from the checkpoint to that line (the rotated copies
 included, following the inode) into the spool: the lines a killed process had queued or in
 flight. Those Elasticsearch already holds answer 409 and are counted as duplicates.
@@ -172,8 +172,9 @@ class FileTrack:
         own = self._slot(file.path)
         checkpoint = Checkpoint(self._state_dir, file.path, own)
         self._checkpoints[file.path] = None  # frozen until the read-back has been spooled
-        left = free_slots(self._state_dir, file.path, own)
+        left: list[tuple[Checkpoint, int]] = []
         try:
+            left = free_slots(self._state_dir, file.path, own)
             for saved in [checkpoint.load(), *(other.load() for other, _ in left)]:
                 if saved is not None:
                     self._read_back(file, offset, saved)
@@ -239,16 +240,22 @@ def take_slot(state_dir: Path, path: str) -> tuple[int, int]:
 def free_slots(state_dir: Path, path: str, own: int) -> list[tuple[Checkpoint, int]]:
     """The checkpoints of ``path`` but ``own`` in slots that no live process holds, each with the
     descriptor that now holds its lock."""
-    found = []
-    for name in os.listdir(state_dir):
-        stem = name[len("shipped-"):-len(".json")] if name.endswith(".json") else ""
-        digest, _, number = stem.partition("-")
-        if not name.startswith("shipped-") or digest != _digest(path) or not (number.isdigit() or number == ""):
-            continue
-        slot = int(number or 0)
-        fd = None if slot == own else _lock_slot(state_dir, path, slot)
-        if fd is not None:
-            found.append((Checkpoint(state_dir, path, slot), fd))
+    path = os.path.abspath(path)
+    prefix = f"shipped-{_digest(path)}"
+    found: list[tuple[Checkpoint, int]] = []
+    try:
+        for name in os.listdir(state_dir):
+            number = name[len(prefix) + 1:-len(".json")] if name.startswith(prefix + "-") else ""
+            if name != prefix + ".json" and not (number.isdigit() and name.endswith(".json")):
+                continue
+            slot = int(number or 0)
+            fd = None if slot == own else _lock_slot(state_dir, path, slot)
+            if fd is not None:
+                found.append((Checkpoint(state_dir, path, slot), fd))
+    except BaseException:
+        for _, fd in found:
+            os.close(fd)
+        raise
     return found
 
 
