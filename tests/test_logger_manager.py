@@ -877,3 +877,34 @@ def test_a_line_torn_by_a_full_disk_is_ended_before_the_next_one(tmp_path):
     assert failed == f"failed {errno.EFBIG}"
     data = path.read_bytes()
     assert data == b'{"n":1}\n{"n"\n{"n":3}\n' and int(offset) == data.index(b'{"n":3}')
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_rotation_lock_kept_by_another_process_delays_the_rotation_only_briefly(tmp_path):
+    """A child forked while its parent rotated holds the directory's lock for as long as it
+    lives: logging in every process must not wait for it."""
+    from exporter.logger_manager._handler import ROTATION_LOCK_WAIT, RotatingFile
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        output = RotatingFile("file", tmp_path / "bot.json", 100, 3, logging.INFO)
+        output.write(b'{"n":1,"pad":"' + b"x" * 60 + b'"}\n')
+        started = time.monotonic()
+        output.write(b'{"n":2,"pad":"' + b"x" * 60 + b'"}\n')  # rotates
+        assert time.monotonic() - started < ROTATION_LOCK_WAIT + 1
+        output.close()
+        assert json.loads((tmp_path / "bot.json.1").read_bytes())["n"] == 1
+        assert json.loads((tmp_path / "bot.json").read_bytes())["n"] == 2
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()

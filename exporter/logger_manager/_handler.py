@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .._files import rotated_copies
@@ -21,6 +22,7 @@ from ..metrics import Metrics, log_level_label
 from ..ports import FileShippingSink, LogFile, LogSink, thread_state
 
 FILE_MODE = 0o600
+ROTATION_LOCK_WAIT = 1.0  # seconds a rotation waits for another process's rotation to end
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
                (logging.INFO, "info"), (logging.NOTSET, "debug"))
@@ -110,7 +112,7 @@ class RotatingFile:
         leave the output closed for the rest of the run."""
         directory = os.open(self.path.parent, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            fcntl.flock(directory, fcntl.LOCK_EX)
+            _lock(directory, ROTATION_LOCK_WAIT)
             try:
                 current = os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -146,6 +148,22 @@ class RotatingFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _lock(fd: int, wait: float) -> bool:
+    """An exclusive ``flock`` on ``fd`` within ``wait`` seconds; False when it stayed taken. A
+    child forked while its parent rotated keeps a copy of the parent's locked descriptor, and so
+    the lock, for as long as it lives: the rotation then goes on without it rather than block
+    every process's logging (two rotating at once is what the lock prevents, not a loss)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
 
 
 def existing_files(path: Path) -> list[Path]:
