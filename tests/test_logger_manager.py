@@ -860,6 +860,10 @@ try:
     output.write(b'{"n":2,"pad":"xxxx"}\\n')
 except OSError as exc:
     print("failed", exc.errno)
+try:
+    output.write(b'{"n":2.5}\\n')  # still full: not a byte of it, nor of the newline before it
+except OSError:
+    pass
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
 print(output.write(b'{"n":3}\\n'))
 output.close()

@@ -101,7 +101,9 @@ class RotatingFile:
                 view = view[os.write(fd, view):]
                 started = True
         except OSError:
-            self._torn = started  # part of the line is in the file: the next one ends it first
+            # part of a line is in the file (this one's, or one before whose end is still to
+            # be written): the next write ends it first
+            self._torn = self._torn or started
             raise
         return os.lseek(fd, 0, os.SEEK_CUR)
 
