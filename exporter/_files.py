@@ -78,3 +78,19 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def rotated_copies(path: str | os.PathLike) -> list[str]:
+    """The rotated copies of the log file ``path`` that exist (``path.1``, ``path.2`` ...), in
+    number order (newest first)."""
+    directory, base = os.path.split(os.fspath(path))
+    numbers = []
+    try:
+        with os.scandir(directory or ".") as entries:
+            for entry in entries:
+                suffix = entry.name[len(base) + 1:]
+                if entry.name.startswith(base + ".") and suffix.isdigit():
+                    numbers.append(int(suffix))
+    except (FileNotFoundError, NotADirectoryError):  # no directory: no copies
+        return []
+    return [f"{os.fspath(path)}.{number}" for number in sorted(numbers)]

@@ -72,7 +72,11 @@ class FileShippingSink(Protocol):
         """Lines will be written to ``file`` from ``offset`` on (called before the first line)."""
 
     def submit_at(self, line: bytes, levelno: int, file: LogFile, offset: int) -> None:
-        """:meth:`LogSink.submit` of a ``line`` just written at byte ``offset`` of ``file``."""
+        """:meth:`LogSink.submit` of a ``line`` just written at byte ``offset`` of ``file``.
+
+        A sink may also have ``after_fork_in_child()``: called in a child forked while logging
+        is on, before it is told :meth:`follow` again, to drop what is the parent's (its thread,
+        connections, queue) and start afresh."""
 
 
 # (settings, metrics) -> a started sink, or None when the settings do not configure this backend.

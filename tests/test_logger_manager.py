@@ -1,6 +1,7 @@
 """The logger manager against real files: ECS lines, rotation, errors, faults, redaction, traces."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ from exporter.logger_manager._redact import MASK
 from exporter.metrics import Metrics
 from exporter.sinks import SINKS
 from tests.probes import AUDIT_SIDE_EFFECTS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOKEN = "123456789:AAHk3w-example_Token_Value_01234567"  # the shape of a Telegram bot token
 assert len(TOKEN.split(":")[1]) == 35
@@ -841,3 +844,71 @@ def test_missing_record_attributes_are_left_out_like_ecs_logging():
     ours.pop("ecs.version"), theirs.pop("ecs.version"), theirs["log"].pop("original")
     assert ours == theirs
     assert ours["process"] == {"pid": record.process} and "function" not in ours["log"]["origin"]
+
+
+TORN = """
+import logging, resource, sys
+from pathlib import Path
+from exporter.logger_manager._handler import RotatingFile
+
+path = Path(sys.argv[1])
+output = RotatingFile("file", path, 1 << 20, 3, logging.INFO)
+output.write(b'{"n":1}\\n')
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (12, hard))  # the disk is full 4 bytes into line 2
+try:
+    output.write(b'{"n":2,"pad":"xxxx"}\\n')
+except OSError as exc:
+    print("failed", exc.errno)
+try:
+    output.write(b'{"n":2.5}\\n')  # still full: not a byte of it, nor of the newline before it
+except OSError:
+    pass
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+print(output.write(b'{"n":3}\\n'))
+output.close()
+"""
+
+
+def test_a_line_torn_by_a_full_disk_is_ended_before_the_next_one(tmp_path):
+    """The kernel writes what fits and then refuses (RLIMIT_FSIZE stands for a full disk): the
+    next line starts on a line of its own, at the offset the file says."""
+    path = tmp_path / "bot.json"
+    result = subprocess.run([sys.executable, "-c", TORN, str(path)], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    failed, offset = result.stdout.split("\n")[:2]
+    assert failed == f"failed {errno.EFBIG}"
+    data = path.read_bytes()
+    assert data == b'{"n":1}\n{"n"\n{"n":3}\n' and int(offset) == data.index(b'{"n":3}')
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_rotation_lock_kept_by_another_process_delays_the_rotation_only_briefly(tmp_path):
+    """A child forked while its parent rotated holds the directory's lock for as long as it
+    lives: logging in every process must not wait for it."""
+    from exporter.logger_manager._handler import ROTATION_LOCK_WAIT, RotatingFile
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        output = RotatingFile("file", tmp_path / "bot.json", 100, 3, logging.INFO)
+        output.write(b'{"n":1,"pad":"' + b"x" * 60 + b'"}\n')
+        started = time.monotonic()
+        output.write(b'{"n":2,"pad":"' + b"x" * 60 + b'"}\n')  # rotates
+        assert time.monotonic() - started < ROTATION_LOCK_WAIT + 1
+        output.close()
+        assert json.loads((tmp_path / "bot.json.1").read_bytes())["n"] == 1
+        assert json.loads((tmp_path / "bot.json").read_bytes())["n"] == 2
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()

@@ -270,6 +270,28 @@ def test_a_new_sink_replays_the_spool(elasticsearch, tmp_path):
     assert not list((tmp_path / "state" / "spool").glob("*.spool"))
 
 
+def test_two_sinks_sharing_a_state_dir_replay_the_spool_without_an_error(elasticsearch, tmp_path):
+    """Celery's prefork children share STATE_DIR: each lists the spool when it starts, so a
+    segment one of them replays and removes is gone when the other comes to it."""
+    down = ElasticsearchSink(_settings(tmp_path, _closed_port_url(), "shared-spool"), Metrics())
+    for number in range(100):
+        down.submit(_line(number), logging.INFO)
+    down.close(0.5)
+    metrics = [Metrics(), Metrics()]
+    first, second = (ElasticsearchSink(_settings(tmp_path, elasticsearch.url, "shared-spool"), m) for m in metrics)
+    second.spool.open()  # it lists the segments, then the first process takes them
+    first.start()
+    first.close(10)
+    assert not list((tmp_path / "state" / "spool").glob("*.spool"))
+    second.start()
+    second.submit(_line(100), logging.INFO)
+    second.close(10)
+    assert metrics[1].registry.get_sample_value("bot_worker_errors_total", {"worker": "log_shipper"}) == 0
+    assert second.stats()["shipped"] == 1 and not second.spool
+    hits = _search(elasticsearch.url, "logs-bot-shared-spool")
+    assert sorted(int(hit["labels"]["n"]) for hit in hits) == list(range(101))
+
+
 @pytest.mark.slow
 def test_elasticsearch_stopped_mid_stream_every_record_once_in_order(start_elasticsearch, tmp_path):
     node = start_elasticsearch()

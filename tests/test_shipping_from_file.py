@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
+from elasticsearch.helpers import scan
 
 from exporter.logger_manager._handler import RotatingFile
 from exporter.metrics import Metrics
@@ -70,6 +71,7 @@ def test_a_new_run_reads_back_what_the_killed_one_left_across_a_rotation(tmp_pat
     ids = first.ship(entries[:10])  # the rest was queued when the process died
     assert ids[0] == line_id(entries[0][2].inode, entries[0][3], _line(0))
     assert len(list(tmp_path.glob("bot.json.*"))) >= 1  # lines 10..39 span a rotation
+    first.track.release()  # the process dies: its slot is free
     second = Track(tmp_path / "state", output)
     live = second.write(40)
     second.ship([live])
@@ -91,6 +93,7 @@ def test_without_a_checkpoint_nothing_is_read_back_and_one_is_made_at_once(tmp_p
     saved = json.loads(next(state.glob("shipped-*.json")).read_text())
     assert saved["position"][:2] == [output.file.inode, 5 * len(_line(0))]
     assert oct(next(state.glob("shipped-*.json")).stat().st_mode & 0o777) == "0o600"
+    track.track.release()
     again = Track(state, output)
     again.ship([again.write(6)])
     assert _numbers(again.spooled) == [5] and track.spooled == []
@@ -105,6 +108,7 @@ def test_after_an_unexpected_error_the_checkpoint_stays_where_it_was(tmp_path):
     track.track.frozen = True  # what the worker does when a round fails: a batch may be lost
     track.ship([track.write(1)])
     assert next((tmp_path / "state").glob("shipped-*.json")).read_bytes() == saved
+    track.track.release()
     again = Track(tmp_path / "state", output)
     again.ship([again.write(2)])
     assert _numbers(again.spooled) == [1]
@@ -118,6 +122,7 @@ def test_a_file_emptied_in_place_is_read_from_its_start(tmp_path):
     first.ship([first.write(number) for number in range(5)])
     for number in range(5, 12):  # the file is emptied once on the way; these were not shipped
         first.write(number)
+    first.track.release()
     second = Track(tmp_path / "state", output)
     second.ship([second.write(12)])
     assert second.counts["gap:truncated"] == 1
@@ -134,6 +139,7 @@ def test_unshipped_lines_gone_are_counted_and_what_is_left_is_read(tmp_path, rem
     while not (tmp_path / "bot.json.2").exists():  # the checkpoint's file is bot.json.2 then
         first.write(1)
     output.close()
+    first.track.release()
     for path in tmp_path.glob(removed):
         path.unlink()
     left = sum(len(path.read_bytes().splitlines()) for path in tmp_path.glob("bot.json*"))
@@ -305,8 +311,9 @@ from exporter.metrics import Metrics
 from exporter.sinks import SINKS
 
 url, root, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+namespace = sys.argv[5] if len(sys.argv) > 5 else "killed"
 settings = default_settings().replace(
-    ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE="killed", STATE_DIR=root + "/state", LOG_DIR=root + "/logs",
+    ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE=namespace, STATE_DIR=root + "/state", LOG_DIR=root + "/logs",
     LOG_CONSOLE=False, LOG_MAX_SIZE=64 * 1024, LOG_BACKUP_COUNT=1000, LOG_SHIP_BATCH_SIZE=100,
     LOG_SHIP_INTERVAL=0.05, LOG_SHUTDOWN_TIMEOUT=60)
 manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
@@ -399,3 +406,193 @@ def test_a_bot_killed_again_and_again_ships_every_line_of_its_files_once(elastic
     assert sorted(by_id.values()) == sorted(in_files.values())  # each number once, the ones in the files
     assert by_id == in_files  # each line under the _id of its place in the file
     assert len(documents) > 500 and _rotated(tmp_path) >= 2
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_log_dir_ship_each_line_under_the_id_of_its_place(elasticsearch, tmp_path):
+    """Celery's prefork children share LOG_DIR and LOG_SHIP_STATE_DIR (their settings come from
+    one environment): lines of both interleave in bot.json, and each rotates it in turn."""
+    bots = [subprocess.Popen([sys.executable, "-c", BOT, elasticsearch.url, str(tmp_path), str(first), "20000", "shared"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for first in (0, 100_000)]
+    for bot in bots:
+        out, err = bot.communicate(timeout=120)
+        assert bot.returncode == 0 and out.split() == ["started", "done"], err
+    in_files = _file_lines(tmp_path / "logs")
+    client = Elasticsearch(elasticsearch.url)
+    client.indices.refresh(index="logs-bot-shared")
+    documents = [hit["_source"] | {"_id": hit["_id"]} for hit in scan(client, index="logs-bot-shared")
+                 if hit["_source"]["message"].startswith("line ")]
+    client.close()
+    by_id = {document["_id"].encode(): int(document["message"].split()[1]) for document in documents}
+    assert sorted(in_files.values()) == list(range(20_000)) + list(range(100_000, 120_000))  # none lost
+    assert len(by_id) == len(documents) == 40_000 and by_id == in_files
+    assert _rotated(tmp_path) >= 2
+
+
+KILLED_TRACK = """
+import logging, os, signal, sys
+from pathlib import Path
+from exporter.logger_manager._handler import RotatingFile
+from exporter.sinks._log_files import FileTrack
+
+output = RotatingFile("file", Path(sys.argv[1]) / "bot.json", 100_000, 5, logging.DEBUG)
+track = FileTrack(Path(sys.argv[1]) / "state", "p", print, print)
+track.follow(output.file, output.size)
+entries = []
+for number in range(100, 105):
+    line = b'{"log.level":"info","labels":{"n":"%d"}}\\n' % number
+    entries.append((logging.INFO, line, output.file, output.write(line)))
+track.name(entries, 0)  # taken, in flight: the process dies before they are delivered
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_beside_another_reads_back_its_own_lines_when_it_starts_again(tmp_path):
+    """Two processes write one bot.json; the one killed had lines in flight; the other kept
+    shipping (and saving) past them. The killed one, started again, still ships them."""
+    state = tmp_path / "state"
+    state.mkdir()
+    alive = Track(state, RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG))
+    alive.track.follow(alive.output.file, alive.output.size)
+    alive.ship([alive.write(number) for number in range(5)])
+    killed = subprocess.run([sys.executable, "-c", KILLED_TRACK, str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    alive.ship([alive.write(number) for number in range(5, 10)])  # its checkpoint passes the lines in flight
+    again = Track(state, RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG))
+    again.track.follow(again.output.file, again.output.size)
+    again.ship([again.write(200)])
+    assert set(range(100, 105)) <= set(_numbers(again.spooled))
+    assert sorted(path.name.count("-") for path in state.glob("shipped-*.json")) == [1, 2]  # a slot each
+    for track in (alive, again):
+        track.track.release()
+        track.output.close()
+
+
+FORKED_BOT = """
+import logging, os, sys
+from exporter.config import default_settings
+from exporter.logger_manager import LoggerManager
+from exporter.metrics import Metrics
+from exporter.sinks import SINKS
+
+import faulthandler
+faulthandler.dump_traceback_later(60, exit=True)
+url, root = sys.argv[1], sys.argv[2]
+settings = default_settings().replace(
+    ELASTICSEARCH_URL=url, ELASTICSEARCH_NAMESPACE="forked", STATE_DIR=root + "/state", LOG_DIR=root + "/logs",
+    LOG_CONSOLE=False, LOG_MAX_SIZE=64 * 1024, LOG_BACKUP_COUNT=1000, LOG_SHIP_INTERVAL=0.05,
+    LOG_SHIP_BATCH_SIZE=100, LOG_SHUTDOWN_TIMEOUT=60)
+manager = LoggerManager(settings, Metrics(), sink_factories=SINKS)
+manager.enable()
+log = logging.getLogger("bot")
+for number in range(500):
+    log.info("line %d", number)
+pid = os.fork()
+first = 100_000 if pid == 0 else 500
+for number in range(first, first + 2000):
+    log.info("line %d", number)
+manager.disable()
+if pid == 0:
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.slow
+def test_a_child_forked_after_enable_ships_its_own_lines_and_leaves_the_parents_alone(elasticsearch, tmp_path):
+    """A bot that forks after enable() (multiprocessing's fork, a pre-forking server): the child
+    writes the same bot.json and ships its lines itself, each under the _id of its place."""
+    bot = subprocess.run([sys.executable, "-c", FORKED_BOT, elasticsearch.url, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert bot.returncode == 0 and bot.stdout.split() == ["0"], bot.stderr
+    in_files = _file_lines(tmp_path / "logs")
+    assert sorted(in_files.values()) == list(range(2500)) + list(range(100_000, 102_000))
+    client = Elasticsearch(elasticsearch.url)
+    client.indices.refresh(index="logs-bot-forked")
+    documents = [hit["_source"] | {"_id": hit["_id"]} for hit in scan(client, index="logs-bot-forked")
+                 if hit["_source"]["message"].startswith("line ")]
+    client.close()
+    by_id = {document["_id"].encode(): int(document["message"].split()[1]) for document in documents}
+    assert len(by_id) == len(documents) and by_id == in_files
+    assert len({document["process"]["pid"] for document in documents}) == 2
+
+
+def test_a_start_checkpoint_in_a_file_that_got_its_inode_again_is_not_trusted(tmp_path):
+    """The checkpoint made at enable (no line shipped yet) names an inode and an offset only.
+    LOG_DIR emptied, and the new bot.json got the freed inode: the offset falls inside a line of
+    another file, and everything of that file is read back, not its tail from mid-line on."""
+    state = tmp_path / "state"
+    state.mkdir()
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    for number in range(3):
+        output.write(_line(number))
+    first = Track(state, output)
+    first.track.follow(output.file, output.size)  # then the process is killed before any line is taken
+    first.track.release()
+    output.close()
+    (tmp_path / "bot.json").unlink()
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    for number in range(10, 13):
+        output.write(_line(number, pad="x" * 7))  # longer lines: the old offset is inside one
+    checkpoint = next(state.glob("shipped-*.json"))
+    saved = json.loads(checkpoint.read_text())
+    saved["position"][0] = output.file.inode  # as if the inode had been given again
+    checkpoint.write_text(json.dumps(saved))
+    second = Track(state, output)
+    second.ship([second.write(13)])
+    assert _numbers(second.spooled) == [10, 11, 12] and second.counts["gap:truncated"] == 1
+    second.track.release()
+    output.close()
+
+
+def test_a_slot_nobody_takes_again_is_read_back_by_the_process_that_starts(tmp_path):
+    """Two processes wrote one bot.json and both died, the one in slot 1 with lines in flight;
+    only one process starts again: it takes slot 0 and reads back slot 1's lines too."""
+    state = tmp_path / "state"
+    state.mkdir()
+    output = RotatingFile("file", tmp_path / "bot.json", 100_000, 5, logging.DEBUG)
+    first, second = Track(state, output), Track(state, output)
+    first.track.follow(output.file, output.size)
+    second.track.follow(output.file, output.size)  # slot 1
+    first.ship([first.write(0)])
+    second.track.name([second.write(1), second.write(2)], 0)  # in flight when it dies
+    second.track.release()
+    first.ship([first.write(3)])  # past them
+    first.track.release()
+    again = Track(state, output)
+    again.track.follow(output.file, output.size)
+    again.ship([again.write(4)])
+    assert {1, 2} <= set(_numbers(again.spooled))
+    assert [path.name.count("-") for path in state.glob("shipped-*.json")] == [1]  # slot 1's is done
+    again.track.release()
+    output.close()
+
+
+def test_slots_left_are_read_back_and_live_ones_left_alone_with_a_relative_log_dir(tmp_path, monkeypatch):
+    """LOG_DIR defaults to ``logs``, a relative path. Three processes on one file: the one in
+    slot 0 lives on, those in slots 1 and 2 die with lines in flight. The one started next takes
+    slot 1 and reads back slot 2's lines too, and leaves slot 0's checkpoint to its process."""
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    output = RotatingFile("file", Path("bot.json"), 100_000, 5, logging.DEBUG)
+    alive, one, two = Track(state, output), Track(state, output), Track(state, output)
+    for track in (alive, one, two):
+        track.track.follow(output.file, output.size)
+    alive.ship([alive.write(0)])
+    one.track.name([one.write(1)], 0)
+    two.track.name([two.write(2)], 0)
+    one.track.release()
+    two.track.release()
+    alive.ship([alive.write(3)])
+    started = Track(state, output)
+    started.track.follow(output.file, output.size)
+    started.ship([started.write(4)])
+    assert {1, 2} <= set(_numbers(started.spooled))
+    assert sorted(path.name.count("-") for path in state.glob("shipped-*.json")) == [1, 2]  # slots 0 and 1
+    for track in (alive, started):
+        track.track.release()
+    output.close()

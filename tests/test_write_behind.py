@@ -206,3 +206,39 @@ def test_a_forked_child_logs_its_own_process_id():
     result = subprocess.run([sys.executable, "-c", FORKED], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "0", result.stderr
+
+
+def test_a_line_logged_while_logging_is_turned_off_is_written_or_counted(tmp_path):
+    """A thread already inside the handler when disable() runs queues its line after the last
+    flush: it must not sit in the queue unseen."""
+    import threading
+
+    metrics = Metrics()
+    lm = LoggerManager(load_settings({"LOG_DIR": str(tmp_path), "LOG_CONSOLE": False}, environ={}), metrics)
+    lm.enable()
+    front = lm._front
+    inside, go_on, armed = threading.Event(), threading.Event(), threading.Event()
+
+    class Slow:  # its class is asked after the handler checked it was open, before it queues
+        @property
+        def __class__(self):
+            if armed.is_set() and threading.current_thread() is late:
+                inside.set()
+                go_on.wait(10)
+            return Slow
+
+        def __str__(self):
+            return "slow"
+
+    record = logging.LogRecord("bot", logging.INFO, __file__, 1, "late %s", (Slow(),), None)
+    late = threading.Thread(target=front.handle, args=(record,))
+    armed.set()
+    late.start()
+    assert inside.wait(10)
+    lm.disable()
+    go_on.set()
+    late.join(10)
+    written = "late slow" in _messages(tmp_path / "bot.json")
+    errors = metrics.registry.get_sample_value("bot_log_handler_errors_total", {"handler": "file"})
+    assert written or errors == 1, (written, errors, list(front._queue), front.inner.errors)
+    assert not front._queue

@@ -9,16 +9,20 @@ reaches the other outputs and the caller never sees the error.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
+from .._files import rotated_copies
 from ..metrics import Metrics, log_level_label
 from ..ports import FileShippingSink, LogFile, LogSink, thread_state
 
 FILE_MODE = 0o600
+ROTATION_LOCK_WAIT = 1.0  # seconds a rotation waits for another process's rotation to end
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
                (logging.INFO, "info"), (logging.NOTSET, "debug"))
@@ -28,8 +32,20 @@ class RotatingFile:
     """An append-only JSON-lines file that rotates by size (``name``, ``name.1`` ... ``name.N``).
 
     Written with ``os.write`` on an ``O_APPEND`` descriptor: one system call per line, no
-    buffer to lose, and the size is counted rather than asked from the file system. With
-    ``backup_count`` 0 the file is emptied instead of rotated, so it stays within ``max_bytes``.
+    buffer to lose. With ``backup_count`` 0 the file is emptied instead of rotated, so it stays
+    within ``max_bytes``.
+
+    Several processes may write one file (Celery's prefork children share ``LOG_DIR``): where a
+    line went is asked of the descriptor after the write (``lseek``), not counted, so its offset
+    is its place in the file whatever the others wrote; a rotation happens under a lock on the
+    directory, and only when the file is still the one this process writes and still too big
+    (another process may have rotated it already: then its new file is opened). A write of this
+    process that stopped mid-line (a full disk) is ended with a newline before its next line, so
+    that line is not glued to the torn one. A file found ending mid-line at open is left alone:
+    another process may be in the middle of its write (a reader sees a long write grow page by
+    page); only a writer killed in a write of more than a page leaves such a fragment, and the
+    next line in the file then continues it (the shipper sends the fragment alone, which the
+    node refuses into the dead letters).
     """
 
     def __init__(self, name: str, path: Path, max_bytes: int, backup_count: int, level: int) -> None:
@@ -40,68 +56,95 @@ class RotatingFile:
         self.level = level
         self.written = 0
         self.file = LogFile(str(path), 0)  # the file being written (its inode), for the sinks
+        self._torn = False  # a write of ours stopped mid-line: the next one starts with a newline
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
+
+    def reopen(self) -> None:
+        """A descriptor of this process's own (a forked child: the parent's shares one offset)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._fd = self._open()
 
     def _open(self) -> int:
         fd = os.open(self.path, _OPEN_FLAGS, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)
-            self.file = LogFile(self.file.path, os.fstat(fd).st_ino)
+            info = os.fstat(fd)
+            self.file = LogFile(self.file.path, info.st_ino)
+            self._size = info.st_size
+            self._torn = False  # a torn line of the file before (rotated away) is not this one's
         except OSError:
             os.close(fd)
             raise
         return fd
 
     def write(self, data: bytes) -> int:
-        """Append ``data``; the offset it starts at in :attr:`file` (one writer per file)."""
+        """Append ``data``; the offset it starts at in :attr:`file`."""
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
         size = len(data)
         if self._size + size > self.max_bytes and self._size > 0:
-            self._rotate()
-        written = os.write(self._fd, data)
-        if written != size:  # a short write (a signal, a full disk): write the rest
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self._fd, view):]
-        offset = self._size
-        self._size += size
+            self._rotate(size)
+        if self._torn:
+            self._append(b"\n")
+            self._torn = False
+        self._size = self._append(data)
         self.written += size
-        return offset
+        return self._size - size
 
-    def _rotate(self) -> None:
-        """Shift the rotated copies and start a new file. A file that another process (a second
-        bot on the same LOG_DIR, ``opsstack logs cleanup``) moved or deleted meanwhile is
+    def _append(self, data: bytes) -> int:
+        """Write all of ``data`` (short writes too); the end of the file after it."""
+        fd, view, started = self._fd, memoryview(data), False
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+                started = True
+        except OSError:
+            # part of a line is in the file (this one's, or one before whose end is still to
+            # be written): the next write ends it first
+            self._torn = self._torn or started
+            raise
+        return os.lseek(fd, 0, os.SEEK_CUR)
+
+    def _rotate(self, size: int) -> None:
+        """Shift the rotated copies and start a new file, unless another process did it first.
+        A file that another process (``opsstack logs cleanup``) moved or deleted meanwhile is
         skipped, and the new file is opened whatever happened: one failed rename must not
         leave the output closed for the rest of the run."""
-        os.close(self._fd)
-        self._fd = -1
+        directory = os.open(self.path.parent, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            if self.backup_count > 0:
-                for number in range(self.backup_count - 1, -1, -1):
-                    source = self.path.with_name(f"{self.path.name}.{number}") if number else self.path
-                    try:
-                        os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
-                    except FileNotFoundError:
-                        continue
-            else:
-                try:
-                    os.truncate(self.path, 0)
-                except FileNotFoundError:
-                    pass
-        finally:
+            _lock(directory, ROTATION_LOCK_WAIT)
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == self.file.inode and os.fstat(self._fd).st_size + size > self.max_bytes:
+                self._shift()
+            os.close(self._fd)
+            self._fd = -1
             self._fd = self._open()
-            self._size = os.fstat(self._fd).st_size
+        finally:
+            os.close(directory)  # and the lock with it
+
+    def _shift(self) -> None:
+        if self.backup_count > 0:
+            for number in range(self.backup_count - 1, -1, -1):
+                source = self.path.with_name(f"{self.path.name}.{number}") if number else self.path
+                try:
+                    os.replace(source, self.path.with_name(f"{self.path.name}.{number + 1}"))
+                except FileNotFoundError:
+                    continue
+        else:
+            try:
+                os.truncate(self.path, 0)
+            except FileNotFoundError:
+                pass
 
     @property
     def size(self) -> int:
-        """Bytes in :attr:`file`: where the next line goes."""
-        return self._size
-
-    def files(self) -> list[Path]:
-        """The current file and its rotated copies that exist."""
-        return existing_files(self.path)
+        """Where the next line goes in :attr:`file` (past the newline that ends a torn line)."""
+        return self._size + self._torn
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -109,16 +152,25 @@ class RotatingFile:
             self._fd = -1
 
 
+def _lock(fd: int, wait: float) -> bool:
+    """An exclusive ``flock`` on ``fd`` within ``wait`` seconds; False when it stayed taken. A
+    child forked while its parent rotated keeps a copy of the parent's locked descriptor, and so
+    the lock, for as long as it lives: the rotation then goes on without it rather than block
+    every process's logging (two rotating at once is what the lock prevents, not a loss)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+
 def existing_files(path: Path) -> list[Path]:
-    found = [path] if path.exists() else []
-    if path.parent.is_dir():
-        rotated = []
-        for candidate in path.parent.glob(path.name + ".*"):
-            suffix = candidate.name[len(path.name) + 1:]
-            if suffix.isdigit():
-                rotated.append((int(suffix), candidate))
-        found += [candidate for _, candidate in sorted(rotated)]
-    return found
+    """``path`` (when it exists) and its rotated copies, in number order."""
+    return ([path] if path.exists() else []) + [Path(name) for name in rotated_copies(path)]
 
 
 class ECSHandler(logging.Handler):
@@ -146,6 +198,23 @@ class ECSHandler(logging.Handler):
         self._count = metrics.log_records.inc
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: files and sinks of its own, as if it had just enabled logging."""
+        for output in self.files:
+            try:
+                output.reopen()
+            except OSError as exc:
+                self._failed(output.name, exc)
+        for sink in self.sinks:
+            restart = getattr(sink, "after_fork_in_child", None)  # optional, see ports.FileShippingSink
+            try:
+                if restart is not None:
+                    restart()
+                if sink in self._file_sinks:
+                    sink.follow(self.files[0].file, self.files[0].size)
+            except Exception as exc:  # plug-in boundary
+                self._failed("sink", exc)
 
     def emit(self, record: logging.LogRecord) -> None:
         levelno = record.levelno

@@ -16,8 +16,9 @@ So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` + 1 lines (
 the one being written; one more for each other thread logging at that instant), all below
 WARNING, the last ones logged (within :data:`GATHER` seconds while the writer keeps up); every
 line up to the last WARNING or worse is in the file (``tests/test_write_behind.py`` kills a process to check).
-A forked child starts a writer of its own and leaves the lines queued before the fork to the
-parent.
+A forked child starts a writer of its own, opens the files again and starts its sinks anew
+(:meth:`._handler.ECSHandler.after_fork_in_child`), and leaves the lines queued before the fork
+to the parent.
 """
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ class WriteBehind(logging.Handler):
                     message = record.getMessage()
                     break
         queue.append((record, message, self._trace_ids() if self._trace_ids is not None else None))
+        if self._closed:  # close() ran meanwhile, its last flush perhaps before this append
+            self.flush()  # written, or counted as failed (the files are closed): never left queued
+            return True
         queued = len(queue)
         if queued == 1:
             self._wake.set()  # once per gathering: the writer sleeps while nothing is queued
@@ -155,7 +159,9 @@ _fork_hook: list = []  # whether the hook is registered (os.register_at_fork has
 
 
 def _restart_in_child() -> None:
-    """In a forked child: a writer thread of its own; the lines queued are the parent's to write."""
+    """In a forked child: a writer thread, files and sinks of its own; the lines queued are the
+    parent's to write."""
     for handler in list(_running):
         handler._queue.clear()
+        handler.inner.after_fork_in_child()
         handler._start()

@@ -239,7 +239,13 @@ class Worker:
             replaying = self._replaying = [path, None, 0, self.spool.generation]
         path, data, offset, _ = replaying
         if data is None:  # not read yet, or let go after a failed attempt
-            data = replaying[1] = path.read_bytes()
+            try:
+                data = replaying[1] = path.read_bytes()
+            except FileNotFoundError:  # another process on this STATE_DIR replayed it first
+                self.spool.remove(path)
+                self._replaying = None
+                self.tally.spool_changed(self.spool)
+                return True
         end = lines_end(data, offset, self._batch_size)
         failed: list[Record] = []
         if end > offset:

@@ -9,14 +9,18 @@ truncated in place (``LOG_BACKUP_COUNT=0``) or of a new file that got a freed in
 
 The checkpoint (``state_dir/shipped-<hash of the path>.json``, replaced atomically) is a
 position in the file before which every line is in Elasticsearch or in the spool, which
-survives a kill. It moves when a batch has been delivered or spooled, on disk at most every
-:data:`SAVE_INTERVAL` seconds and at close: it lags, never leads. When a sink first sees a line
+survives a kill. Each process writing the file (Celery's prefork children share ``LOG_DIR``)
+keeps its own, in the lowest slot no live process holds (``shipped-<hash>-<slot>.json`` past the
+first, see :func:`take_slot`): a process started again takes the slot a killed one let go, and
+reads back from where that one was, whatever the others shipped since. It moves when a batch
+has been delivered or spooled, on disk at most every :data:`SAVE_INTERVAL` seconds and at close: it lags, never leads. When a sink first sees a line
 of a file, it reads back everything from the checkpoint to that line (the rotated copies
 included, following the inode) into the spool: the lines a killed process had queued or in
 flight. Those Elasticsearch already holds answer 409 and are counted as duplicates.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -27,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .._files import read_json, replace_file
+from .._files import read_json, replace_file, rotated_copies
 from ..ports import LogFile
 from .spool import Record
 
@@ -35,6 +39,7 @@ log = logging.getLogger("exporter.sinks.elasticsearch")
 
 SAVE_INTERVAL = 1.0  # seconds between checkpoint writes while the position moves
 CHUNK = 1 << 20  # bytes read at a time, and recovered lines spooled at a time
+MAX_SLOTS = 256  # processes writing one log file, each with its checkpoint
 _LEVEL = re.compile(rb'"log\.level":"([a-z]+)"')
 _LEVELS = {b"debug": logging.DEBUG, b"info": logging.INFO, b"warning": logging.WARNING,
            b"error": logging.ERROR, b"critical": logging.CRITICAL}
@@ -51,10 +56,9 @@ def line_id(inode: int, offset: int, line: bytes) -> bytes:
 class Checkpoint:
     """The saved position in one log file: ``[inode, offset, length of the line before it, its crc32]``."""
 
-    def __init__(self, state_dir: Path, path: str):
+    def __init__(self, state_dir: Path, path: str, slot: int = 0):
         self.path = os.path.abspath(path)
-        digest = hashlib.sha256(self.path.encode()).hexdigest()[:16]
-        self.file = Path(state_dir) / f"shipped-{digest}.json"
+        self.file = Path(state_dir) / f"shipped-{_digest(self.path)}{f'-{slot}' if slot else ''}.json"
         self.position: list[int] | None = None  # where everything before is safe (memory)
         self._saved: list[int] | None = None
         self._saved_at = 0.0
@@ -95,12 +99,34 @@ class FileTrack:
         self._checkpoints: dict[str, Checkpoint | None] = {}  # None: frozen for this run
         self._taken_end: tuple[str, list[int]] | None = None
         self._save_lock = threading.Lock()  # close() saves too while a stuck worker may
+        self._slots: dict[str, tuple[int, int]] = {}  # path -> (slot, descriptor holding its lock)
         self.frozen = False  # after an unexpected error: the checkpoints stay where they are
+
+    def _slot(self, path: str) -> int:
+        """This process's slot for the log file ``path`` (taken at the first call)."""
+        with self._save_lock:
+            if path not in self._slots:
+                self._slots[path] = take_slot(self._state_dir, os.path.abspath(path))
+            return self._slots[path][0]
+
+    def release(self) -> None:
+        """Let another process take the slots (the sink is closed; a kill does it too)."""
+        with self._save_lock:
+            slots, self._slots = self._slots, {}
+        for _, fd in slots.values():
+            os.close(fd)
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close its copies of the slots' descriptors (the parent's locks
+        hold), without the lock a parent's thread may have held at the fork."""
+        for _, fd in self._slots.values():
+            os.close(fd)
+        self._slots = {}
 
     def follow(self, file: LogFile, offset: int) -> None:
         """Lines will go to ``file`` from ``offset`` on: with no checkpoint for it yet, one there
         (on the caller's thread, before the first line, so a kill at any time after finds it)."""
-        checkpoint = Checkpoint(self._state_dir, file.path)
+        checkpoint = Checkpoint(self._state_dir, file.path, self._slot(file.path))
         if checkpoint.load() is None:
             checkpoint.position = [file.inode, offset, 0, 0]
             checkpoint.save(force=True)
@@ -140,17 +166,28 @@ class FileTrack:
                     _save(checkpoint, force)
 
     def _begin(self, file: LogFile, offset: int) -> None:
-        """The first line of ``file`` this run: read back what lies before it and was not shipped."""
-        checkpoint = Checkpoint(self._state_dir, file.path)
+        """The first line of ``file`` this run: read back what lies before it and was not shipped,
+        from this process's slot and from every slot left with nobody to take it again (fewer
+        processes than before: theirs are read back here, then their checkpoints go)."""
+        own = self._slot(file.path)
+        checkpoint = Checkpoint(self._state_dir, file.path, own)
         self._checkpoints[file.path] = None  # frozen until the read-back has been spooled
-        saved = checkpoint.load()
-        if saved is not None:
-            try:
-                self._read_back(file, offset, saved)
-            except OSError as exc:  # the checkpoint stays: the next start tries again
-                log.warning("cannot read back %s to ship what a previous run left: %s", file.path,
-                            exc.strerror or exc)
-                return
+        left: list[tuple[Checkpoint, int]] = []
+        try:
+            left = free_slots(self._state_dir, file.path, own)
+            for saved in [checkpoint.load(), *(other.load() for other, _ in left)]:
+                if saved is not None:
+                    self._read_back(file, offset, saved)
+        except OSError as exc:  # the checkpoints stay: the next start tries again
+            log.warning("cannot read back %s to ship what a previous run left: %s", file.path,
+                        exc.strerror or exc)
+            return
+        else:
+            for other, _ in left:
+                other.file.unlink(missing_ok=True)
+        finally:
+            for _, fd in left:
+                os.close(fd)
         checkpoint.position = [file.inode, offset, 0, 0]
         self._checkpoints[file.path] = checkpoint
         with self._save_lock:
@@ -184,6 +221,56 @@ class FileTrack:
             self._counts("recovered", len(batch))
 
 
+def _digest(path: str) -> str:
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
+
+
+def take_slot(state_dir: Path, path: str) -> tuple[int, int]:
+    """The lowest slot of the log file ``path`` that no live process holds, and the descriptor
+    that holds it (an ``flock`` on ``.shipped-<hash>-<slot>.lock``, let go by the kernel when
+    the process dies). Processes that write one log file keep a checkpoint each: one process's
+    position says nothing of the lines another one still had queued."""
+    for slot in range(MAX_SLOTS):
+        fd = _lock_slot(state_dir, path, slot)
+        if fd is not None:
+            return slot, fd
+    raise OSError(f"{MAX_SLOTS} processes already ship {path}")
+
+
+def free_slots(state_dir: Path, path: str, own: int) -> list[tuple[Checkpoint, int]]:
+    """The checkpoints of ``path`` but ``own`` in slots that no live process holds, each with the
+    descriptor that now holds its lock."""
+    path = os.path.abspath(path)
+    prefix = f"shipped-{_digest(path)}"
+    found: list[tuple[Checkpoint, int]] = []
+    try:
+        for name in os.listdir(state_dir):
+            number = name[len(prefix) + 1:-len(".json")] if name.startswith(prefix + "-") else ""
+            if name != prefix + ".json" and not (number.isdigit() and name.endswith(".json")):
+                continue
+            slot = int(number or 0)
+            fd = None if slot == own else _lock_slot(state_dir, path, slot)
+            if fd is not None:
+                found.append((Checkpoint(state_dir, path, slot), fd))
+    except BaseException:
+        for _, fd in found:
+            os.close(fd)
+        raise
+    return found
+
+
+def _lock_slot(state_dir: Path, path: str, slot: int) -> int | None:
+    """A descriptor holding the lock of ``slot``, or None when a live process holds it."""
+    fd = os.open(Path(state_dir) / f".shipped-{_digest(path)}-{slot}.lock",
+                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _save(checkpoint: Checkpoint, force: bool) -> None:
     try:
         checkpoint.save(force)
@@ -203,7 +290,7 @@ def open_files(path: str) -> list[tuple[int, int, int]]:
     they are opened shows as a name whose inode changed: then they are opened again."""
     for _ in range(10):
         opened = []
-        for name in reversed(_names(path)):
+        for name in reversed([path, *rotated_copies(path)]):
             try:
                 fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except FileNotFoundError:
@@ -215,18 +302,6 @@ def open_files(path: str) -> list[tuple[int, int, int]]:
         for _, _, fd, _ in opened:
             os.close(fd)
     raise OSError(f"{path} kept rotating while it was read back")
-
-
-def _names(path: str) -> list[str]:
-    """``path`` and its existing rotated copies ``path.1`` ... in number order."""
-    directory, base = os.path.split(path)
-    numbers = []
-    with os.scandir(directory or ".") as entries:
-        for entry in entries:
-            suffix = entry.name[len(base) + 1:]
-            if entry.name.startswith(base + ".") and suffix.isdigit():
-                numbers.append(int(suffix))
-    return [path] + [f"{path}.{number}" for number in sorted(numbers)]
 
 
 def _inode(name: str) -> int | None:
@@ -248,8 +323,11 @@ def unshipped(files: list[tuple[int, int, int]], saved: list[int], live_inode: i
         first = inodes.index(inode)
         _, fd, size = files[first]
         if size < offset or (inode == live_inode and live_offset < offset) or (
-                tail_length and zlib.crc32(os.pread(fd, tail_length, offset - tail_length)) != tail_crc):
-            offset, gap = 0, "truncated"  # emptied in place, or another file that got the inode
+                tail_length and zlib.crc32(os.pread(fd, tail_length, offset - tail_length)) != tail_crc) or (
+                not tail_length and offset and os.pread(fd, 1, offset - 1) != b"\n"):
+            # emptied in place, or another file that got the inode (a checkpoint made at start,
+            # before any line was shipped, knows no line to check: it must at least follow one)
+            offset, gap = 0, "truncated"
     else:  # the checkpoint's file is gone: everything left is newer than it
         first, offset = 0, 0
         older = [entry for entry in files if entry[0] != live_inode]

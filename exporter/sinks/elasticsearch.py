@@ -56,14 +56,19 @@ class ElasticsearchSink:
 
     def __init__(self, shipping: ShippingSettings, metrics: Metrics, *, client=None):
         self.index = f"logs-bot-{shipping.namespace}"
-        self.producer = uuid.uuid4().hex[:16]
         self._shipping = shipping
         self._wake_at = min(shipping.batch_size, shipping.queue_size)
         # Room past queue_size for what the worker has not spooled yet.
         self._capacity = shipping.queue_size + max(shipping.queue_size, 4 * shipping.batch_size)
-        self._queue: collections.deque = collections.deque()
         self._state_dir = Path(shipping.state_dir)
         self._tally = Tally(metrics)
+        self._fresh(client)
+
+    def _fresh(self, client) -> None:
+        """A producer, queue, spool, client and worker of this process's own, not started."""
+        shipping = self._shipping
+        self.producer = uuid.uuid4().hex[:16]
+        self._queue: collections.deque = collections.deque()
         self.spool = Spool(self._state_dir / "spool", shipping.spool_max_bytes, self._tally.dropped)
         dead_letters = DeadLetters(self._state_dir, self.index)
         self.dead_letter_path = dead_letters.path
@@ -74,6 +79,14 @@ class ElasticsearchSink:
         self._wake = self._worker.wake
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child (the logger manager calls it): a sink as in a new process, started
+        by the child's first line. The parent's worker, queue, connections and checkpoint slots
+        stay the parent's: the child lets go of its copies of the slots' descriptors (the
+        parent's locks hold) and takes a slot of its own at ``follow()``."""
+        self._worker.files.forget_in_child()
+        self._fresh(None)
 
     def start(self) -> None:
         """Make the client and start the worker. :func:`from_settings` calls it, so the
@@ -136,6 +149,7 @@ class ElasticsearchSink:
             self._thread.join(worker.time_left() + JOIN_SLACK)
         self._capacity = 0  # closed: later records are counted as dropped
         worker.spool_left_behind(stuck=self._thread is not None and self._thread.is_alive())
+        worker.files.release()
         self._node.close()
 
 

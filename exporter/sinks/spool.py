@@ -1,7 +1,9 @@
 """A bounded on-disk spool of bulk-ready log records, replayed oldest segment first.
 
 Each segment file holds lines ``<levelno>\\t<_id>\\t<json>\\n``; file names carry a counter, so
-order survives a restart. Files are 0600, the directory 0700. When the size limit is reached,
+order survives a restart. Files are 0600, the directory 0700. Processes sharing ``STATE_DIR``
+(Celery's prefork children) share the spool: each lists it when it opens it, and a segment
+another one replayed and removed meanwhile is simply gone from the list. When the size limit is reached,
 records below WARNING are dropped first (incoming ones, then old ones by rewriting segments);
 WARNING and above are dropped only when nothing else is left. Every drop is reported.
 """
@@ -121,7 +123,11 @@ class Spool:
         segments = []
         for path, size, created in self._segments:
             keep = []
-            for level, rid, line in parse(path.read_bytes()):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # replayed meanwhile by another process on this STATE_DIR
+                continue
+            for level, rid, line in parse(data):
                 if level < logging.WARNING:
                     self._on_drop(level, 1)
                 else:
