@@ -7,6 +7,8 @@ The cases and the commits that wrote them:
   AES-GCM frames, manifest in the clear;
 * ``f2-zstd``, ``f2-gzip``: format 2 (7e94fe5): one zstd frame per 2 MiB of tar;
 * ``f3-zstd-enc``, ``f3-gzip-enc``: format 3 (7e94fe5): 1 MiB AES-GCM frames, sealed manifest;
+* ``f4-zstd-enc``, ``f4-gzip-enc``: format 4: one AES-GCM frame per compressed segment, sealed by
+  the compressing threads (the golden files of this format are made by today's code).
 
 To add a case, run this module with the writing code first on the path::
 
@@ -27,7 +29,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden" / "backups"
 KEY = "ab" * 32
-CASES = ["f1-zstd", "f1-zstd-enc", "f2-zstd", "f2-gzip", "f3-zstd-enc", "f3-gzip-enc"]
+CASES = ["f1-zstd", "f1-zstd-enc", "f2-zstd", "f2-gzip", "f3-zstd-enc", "f3-gzip-enc",
+         "f4-zstd-enc", "f4-gzip-enc"]
 FORMAT = {"f1": 1, "f2": 2, "f3": 3, "f4": 4}
 
 

@@ -9,8 +9,9 @@ about 15% more CPU on this workload; the ratio is the same to 0.1%. gzip and no 
 are one ordered stream handled by a single worker.
 
 The caller's thread reads every file straight into the current segment (``readv``, no
-intermediate bytes); hashing, compressing and writing run in other threads beside it, and
-hashlib, zstd and the system calls release the GIL.
+intermediate bytes); hashing, compressing (and sealing, when encrypted: one AES-GCM frame per
+compressed segment, see :class:`.crypto.FrameSealer`) and writing run in other threads beside
+it, and hashlib, zstd, AES-GCM and the system calls release the GIL.
 """
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ def _pax_header(arcname: str, kind: bytes, mode: int, uid: int, gid: int, mtime:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+Seal = Callable[[int, Any, bool], tuple[bytes, bytes]]  # frame number, plaintext, final
+
+
 def _codec(compression: str, level: int | None) -> Callable[[], tuple[Callable, Callable]]:
     """A factory of ``(compress, finish)`` pairs, one per worker thread."""
     if compression == "zstd":
@@ -100,10 +104,13 @@ class TarStream:
     hasher, the writer) has at most a quarter of the work, so none holds the others back on
     two busy cores. At most ``workers + 4`` segments exist, so memory stays bounded when the
     disk is slow. An error in any thread is raised in the caller's thread at its next call;
-    :meth:`abort` stops everything without writing more."""
+    :meth:`abort` stops everything without writing more.
+
+    ``seal`` (a factory called once per worker thread) encrypts: each worker seals the segment
+    it compressed as frame number ``sequence``, the last one final."""
 
     def __init__(self, out, compression: str, level: int | None = None, threads: int = 1,
-                 segment_size: int = SEGMENT_SIZE) -> None:
+                 segment_size: int = SEGMENT_SIZE, seal: Callable[[], Seal] | None = None) -> None:
         self._out = out
         self._segment_size = segment_size
         self._error: BaseException | None = None
@@ -115,10 +122,9 @@ class TarStream:
         self._hash: queue.SimpleQueue = queue.SimpleQueue()
         self._todo: queue.SimpleQueue = queue.SimpleQueue()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._finishers: list[Callable[[], Any]] = []
         codec = _codec(compression, level)
         self._hasher = threading.Thread(target=self._hash_spans, name="backup-hash", daemon=True)
-        self._workers = [threading.Thread(target=self._compress, args=(codec,), daemon=True,
+        self._workers = [threading.Thread(target=self._compress, args=(codec, seal), daemon=True,
                                           name=f"backup-compress-{n}") for n in range(workers)]
         self._writer = threading.Thread(target=self._write, name="backup-writer", daemon=True)
         for thread in (self._hasher, *self._workers, self._writer):
@@ -186,10 +192,6 @@ class TarStream:
         self._send_segment(last=True)
         self._stop()
         self._check()
-        for finish in self._finishers:
-            tail = finish()
-            if tail:
-                self._out.write(tail)
 
     def abort(self) -> None:
         """Stop the threads, discarding what is not written yet (safe after close)."""
@@ -222,7 +224,7 @@ class TarStream:
     def _send_segment(self, last: bool = False) -> None:
         self._check()
         # every segment passes the hasher, so the workers get them in order (gzip needs that)
-        self._hash.put((self._sequence, self._segment, self._position, self._spans))
+        self._hash.put((self._sequence, self._segment, self._position, self._spans, last))
         self._sequence += 1
         if not last:
             self._take_segment()
@@ -258,31 +260,42 @@ class TarStream:
                 del view
             self._todo.put(job)
 
-    def _compress(self, codec) -> None:
+    def _compress(self, codec, seal_factory: Callable[[], Seal] | None) -> None:
+        """Compress (then seal) each segment; the last one's compressed stream is finished
+        here too (gzip's tail), so the final frame holds it."""
         compress, finish = codec()
-        self._finishers.append(finish)
+        seal = seal_factory() if seal_factory is not None else None
         while (job := self._todo.get()) is not None:
-            sequence, segment, length, _spans = job
-            data = None
+            sequence, segment, length, _spans, last = job
+            parts: tuple = ()
             if self._error is None and not self._aborted:
                 try:
                     data = compress(memoryview(segment)[:length])
+                    tail = finish() if last else b""
+                    if tail:
+                        data = bytes(data) + tail
+                    parts = seal(sequence, data, last) if seal is not None else (data,)
+                    del data
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._fail(exc)
-            self._done.put((sequence, segment, data))
+            self._done.put((sequence, segment, parts))
 
     def _write(self) -> None:
-        waiting: dict[int, tuple[bytearray, Any]] = {}
+        waiting: dict[int, tuple[bytearray, tuple]] = {}
         expected = 0
         while (item := self._done.get()) is not None:
             waiting[item[0]] = item[1:]
             while expected in waiting:
-                segment, data = waiting.pop(expected)
+                segment, parts = waiting.pop(expected)
                 expected += 1
-                if data and self._error is None and not self._aborted:
-                    try:
-                        self._out.write(data)
-                    except BaseException as exc:  # re-raised in the caller's thread
-                        self._fail(exc)
-                del data
+                self._emit(parts)
+                del parts  # may be a view of the segment (no compression)
                 self._free.put(segment)
+
+    def _emit(self, parts: tuple) -> None:
+        for part in parts:
+            if len(part) and self._error is None and not self._aborted:
+                try:
+                    self._out.write(part)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._fail(exc)

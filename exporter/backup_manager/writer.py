@@ -1,6 +1,6 @@
-"""Write one backup: walk the sources (:mod:`.sources`), stream them through tar, zstd/gzip and AES-GCM to a temp
-file, hashing every file and the archive on the way; then fsync, write the manifest, and rename
-the archive into place last. Any failure (disk full, Ctrl-C, a source that vanished) removes
+"""Write one backup: walk the sources (:mod:`.sources`), stream them through tar, zstd/gzip and
+AES-GCM (:mod:`.tarstream`) to a temp file, hashing every file and the archive on the way; then
+fsync, write the manifest, and rename the archive into place last. Any failure (disk full, Ctrl-C, a source that vanished) removes
 every temp file and the manifest."""
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from typing import Any
 from .. import __version__
 from .._files import fsync_directory, replace_file
 from ..errors import BackupError
-from .catalog import ARCHIVE_SUFFIX, FORMAT_VERSION, SEALED_FORMAT_VERSION, TEMP_MARKER, manifest_path
+from .catalog import ARCHIVE_SUFFIX, ENCRYPTED_FORMAT_VERSION, FORMAT_VERSION, TEMP_MARKER, manifest_path
 from .sources import Entry, plan_sources, walk
-from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
+from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, Seal, TarStream, tar_header
 
 SYNC_EVERY = 32 << 20  # bytes written between two fdatasync calls
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -168,11 +168,8 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
     try:
         fd = os.open(tmp_archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         sink = _Sink(fd, cancel)
-        layer = _encrypting(sink, key)
-        stream = TarStream(layer, compression, level, threads)
+        stream = TarStream(sink, compression, level, threads, seal=_sealing(sink, key))
         records = _archive_entries(stream, entries, backup_dir, name, temps, tally, cancel)
-        if layer is not sink:
-            layer.close()
         sink.close()
         os.close(fd)
         fd = -1
@@ -201,13 +198,15 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             _unlink_quietly(path)
 
 
-def _encrypting(sink: _Sink, key: bytes | None) -> Any:
-    """What the tar stream writes to: the sink, through AES-GCM frames when there is a key."""
+def _sealing(sink: _Sink, key: bytes | None) -> Callable[[], Seal] | None:
+    """With a key: the encryption header written, the factory of the stream's frame sealers."""
     if key is None:
-        return sink
-    from .crypto import Encryptor
+        return None
+    from .crypto import FrameSealer
 
-    return Encryptor(sink, key)
+    sealer = FrameSealer(key)
+    sink.write(sealer.header)
+    return sealer.for_thread
 
 
 def _archive_entries(stream: TarStream, entries: list[Entry], backup_dir: Path, name: str,
@@ -236,7 +235,7 @@ def _describe(*, name: str, started: float, tier: str, description: str, compres
     """The whole manifest of a backup just written."""
     return {
         "format": "opsstack-backup",
-        "format_version": FORMAT_VERSION if key is None else SEALED_FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if key is None else ENCRYPTED_FORMAT_VERSION,
         "name": name,
         "created_at": started,
         "created_at_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -245,7 +244,7 @@ def _describe(*, name: str, started: float, tier: str, description: str, compres
         "opsstack_version": __version__,
         "settings": {"compression": compression, "compression_level": level,
                      "encrypted": key is not None,
-                     "encryption": "AES-256-GCM, 1 MiB frames" if key is not None else None,
+                     "encryption": "AES-256-GCM, a frame per segment" if key is not None else None,
                      "hash": "sha256"},
         "sources": sources,
         "archive": archive,
