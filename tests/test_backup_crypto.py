@@ -93,3 +93,19 @@ def test_an_encrypted_backup_has_one_frame_per_segment(tmp_path):
     assert [final for _, final in layout] == [False, False, True]
     assert all(SEGMENT_SIZE <= size < SEGMENT_SIZE + 1024 for size, _ in layout[:2])
     assert manager.verify_backup("b")
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_encrypted_backups_of_every_compression_restore_byte_for_byte(tmp_path, compression):
+    source = tmp_path / "data"
+    (source / "sub").mkdir(parents=True)
+    files = {"big.bin": os.urandom(5 * SEGMENT_SIZE // 2 + 3), "sub/small.txt": b"x" * 700,
+             "empty": b""}
+    for rel, data in files.items():
+        (source / rel).write_bytes(data)
+    manager = make_manager(tmp_path, BACKUP_ENCRYPTION_KEY=KEY.hex(), BACKUP_COMPRESSION=compression)
+    manager.create_backup_sync([str(source)], "b")
+    assert manager.verify_backup("b")
+    manager.restore_backup_sync("b", tmp_path / "out")
+    for rel, data in files.items():
+        assert (tmp_path / "out" / "data" / rel).read_bytes() == data
