@@ -97,12 +97,12 @@ class TarStream:
     """A tar archive written by the caller's thread, hashed, compressed and written by others.
 
     ``add_header`` and ``add_file`` fill the current segment; a full one goes to the hasher
-    thread (which hashes the parts of large files it holds), then to the workers, and one
-    writer thread hands the compressed segments, in order, to ``out.write``. So the caller's
-    thread reads files (straight into the segment, no intermediate bytes), hashes the small
-    ones and builds headers. Each stage that must see the segments in order (this thread, the
-    hasher, the writer) has at most a quarter of the work, so none holds the others back on
-    two busy cores. At most ``workers + 4`` segments exist, so memory stays bounded when the
+    thread (which hashes the parts of large files it holds), then to a worker, which
+    compresses it and, in its turn, hands it to ``out.write`` (segments are written in order).
+    So the caller's thread reads files (straight into the segment, no intermediate bytes),
+    hashes the small ones and builds headers. Each stage that must see the segments in order
+    (this thread, the hasher, the writing) has at most a quarter of the work, so none holds
+    the others back on two busy cores. At most ``workers + 4`` segments exist, so memory stays bounded when the
     disk is slow. An error in any thread is raised in the caller's thread at its next call;
     :meth:`abort` stops everything without writing more.
 
@@ -121,13 +121,13 @@ class TarStream:
             self._free.put(bytearray(segment_size))
         self._hash: queue.SimpleQueue = queue.SimpleQueue()
         self._todo: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._turn = threading.Condition()  # guards _written: the segments written so far
+        self._written = 0
         codec = _codec(compression, level)
         self._hasher = threading.Thread(target=self._hash_spans, name="backup-hash", daemon=True)
         self._workers = [threading.Thread(target=self._compress, args=(codec, seal), daemon=True,
                                           name=f"backup-compress-{n}") for n in range(workers)]
-        self._writer = threading.Thread(target=self._write, name="backup-writer", daemon=True)
-        for thread in (self._hasher, *self._workers, self._writer):
+        for thread in (self._hasher, *self._workers):
             thread.start()
         self._sequence = 0
         self._take_segment()
@@ -234,7 +234,7 @@ class TarStream:
             raise self._error
 
     def _stop(self) -> None:
-        if not self._writer.is_alive():
+        if not self._hasher.is_alive():
             return
         self._hash.put(None)
         self._hasher.join()
@@ -242,8 +242,6 @@ class TarStream:
             self._todo.put(None)
         for thread in self._workers:
             thread.join()
-        self._done.put(None)
-        self._writer.join()
 
     # ------------------------------------------------------------------ worker threads
     def _fail(self, exc: BaseException) -> None:
@@ -261,8 +259,8 @@ class TarStream:
             self._todo.put(job)
 
     def _compress(self, codec, seal_factory: Callable[[], Seal] | None) -> None:
-        """Compress (then seal) each segment; the last one's compressed stream is finished
-        here too (gzip's tail), so the final frame holds it."""
+        """Compress (then seal) each segment, then write it in its turn: the last one's
+        compressed stream is finished here too (gzip's tail), so the final frame holds it."""
         compress, finish = codec()
         seal = seal_factory() if seal_factory is not None else None
         while (job := self._todo.get()) is not None:
@@ -278,19 +276,22 @@ class TarStream:
                     del data
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._fail(exc)
-            self._done.put((sequence, segment, parts))
+            self._write_in_turn(sequence, segment, parts)
+            del parts  # may be a view of the segment (no compression)
 
-    def _write(self) -> None:
-        waiting: dict[int, tuple[bytearray, tuple]] = {}
-        expected = 0
-        while (item := self._done.get()) is not None:
-            waiting[item[0]] = item[1:]
-            while expected in waiting:
-                segment, parts = waiting.pop(expected)
-                expected += 1
-                self._emit(parts)
-                del parts  # may be a view of the segment (no compression)
-                self._free.put(segment)
+    def _write_in_turn(self, sequence: int, segment: bytearray, parts: tuple) -> None:
+        """Hand ``parts`` to ``out.write`` once every earlier segment is written. The worker
+        that compressed a segment writes it, while its bytes are still in that CPU's cache,
+        and no writer thread waits for the GIL on every segment. The workers take the
+        segments in order, so each turn comes."""
+        with self._turn:
+            while self._written != sequence:
+                self._turn.wait()
+        self._emit(parts)
+        self._free.put(segment)
+        with self._turn:
+            self._written += 1
+            self._turn.notify_all()
 
     def _emit(self, parts: tuple) -> None:
         for part in parts:
