@@ -66,9 +66,9 @@ def snapshot_sqlite(source: str, target: Path) -> None:
 
 
 class _Sink:
-    """The bottom of the stack: the temp file. ``write`` (called by the stream's writer
-    thread) hashes the archive bytes and writes them at once, while they are still in the
-    CPU's cache: handing them to a thread of their own cost 0.3 s of CPU more per 300 MB of
+    """The bottom of the stack: the temp file. ``write`` (called by the stream's workers,
+    one at a time, in the archive's order) hashes the archive bytes and writes them at once,
+    while they are still in the CPU's cache: handing them to a thread of their own cost 0.3 s of CPU more per 300 MB of
     archive (the bytes read back from memory), and CPU is what a busy machine lacks. Every
     SYNC_EVERY bytes a thread calls ``fdatasync``, so the disk works while the CPU
     compresses and the final ``fsync`` waits for only the last few megabytes."""
