@@ -102,9 +102,9 @@ class TarStream:
     So the caller's thread reads files (straight into the segment, no intermediate bytes),
     hashes the small ones and builds headers. Each stage that must see the segments in order
     (this thread, the hasher, the writing) has at most a quarter of the work, so none holds
-    the others back on two busy cores. At most ``workers + 4`` segments exist, so memory stays bounded when the
-    disk is slow. An error in any thread is raised in the caller's thread at its next call;
-    :meth:`abort` stops everything without writing more.
+    the others back on two busy cores. At most ``workers + 4`` segments exist, so memory
+    stays bounded when the disk is slow. An error in any thread is raised in the caller's
+    thread at its next call; :meth:`abort` stops everything without writing more.
 
     ``seal`` (a factory called once per worker thread) encrypts: each worker seals the segment
     it compressed as frame number ``sequence``, the last one final."""
@@ -277,7 +277,7 @@ class TarStream:
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._fail(exc)
             self._write_in_turn(sequence, segment, parts)
-            del parts  # may be a view of the segment (no compression)
+            del parts
 
     def _write_in_turn(self, sequence: int, segment: bytearray, parts: tuple) -> None:
         """Hand ``parts`` to ``out.write`` once every earlier segment is written. The worker
