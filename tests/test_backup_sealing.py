@@ -30,7 +30,7 @@ def test_the_manifest_on_disk_holds_only_what_listing_needs(sealed):
     manager, source = sealed
     raw = manifest_path(manager.backup_dir, "b").read_bytes()
     on_disk = json.loads(raw)
-    assert set(on_disk) == PUBLIC and on_disk["format_version"] == 3
+    assert set(on_disk) == PUBLIC and on_disk["format_version"] == 4
     assert on_disk["settings"] == {"encrypted": True}
     token_hash = hashlib.sha256(b"secret-token").hexdigest().encode()
     for secret in (b"token.txt", b"settings.json", token_hash, b"quarterly", str(source).encode()):

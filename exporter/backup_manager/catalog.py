@@ -27,7 +27,9 @@ LOCK_FILE = ".lock"
 TEMP_MARKER = ".tmp-"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FORMAT_VERSION = 2  # 2: the zstd archive is a series of frames, one per 2 MiB of tar
-SEALED_FORMAT_VERSION = 3  # 3: an encrypted backup's manifest is sealed (see sealing.py)
+# 3: an encrypted backup's manifest is sealed (see sealing.py); 4: and its archive has one
+# AES-GCM frame per compressed segment (see crypto.py); formats 1 to 4 are all read
+ENCRYPTED_FORMAT_VERSION = 4
 
 
 def manifest_path(backup_dir: str | os.PathLike, name: str) -> Path:

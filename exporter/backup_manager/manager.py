@@ -166,9 +166,6 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
                                backup_name=name, **fields)
         self._alerts.resolve_alerts_sync("backup_failed", action=action)
 
-    def _record_verify(self, name: str, ok: bool) -> None:
-        self._record(VERIFY_STATE_FILE, read_verify_state, name, ok)
-
     def _record(self, state_file: str, read_state, name: str, ok: bool) -> None:
         """Note the outcome for ``name`` in ``state_file``; backups that are gone leave it."""
         from .writer import write_json_atomic
@@ -300,11 +297,10 @@ class BackupManager(Drills, Housekeeping, ManagerBase):
                 self._fail("verify", backup_name, exc)
                 raise
             except DecryptionError as exc:  # a sealed manifest changed: the backup is bad
-                report = {"ok": False, "name": backup_name, "errors": [str(exc)],
-                          "error_type": "DecryptionError", "files_checked": 0, "bytes_checked": 0,
-                          "outside_links": []}
+                report = {"ok": False, "name": backup_name, "errors": [str(exc)], "error_type":
+                          "DecryptionError", "files_checked": 0, "bytes_checked": 0, "outside_links": []}
         report["duration_seconds"] = round(time.time() - started, 3)
-        self._record_verify(backup_name, report["ok"])
+        self._record(VERIFY_STATE_FILE, read_verify_state, backup_name, report["ok"])
         outcome = "success" if report["ok"] else "failure"
         self.metrics.backup_verifications.labels(outcome).inc()
         self.metrics.backup_last_verify_ok.set(1 if report["ok"] else 0)

@@ -1,9 +1,9 @@
-"""Sealed manifests (format version 3): an encrypted backup's manifest keeps in the clear only
+"""Sealed manifests (format versions 3 and 4): an encrypted backup's manifest keeps in the clear only
 what listing needs, and encrypts and authenticates the rest.
 
 On disk::
 
-    {"format": "opsstack-backup", "format_version": 3, "name", "created_at", "created_at_iso",
+    {"format": "opsstack-backup", "format_version": 4, "name", "created_at", "created_at_iso",
      "tier", "settings": {"encrypted": true}, "archive": {"name", "size", "sha256"},
      "sealed": {"key_id", "nonce", "data"}}
 

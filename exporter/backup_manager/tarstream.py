@@ -9,8 +9,9 @@ about 15% more CPU on this workload; the ratio is the same to 0.1%. gzip and no 
 are one ordered stream handled by a single worker.
 
 The caller's thread reads every file straight into the current segment (``readv``, no
-intermediate bytes); hashing, compressing and writing run in other threads beside it, and
-hashlib, zstd and the system calls release the GIL.
+intermediate bytes); hashing, compressing (and sealing, when encrypted: one AES-GCM frame per
+compressed segment, see :class:`.crypto.FrameSealer`) and writing run in other threads beside
+it, and hashlib, zstd, AES-GCM and the system calls release the GIL.
 """
 from __future__ import annotations
 
@@ -84,8 +85,12 @@ def _take_compressor(zstandard, level: int):
         return zstandard.ZstdCompressor(level=level, write_checksum=False)
 
 
-def _codec(compression: str, level: int | None) -> Callable[[], tuple[Callable, Callable]]:
-    """A factory of ``(compress, finish)`` pairs, one per worker thread."""
+Seal = Callable[[int, Any, bool], tuple[bytes, bytes]]  # frame number, plaintext, final
+
+
+def _codec(compression: str, level: int | None) -> Callable[[], tuple[Callable, Callable, Callable]]:
+    """A factory of ``(compress, finish, release)``, one per worker thread: ``finish`` ends the
+    stream (its tail bytes), ``release`` gives back what the thread held when it ends."""
     if compression == "zstd":
         import zstandard
 
@@ -94,36 +99,46 @@ def _codec(compression: str, level: int | None) -> Callable[[], tuple[Callable, 
         def zstd_frames():
             compressor = _take_compressor(zstandard, chosen)
 
-            def finish() -> bytes:
+            def release() -> None:
                 _IDLE_COMPRESSORS.setdefault(chosen, queue.SimpleQueue()).put(compressor)
-                return b""
-            return compressor.compress, finish
+            return compressor.compress, _no_tail, release
         return zstd_frames
     if compression == "gzip":
         import zlib
 
         def gzip_stream():
             stream = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
-            return stream.compress, stream.flush
+            return stream.compress, stream.flush, _nothing
         return gzip_stream
-    return lambda: ((lambda view: view), lambda: b"")
+    return lambda: ((lambda view: view), _no_tail, _nothing)
+
+
+def _no_tail() -> bytes:  # zstd frames and no compression end with nothing more
+    return b""
+
+
+def _nothing() -> None:
+    return None
 
 
 class TarStream:
     """A tar archive written by the caller's thread, hashed, compressed and written by others.
 
     ``add_header`` and ``add_file`` fill the current segment; a full one goes to the hasher
-    thread (which hashes the parts of large files it holds), then to the workers, and one
-    writer thread hands the compressed segments, in order, to ``out.write``. So the caller's
-    thread reads files (straight into the segment, no intermediate bytes), hashes the small
-    ones and builds headers. Each stage that must see the segments in order (this thread, the
-    hasher, the writer) has at most a quarter of the work, so none holds the others back on
-    two busy cores. At most ``workers + 4`` segments exist, so memory stays bounded when the
-    disk is slow. An error in any thread is raised in the caller's thread at its next call;
-    :meth:`abort` stops everything without writing more."""
+    thread (which hashes the parts of large files it holds), then to a worker, which
+    compresses it and, in its turn, hands it to ``out.write`` (segments are written in order).
+    So the caller's thread reads files (straight into the segment, no intermediate bytes),
+    hashes the small ones and builds headers. Each stage that must see the segments in order
+    (this thread, the hasher, the writing) has at most a quarter of the work, so none holds
+    the others back on two busy cores. At most ``workers + 4`` segments exist, so memory
+    stays bounded when the disk is slow. An error in any thread is raised in the caller's
+    thread at its next call; :meth:`abort` stops everything without writing more.
+
+    ``seal`` (a factory called once per worker thread) encrypts: each worker seals the segment
+    it compressed as frame number ``sequence``, the last one final."""
 
     def __init__(self, out, compression: str, level: int | None = None, threads: int = 1,
-                 segment_size: int = SEGMENT_SIZE) -> None:
+                 segment_size: int = SEGMENT_SIZE, seal: Callable[[], Seal] | None = None) -> None:
         self._out = out
         self._segment_size = segment_size
         self._error: BaseException | None = None
@@ -139,14 +154,13 @@ class TarStream:
             self._free.put(mmap.mmap(-1, segment_size))
         self._hash: queue.SimpleQueue = queue.SimpleQueue()
         self._todo: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
-        self._finishers: list[Callable[[], Any]] = []
+        self._turn = threading.Condition()  # guards _written: the segments written so far
+        self._written = 0
         codec = _codec(compression, level)
         self._hasher = threading.Thread(target=self._hash_spans, name="backup-hash", daemon=True)
-        self._workers = [threading.Thread(target=self._compress, args=(codec,), daemon=True,
+        self._workers = [threading.Thread(target=self._compress, args=(codec, seal), daemon=True,
                                           name=f"backup-compress-{n}") for n in range(workers)]
-        self._writer = threading.Thread(target=self._write, name="backup-writer", daemon=True)
-        for thread in (self._hasher, *self._workers, self._writer):
+        for thread in (self._hasher, *self._workers):
             thread.start()
         self._sequence = 0
         self._take_segment()
@@ -211,10 +225,6 @@ class TarStream:
         self._send_segment(last=True)
         self._stop()
         self._check()
-        for finish in self._finishers:
-            tail = finish()
-            if tail:
-                self._out.write(tail)
 
     def abort(self) -> None:
         """Stop the threads, discarding what is not written yet (safe after close)."""
@@ -247,7 +257,7 @@ class TarStream:
     def _send_segment(self, last: bool = False) -> None:
         self._check()
         # every segment passes the hasher, so the workers get them in order (gzip needs that)
-        self._hash.put((self._sequence, self._segment, self._position, self._spans))
+        self._hash.put((self._sequence, self._segment, self._position, self._spans, last))
         self._sequence += 1
         if not last:
             self._take_segment()
@@ -257,7 +267,7 @@ class TarStream:
             raise self._error
 
     def _stop(self) -> None:
-        if not self._writer.is_alive():
+        if not self._hasher.is_alive():
             return
         self._hash.put(None)
         self._hasher.join()
@@ -265,8 +275,6 @@ class TarStream:
             self._todo.put(None)
         for thread in self._workers:
             thread.join()
-        self._done.put(None)
-        self._writer.join()
         # unmapped now, not whenever this object goes (the last reference to a map unmaps it)
         self._segment = self._view = None
         while not self._free.empty():
@@ -287,31 +295,50 @@ class TarStream:
                 del view
             self._todo.put(job)
 
-    def _compress(self, codec) -> None:
-        compress, finish = codec()
-        self._finishers.append(finish)
+    def _compress(self, codec, seal_factory: Callable[[], Seal] | None) -> None:
+        """Compress (then seal) each segment, then write it in its turn: the last one's
+        compressed stream is finished here too (gzip's tail), so the final frame holds it."""
+        compress, finish, release = codec()
+        try:
+            self._compress_jobs(compress, finish, seal_factory() if seal_factory is not None else None)
+        finally:
+            release()
+
+    def _compress_jobs(self, compress, finish, seal: Seal | None) -> None:
         while (job := self._todo.get()) is not None:
-            sequence, segment, length, _spans = job
-            data = None
+            sequence, segment, length, _spans, last = job
+            parts: tuple = ()
             if self._error is None and not self._aborted:
                 try:
                     data = compress(memoryview(segment)[:length])
+                    tail = finish() if last else b""
+                    if tail:
+                        data = bytes(data) + tail
+                    parts = seal(sequence, data, last) if seal is not None else (data,)
+                    del data
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._fail(exc)
-            self._done.put((sequence, segment, data))
+            self._write_in_turn(sequence, segment, parts)
+            del parts
 
-    def _write(self) -> None:
-        waiting: dict[int, tuple[mmap.mmap, Any]] = {}
-        expected = 0
-        while (item := self._done.get()) is not None:
-            waiting[item[0]] = item[1:]
-            while expected in waiting:
-                segment, data = waiting.pop(expected)
-                expected += 1
-                if data and self._error is None and not self._aborted:
-                    try:
-                        self._out.write(data)
-                    except BaseException as exc:  # re-raised in the caller's thread
-                        self._fail(exc)
-                del data
-                self._free.put(segment)
+    def _write_in_turn(self, sequence: int, segment: bytearray, parts: tuple) -> None:
+        """Hand ``parts`` to ``out.write`` once every earlier segment is written. The worker
+        that compressed a segment writes it, while its bytes are still in that CPU's cache,
+        and no writer thread waits for the GIL on every segment. The workers take the
+        segments in order, so each turn comes."""
+        with self._turn:
+            while self._written != sequence:
+                self._turn.wait()
+        self._emit(parts)
+        self._free.put(segment)
+        with self._turn:
+            self._written += 1
+            self._turn.notify_all()
+
+    def _emit(self, parts: tuple) -> None:
+        for part in parts:
+            if len(part) and self._error is None and not self._aborted:
+                try:
+                    self._out.write(part)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._fail(exc)
