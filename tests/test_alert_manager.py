@@ -868,3 +868,32 @@ def test_backoff_has_jitter_within_half_and_all_of_the_step(metrics):
     lane.retry_base, lane.retry_max = 1.0, 60.0
     waits = [lane.backoff(3) for _ in range(200)]
     assert all(2.0 <= wait <= 4.0 for wait in waits) and len({round(w, 3) for w in waits}) > 50
+
+
+def test_a_save_that_would_write_the_same_outbox_writes_nothing(tmp_path, monkeypatch):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from exporter.alert_manager import delivery
+
+    path = tmp_path / "alert_outbox.jsonl"
+    outbox = delivery.Outbox(path)
+    lane = SimpleNamespace(jobs=deque())
+    outbox.lanes["log"] = lane
+    writes = []
+    real_write = delivery.write_atomic
+    monkeypatch.setattr(delivery, "write_atomic", lambda target, lines: writes.append(list(lines))
+                        or real_write(target, lines))
+    outbox.save()
+    assert writes == [[]] and path.read_text() == ""
+    lane.jobs.append(delivery.Job(channel="log", kind="firing", alert={"n": 1}, created=1.0))
+    lane.jobs.popleft()  # queued and delivered between two saves
+    outbox.save()
+    assert len(writes) == 1  # the file holds that already
+    lane.jobs.append(delivery.Job(channel="log", kind="firing", alert={"n": 2}, created=2.0))
+    outbox.save()
+    outbox.save()
+    assert len(writes) == 2 and json.loads(path.read_text())["alert"] == {"n": 2}
+    lane.jobs[0].attempts = 1  # a change in a job is written
+    outbox.save()
+    assert len(writes) == 3 and json.loads(path.read_text())["attempts"] == 1
