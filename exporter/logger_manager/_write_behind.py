@@ -36,7 +36,7 @@ from ._handler import ECSHandler
 log = logging.getLogger("exporter.logger_manager")
 
 PENDING_LIMIT = 256  # records queued at the most: the lines a SIGKILL can lose
-GATHER = 0.05  # seconds the writer lets records gather before it writes them
+GATHER = 0.2  # seconds the writer lets records gather before it writes them
 HURRY_AT = PENDING_LIMIT // 4  # records queued that end the gathering at once
 IDLE_CHECK = 1.0  # seconds between two looks at the queue while nobody wakes the writer
 _PLAIN_ATTRIBUTES = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
