@@ -401,8 +401,8 @@ def test_the_outbox_encodes_again_only_the_jobs_that_changed(tmp_path, monkeypat
                         or real_dumps(value, **options))
 
     def saved() -> list[tuple[int, int, float]]:
-        lines = (tmp_path / "alert_outbox.jsonl").read_text().splitlines()
-        return [(job["alert"]["n"], job["attempts"], job["next_at"]) for job in map(json.loads, lines)]
+        jobs = delivery.Outbox(tmp_path / "alert_outbox.jsonl").load()
+        return [(job.alert["n"], job.attempts, job.next_at) for job in jobs]
 
     outbox.save()
     assert encoded == [0, 1, 2] and saved() == [(0, 0, 0.0), (1, 0, 0.0), (2, 0, 0.0)]
@@ -868,3 +868,45 @@ def test_backoff_has_jitter_within_half_and_all_of_the_step(metrics):
     lane.retry_base, lane.retry_max = 1.0, 60.0
     waits = [lane.backoff(3) for _ in range(200)]
     assert all(2.0 <= wait <= 4.0 for wait in waits) and len({round(w, 3) for w in waits}) > 50
+
+
+def test_the_outbox_is_a_journal_of_what_changed_replayed_on_load(tmp_path, monkeypatch):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from exporter.alert_manager import delivery
+
+    path = tmp_path / "alert_outbox.jsonl"
+    outbox = delivery.Outbox(path)
+    lane = SimpleNamespace(jobs=deque())
+    outbox.lanes["log"] = lane
+
+    def job(number: int) -> delivery.Job:
+        return delivery.Job(channel="log", kind="firing", alert={"n": number}, created=float(number))
+
+    def restored() -> list[tuple[int, int]]:
+        return [(job.alert["n"], job.attempts) for job in delivery.Outbox(path).load()]
+
+    outbox.save()  # the first save rewrites the file
+    assert path.read_text() == ""
+    lane.jobs.append(job(1))
+    lane.jobs.popleft()  # queued and delivered between two saves: nothing to write
+    outbox.save()
+    assert path.read_text() == ""
+    lane.jobs.extend([job(2), job(3), job(4)])
+    outbox.save()
+    size = path.stat().st_size
+    outbox.save()  # nothing changed
+    assert path.stat().st_size == size and restored() == [(2, 0), (3, 0), (4, 0)]
+    lane.jobs.popleft()  # delivered
+    lane.jobs[0].attempts = 1  # failed once
+    outbox.save()
+    assert len(path.read_text().splitlines()) == 5  # three jobs, one done, one changed: appended
+    assert restored() == [(3, 1), (4, 0)]  # a changed job keeps its place
+    monkeypatch.setattr(delivery, "JOURNAL_SLACK", 0)
+    lane.jobs.append(job(5))
+    outbox.save()  # past the slack: rewritten
+    assert len(path.read_text().splitlines()) == 3 and restored() == [(3, 1), (4, 0), (5, 0)]
+    lane.jobs.clear()
+    outbox.save(compact=True)
+    assert path.read_text() == "" and restored() == []

@@ -242,3 +242,38 @@ def test_a_line_logged_while_logging_is_turned_off_is_written_or_counted(tmp_pat
     errors = metrics.registry.get_sample_value("bot_log_handler_errors_total", {"handler": "file"})
     assert written or errors == 1, (written, errors, list(front._queue), front.inner.errors)
     assert not front._queue
+
+
+def test_queued_lines_and_event_lines_go_to_the_file_in_one_write(manager, tmp_path, monkeypatch):
+    appends = []
+    output = manager._handler.files[0]
+    real_append = output._append
+    monkeypatch.setattr(output, "_append", lambda data: (appends.append(data), real_append(data)))
+    manager._front._wake.wait = lambda timeout=None: False  # the writer does not take them meanwhile
+    log = logging.getLogger("bot")
+    for number in range(40):
+        log.info("line %d", number, extra={"chat_id": number} if number % 4 == 0 else None)
+    assert not appends  # all queued, the event lines (extras) too
+    log.warning("line 40")  # written at once, with what is queued
+    assert len(appends) == 1
+    assert _messages(tmp_path / "logs" / "bot.json") == [f"line {n}" for n in range(41)]
+
+
+def test_a_batch_rotates_where_line_by_line_writing_would(tmp_path):
+    from exporter.logger_manager._handler import RotatingFile
+
+    lines = [(b"%03d" % number) * (number % 7 + 1) + b"\n" for number in range(60)]
+    one, batch = tmp_path / "one", tmp_path / "batch"
+    one.mkdir(), batch.mkdir()
+    single = RotatingFile("file", one / "bot.json", 100, 3, 0)
+    for line in lines:
+        single.write(line)
+    batched = RotatingFile("file", batch / "bot.json", 100, 3, 0)
+    places = batched.write_lines(lines[:25]) + batched.write_lines(lines[25:])
+    for name in ("bot.json", "bot.json.1", "bot.json.2", "bot.json.3"):
+        assert (one / name).read_bytes() == (batch / name).read_bytes(), name
+    starts = [number for number, (_, offset) in enumerate(places) if offset == 0]
+    assert len(starts) > 3 and starts[1] not in (0, 25)  # it rotated inside the batches too
+    live = (batch / "bot.json").read_bytes()
+    for (file, offset), line in list(zip(places, lines))[starts[-1]:]:  # the lines of the live file
+        assert file == batched.file and live[offset:offset + len(line)] == line

@@ -3,7 +3,7 @@
 The bot runs elsewhere; what both share is ``STATE_DIR``. A request is one small JSON file in
 ``STATE_DIR/alert_requests/`` (written atomically, 0600, in a 0700 folder: a reader never sees
 half of one, and two writers never meet). The running manager takes the folder's requests every
-0.2 s, applies each once (it resolves the alerts, and its channels are told as for any
+second, applies each once (it resolves the alerts, and its channels are told as for any
 resolution) and deletes it; a request made while no bot runs waits for the next start.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter.alert_manager")
 
 REQUESTS_DIR = "alert_requests"
-POLL_INTERVAL = 0.2  # seconds between two looks at the folder
+POLL_INTERVAL = 1.0  # seconds between two looks at the folder (a person waits for it; the bot wakes for it)
 
 
 def submit(state_dir: Path, request: dict[str, Any]) -> Path:

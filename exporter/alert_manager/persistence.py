@@ -100,9 +100,9 @@ class AlertState:
             self.refresh_active()
 
     def save(self) -> None:
-        """Write what changed and the whole outbox (on the way out)."""
+        """Write what changed and the whole outbox, compacted (on the way out)."""
         self.write_history()
-        self.outbox.save()
+        self.outbox.save(compact=True)
 
     async def run(self) -> None:
         """Every 0.2 s: append changed alerts, save the outbox if it changed, prune hourly."""

@@ -22,6 +22,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from traceback import format_tb
 from typing import Any
 
+from . import _layout
 from ._document import MAX_DEPTH, compact, flatten, merge, safe_for_json, without_none
 from ._fields import ECS_VERSION, place, relocate
 from ._redact import MASK, Redactor
@@ -33,6 +34,7 @@ STANDARD_ATTRIBUTES = frozenset(_PLAIN_RECORD.__dict__) | frozenset(dir(_PLAIN_R
     "message", "asctime", "taskName"}
 
 _CACHE_LIMIT = 4096
+_MISSING = object()
 _SCALARS = (int, float, bool)
 
 TraceIds = Callable[[], "tuple[str, str] | None"]
@@ -69,6 +71,7 @@ class ECSFormatter(logging.Formatter):
         self._processes: dict[tuple, str] = {}
         self._trace_part: tuple[object, str] = (None, "")
         self._secret_names: dict[str, bool] = {}
+        self._plans: dict[tuple, _layout.Plan | None] = {}  # extras' layouts by the record's attribute names
         self._head_tail = ',"ecs.version":' + _quote(ECS_VERSION) + "," + host_part + '"log":{"logger":'
 
     # ------------------------------------------------------------------ public
@@ -100,6 +103,10 @@ class ECSFormatter(logging.Formatter):
         attributes = record.__dict__
         extras = attributes.keys() - STANDARD_ATTRIBUTES if len(attributes) != _BASE_ATTRIBUTES else None
         if general or extras or record.exc_info or record.stack_info:
+            if extras and not (general or record.exc_info or record.stack_info):
+                line = self._from_layout(record, message, extras, ids)
+                if line is not None:
+                    return line
             return self._general(record, message, extras, ids)
         # cached fragments; a miss builds them (None when a value is missing: general path)
         origin = self._origins.get((record.name, record.filename, record.funcName)) or self._origin(record)
@@ -130,6 +137,67 @@ class ECSFormatter(logging.Formatter):
         head = ('{"@timestamp":"' + self._timestamp(record) + '","log.level":' + self._level(record)
                 + ',"message":' + _quote(message) + ",")
         return head + self._dumps(document)[1:]
+
+    def _from_layout(self, record: logging.LogRecord, message: str, extras, ids) -> str | None:
+        """The line of a record with extras from its cached layout (see ``_layout``); None: the
+        general path writes it."""
+        attributes = record.__dict__
+        names = tuple(attributes)
+        plan = self._plans.get(names, _MISSING)
+        if plan is _MISSING:
+            plan = self._new_plan(names, extras)
+        if plan is None or not _layout.base_fits(attributes):
+            return None
+        shape = _layout.shape(plan, attributes, ids)
+        if shape is None:
+            return None
+        layout = plan.layouts.get(shape, _MISSING)
+        if layout is None:
+            return None
+        head = (self._timestamp(record), self._level(record), _quote(message))
+        if layout is _MISSING:
+            return self._new_layout(record, head, plan, shape, ids)
+        return _layout.fill(layout, attributes, head, ids, self._redact)
+
+    def _new_plan(self, names: tuple, extras) -> _layout.Plan | None:
+        try:
+            plan = _layout.Plan(tuple(sorted(extras))) if all(name.__class__ is str for name in extras) else None
+        except TypeError:
+            plan = None
+        if len(self._plans) >= _layout.LIMIT:
+            self._plans.clear()
+        self._plans[names] = plan
+        return plan
+
+    def _new_layout(self, record: logging.LogRecord, head: tuple[str, str, str], plan: _layout.Plan,
+                    shape: tuple, ids) -> str:
+        """The general path's line of the first record of a shape, and its layout kept when the
+        layout writes the same line (not when a value was masked: that may not repeat)."""
+        attributes, document = record.__dict__, self._document(record)
+        fields = [(name, name, attributes[name], by_value) for name, by_value in zip(plan.fields, plan.by_value)]
+        if ids is not None:
+            fields += [(name, _layout.TRACE if name == "trace.id" else _layout.SPAN,
+                        ids[0] if name == "trace.id" else ids[1], False) for name in plan.ids]
+        placed, keep = [], True
+        for key, source, value, by_value in fields:
+            if value is None:
+                continue
+            secret = self._secret_names.get(key)
+            if secret is None:
+                secret = self._is_secret_field(key)
+            name, written = self._place(document, key, value)
+            if value.__class__ is str and written != value and not secret:
+                keep = False  # masked this time
+            placed.append((source, None if secret else name, value, written, by_value))
+        line = '{"@timestamp":"%s","log.level":%s,"message":%s,' % head + self._dumps(document)[1:]
+        if keep:
+            layout = _layout.make(document, placed)
+            if layout is not None and _layout.fill(layout, attributes, head, ids, self._redact) != line:
+                layout = None
+            if len(plan.layouts) >= _layout.LIMIT:
+                plan.layouts.clear()
+            plan.layouts[shape] = layout
+        return line
 
     def _document(self, record: logging.LogRecord) -> dict[str, Any]:
         """The fields every line has: ECS version, resource, logger and origin, process, error."""
@@ -177,9 +245,9 @@ class ECSFormatter(logging.Formatter):
             flat.setdefault("span.id", ids[1])
         return flat
 
-    def _place(self, document: dict[str, Any], key: str, value: Any) -> None:
+    def _place(self, document: dict[str, Any], key: str, value: Any) -> tuple[str | None, Any]:
         """One extra field into the document: masked if secret, cleaned, at its ECS place, else
-        under ``labels``/``bot``."""
+        under ``labels``/``bot``; the dotted name and the value written (None: nowhere)."""
         secret = self._secret_names.get(key)
         if secret is None:
             secret = self._is_secret_field(key)
@@ -193,10 +261,13 @@ class ECSFormatter(logging.Formatter):
         elif value.__class__ not in _SCALARS:
             value = self._clean(value, 0, set())
         name, value = place(key, value)
-        if not merge(document, name, value):
-            name, value = relocate(key, value)
-            if not merge(document, name, value):
-                merge(document, "labels." + name.replace(".", "_"), str(value))
+        if merge(document, name, value):
+            return name, value
+        name, value = relocate(key, value)
+        if merge(document, name, value):
+            return name, value
+        name, value = "labels." + name.replace(".", "_"), str(value)
+        return (name, value) if merge(document, name, value) else (None, value)
 
     # ------------------------------------------------------------------ pieces
     def _new_second(self, record: logging.LogRecord) -> tuple[int, str]:

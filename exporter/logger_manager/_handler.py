@@ -31,8 +31,8 @@ LEVEL_NAMES = ((logging.CRITICAL, "critical"), (logging.ERROR, "error"), (loggin
 class RotatingFile:
     """An append-only JSON-lines file that rotates by size (``name``, ``name.1`` ... ``name.N``).
 
-    Written with ``os.write`` on an ``O_APPEND`` descriptor: one system call per line, no
-    buffer to lose. With ``backup_count`` 0 the file is emptied instead of rotated, so it stays
+    Written with ``os.write`` on an ``O_APPEND`` descriptor: one system call per line, or per
+    batch of lines the writer thread gathered, no buffer to lose. With ``backup_count`` 0 the file is emptied instead of rotated, so it stays
     within ``max_bytes``.
 
     Several processes may write one file (Celery's prefork children share ``LOG_DIR``): where a
@@ -81,17 +81,39 @@ class RotatingFile:
 
     def write(self, data: bytes) -> int:
         """Append ``data``; the offset it starts at in :attr:`file`."""
+        return self.write_lines([data])[0][1]
+
+    def write_lines(self, lines: list[bytes]) -> list[tuple[LogFile, int]]:
+        """Append ``lines`` with one system call (one per file when it rotates between them, as
+        it would line by line); the file and offset each went to. The offsets come from the
+        end of the file after the write (``O_APPEND`` puts one write's bytes together), so
+        they hold whatever other processes wrote."""
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
-        size = len(data)
-        if self._size + size > self.max_bytes and self._size > 0:
-            self._rotate(size)
+        places: list[tuple[LogFile, int]] = []
+        chunk: list[bytes] = []
+        pending = 0
+        for line in lines:
+            if self._size + pending + len(line) > self.max_bytes and self._size + pending > 0:
+                if chunk:
+                    places += self._write_chunk(chunk, pending)
+                    chunk, pending = [], 0
+                self._rotate(len(line))
+            chunk.append(line)
+            pending += len(line)
+        return places + self._write_chunk(chunk, pending)
+
+    def _write_chunk(self, chunk: list[bytes], size: int) -> list[tuple[LogFile, int]]:
         if self._torn:
             self._append(b"\n")
             self._torn = False
-        self._size = self._append(data)
+        self._size = self._append(chunk[0] if len(chunk) == 1 else b"".join(chunk))
         self.written += size
-        return self._size - size
+        offset, places = self._size - size, []
+        for line in chunk:
+            places.append((self.file, offset))
+            offset += len(line)
+        return places
 
     def _append(self, data: bytes) -> int:
         """Write all of ``data`` (short writes too); the end of the file after it."""
@@ -221,34 +243,44 @@ class ECSHandler(logging.Handler):
         state = thread_state.__dict__  # empty on the bot's own threads
         if state and levelno < logging.WARNING and "shipping" in state:
             return  # a sink worker's chatter (one request line per batch) is not the bot's log
-        self.output(levelno, self.formatter.format(record), ship=not state)
+        self.output([(levelno, self.formatter.format(record))], ship=not state)
 
-    def output(self, levelno: int, line: str, ship: bool) -> None:
-        """Count a formatted line and write it to every output its level reaches (to the sinks
-        when ``ship``: not for a line logged by a sink while it was submitting)."""
-        name = self._level_names.get(levelno) or self._level_name(levelno)
-        self.records_by_level[name] += 1
-        self._count(name)
-        data = (line + "\n").encode("utf-8", "backslashreplace")
-        offset = -1  # where the line went in the first file (bot.json); -1: not written there
+    def output(self, lines: list[tuple[int, str]], ship: bool) -> None:
+        """Count formatted ``(levelno, line)``s and write them to every output their level
+        reaches, each output with one write (to the sinks when ``ship``: not for a line logged
+        by a sink while it was submitting)."""
+        level_names, counts = self._level_names, self.records_by_level
+        data = []
+        for levelno, line in lines:
+            name = level_names.get(levelno) or self._level_name(levelno)
+            counts[name] += 1
+            self._count(name)
+            data.append((line + "\n").encode("utf-8", "backslashreplace"))
+        places: list | None = None  # where each line went in the first file (bot.json)
+        lowest = min([levelno for levelno, _ in lines])
         for output in self.files:
-            if levelno >= output.level:
-                try:
-                    written_at = output.write(data)
-                except Exception as exc:  # plug-in boundary: an output never breaks the bot
+            chosen = data if output.level <= lowest else [
+                line for line, (levelno, _) in zip(data, lines) if levelno >= output.level]
+            if not chosen:
+                continue
+            try:
+                written_at = output.write_lines(chosen)
+            except Exception as exc:  # plug-in boundary: an output never breaks the bot
+                for _ in chosen:
                     self._failed(output.name, exc)
-                else:
-                    if output is self.files[0]:
-                        offset = written_at
+            else:
+                if output is self.files[0] and chosen is data:
+                    places = written_at
         if self.console:
             try:
-                sys.stderr.write(line + "\n")
+                sys.stderr.write("".join([line + "\n" for _, line in lines]))
             except Exception as exc:  # plug-in boundary
                 self._failed("console", exc)
         if self.sinks and ship:
             thread_state.submitting = True  # a sink that logs while submitting does not loop
             try:
-                self._submit(data, levelno, offset)
+                for number, (levelno, _) in enumerate(lines):
+                    self._submit(data[number], levelno, places[number] if places is not None else None)
             finally:
                 del thread_state.submitting
 
@@ -256,13 +288,13 @@ class ECSHandler(logging.Handler):
         name = self._level_names[levelno] = log_level_label(levelno)
         return name
 
-    def _submit(self, payload: bytes, levelno: int, offset: int) -> None:
-        """Hand the line to every sink; the ones that ship from the file learn its offset there
-        (a line the file could not take goes to them as a plain one)."""
+    def _submit(self, payload: bytes, levelno: int, place: tuple[LogFile, int] | None) -> None:
+        """Hand the line to every sink; the ones that ship from the file learn its ``place``
+        there (a line the file could not take goes to them as a plain one)."""
         plain = self.sinks
-        if offset >= 0 and self._file_sinks:
+        if place is not None and self._file_sinks:
             plain = self._plain_sinks
-            file = self.files[0].file
+            file, offset = place
             for sink in self._file_sinks:
                 try:
                     sink.submit_at(payload, levelno, file, offset)

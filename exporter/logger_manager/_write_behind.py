@@ -3,14 +3,15 @@
 On the bot's thread, a plain record below WARNING (no ``extra``, no exception, no stack) costs
 one ``append`` of ``(record, message, trace ids)`` to a queue: the trace ids of the active span
 are taken there, and so is the message when its arguments could change afterwards (anything
-but ``str``, ``int``, ``float``, ``bool`` and ``None``). A writer thread formats and writes them
-(:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER` seconds after the first
-of them was queued.
+but ``str``, ``int``, ``float``, ``bool`` and ``None``). A record below WARNING with ``extra``
+fields (their values could change) is formatted there and its line queued. A writer thread
+formats and writes them (:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER`
+seconds after the first of them was queued, all of them with one write per file.
 
-Everything else is written before the call returns, after what is queued: a WARNING or worse,
-a record with ``extra`` fields (their values could change), a record a sink logged, and any
-record while :data:`PENDING_LIMIT` records are queued (the caller then writes the queue itself:
-no record is ever dropped, and memory stays bounded). ``flush()`` writes what is queued.
+Everything else is written before the call returns, with what is queued: a WARNING or worse,
+a record a sink logged, and any record while :data:`PENDING_LIMIT` records are queued (the
+caller then writes the queue itself: no record is ever dropped, and memory stays bounded).
+``flush()`` writes what is queued.
 
 So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` + 1 lines (the queue and
 the one being written; one more for each other thread logging at that instant), all below
@@ -36,12 +37,13 @@ from ._handler import ECSHandler
 log = logging.getLogger("exporter.logger_manager")
 
 PENDING_LIMIT = 256  # records queued at the most: the lines a SIGKILL can lose
-GATHER = 0.05  # seconds the writer lets records gather before it writes them
+GATHER = 0.2  # seconds the writer lets records gather before it writes them
 HURRY_AT = PENDING_LIMIT // 4  # records queued that end the gathering at once
 IDLE_CHECK = 1.0  # seconds between two looks at the queue while nobody wakes the writer
 _PLAIN_ATTRIBUTES = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
 WARNING = logging.WARNING
 _UNCHANGING = frozenset((str, int, float, bool, type(None)))
+_FORMATTED = object()  # in a queued entry's place of the trace ids: the message is the line
 
 
 class WriteBehind(logging.Handler):
@@ -51,6 +53,7 @@ class WriteBehind(logging.Handler):
         super().__init__(inner.level)
         self.inner = inner
         self._format = formatter.format_captured
+        self._format_now = formatter.format
         self._trace_ids = trace_ids
         self._queue: collections.deque = collections.deque()
         self._closed = False  # closing: every record is written at once
@@ -75,20 +78,22 @@ class WriteBehind(logging.Handler):
         queue = self._queue
         attributes = record.__dict__
         if (record.levelno >= WARNING or record.exc_info or record.stack_info or thread_state.__dict__
-                # extra fields; "message" and "asctime" are what another handler's formatting adds
-                or (len(attributes) != _PLAIN_ATTRIBUTES and attributes.keys() - STANDARD_ATTRIBUTES)
                 or len(queue) >= PENDING_LIMIT or self._closed):
             self._write_now(record)
             return True
         message = None
-        if record.msg.__class__ is not str or record.args.__class__ is not tuple:
+        ids = self._trace_ids() if self._trace_ids is not None else None
+        # extra fields; "message" and "asctime" are what another handler's formatting adds
+        if len(attributes) != _PLAIN_ATTRIBUTES and attributes.keys() - STANDARD_ATTRIBUTES:
+            message, ids = self._format(record, None, ids), _FORMATTED
+        elif record.msg.__class__ is not str or record.args.__class__ is not tuple:
             message = record.getMessage()  # an object as the message, or a mapping of arguments
         else:
             for arg in record.args:
                 if arg.__class__ not in _UNCHANGING:  # its text could change before it is written
                     message = record.getMessage()
                     break
-        queue.append((record, message, self._trace_ids() if self._trace_ids is not None else None))
+        queue.append((record, message, ids))
         if self._closed:  # close() ran meanwhile, its last flush perhaps before this append
             self.flush()  # written, or counted as failed (the files are closed): never left queued
             return True
@@ -106,8 +111,11 @@ class WriteBehind(logging.Handler):
         inner = self.inner
         inner.acquire()
         try:
-            self._drain()
-            inner.emit(record)
+            if thread_state.__dict__:  # a sink's thread: the inner handler decides
+                self._drain()
+                inner.emit(record)
+            else:  # with what is queued, in one write
+                self._drain((record.levelno, self._format_now(record)))
         finally:
             inner.release()
 
@@ -119,12 +127,18 @@ class WriteBehind(logging.Handler):
         finally:
             self.inner.release()
 
-    def _drain(self) -> None:
-        """Format and write the queued records, oldest first (under the inner handler's lock)."""
-        queue, output, format_captured = self._queue, self.inner.output, self._format
+    def _drain(self, last: tuple[int, str] | None = None) -> None:
+        """Format the queued records and write them, oldest first, then ``last`` (a formatted
+        ``(levelno, line)``), all at once (under the inner handler's lock)."""
+        queue, format_captured = self._queue, self._format
+        lines = []
         while queue:
             record, message, ids = queue.popleft()
-            output(record.levelno, format_captured(record, message, ids), True)
+            lines.append((record.levelno, message if ids is _FORMATTED else format_captured(record, message, ids)))
+        if last is not None:
+            lines.append(last)
+        if lines:
+            self.inner.output(lines, True)
 
     def _run(self) -> None:
         while not self._closing.is_set():

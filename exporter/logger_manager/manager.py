@@ -178,7 +178,7 @@ class LoggerManager(ManagerBase):
 
     def flush(self) -> None:
         """Write every line still queued (lines below WARNING are written behind the caller,
-        within 0.05 s; see ``_write_behind``). ``disable()`` and ``get_log_stats()`` do it too."""
+        within 0.2 s; see ``_write_behind``). ``disable()`` and ``get_log_stats()`` do it too."""
         front = self._front
         if front is not None:
             front.flush()
