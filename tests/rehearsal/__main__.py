@@ -2,10 +2,13 @@
 
 Needs root (the backup directory is a small tmpfs) and the harness's services prepared.
 Exit 0 when every invariant held, 1 when one did not, 2 for a bad option or a missing service.
+The work directory (the bot's logs, state, sent tasks, resource samples) is removed after a run
+that held every invariant, and kept, its path printed, after one that did not: what to read.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,16 +31,21 @@ def main() -> int:
     parser.add_argument("--minutes", type=minutes, default=60.0, help="how long the load and faults run (default 60)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where the report goes")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="opsstack-rehearsal-"))
     try:
-        with tempfile.TemporaryDirectory(prefix="opsstack-rehearsal-") as work:
-            result = rehearse(Path(work), args.minutes * 60)
+        result = rehearse(work, args.minutes * 60)
     except ServiceUnavailable as exc:
+        shutil.rmtree(work, ignore_errors=True)
         print(f"rehearsal: a service is unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     json_path, md_path = report.write(result, args.out)
     print(md_path.read_text())
     print(f"report: {json_path} and {md_path}")
-    return 0 if result["ok"] else 1
+    if result["ok"]:
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
+    print(f"a goal was missed: the run's directory is kept for reading, {work}")
+    return 1
 
 
 if __name__ == "__main__":
