@@ -5,6 +5,7 @@ A service that cannot start skips its tests on a developer's machine and fails t
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -148,3 +149,16 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children started during the test get Ctrl-C as a terminal gives it. A test run started
+    in the background by a non-interactive shell (``make test &``, ``nohup``) has SIGINT ignored,
+    every child inherits that, and Python then installs no KeyboardInterrupt handler: a SIGINT
+    the test sends would do nothing. A handled signal is reset to the default at ``exec``."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -267,7 +267,7 @@ def test_killed_backup_is_not_listed_and_next_backup_succeeds(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_cli_backup_leaves_no_partial_backup(tmp_path):
+def test_ctrl_c_during_cli_backup_leaves_no_partial_backup(ctrl_c_reaches_children, tmp_path):
     source = big_tree(tmp_path / "data", files=200)
     backup_dir = tmp_path / "backups"
     env = {**os.environ, "BACKUP_DIR": str(backup_dir), "BACKUP_COMPRESSION": "gzip"}

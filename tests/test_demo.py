@@ -102,7 +102,7 @@ def test_demo_run_produces_logs_metrics_backups_and_alerts(tmp_path: Path):
     assert json.loads(history.stdout)
 
 
-def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path):
+def test_demo_stops_cleanly_on_ctrl_c(ctrl_c_reaches_children, tmp_path: Path):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--duration", "0"], cwd=tmp_path,
                                env=_demo_env(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,7 +120,7 @@ def _active_bot_alerts(text: str) -> float | None:
     return sum(values) if values else None
 
 
-def test_active_bot_alerts_return_to_zero_when_the_injected_failures_clear(tmp_path: Path):
+def test_active_bot_alerts_return_to_zero_when_the_injected_failures_clear(ctrl_c_reaches_children, tmp_path: Path):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "exporter", "demo", "--duration", "0", "--rate", "20", "--seed", "3",
