@@ -76,9 +76,13 @@ def _pax_header(arcname: str, kind: bytes, mode: int, uid: int, gid: int, mtime:
 _IDLE_COMPRESSORS: dict[int, queue.SimpleQueue] = {}
 
 
+def _idle_compressors(level: int) -> queue.SimpleQueue:
+    return _IDLE_COMPRESSORS.setdefault(level, queue.SimpleQueue())
+
+
 def _take_compressor(zstandard, level: int):
     try:
-        return _IDLE_COMPRESSORS.setdefault(level, queue.SimpleQueue()).get_nowait()
+        return _idle_compressors(level).get_nowait()
     except queue.Empty:
         # No XXH64 frame checksum: it cost 15% of the compression time here, and the
         # manifest's SHA-256 of every file and of the archive already covers every byte.
@@ -100,7 +104,7 @@ def _codec(compression: str, level: int | None) -> Callable[[], tuple[Callable, 
             compressor = _take_compressor(zstandard, chosen)
 
             def release() -> None:
-                _IDLE_COMPRESSORS.setdefault(chosen, queue.SimpleQueue()).put(compressor)
+                _idle_compressors(chosen).put(compressor)
             return compressor.compress, _no_tail, release
         return zstd_frames
     if compression == "gzip":
@@ -321,7 +325,7 @@ class TarStream:
             self._write_in_turn(sequence, segment, parts)
             del parts
 
-    def _write_in_turn(self, sequence: int, segment: bytearray, parts: tuple) -> None:
+    def _write_in_turn(self, sequence: int, segment: mmap.mmap, parts: tuple) -> None:
         """Hand ``parts`` to ``out.write`` once every earlier segment is written. The worker
         that compressed a segment writes it, while its bytes are still in that CPU's cache,
         and no writer thread waits for the GIL on every segment. The workers take the
