@@ -25,7 +25,7 @@ from tests.harness.webhook import WebhookReceiver
 # another fixture, is marked ``services``: ``pytest -m "not services"`` is an offline run. The
 # SMTP, Telegram and webhook servers run in the test process and count as local.
 SERVICE_FIXTURES = frozenset({"promtool", "amtool", "elasticsearch", "start_elasticsearch", "otel_collector",
-                              "start_prometheus", "start_alertmanager", "redis_server", "ecs"})
+                              "start_prometheus", "start_alertmanager", "redis_server", "start_redis", "ecs"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
@@ -128,6 +128,14 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., prometheus_harnes
 @pytest.fixture
 def start_alertmanager(tmp_path: Path) -> Iterator[Callable[[dict], alertmanager_harness.RunningAlertmanager]]:
     yield from _servers_of_one_test("Alertmanager", tmp_path / "alertmanager", alertmanager_harness.start)
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[Callable[[], object]]:
+    """A redis-server of the test's own, to stop and start again on the same append-only file."""
+    from tests.harness import redis as redis_harness
+
+    yield from _servers_of_one_test("redis-server", tmp_path / "redis", redis_harness.start)
 
 
 @pytest.fixture

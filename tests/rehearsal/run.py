@@ -59,7 +59,10 @@ def read_boots(stack: Stack) -> list[dict]:
     return boots
 
 
-DRAIN_TIMEOUT = 60.0  # seconds the worker gets after the bot's stop to finish what it was sent
+# Seconds the worker gets after the bot's stop to finish what it was sent: more than a message
+# held at the last worker kill needs to come back (the visibility timeout, 20 s, then kombu's next
+# sweep of unacked messages, 10 s, then its turn in the backlog).
+DRAIN_TIMEOUT = 120.0
 
 
 def drain(stack: Stack) -> float:
