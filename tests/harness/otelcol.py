@@ -214,10 +214,26 @@ class RunningCollector:
             time.sleep(0.1)
 
 
+PORT_ATTEMPTS = 3  # free ports are picked, then bound by the collector: another process may win one
+
+
 def start(workdir: Path, elasticsearch_url: str | None = None) -> RunningCollector:
-    """Start the collector on free loopback ports; spans go to ``workdir/spans.jsonl``."""
+    """Start the collector on free loopback ports; spans go to ``workdir/spans.jsonl``. A port
+    taken by another process between its pick and the collector's bind: again on other ports."""
     binary = build_collector()
     workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, PORT_ATTEMPTS):
+        try:
+            return _start_once(binary, workdir, elasticsearch_url)
+        except ServiceUnavailable:
+            log = workdir / "collector.log"
+            if "address already in use" not in log.read_text(errors="replace"):
+                raise
+            log.rename(workdir / f"collector-port-taken-{attempt}.log")
+    return _start_once(binary, workdir, elasticsearch_url)
+
+
+def _start_once(binary: Path, workdir: Path, elasticsearch_url: str | None) -> RunningCollector:
     grpc_port, http_port, telemetry_port = free_port(), free_port(), free_port()
     spans_file = workdir / "spans.jsonl"
     config_path = workdir / "collector.yaml"
