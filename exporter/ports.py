@@ -75,8 +75,10 @@ class FileShippingSink(Protocol):
         """:meth:`LogSink.submit` of a ``line`` just written at byte ``offset`` of ``file``.
 
         A sink may also have ``after_fork_in_child()``: called in a child forked while logging
-        is on, before it is told :meth:`follow` again, to drop what is the parent's (its thread,
-        connections, queue) and start afresh."""
+        is on, right after the fork, to drop what is the parent's (its thread, connections,
+        queue, locks) and start afresh. It must not block, open files or start threads (the
+        child may exec next, as ``subprocess`` does after a ``preexec_fn``); :meth:`follow`
+        comes with the child's first line."""
 
 
 # (settings, metrics) -> a started sink, or None when the settings do not configure this backend.

@@ -135,6 +135,49 @@ def test_a_forked_child_has_a_writer_of_its_own_and_leaves_the_parents_lines_to_
     assert _messages(tmp_path / "bot.json") == ["from the child", "queued in the parent"]
 
 
+PREEXEC_CHILD = """
+import json, logging, os, subprocess, sys, threading
+from exporter.config import load_settings
+from exporter.logger_manager import LoggerManager
+from exporter.metrics import Metrics
+lm = LoggerManager(load_settings({"LOG_DIR": sys.argv[1], "LOG_CONSOLE": False}, environ={}), Metrics())
+lm.enable()
+logging.getLogger("bot").info("before")
+
+def link(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:  # listdir's own descriptor, closed by now
+        return ""
+
+def seen():
+    return {"threads": sorted(t.name for t in threading.enumerate()),
+            "log_fds": sum(link(fd).endswith("bot.json") for fd in os.listdir("/proc/self/fd"))}
+
+def probe():  # in the child, between fork and exec
+    fd = os.open(sys.argv[1] + "/probe.json", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, json.dumps(seen()).encode())
+    os.close(fd)
+
+subprocess.run(["true"], preexec_fn=probe, check=True)
+logging.getLogger("bot").info("after")
+print(json.dumps(seen()))
+lm.disable()
+"""
+
+
+def test_a_child_that_execs_after_a_preexec_fn_opens_and_starts_nothing(tmp_path):
+    """subprocess runs os.register_at_fork's hooks in a child with a preexec_fn: the logger's
+    files and writer thread wait for the child's first line, which such a child never logs."""
+    result = subprocess.run([sys.executable, "-c", PREEXEC_CHILD, str(tmp_path)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    parent, child = json.loads(result.stdout), json.loads((tmp_path / "probe.json").read_text())
+    assert "opsstack-log-writer" in parent["threads"]
+    assert child == {"threads": ["MainThread"], "log_fds": parent["log_fds"]}  # the parent's copies only
+    assert _messages(tmp_path / "bot.json") == ["before", "after"]
+
+
 # ---------------------------------------------------------------- FastRecord
 
 

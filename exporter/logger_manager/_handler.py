@@ -222,19 +222,28 @@ class ECSHandler(logging.Handler):
         self._report_lock = threading.Lock()
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: files and sinks of its own, as if it had just enabled logging."""
-        for output in self.files:
-            try:
-                output.reopen()
-            except OSError as exc:
-                self._failed(output.name, exc)
+        """In a forked child, at once: the sinks let go of what is the parent's (no file is
+        opened, no thread started: a child may exec right away, as ``subprocess`` does after a
+        ``preexec_fn``)."""
         for sink in self.sinks:
             restart = getattr(sink, "after_fork_in_child", None)  # optional, see ports.FileShippingSink
             try:
                 if restart is not None:
                     restart()
-                if sink in self._file_sinks:
-                    sink.follow(self.files[0].file, self.files[0].size)
+            except Exception as exc:  # plug-in boundary
+                self._failed("sink", exc)
+
+    def reopen_in_child(self) -> None:
+        """In a forked child, before its first line: files of its own, and the sinks that ship
+        from them told where its lines start, as if it had just enabled logging."""
+        for output in self.files:
+            try:
+                output.reopen()
+            except OSError as exc:
+                self._failed(output.name, exc)
+        for sink in self._file_sinks:
+            try:
+                sink.follow(self.files[0].file, self.files[0].size)
             except Exception as exc:  # plug-in boundary
                 self._failed("sink", exc)
 

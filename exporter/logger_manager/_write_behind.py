@@ -17,9 +17,11 @@ So a process killed with SIGKILL loses at most :data:`PENDING_LIMIT` + 1 lines (
 the one being written; one more for each other thread logging at that instant), all below
 WARNING, the last ones logged (within :data:`GATHER` seconds while the writer keeps up); every
 line up to the last WARNING or worse is in the file (``tests/test_write_behind.py`` kills a process to check).
-A forked child starts a writer of its own, opens the files again and starts its sinks anew
-(:meth:`._handler.ECSHandler.after_fork_in_child`), and leaves the lines queued before the fork
-to the parent.
+A forked child leaves the lines queued before the fork to the parent, and its sinks let go of
+the parent's connections and locks at once (:meth:`._handler.ECSHandler.after_fork_in_child`);
+with its first line it opens the files again and starts a writer of its own
+(:meth:`._handler.ECSHandler.reopen_in_child`), so a child that execs first (``subprocess``
+with a ``preexec_fn``) opens and starts nothing.
 """
 from __future__ import annotations
 
@@ -104,6 +106,18 @@ class WriteBehind(logging.Handler):
             self._hurry.set()  # a burst: write it now rather than at the end of the gathering
         return True
 
+    def _handle_first_in_child(self, record: logging.LogRecord) -> bool:
+        self._reopen_in_child()
+        return self.handle(record)
+
+    def _reopen_in_child(self) -> None:
+        """A forked child's first line (or its close): files and a writer of its own."""
+        with self._child_lock:
+            if "handle" in self.__dict__:
+                self.inner.reopen_in_child()
+                self._start()
+                del self.handle
+
     def emit(self, record: logging.LogRecord) -> None:
         self._write_now(record)
 
@@ -157,6 +171,8 @@ class WriteBehind(logging.Handler):
 
     def close(self) -> None:
         """Stop the writer, write what is left, close the files."""
+        if "handle" in self.__dict__:  # a forked child that never logged: its own parts first
+            self._reopen_in_child()
         self._closed = True
         _running.discard(self)
         self._closing.set()
@@ -173,9 +189,10 @@ _fork_hook: list = []  # whether the hook is registered (os.register_at_fork has
 
 
 def _restart_in_child() -> None:
-    """In a forked child: a writer thread, files and sinks of its own; the lines queued are the
-    parent's to write."""
+    """In a forked child: the lines queued are the parent's to write; the sinks let go of the
+    parent's; files and a writer of its own come with the child's first line."""
     for handler in list(_running):
         handler._queue.clear()
         handler.inner.after_fork_in_child()
-        handler._start()
+        handler._child_lock = threading.Lock()  # a fresh one: the parent's may be held by a thread gone here
+        handler.handle = handler._handle_first_in_child  # until then, shadowing the method
