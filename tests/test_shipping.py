@@ -103,6 +103,24 @@ def test_spool_limit_drops_info_before_warning(tmp_path):
     assert all(stat.S_IMODE(os.stat(path).st_mode) == 0o600 for path in spool_dir.glob("*.spool"))
 
 
+def test_the_spool_limit_holds_for_every_process_sharing_its_directory(tmp_path):
+    """Celery's prefork children share STATE_DIR: each opens the spool before the others write,
+    and the limit is still the directory's, not one per process."""
+    from exporter.sinks.spool import Spool
+
+    dropped: list[tuple[int, int]] = []
+    spools = [Spool(tmp_path / "spool", 20_000, lambda level, count: dropped.append((level, count)))
+              for _ in range(4)]
+    for spool in spools:
+        spool.open()
+    for round_ in range(50):
+        for number, spool in enumerate(spools):
+            spool.append([(logging.INFO, f"{number}-{round_}-{i}", b"x" * 80) for i in range(5)])
+    on_disk = sum(path.stat().st_size for path in (tmp_path / "spool").glob("*.spool"))
+    assert 15_000 < on_disk <= 20_000  # full, and not four times over
+    assert sum(count for _, count in dropped) > 500
+
+
 def test_close_keeps_its_deadline_with_elasticsearch_down_and_spools_everything(tmp_path):
     metrics = Metrics()
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url()), metrics)

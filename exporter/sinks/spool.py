@@ -3,7 +3,9 @@
 Each segment file holds lines ``<levelno>\\t<_id>\\t<json>\\n``; file names carry a counter, so
 order survives a restart. Files are 0600, the directory 0700. Processes sharing ``STATE_DIR``
 (Celery's prefork children) share the spool: each lists it when it opens it, and a segment
-another one replayed and removed meanwhile is simply gone from the list. When the size limit is reached,
+another one replayed and removed meanwhile is simply gone from the list. The size limit is the
+directory's, whatever process wrote its segments (each write counts the others' on disk). When
+it is reached,
 records below WARNING are dropped first (incoming ones, then old ones by rewriting segments);
 WARNING and above are dropped only when nothing else is left. Every drop is reported.
 """
@@ -77,8 +79,9 @@ class Spool:
             return 0
         self.open()
         with self._lock:
-            if len(data) > self.max_bytes - self.size():  # full: split it to drop by level
-                encoded = self._fit(list(zip(levels, data.splitlines(keepends=True))))
+            others = self._others_size()
+            if len(data) > self.max_bytes - others - self.size():  # full: split it to drop by level
+                encoded = self._fit(list(zip(levels, data.splitlines(keepends=True))), others)
                 if not encoded:
                     return 0
                 data, levels = b"".join([line for _, line in encoded]), encoded
@@ -89,14 +92,28 @@ class Spool:
             self._segments.append((path, len(data), created / 1e9))
             return len(levels)
 
-    def _fit(self, encoded: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-        """What of ``encoded`` fits once full: DEBUG/INFO go first, new ones before old ones."""
-        room = self.max_bytes - self.size()
+    def _others_size(self) -> int:
+        """Bytes of the segments other processes on this directory wrote (not in this list)."""
+        own = {path.name for path, _, _ in self._segments}
+        total = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(".spool") and entry.name not in own:
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:  # replayed and removed meanwhile
+                        pass
+        return total
+
+    def _fit(self, encoded: list[tuple[int, bytes]], others: int) -> list[tuple[int, bytes]]:
+        """What of ``encoded`` fits once full: DEBUG/INFO go first, new ones before old ones
+        (this process's own; ``others``, the bytes of other processes' segments, stay)."""
+        room = self.max_bytes - others - self.size()
         encoded = self._drop_low(encoded)
         need = sum(len(data) for _, data in encoded)
         if need > room and encoded:  # only WARNING and above left: old DEBUG/INFO make way
             self._purge_low_on_disk()
-            room = self.max_bytes - self.size()
+            room = self.max_bytes - others - self.size()
         if need <= room:
             return encoded
         kept, used = [], 0
