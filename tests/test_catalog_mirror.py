@@ -131,6 +131,28 @@ def test_redis_down_reads_the_files_and_says_so_once(tmp_path, caplog):
     assert "127.0.0.1" not in warnings[0]
 
 
+def test_a_hanging_redis_delays_a_listing_by_the_catalogs_short_timeout_only(tmp_path):
+    """A Redis that accepts and never answers (suspended, a peer gone without a reset): a new
+    process's start and listing give it up after the catalog's 0.5 s, not the client's usual 3 s,
+    and read the files."""
+    import time
+
+    from exporter.shared_state.catalog import TIMEOUT
+    from tests.harness.hanging import HangingServer
+
+    source = make_tree(tmp_path / "data")
+    host(tmp_path, "a", None).create_backup_sync([str(source)], "one")
+    hanging = HangingServer().start()
+    try:
+        started = time.monotonic()
+        assert names(host(tmp_path, "b", f"redis://127.0.0.1:{hanging.port}/0")) == ["one"]
+        waited = time.monotonic() - started
+    finally:
+        hanging.stop()
+    assert hanging.connections >= 1  # it did ask Redis
+    assert TIMEOUT <= waited < TIMEOUT + 1.5  # the 3 s of the locks' client would miss this
+
+
 def test_each_process_sees_the_paths_under_its_own_name_of_the_directory(tmp_path, redis_url, client):
     source = make_tree(tmp_path / "data")
     a = host(tmp_path, "a", redis_url)

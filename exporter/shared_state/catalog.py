@@ -13,7 +13,9 @@ A copy is served only when its generation is the set's and its stamp (the direct
 mtime) the directory's now, so a change whose ``INCR`` never happened (a process killed between
 the two, Redis down at that moment, a restart that lost the last second of the append-only file)
 still sends readers to the files. Redis unreachable: the files are read, logged once per outage,
-and Redis is left alone for a few seconds after each failure (:class:`.redis.Breaker`).
+and Redis is left alone for a few seconds after each failure (:class:`.redis.Breaker`). A copy is
+a shortcut, so a Redis that hangs (suspended, a peer gone without a reset) is given up after
+:data:`TIMEOUT`, not the locks' 3 s: a scrape or a listing never waits longer for it.
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from typing import Any
 from .redis import Breaker, connect
 
 KEEP_SECONDS = 86_400  # a mirror nobody reads for a day goes
+TIMEOUT = 0.5  # seconds a call may wait for Redis before the files are read instead
 _STORE = ("if (redis.call('get', KEYS[1]) or '0') == ARGV[1] then "
           "redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) return 1 end return 0")
 
 
 class RedisCatalog:
     def __init__(self, url: Any) -> None:
-        self._client, errors = connect(url)
+        self._client, errors = connect(url, TIMEOUT)
         self._breaker = Breaker(errors)
 
     def load(self, set_name: str, stamp: str) -> tuple[list[dict[str, Any]] | None, int | None]:

@@ -82,13 +82,13 @@ class Breaker:
         return result
 
 
-def connect(url: Any) -> tuple[Any, type[Exception]]:
+def connect(url: Any, timeout: float = 3.0) -> tuple[Any, type[Exception]]:
     """A client of the Redis at ``url`` (a Secret: never logged) with short timeouts, and the
     base class of its errors."""
     from .._extras import require_extra
 
     redis = require_extra("redis", "redis", "REDIS_URL is set")
-    return (redis.Redis.from_url(url.get(), socket_connect_timeout=3, socket_timeout=3),
+    return (redis.Redis.from_url(url.get(), socket_connect_timeout=timeout, socket_timeout=timeout),
             redis.exceptions.RedisError)
 
 
