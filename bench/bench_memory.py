@@ -181,7 +181,7 @@ def main() -> None:
     print(f"    read before the threads settled:  {on['before_settled'] / mib:7.1f} MiB"
           f"  gained {(on['before_settled'] - baseline) / mib:6.1f} MiB (how this bench read it before)")
     print(f"    same with OTLP gRPC:            {on_grpc['rss'] / mib:7.1f} MiB"
-          f"  gained {(on_grpc['rss'] - baseline) / mib:6.1f} MiB (gRPC loads ~11 MiB more)")
+          f"  gained {(on_grpc['rss'] - baseline) / mib:6.1f} MiB (gRPC loads ~14 MiB more)")
     gained_async = on_async["rss"] - async_bot
     print(f"(d) asyncio bot baseline (asyncio, logging, ssl loaded) {async_bot / mib:.1f} MiB: gains over it "
           f"off {(off_async['rss'] - async_bot) / mib:.1f} MiB, on {gained_async / mib:.1f} MiB"

@@ -248,6 +248,31 @@ class TracingSettings(Section, section="tracing"):
                                   "Milliseconds between two span exports.")
     max_export_batch_size: int = flag("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", integer(1, 1_000_000), 512,
                                       "Spans per OTLP request (at most OTEL_BSP_MAX_QUEUE_SIZE).")
+    # TLS and credentials of OTLP over HTTP, the specification's names, each signal's own over the
+    # general one as the SDK reads them: the exporter is given its transport (tracing._http_transport),
+    # so the SDK no longer reads these itself.
+    certificate: str | None = flag("OTEL_EXPORTER_OTLP_CERTIFICATE", optional_text, None,
+                                   "CA bundle that verifies the Collector's TLS certificate.")
+    client_key: str | None = flag("OTEL_EXPORTER_OTLP_CLIENT_KEY", optional_text, None,
+                                  "Client private key for mutual TLS to the Collector.")
+    client_certificate: str | None = flag("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", optional_text, None,
+                                          "Client certificate for mutual TLS to the Collector.")
+    traces_certificate: str | None = flag(
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", optional_text, None, "CA bundle for spans.",
+        derive=lambda values: values["OTEL_EXPORTER_OTLP_CERTIFICATE"])
+    traces_client_key: str | None = flag(
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", optional_text, None, "Client key for spans.",
+        derive=lambda values: values["OTEL_EXPORTER_OTLP_CLIENT_KEY"])
+    traces_client_certificate: str | None = flag(
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", optional_text, None, "Client certificate for spans.",
+        derive=lambda values: values["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"])
+    credential_provider: str | None = flag(
+        "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER", optional_text, None,
+        "Entry point of a requests session for OTLP over HTTP (the SDK's own; requests is then loaded).",
+        derive=lambda values: values["OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER"])
+    any_credential_provider: str | None = flag(
+        "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", optional_text, None,
+        "The same for every signal.")
 
 
 KEYS: tuple[Key, ...] = tuple(key for section in _SECTIONS.values() for key in section.keys)

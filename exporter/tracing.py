@@ -251,7 +251,36 @@ def _span_exporter(config: Any) -> Any:
         return OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=config.timeout_ms / 1000)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
 
-    return HTTPExporter(endpoint=endpoint, timeout=config.timeout_ms / 1000)
+    tls = {"certificate_file": config.traces_certificate, "client_key_file": config.traces_client_key,
+           "client_certificate_file": config.traces_client_certificate}
+    transport = _http_transport(config)
+    if transport is not None:
+        return HTTPExporter(endpoint=endpoint, timeout=config.timeout_ms / 1000, _transport=transport)
+    return HTTPExporter(endpoint=endpoint, timeout=config.timeout_ms / 1000, **tls)
+
+
+def _http_transport(config: Any) -> Any:
+    """The SDK's urllib3 transport for OTLP over HTTP, with the TLS settings of ``config``; None
+    (the SDK's default, requests) when a credential provider is set (it makes a requests
+    session) or the installed SDK has no pluggable transport (before 1.4x).
+
+    urllib3 is loaded by the Elasticsearch sink anyway; requests on top of it (charset
+    detection, cookies, IDNA, certifi) costs the bot about 4 MiB for one POST a second
+    (bench_memory.py). The transport is the SDK's own, passed through the exporter's
+    ``_transport`` argument (checked for below, so an SDK without it keeps the default)."""
+    import inspect
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+
+    if config.credential_provider or "_transport" not in inspect.signature(HTTPExporter).parameters:
+        return None
+    try:
+        from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+    except ImportError:  # no urllib3, or an SDK that lays its transports out differently
+        return None
+    key, certificate = config.traces_client_key, config.traces_client_certificate
+    cert = (certificate, key) if certificate and key else certificate
+    return Urllib3HTTPTransport(verify=config.traces_certificate or True, cert=cert)
 
 
 def _register_globally(trace: Any, made: Any) -> bool:

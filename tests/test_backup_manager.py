@@ -615,3 +615,45 @@ def test_the_catalog_parses_a_manifest_again_only_when_it_changed(tmp_path, monk
     assert parsed == ["b.manifest.json"] and [b["name"] for b in again] == ["b", "a"]
     manager._delete("a")
     assert [b["name"] for b in read_catalog(manager.backup_dir)] == ["b"]
+
+
+def test_archiving_as_the_walk_goes_writes_what_walking_first_does(tmp_path, monkeypatch):
+    """Without a progress callback files are archived as the walk finds them; with one the
+    walk comes first (the totals are told from the first call). Both give the same manifest:
+    the same entries in the same order, the FIFO listed as skipped, and a directory that
+    cannot be read fails the backup and leaves nothing behind either way."""
+    from exporter.backup_manager import sources
+    from exporter.backup_manager.writer import write_backup
+
+    source = make_tree(tmp_path / "data")
+    os.mkfifo(source / "media" / "pipe")
+    calls = []
+    made = {}
+    for label, progress in (("streamed", None), ("walked", lambda *counts: calls.append(counts))):
+        backup_dir = tmp_path / label
+        backup_dir.mkdir()
+        made[label] = write_backup(backup_dir=backup_dir, name=label, source_paths=[source], description="",
+                                   tier="manual", compression="zstd", key=None, progress=progress)
+    kept = ("path", "type", "size", "sha256", "mode", "link")
+    assert [{k: r.get(k) for k in kept} for r in made["streamed"]["files"]] == \
+        [{k: r.get(k) for k in kept} for r in made["walked"]["files"]]
+    assert made["streamed"]["skipped"] == made["walked"]["skipped"] == ["data/media/pipe"]
+    files_done, files_total, _bytes_done, bytes_total = calls[0]
+    assert (files_done, files_total, bytes_total) == (0, 4, made["walked"]["total_bytes"])
+    assert calls[-1][2] == calls[-1][3]
+
+    real_scandir = os.scandir
+
+    def unreadable(path):
+        if os.path.basename(path) == "deep":
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(sources.os, "scandir", unreadable)
+    for progress in (None, lambda *counts: None):
+        backup_dir = tmp_path / f"unreadable-{progress is None}"
+        backup_dir.mkdir()
+        with pytest.raises(BackupError, match="cannot read directory"):
+            write_backup(backup_dir=backup_dir, name="x", source_paths=[source], description="",
+                         tier="manual", compression="zstd", key=None, progress=progress)
+        assert os.listdir(backup_dir) == []

@@ -248,6 +248,62 @@ def test_the_export_timeout_is_the_standard_variable():
     assert 0.15 <= elapsed < 0.9, elapsed  # the default (1 s) would take longer
 
 
+def test_otlp_over_http_exports_through_urllib3_without_loading_requests(tmp_path):
+    """The exporter is given the SDK's urllib3 transport (urllib3 is the Elasticsearch sink's
+    client anyway): requests, about 4 MiB more, is never imported, and the spans still arrive."""
+    received = tmp_path / "received"
+    script = f"""
+import http.server, sys, threading
+from pathlib import Path
+from exporter import tracing
+from exporter.config import default_settings
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Path({str(received)!r}).write_bytes(self.path.encode() + b" " + body)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+tracing.setup(default_settings().replace(
+    ENABLE_TRACING=True, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{{server.server_port}}"))
+with tracing.span("over.urllib3"):
+    pass
+tracing.force_flush()
+tracing.shutdown()
+print("requests" in sys.modules, "urllib3" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+    path, _, body = received.read_bytes().partition(b" ")
+    assert path == b"/v1/traces" and b"over.urllib3" in body
+
+
+def test_otlp_tls_settings_reach_the_transport_and_a_credential_provider_keeps_the_sdks():
+    from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+    config = _tracing_from({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/ca.pem",
+                            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": "/etc/client.pem",
+                            "OTEL_EXPORTER_OTLP_CLIENT_KEY": "/etc/client.key"})
+    transport = tracing._http_transport(config)
+    assert isinstance(transport, Urllib3HTTPTransport)
+    pool = transport._pool.connection_pool_kw
+    assert (pool["ca_certs"], pool["cert_file"], pool["key_file"], pool["cert_reqs"]) == (
+        "/etc/ca.pem", "/etc/client.pem", "/etc/client.key", "CERT_REQUIRED")
+    overridden = _tracing_from({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/ca.pem",
+                                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": "/etc/traces-ca.pem"})
+    assert tracing._http_transport(overridden)._pool.connection_pool_kw["ca_certs"] == "/etc/traces-ca.pem"
+    assert tracing._http_transport(_tracing_from(
+        {"OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER": "my-session"})) is None
+
+
 def test_the_schedule_delay_is_the_standard_variable():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

@@ -41,11 +41,11 @@ def plan_sources(source_paths: Iterable[str | os.PathLike]) -> list[dict[str, st
     return planned
 
 
-def walk(sources: list[dict[str, str]], exclude: Path) -> tuple[list[Entry], list[str]]:
+def walk(sources: list[dict[str, str]], exclude: Path, skipped: list[str]) -> Iterator[Entry]:
     """Every directory, regular file and symlink under the sources, depth first in name order
-    (no link is followed). Something that vanishes while the walk runs is simply not listed."""
-    entries: list[Entry] = []
-    skipped: list[str] = []
+    (no link is followed), yielded as the walk goes, so the archive is written while the walk
+    goes on; sockets, FIFOs and devices are added to ``skipped``. Something that vanishes
+    while the walk runs is simply not listed."""
     try:  # the backup directory by identity, whichever path (through a symlink too) leads to it
         excluded = os.stat(exclude)
         exclude_id = (excluded.st_dev, excluded.st_ino)
@@ -82,13 +82,12 @@ def walk(sources: list[dict[str, str]], exclude: Path) -> tuple[list[Entry], lis
             path, arcname, st = item
             mode = st.st_mode
             if stat.S_ISDIR(mode):
-                entries.append(Entry(path, arcname, st))
+                yield Entry(path, arcname, st)
                 pending.append(children(path, arcname))
             elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                entries.append(Entry(path, arcname, st))
+                yield Entry(path, arcname, st)
             else:
                 skipped.append(arcname)  # sockets, fifos, devices: never backed up
-    return entries, skipped
 
 
 def _name(entry: os.DirEntry) -> str:
