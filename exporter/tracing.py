@@ -262,17 +262,21 @@ def _span_exporter(config: Any) -> Any:
 def _http_transport(config: Any) -> Any:
     """The SDK's urllib3 transport for OTLP over HTTP, with the TLS settings of ``config``; None
     (the SDK's default, requests) when a credential provider is set (it makes a requests
-    session) or the installed SDK has no pluggable transport (before 1.4x).
+    session), when the environment names a proxy (``HTTPS_PROXY`` and the like: requests
+    honours them, urllib3 does not), or the installed SDK has no pluggable transport (before 1.4x).
 
     urllib3 is loaded by the Elasticsearch sink anyway; requests on top of it (charset
     detection, cookies, IDNA, certifi) costs the bot about 4 MiB for one POST a second
     (bench_memory.py). The transport is the SDK's own, passed through the exporter's
     ``_transport`` argument (checked for below, so an SDK without it keeps the default)."""
     import inspect
+    import urllib.request
 
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
 
     if config.credential_provider or "_transport" not in inspect.signature(HTTPExporter).parameters:
+        return None
+    if urllib.request.getproxies_environment():
         return None
     try:
         from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport

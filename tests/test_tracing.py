@@ -304,6 +304,14 @@ def test_otlp_tls_settings_reach_the_transport_and_a_credential_provider_keeps_t
         {"OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER": "my-session"})) is None
 
 
+def test_a_proxy_in_the_environment_keeps_the_sdks_transport_which_honours_it(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracing._http_transport(_tracing_from({})) is not None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert tracing._http_transport(_tracing_from({})) is None
+
+
 def test_the_schedule_delay_is_the_standard_variable():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
