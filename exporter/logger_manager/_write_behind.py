@@ -1,12 +1,16 @@
 """The handler the manager puts on the root logger: plain records are written behind the caller.
 
-On the bot's thread, a plain record below WARNING (no ``extra``, no exception, no stack) costs
-one ``append`` of ``(record, message, trace ids)`` to a queue: the trace ids of the active span
-are taken there, and so is the message when its arguments could change afterwards (anything
-but ``str``, ``int``, ``float``, ``bool`` and ``None``). A record below WARNING with ``extra``
-fields (their values could change) is formatted there and its line queued. A writer thread
-formats and writes them (:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER`
-seconds after the first of them was queued, all of them with one write per file.
+On the bot's thread, a record below WARNING (no exception, no stack) costs one ``append`` of
+``(record, message, trace ids)`` to a queue: the trace ids of the active span are taken there,
+and so is the message when its arguments could change afterwards (anything but ``str``,
+``int``, ``float``, ``bool`` and ``None``). So are its ``extra`` fields when none of their
+values can change either (those classes, and tuples of them: the logger manager's own events
+are such records); a record with an ``extra`` value that could change (a list, a dict, an
+object) is formatted there and its line queued. A writer thread formats and writes them
+(:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER` seconds after the first
+of them was queued, all of them with one write per file: formatted a batch at a time, away from
+the bot's work, a line costs less CPU than formatted between the bot's own steps (the bench
+``bench/bench_cpu_share.py`` measures it).
 
 Everything else is written before the call returns, with what is queued: a WARNING or worse,
 a record a sink logged, and any record while :data:`PENDING_LIMIT` records are queued (the
@@ -84,7 +88,7 @@ class WriteBehind(logging.Handler):
         message = None
         ids = self._trace_ids() if self._trace_ids is not None else None
         # extra fields; "message" and "asctime" are what another handler's formatting adds
-        if len(attributes) != _PLAIN_ATTRIBUTES and attributes.keys() - STANDARD_ATTRIBUTES:
+        if len(attributes) != _PLAIN_ATTRIBUTES and not _unchanging(attributes, attributes.keys() - STANDARD_ATTRIBUTES):
             message, ids = self._format(record, None, ids), _FORMATTED
         elif record.msg.__class__ is not str or record.args.__class__ is not tuple:
             message = record.getMessage()  # an object as the message, or a mapping of arguments
@@ -166,6 +170,17 @@ class WriteBehind(logging.Handler):
         self.flush()
         self.inner.close()
         super().close()
+
+
+def _unchanging(attributes: dict, extras: set) -> bool:
+    """Whether the values of the ``extras`` are all of classes whose value cannot change (and
+    tuples of them): then the record can be formatted later and give the same line."""
+    for name in extras:
+        value = attributes[name]
+        kind = value.__class__
+        if kind not in _UNCHANGING and not (kind is tuple and all([item.__class__ in _UNCHANGING for item in value])):
+            return False
+    return True
 
 
 _running: weakref.WeakSet = weakref.WeakSet()  # the open handlers, whose writers a fork leaves behind
