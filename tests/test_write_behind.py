@@ -65,6 +65,42 @@ def test_the_message_is_the_one_of_the_moment_it_was_logged(manager, tmp_path):
     assert _messages(tmp_path / "logs" / "bot.json") == ["state ['started'], count 1"]
 
 
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_event_is_formatted_by_the_writer_and_written_as_formatted_at_once(manager, tmp_path, monkeypatch):
+    """The manager's events (extra values that cannot change) wait in the queue unformatted,
+    and the writer writes the line the formatter gives for them on the caller's thread."""
+    front = manager._front
+    formatted_here = []
+    monkeypatch.setattr(front, "_format", lambda *args: formatted_here.append(args) or "")
+    front._wake.wait = lambda timeout=None: False  # the writer does not take them meanwhile
+    manager.log_download(task_id="t1", filename="a.mp4", size_bytes=10, duration=0.5, speed=20.0,
+                         status="completed")
+    manager.log_api_call(method="sendMessage", duration=0.1, status="success", status_code=200)
+    logging.getLogger("bot").info("tuple", extra={"chat_id": 7, "tags": ("a", "b")})
+    assert not formatted_here
+    records = [record for record, message, ids in front._queue if message is None and ids is None]
+    assert len(records) == 3
+    monkeypatch.undo()
+    manager.flush()
+    formatter = manager._handler.formatter
+    assert (tmp_path / "logs" / "bot.json").read_text().splitlines() == [formatter.format(r) for r in records]
+    first = json.loads(formatter.format(records[0]))
+    assert first["event"]["category"] == ["file"] and first["event"]["type"] == ["creation"]
+
+
+def test_an_extra_value_that_could_change_is_taken_at_the_call(manager, tmp_path):
+    manager._front._wake.wait = lambda timeout=None: False  # the writer does not take it meanwhile
+    chats = ["first"]
+    logging.getLogger("bot").info("list", extra={"chats": chats})
+    chats.append("appended later")
+    manager.flush()
+    (line,) = _lines(tmp_path / "logs" / "bot.json")
+    assert "first" in json.dumps(line) and "appended later" not in json.dumps(line)
+
 def test_a_full_queue_is_written_by_the_caller_and_nothing_is_dropped(manager, tmp_path):
     manager._front._wake.wait = lambda timeout=None: False  # a writer that never gets its turn
     for number in range(3 * PENDING_LIMIT):
