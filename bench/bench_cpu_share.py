@@ -1,6 +1,6 @@
 """The CPU the features add to a bot, as a share of one core (the design document: "+2-3 %").
 
-    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10]
+    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging]
 
 A child process runs the simulated bot's workload (the demo's mix: downloads, uploads, API
 calls, slow jobs, in asyncio) for a fixed wall time at a fixed rate: at load 1, 50 profiled
@@ -23,7 +23,8 @@ and a busy machine then gave negative shares). The breakdown: profiler, logging 
 (profiler + /metrics scraped, less profiler); "the rest" is what ``on`` costs beyond their sum
 (alerts, backups and recovery switched on, the features together). For comparison, ``plain``: no
 feature, the bot writing its own three lines per operation itself with a stdlib ``FileHandler``
-(plain text; the event line is opsstack's).
+(plain text; the event line is opsstack's). ``--modes`` runs only the modes named (each mode's CPU
+and the parts of the breakdown whose two modes ran are printed, no total).
 
 Goals (issue 19): at most 0.5 % of a core at load 1, at most 3 % at load 10.
 """
