@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue as queues
 import threading
 import weakref
 
@@ -43,7 +44,6 @@ log = logging.getLogger("exporter.logger_manager")
 PENDING_LIMIT = 256  # records queued at the most: the lines a SIGKILL can lose
 GATHER = 0.2  # seconds the writer lets records gather before it writes them
 HURRY_AT = PENDING_LIMIT // 4  # records queued that end the gathering at once
-IDLE_CHECK = 1.0  # seconds between two looks at the queue while nobody wakes the writer
 _PLAIN_ATTRIBUTES = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
 WARNING = logging.WARNING
 _UNCHANGING = frozenset((str, int, float, bool, type(None)))
@@ -68,9 +68,14 @@ class WriteBehind(logging.Handler):
             _fork_hook.append(True)
 
     def _start(self) -> None:
-        self._wake = threading.Event()
-        self._hurry = threading.Event()
-        self._closing = threading.Event()
+        # The writer sleeps in a get() of _signals, with no timeout, while nothing is queued. A
+        # token wakes it: the first record of a batch (whoever finds _signalled False; two
+        # threads at once make two tokens, which only ends the gathering early), a burst, and
+        # closing. A SimpleQueue rather than Events: put and get are a C call each, where an
+        # Event's set, wait and clear run a Condition in Python, and there is no timeout to
+        # look at an empty queue every second.
+        self._signals: queues.SimpleQueue = queues.SimpleQueue()
+        self._signalled = False  # a token is on its way for what is queued (cleared by the writer)
         self._thread = threading.Thread(target=self._run, name="opsstack-log-writer", daemon=True)
         self._thread.start()
 
@@ -101,11 +106,11 @@ class WriteBehind(logging.Handler):
         if self._closed:  # close() ran meanwhile, its last flush perhaps before this append
             self.flush()  # written, or counted as failed (the files are closed): never left queued
             return True
-        queued = len(queue)
-        if queued == 1:
-            self._wake.set()  # once per gathering: the writer sleeps while nothing is queued
-        elif queued == HURRY_AT:
-            self._hurry.set()  # a burst: write it now rather than at the end of the gathering
+        if not self._signalled:  # read after the append: see _run
+            self._signalled = True
+            self._signals.put(None)  # once per gathering: the writer sleeps while nothing is queued
+        elif len(queue) == HURRY_AT:
+            self._signals.put(None)  # a burst: write it now rather than at the end of the gathering
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -145,31 +150,50 @@ class WriteBehind(logging.Handler):
             self.inner.output(lines, True)
 
     def _run(self) -> None:
-        while not self._closing.is_set():
-            # Woken by the first record queued; the timeout covers two threads queueing their
-            # first records at once (each may see the other's and leave the waking to it).
-            if not self._wake.wait(IDLE_CHECK) and not self._queue:
-                continue
-            self._hurry.wait(GATHER)  # let a batch gather (ends at once on a burst, or when closing)
-            self._wake.clear()
-            self._hurry.clear()
+        """Sleep until a token, let the batch gather, write it. No record waits unwritten for
+        want of a token: a caller appends, then reads _signalled; the writer takes the tokens,
+        clears _signalled, then writes the queue. A caller that reads True either appended
+        before the clear, so before the write, or after another caller set it again, whose
+        token is on its way; one that reads False puts a token for the next round."""
+        signals = self._signals
+        while True:
+            signals.get()
+            # let a batch gather (ends at once on a burst, or when closing); take its tokens
+            _pause(signals, 0 if self._closed else GATHER)
+            self._signalled = False
+            if self._closed:  # close() sets it before its token: a token taken here is seen
+                return
             try:
                 self.flush()
             except Exception:  # thread boundary: report and go on (the callers write meanwhile)
                 worker_failed(self.inner.metrics, "log_writer", log, "writing log lines")
-                self._closing.wait(GATHER)
+                _pause(signals, GATHER)
+                if self._closed:
+                    return
 
     def close(self) -> None:
         """Stop the writer, write what is left, close the files."""
         self._closed = True
         _running.discard(self)
-        self._closing.set()
-        self._wake.set()
-        self._hurry.set()
+        self._signals.put(None)
         self._thread.join()
         self.flush()
         self.inner.close()
         super().close()
+
+
+def _pause(signals: queues.SimpleQueue, seconds: float) -> None:
+    """Wait up to ``seconds`` for a token of ``signals`` (0: no wait), then take the ones there."""
+    if seconds:
+        try:
+            signals.get(timeout=seconds)
+        except queues.Empty:
+            pass
+    try:
+        while True:
+            signals.get_nowait()
+    except queues.Empty:
+        return
 
 
 def _unchanging(attributes: dict, extras: set) -> bool:
