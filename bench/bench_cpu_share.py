@@ -1,6 +1,6 @@
 """The CPU the features add to a bot, as a share of one core (the design document: "+2-3 %").
 
-    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging]
+    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging] [--verbose]
 
 A child process runs the simulated bot's workload (the demo's mix: downloads, uploads, API
 calls, slow jobs, in asyncio) for a fixed wall time at a fixed rate: at load 1, 50 profiled
@@ -24,7 +24,8 @@ and a busy machine then gave negative shares). The breakdown: profiler, logging 
 (alerts, backups and recovery switched on, the features together). For comparison, ``plain``: no
 feature, the bot writing its own three lines per operation itself with a stdlib ``FileHandler``
 (plain text; the event line is opsstack's). ``--modes`` runs only the modes named (each mode's CPU
-and the parts of the breakdown whose two modes ran are printed, no total).
+and the parts of the breakdown whose two modes ran are printed, no total). ``--verbose`` prints every
+run with its CPU by thread (the bot's ``MainThread``, ``opsstack-log-writer``, ``es-log-shipper``...).
 
 Goals (issue 19): at most 0.5 % of a core at load 1, at most 3 % at load 10.
 """
@@ -140,11 +141,33 @@ class Bot:
         await self.drive(rate, loop.time() + WARM_UP)
         self.counts = dict.fromkeys(self.counts, 0)
         print("window", flush=True)  # the parent scrapes from here on
+        threads = _thread_cpu()
         before, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         await self.drive(rate, loop.time() + seconds)
         after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
+        threads = {name: cpu - threads.get(name, 0.0) for name, cpu in _thread_cpu().items()}
         return {"cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-                "wall": wall, **self.counts}
+                "wall": wall, "threads": threads, **self.counts}
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, by thread name (Linux's per-thread
+    ``schedstat``; empty elsewhere): which thread the features' CPU is spent on, the bot's own
+    (the logging call itself) or a worker's."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    cpu: dict[str, float] = {}
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return cpu
+    for task in tasks:
+        try:
+            nanoseconds = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # ended meanwhile, or no schedstat
+            continue
+        name = names.get(int(task.name), "other")
+        cpu[name] = cpu.get(name, 0.0) + nanoseconds / 1e9
+    return cpu
 
 
 def _bot(rate: float, seconds: float) -> dict:
@@ -264,9 +287,11 @@ def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dic
     def run(mode: str) -> None:
         result = run_child(mode, load, options.seconds, services)
         if options.verbose:
+            threads = ", ".join(f"{name} {cpu:.3f}" for name, cpu in
+                                sorted(result["threads"].items(), key=lambda item: -item[1]) if cpu >= 0.0005)
             print(f"  load {load:>2} {mode:<18} {result['cpu']:.3f} CPU s in {result['wall']:.1f} s"
                   f" ({result['operations']} operations, {result['scrapes']} scrapes,"
-                  f" shipped {result['shipped']})", flush=True)
+                  f" shipped {result['shipped']}; by thread: {threads or 'not known'})", flush=True)
         if mode not in best or result["cpu"] < best[mode]["cpu"]:
             best[mode] = result
 
