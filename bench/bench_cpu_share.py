@@ -1,6 +1,6 @@
 """The CPU the features add to a bot, as a share of one core (the design document: "+2-3 %").
 
-    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10]
+    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging] [--verbose]
 
 A child process runs the simulated bot's workload (the demo's mix: downloads, uploads, API
 calls, slow jobs, in asyncio) for a fixed wall time at a fixed rate: at load 1, 50 profiled
@@ -23,7 +23,9 @@ and a busy machine then gave negative shares). The breakdown: profiler, logging 
 (profiler + /metrics scraped, less profiler); "the rest" is what ``on`` costs beyond their sum
 (alerts, backups and recovery switched on, the features together). For comparison, ``plain``: no
 feature, the bot writing its own three lines per operation itself with a stdlib ``FileHandler``
-(plain text; the event line is opsstack's).
+(plain text; the event line is opsstack's). ``--modes`` runs only the modes named (each mode's CPU
+and the parts of the breakdown whose two modes ran are printed, no total). ``--verbose`` prints every
+run with its CPU by thread (the bot's ``MainThread``, ``opsstack-log-writer``, ``es-log-shipper``...).
 
 Goals (issue 19): at most 0.5 % of a core at load 1, at most 3 % at load 10.
 """
@@ -139,11 +141,33 @@ class Bot:
         await self.drive(rate, loop.time() + WARM_UP)
         self.counts = dict.fromkeys(self.counts, 0)
         print("window", flush=True)  # the parent scrapes from here on
+        threads = _thread_cpu()
         before, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         await self.drive(rate, loop.time() + seconds)
         after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
+        threads = {name: cpu - threads.get(name, 0.0) for name, cpu in _thread_cpu().items()}
         return {"cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-                "wall": wall, **self.counts}
+                "wall": wall, "threads": threads, **self.counts}
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, by thread name (Linux's per-thread
+    ``schedstat``; empty elsewhere): which thread the features' CPU is spent on, the bot's own
+    (the logging call itself) or a worker's."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    cpu: dict[str, float] = {}
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return cpu
+    for task in tasks:
+        try:
+            nanoseconds = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # ended meanwhile, or no schedstat
+            continue
+        name = names.get(int(task.name), "other")
+        cpu[name] = cpu.get(name, 0.0) + nanoseconds / 1e9
+    return cpu
 
 
 def _bot(rate: float, seconds: float) -> dict:
@@ -258,18 +282,21 @@ def share(cpu: float, base: float, wall: float) -> float:
 
 def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dict]:
     best: dict[str, dict] = {}
+    modes = [mode for mode in MODES if mode in options.modes]
 
     def run(mode: str) -> None:
         result = run_child(mode, load, options.seconds, services)
         if options.verbose:
+            threads = ", ".join(f"{name} {cpu:.3f}" for name, cpu in
+                                sorted(result["threads"].items(), key=lambda item: -item[1]) if cpu >= 0.0005)
             print(f"  load {load:>2} {mode:<18} {result['cpu']:.3f} CPU s in {result['wall']:.1f} s"
                   f" ({result['operations']} operations, {result['scrapes']} scrapes,"
-                  f" shipped {result['shipped']})", flush=True)
+                  f" shipped {result['shipped']}; by thread: {threads or 'not known'})", flush=True)
         if mode not in best or result["cpu"] < best[mode]["cpu"]:
             best[mode] = result
 
     for _ in range(options.rounds):  # every mode each round, interleaved: the least CPU of each kept
-        for mode in MODES:
+        for mode in modes:
             run(mode)
     return best
 
@@ -277,15 +304,11 @@ def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dic
 def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     """Every run does the same scheduled work (``seconds`` of it at the load's rate; a busy run
     may take a little longer to finish it): CPU differences per scheduled second."""
-    off, on = best["off"], best["on"]
     wall = seconds
-    parts = {
-        "profiler": share(best["profiler"]["cpu"], off["cpu"], wall),
-        "logging to files": share(best["logging"]["cpu"], off["cpu"], wall),
-        "shipping to Elasticsearch": share(best["logging+shipping"]["cpu"], best["logging"]["cpu"], wall),
-        "spans to the Collector": share(best["profiler+spans"]["cpu"], best["profiler"]["cpu"], wall),
-        "scrapes of /metrics": share(best["profiler+scrapes"]["cpu"], best["profiler"]["cpu"], wall),
-    }
+    if set(MODES) - set(best):  # --modes: only the parts measured, no total
+        return _report_parts(load, best, wall)
+    off, on = best["off"], best["on"]
+    parts = _parts(best, wall)
     total = share(on["cpu"], off["cpu"], wall)
     parts["the rest (alerts, backups, recovery on; together)"] = total - sum(parts.values())
     goal = GOALS.get(load)
@@ -305,11 +328,49 @@ def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     return goal is None or total <= goal
 
 
+# Each part of the breakdown: its name, the mode with it, the mode without it.
+PARTS = (("profiler", "profiler", "off"), ("logging to files", "logging", "off"),
+         ("shipping to Elasticsearch", "logging+shipping", "logging"),
+         ("spans to the Collector", "profiler+spans", "profiler"),
+         ("scrapes of /metrics", "profiler+scrapes", "profiler"))
+
+
+def _parts(best: dict[str, dict], wall: float) -> dict[str, float]:
+    """The parts whose two modes were run: share of one core each."""
+    return {name: share(best[with_]["cpu"], best[without]["cpu"], wall)
+            for name, with_, without in PARTS if with_ in best and without in best}
+
+
+def _report_parts(load: int, best: dict[str, dict], wall: float) -> bool:
+    """The report of a run of some modes only (``--modes``): each mode's CPU, and the parts."""
+    print(f"load {load}: modes {', '.join(best)} (no total: not every mode run)")
+    for mode, result in best.items():
+        print(f"    {mode:<18} {100 * result['cpu'] / wall:6.2f} % of a core (least of the rounds;"
+              f" {result['lines']} lines, shipped {result['shipped']})")
+    for name, value in _parts(best, wall).items():
+        print(f"    {name:<52} {value:5.2f} %")
+    if "plain" in best and "off" in best:
+        print(f"    {'plain (stdlib FileHandler, for comparison)':<52} "
+              f"{share(best['plain']['cpu'], best['off']['cpu'], wall):5.2f} %")
+    return True
+
+
+def _modes(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; known: {', '.join(MODES)}")
+    return modes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured wall time per run")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each mode per load, least CPU kept")
     parser.add_argument("--loads", default="1,10", help="multiples of 50 operations/s, comma-separated")
+    parser.add_argument("--modes", type=_modes, default=list(MODES),
+                        help=f"modes to run, comma-separated (default: all: {','.join(MODES)});"
+                             " with some only, only the parts measured are reported")
     parser.add_argument("--verbose", action="store_true", help="print every run")
     parser.add_argument("--elasticsearch-url", help="a running node (default: start one)")
     parser.add_argument("--otlp-url", help="a running Collector's OTLP/HTTP endpoint (default: start one)")

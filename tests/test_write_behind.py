@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from exporter.config import load_settings
-from exporter.logger_manager import LoggerManager, _fast_record
+from exporter.logger_manager import LoggerManager, _fast_record, _write_behind
 from exporter.logger_manager._write_behind import PENDING_LIMIT
 from exporter.metrics import Metrics
 from tests.probes import wait_until
@@ -42,6 +43,28 @@ def test_a_plain_info_line_waits_for_the_writer_and_gets_there_on_its_own(manage
                what="the writer thread to write the line")
 
 
+
+def _switches(thread) -> int:
+    """The context switches of ``thread`` so far (each wake-up is one)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts context switches in /proc")
+def test_an_idle_writer_sleeps_until_a_line_is_queued(manager, tmp_path):
+    """No timer: with nothing queued the writer thread is not woken at all (it was once a
+    second); the next line wakes it."""
+    writer = manager._front._thread
+    logging.getLogger("bot").info("first")
+    wait_until(lambda: _messages(tmp_path / "logs" / "bot.json") == ["first"], what="the first line written")
+    time.sleep(0.3)  # the writer back asleep
+    before = _switches(writer)
+    time.sleep(2.5)
+    assert _switches(writer) == before
+    logging.getLogger("bot").info("second")
+    wait_until(lambda: _messages(tmp_path / "logs" / "bot.json") == ["first", "second"], what="the second line")
+
 def test_every_line_keeps_the_order_it_was_logged_in(manager, tmp_path):
     log = logging.getLogger("bot")
     expected = []
@@ -65,8 +88,51 @@ def test_the_message_is_the_one_of_the_moment_it_was_logged(manager, tmp_path):
     assert _messages(tmp_path / "logs" / "bot.json") == ["state ['started'], count 1"]
 
 
-def test_a_full_queue_is_written_by_the_caller_and_nothing_is_dropped(manager, tmp_path):
-    manager._front._wake.wait = lambda timeout=None: False  # a writer that never gets its turn
+
+def _writer_not_woken(manager, monkeypatch) -> None:
+    """No token reaches the writer until the test ends (it sleeps in its get()): the records
+    stay queued unless a caller writes them."""
+    manager._front._signalled = True  # "a token is on its way": no caller puts one
+    monkeypatch.setattr(_write_behind, "HURRY_AT", -1)  # nor for a burst
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_event_is_formatted_by_the_writer_and_written_as_formatted_at_once(manager, tmp_path, monkeypatch):
+    """The manager's events (extra values that cannot change) wait in the queue unformatted,
+    and the writer writes the line the formatter gives for them on the caller's thread."""
+    front = manager._front
+    formatted_here = []
+    monkeypatch.setattr(front, "_format", lambda *args: formatted_here.append(args) or "")
+    _writer_not_woken(manager, monkeypatch)  # the writer does not take them meanwhile
+    manager.log_download(task_id="t1", filename="a.mp4", size_bytes=10, duration=0.5, speed=20.0,
+                         status="completed")
+    manager.log_api_call(method="sendMessage", duration=0.1, status="success", status_code=200)
+    logging.getLogger("bot").info("tuple", extra={"chat_id": 7, "tags": ("a", "b")})
+    assert not formatted_here
+    records = [record for record, message, ids in front._queue if message is None and ids is None]
+    assert len(records) == 3
+    monkeypatch.undo()
+    manager.flush()
+    formatter = manager._handler.formatter
+    assert (tmp_path / "logs" / "bot.json").read_text().splitlines() == [formatter.format(r) for r in records]
+    first = json.loads(formatter.format(records[0]))
+    assert first["event"]["category"] == ["file"] and first["event"]["type"] == ["creation"]
+
+
+def test_an_extra_value_that_could_change_is_taken_at_the_call(manager, tmp_path, monkeypatch):
+    _writer_not_woken(manager, monkeypatch)  # the writer does not take it meanwhile
+    chats = ["first"]
+    logging.getLogger("bot").info("list", extra={"chats": chats})
+    chats.append("appended later")
+    manager.flush()
+    (line,) = _lines(tmp_path / "logs" / "bot.json")
+    assert "first" in json.dumps(line) and "appended later" not in json.dumps(line)
+
+def test_a_full_queue_is_written_by_the_caller_and_nothing_is_dropped(manager, tmp_path, monkeypatch):
+    _writer_not_woken(manager, monkeypatch)  # a writer that never gets its turn
     for number in range(3 * PENDING_LIMIT):
         logging.getLogger("bot").info("line %d", number)
     assert len(manager._front._queue) <= PENDING_LIMIT
@@ -292,7 +358,7 @@ def test_queued_lines_and_event_lines_go_to_the_file_in_one_write(manager, tmp_p
     output = manager._handler.files[0]
     real_append = output._append
     monkeypatch.setattr(output, "_append", lambda data: (appends.append(data), real_append(data)))
-    manager._front._wake.wait = lambda timeout=None: False  # the writer does not take them meanwhile
+    _writer_not_woken(manager, monkeypatch)  # the writer does not take them meanwhile
     log = logging.getLogger("bot")
     for number in range(40):
         log.info("line %d", number, extra={"chat_id": number} if number % 4 == 0 else None)

@@ -28,6 +28,9 @@ from ._fields import ECS_FIELDS, field_for_argument, is_number, place
 
 SUCCESS_WORDS = frozenset(("success", "succeeded", "successful", "completed", "complete", "ok", "done",
                            "finished", "true"))
+# The ECS arrays of the events, as tuples: a record whose extra values cannot change is
+# formatted behind the caller, on the writer thread (``_write_behind``); a list could change.
+_FILE, _API, _CREATION, _ACCESS = ("file",), ("api",), ("creation",), ("access",)
 FAILURE_WORDS = frozenset(("failure", "failed", "fail", "error", "errored", "timeout", "timed_out",
                            "aborted", "cancelled", "canceled", "rejected", "false"))
 
@@ -61,8 +64,8 @@ def transfer(direction: str, task_id: Any, filename: Any, size_bytes: Any, durat
     outcome = outcome_of(status)
     fields: dict[str, Any] = {
         "event.kind": "event",
-        "event.category": ["file"],
-        "event.type": ["creation"] if direction == "download" else ["access"],
+        "event.category": _FILE,
+        "event.type": _CREATION if direction == "download" else _ACCESS,
         "event.action": direction,
         "event.outcome": outcome,
         "event.duration": nanoseconds(duration),
@@ -87,8 +90,8 @@ def api_call(method: Any, duration: Any, status: Any, status_code: Any = None, *
     outcome = outcome_of(status, status_code)
     built: dict[str, Any] = {
         "event.kind": "event",
-        "event.category": ["api"],
-        "event.type": ["access"],
+        "event.category": _API,
+        "event.type": _ACCESS,
         "event.action": "api-call",
         "event.outcome": outcome,
         "event.duration": nanoseconds(duration),

@@ -1,12 +1,16 @@
 """The handler the manager puts on the root logger: plain records are written behind the caller.
 
-On the bot's thread, a plain record below WARNING (no ``extra``, no exception, no stack) costs
-one ``append`` of ``(record, message, trace ids)`` to a queue: the trace ids of the active span
-are taken there, and so is the message when its arguments could change afterwards (anything
-but ``str``, ``int``, ``float``, ``bool`` and ``None``). A record below WARNING with ``extra``
-fields (their values could change) is formatted there and its line queued. A writer thread
-formats and writes them (:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER`
-seconds after the first of them was queued, all of them with one write per file.
+On the bot's thread, a record below WARNING (no exception, no stack) costs one ``append`` of
+``(record, message, trace ids)`` to a queue: the trace ids of the active span are taken there,
+and so is the message when its arguments could change afterwards (anything but ``str``,
+``int``, ``float``, ``bool`` and ``None``). So are its ``extra`` fields when none of their
+values can change either (those classes, and tuples of them: the logger manager's own events
+are such records); a record with an ``extra`` value that could change (a list, a dict, an
+object) is formatted there and its line queued. A writer thread formats and writes them
+(:class:`._handler.ECSHandler` does), in order, at most :data:`GATHER` seconds after the first
+of them was queued, all of them with one write per file: formatted a batch at a time, away from
+the bot's work, a line costs less CPU than formatted between the bot's own steps (the bench
+``bench/bench_cpu_share.py`` measures it).
 
 Everything else is written before the call returns, with what is queued: a WARNING or worse,
 a record a sink logged, and any record while :data:`PENDING_LIMIT` records are queued (the
@@ -28,6 +32,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue as queues
 import threading
 import weakref
 
@@ -41,7 +46,6 @@ log = logging.getLogger("exporter.logger_manager")
 PENDING_LIMIT = 256  # records queued at the most: the lines a SIGKILL can lose
 GATHER = 0.2  # seconds the writer lets records gather before it writes them
 HURRY_AT = PENDING_LIMIT // 4  # records queued that end the gathering at once
-IDLE_CHECK = 1.0  # seconds between two looks at the queue while nobody wakes the writer
 _PLAIN_ATTRIBUTES = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
 WARNING = logging.WARNING
 _UNCHANGING = frozenset((str, int, float, bool, type(None)))
@@ -66,9 +70,14 @@ class WriteBehind(logging.Handler):
             _fork_hook.append(True)
 
     def _start(self) -> None:
-        self._wake = threading.Event()
-        self._hurry = threading.Event()
-        self._closing = threading.Event()
+        # The writer sleeps in a get() of _signals, with no timeout, while nothing is queued. A
+        # token wakes it: the first record of a batch (whoever finds _signalled False; two
+        # threads at once make two tokens, which only ends the gathering early), a burst, and
+        # closing. A SimpleQueue rather than Events: put and get are a C call each, where an
+        # Event's set, wait and clear run a Condition in Python, and there is no timeout to
+        # look at an empty queue every second.
+        self._signals: queues.SimpleQueue = queues.SimpleQueue()
+        self._signalled = False  # a token is on its way for what is queued (cleared by the writer)
         self._thread = threading.Thread(target=self._run, name="opsstack-log-writer", daemon=True)
         self._thread.start()
 
@@ -86,7 +95,7 @@ class WriteBehind(logging.Handler):
         message = None
         ids = self._trace_ids() if self._trace_ids is not None else None
         # extra fields; "message" and "asctime" are what another handler's formatting adds
-        if len(attributes) != _PLAIN_ATTRIBUTES and attributes.keys() - STANDARD_ATTRIBUTES:
+        if len(attributes) != _PLAIN_ATTRIBUTES and not _unchanging(attributes, attributes.keys() - STANDARD_ATTRIBUTES):
             message, ids = self._format(record, None, ids), _FORMATTED
         elif record.msg.__class__ is not str or record.args.__class__ is not tuple:
             message = record.getMessage()  # an object as the message, or a mapping of arguments
@@ -99,11 +108,11 @@ class WriteBehind(logging.Handler):
         if self._closed:  # close() ran meanwhile, its last flush perhaps before this append
             self.flush()  # written, or counted as failed (the files are closed): never left queued
             return True
-        queued = len(queue)
-        if queued == 1:
-            self._wake.set()  # once per gathering: the writer sleeps while nothing is queued
-        elif queued == HURRY_AT:
-            self._hurry.set()  # a burst: write it now rather than at the end of the gathering
+        if not self._signalled:  # read after the append: see _run
+            self._signalled = True
+            self._signals.put(None)  # once per gathering: the writer sleeps while nothing is queued
+        elif len(queue) == HURRY_AT:
+            self._signals.put(None)  # a burst: write it now rather than at the end of the gathering
         return True
 
     def _handle_first_in_child(self, record: logging.LogRecord) -> bool:
@@ -155,19 +164,26 @@ class WriteBehind(logging.Handler):
             self.inner.output(lines, True)
 
     def _run(self) -> None:
-        while not self._closing.is_set():
-            # Woken by the first record queued; the timeout covers two threads queueing their
-            # first records at once (each may see the other's and leave the waking to it).
-            if not self._wake.wait(IDLE_CHECK) and not self._queue:
-                continue
-            self._hurry.wait(GATHER)  # let a batch gather (ends at once on a burst, or when closing)
-            self._wake.clear()
-            self._hurry.clear()
+        """Sleep until a token, let the batch gather, write it. No record waits unwritten for
+        want of a token: a caller appends, then reads _signalled; the writer takes the tokens,
+        clears _signalled, then writes the queue. A caller that reads True either appended
+        before the clear, so before the write, or after another caller set it again, whose
+        token is on its way; one that reads False puts a token for the next round."""
+        signals = self._signals
+        while True:
+            signals.get()
+            # let a batch gather (ends at once on a burst, or when closing); take its tokens
+            _pause(signals, 0 if self._closed else GATHER)
+            self._signalled = False
+            if self._closed:  # close() sets it before its token: a token taken here is seen
+                return
             try:
                 self.flush()
             except Exception:  # thread boundary: report and go on (the callers write meanwhile)
                 worker_failed(self.inner.metrics, "log_writer", log, "writing log lines")
-                self._closing.wait(GATHER)
+                _pause(signals, GATHER)
+                if self._closed:
+                    return
 
     def close(self) -> None:
         """Stop the writer, write what is left, close the files."""
@@ -175,13 +191,36 @@ class WriteBehind(logging.Handler):
             self._reopen_in_child()
         self._closed = True
         _running.discard(self)
-        self._closing.set()
-        self._wake.set()
-        self._hurry.set()
+        self._signals.put(None)
         self._thread.join()
         self.flush()
         self.inner.close()
         super().close()
+
+
+def _pause(signals: queues.SimpleQueue, seconds: float) -> None:
+    """Wait up to ``seconds`` for a token of ``signals`` (0: no wait), then take the ones there."""
+    if seconds:
+        try:
+            signals.get(timeout=seconds)
+        except queues.Empty:
+            pass
+    try:
+        while True:
+            signals.get_nowait()
+    except queues.Empty:
+        return
+
+
+def _unchanging(attributes: dict, extras: set) -> bool:
+    """Whether the values of the ``extras`` are all of classes whose value cannot change (and
+    tuples of them): then the record can be formatted later and give the same line."""
+    for name in extras:
+        value = attributes[name]
+        kind = value.__class__
+        if kind not in _UNCHANGING and not (kind is tuple and all([item.__class__ in _UNCHANGING for item in value])):
+            return False
+    return True
 
 
 _running: weakref.WeakSet = weakref.WeakSet()  # the open handlers, whose writers a fork leaves behind
