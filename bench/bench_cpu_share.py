@@ -1,6 +1,6 @@
 """The CPU the features add to a bot, as a share of one core (the design document: "+2-3 %").
 
-    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10]
+    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,on,...]
 
 A child process runs the simulated bot's workload (the demo's mix: downloads, uploads, API
 calls, slow jobs, in asyncio) for a fixed wall time at a fixed rate: at load 1, 50 profiled
@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,14 @@ API_METHODS = ("getUpdates", "sendMessage", "sendDocument", "getFile", "editMess
 PROFILER = {"ENABLE_PROFILER": "1"}
 LOGGING = {"ENABLE_ENHANCED_LOGGING": "1", "LOG_CONSOLE": "0"}
 MODES = ("off", "on", "plain", "profiler", "logging", "logging+shipping", "profiler+spans", "profiler+scrapes")
+# The breakdown: each part is the CPU of a mode less that of its base mode.
+PARTS = {
+    "profiler": ("profiler", "off"),
+    "logging to files": ("logging", "off"),
+    "shipping to Elasticsearch": ("logging+shipping", "logging"),
+    "spans to the Collector": ("profiler+spans", "profiler"),
+    "scrapes of /metrics": ("profiler+scrapes", "profiler"),
+}
 
 
 # ---------------------------------------------------------------------------------- the child
@@ -258,34 +267,46 @@ def share(cpu: float, base: float, wall: float) -> float:
 
 def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dict]:
     best: dict[str, dict] = {}
+    cpus: dict[str, list[float]] = {}
 
     def run(mode: str) -> None:
         result = run_child(mode, load, options.seconds, services)
+        cpus.setdefault(mode, []).append(result["cpu"])
         if options.verbose:
             print(f"  load {load:>2} {mode:<18} {result['cpu']:.3f} CPU s in {result['wall']:.1f} s"
                   f" ({result['operations']} operations, {result['scrapes']} scrapes,"
                   f" shipped {result['shipped']})", flush=True)
         if mode not in best or result["cpu"] < best[mode]["cpu"]:
             best[mode] = result
+        best[mode]["cpus"] = sorted(cpus[mode])
 
     for _ in range(options.rounds):  # every mode each round, interleaved: the least CPU of each kept
-        for mode in MODES:
+        for mode in options.modes:
             run(mode)
     return best
+
+
+def report_some(load: int, best: dict[str, dict], seconds: float) -> None:
+    """The runs of a ``--modes`` subset: each mode's CPU share, and the parts whose two modes ran."""
+    print(f"load {load}: modes {', '.join(best)} (least CPU of each)")
+    for mode, result in best.items():
+        cpus = result["cpus"]
+        print(f"  {mode:<18} {100 * result['cpu'] / seconds:6.2f} % of a core ({result['operations']} operations;"
+              f" CPU s min {cpus[0]:.3f} median {statistics.median(cpus):.3f} max {cpus[-1]:.3f})")
+    for name, (mode, base) in PARTS.items():
+        if mode in best and base in best:
+            print(f"    {name:<52} {share(best[mode]['cpu'], best[base]['cpu'], seconds):5.2f} %")
 
 
 def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     """Every run does the same scheduled work (``seconds`` of it at the load's rate; a busy run
     may take a little longer to finish it): CPU differences per scheduled second."""
+    if set(best) != set(MODES):
+        report_some(load, best, seconds)
+        return True
     off, on = best["off"], best["on"]
     wall = seconds
-    parts = {
-        "profiler": share(best["profiler"]["cpu"], off["cpu"], wall),
-        "logging to files": share(best["logging"]["cpu"], off["cpu"], wall),
-        "shipping to Elasticsearch": share(best["logging+shipping"]["cpu"], best["logging"]["cpu"], wall),
-        "spans to the Collector": share(best["profiler+spans"]["cpu"], best["profiler"]["cpu"], wall),
-        "scrapes of /metrics": share(best["profiler+scrapes"]["cpu"], best["profiler"]["cpu"], wall),
-    }
+    parts = {name: share(best[mode]["cpu"], best[base]["cpu"], wall) for name, (mode, base) in PARTS.items()}
     total = share(on["cpu"], off["cpu"], wall)
     parts["the rest (alerts, backups, recovery on; together)"] = total - sum(parts.values())
     goal = GOALS.get(load)
@@ -310,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured wall time per run")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each mode per load, least CPU kept")
     parser.add_argument("--loads", default="1,10", help="multiples of 50 operations/s, comma-separated")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="modes to run, comma-separated (default: all; a subset prints each mode's "
+                             "share and the parts whose two modes ran)")
     parser.add_argument("--verbose", action="store_true", help="print every run")
     parser.add_argument("--elasticsearch-url", help="a running node (default: start one)")
     parser.add_argument("--otlp-url", help="a running Collector's OTLP/HTTP endpoint (default: start one)")
@@ -323,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         loads = [int(value) for value in options.loads.split(",")]
     except ValueError:
         print(f"--loads: expected whole numbers separated by commas, got {options.loads!r}", file=sys.stderr)
+        return 2
+    options.modes = [mode for mode in options.modes.split(",") if mode]
+    unknown = sorted(set(options.modes) - set(MODES))
+    if unknown or not options.modes:
+        print(f"--modes: expected some of {', '.join(MODES)}, got {unknown or 'none'}", file=sys.stderr)
         return 2
     print(f"machine: {os.cpu_count()} cores; {options.seconds:.0f} s per run after {WARM_UP:.0f} s "
           f"of warm-up; Elasticsearch and the Collector are separate processes (not counted)")
