@@ -217,10 +217,11 @@ def _scrape_while(child: subprocess.Popen, port: int, counter: list[int]) -> Non
         time.sleep(0.05)
 
 
-def run_child(mode: str, load: int, seconds: float, services: tuple[str, str]) -> dict:
+def run_child(mode: str, load: int, seconds: float, services: tuple[str, str],
+              extra: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="opsstack-cpu-") as work:
         port = _free_port()
-        env = _environment(mode, Path(work), *services, port)
+        env = {**_environment(mode, Path(work), *services, port), **(extra or {})}
         child = subprocess.Popen(
             [sys.executable, __file__, "--child", "--rate", str(OPERATIONS_PER_SECOND * load),
              "--seconds", str(seconds)],
@@ -270,7 +271,7 @@ def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dic
     cpus: dict[str, list[float]] = {}
 
     def run(mode: str) -> None:
-        result = run_child(mode, load, options.seconds, services)
+        result = run_child(mode, load, options.seconds, services, options.env)
         cpus.setdefault(mode, []).append(result["cpu"])
         if options.verbose:
             print(f"  load {load:>2} {mode:<18} {result['cpu']:.3f} CPU s in {result['wall']:.1f} s"
@@ -334,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES),
                         help="modes to run, comma-separated (default: all; a subset prints each mode's "
                              "share and the parts whose two modes ran)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every mode's child, over the mode's own (repeatable; to "
+                             "compare a setting such as OTEL_BSP_SCHEDULE_DELAY, one run each)")
     parser.add_argument("--verbose", action="store_true", help="print every run")
     parser.add_argument("--elasticsearch-url", help="a running node (default: start one)")
     parser.add_argument("--otlp-url", help="a running Collector's OTLP/HTTP endpoint (default: start one)")
@@ -348,13 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"--loads: expected whole numbers separated by commas, got {options.loads!r}", file=sys.stderr)
         return 2
+    if any("=" not in pair for pair in options.env):
+        print(f"--env: expected NAME=VALUE, got {options.env}", file=sys.stderr)
+        return 2
+    options.env = dict(pair.split("=", 1) for pair in options.env)
     options.modes = [mode for mode in options.modes.split(",") if mode]
     unknown = sorted(set(options.modes) - set(MODES))
     if unknown or not options.modes:
         print(f"--modes: expected some of {', '.join(MODES)}, got {unknown or 'none'}", file=sys.stderr)
         return 2
     print(f"machine: {os.cpu_count()} cores; {options.seconds:.0f} s per run after {WARM_UP:.0f} s "
-          f"of warm-up; Elasticsearch and the Collector are separate processes (not counted)")
+          f"of warm-up; Elasticsearch and the Collector are separate processes (not counted)"
+          + "".join(f"; {name}={value}" for name, value in options.env.items()))
     with tempfile.TemporaryDirectory(prefix="opsstack-cpu-services-") as temp, _services(options, Path(temp)) as urls:
         for load in loads:
             report(load, measure_load(load, options, urls), options.seconds)

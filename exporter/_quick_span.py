@@ -160,18 +160,12 @@ class QuickSpans:
             trace_id = self.ids.generate_trace_id()
             flags = self._root_flags
         inline = self._inline
-        if inline is not None:  # as the sampler would: the parent's trace state, the given attributes
-            recording = inline == "always_on" or parent is None or parent.trace_flags.sampled
+        if inline is None:
+            recording, sampled, trace_state, attributes = self._ask_sampler(trace_id, name, attributes)
+        else:  # as the sampler would decide: the parent's trace state, the given attributes
+            recording = sampled = inline == "always_on" or parent is None or parent.trace_flags.sampled
             trace_state = None if parent is None else parent.trace_state
-        else:
-            sampled = self.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes, ())
-            recording = sampled.decision.is_recording()
-            trace_state = sampled.trace_state
-            if sampled.decision.is_sampled():
-                flags |= _SAMPLED
-            if sampled.attributes != attributes:
-                attributes = dict(sampled.attributes)
-        if inline is not None and recording:
+        if sampled:
             flags |= _SAMPLED
         span_context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
                                    trace_flags=_FLAGS[flags], trace_state=trace_state)
@@ -181,6 +175,13 @@ class QuickSpans:
                          start_time if start_time is not None else time_ns())
         self._on_start(span, parent_context=None)
         return span
+
+    def _ask_sampler(self, trace_id: int, name: str, attributes: dict[str, Any]) -> tuple[bool, bool, Any, dict]:
+        """(recording, sampled, trace state, attributes) as the configured sampler decides."""
+        result = self.sampler.should_sample(None, trace_id, name, _INTERNAL, attributes, ())
+        found = result.attributes
+        return (result.decision.is_recording(), result.decision.is_sampled(), result.trace_state,
+                attributes if found == attributes else dict(found))
 
     def start_current(self, name: str, attributes: dict[str, Any]) -> tuple[Any, object]:
         """A started span made current: ``(span, token)`` for :func:`opentelemetry.context.detach`."""
