@@ -351,15 +351,17 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
         made = TracerProvider(sampler=_sampler(config.sampler, config.sampler_arg), resource=resource,
                               shutdown_on_exit=False)
         exporter = span_exporter if span_exporter is not None else _span_exporter(config)
-        made.add_span_processor(_compacting(BatchSpanProcessor(
+        batch = BatchSpanProcessor(
             exporter, max_queue_size=config.max_queue_size,
             max_export_batch_size=min(config.max_export_batch_size, config.max_queue_size),
             schedule_delay_millis=config.schedule_delay_ms,
-            export_timeout_millis=config.timeout_ms)))
+            export_timeout_millis=config.timeout_ms)
+        compacting = _compacting(batch)
+        made.add_span_processor(compacting)
         _api = (trace, context, Status, StatusCode)
         _provider = made
         _tracer = made.get_tracer("exporter", __version__)
-        _quick = QuickSpans(_tracer, "exporter", __version__, config.sampler)
+        _quick = QuickSpans(_tracer, "exporter", __version__, config.sampler, own=compacting)
         registered = _register_globally(trace, made)
     atexit.register(shutdown)
     log.info("tracing on: %s over OTLP %s to %s (%s)", config.service_name, config.protocol,

@@ -158,3 +158,19 @@ def test_under_a_parent_that_was_not_sampled_nothing_is_recorded(exported):
         context.detach(token)
     (span,) = _finished(exported).values()
     assert span.name == "sampled child" and span.parent.span_id == 0x98 and span.context.trace_id == 0x5678
+
+
+def test_a_processor_the_bot_adds_later_sees_them_too(exported):
+    """Ours alone, a span goes straight to it; once the bot adds one, through the provider's chain."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    profiler = _profiler()
+    with profiler.profile_sync("before"):
+        pass
+    added = InMemorySpanExporter()
+    tracing.provider().add_span_processor(SimpleSpanProcessor(added))
+    with profiler.profile_sync("after"):
+        pass
+    assert sorted(_finished(exported)) == ["after", "before"]
+    assert [span.name for span in added.get_finished_spans()] == ["after"]
