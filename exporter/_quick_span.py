@@ -15,7 +15,6 @@ Imported by ``tracing.setup`` only (it subclasses SDK classes).
 from __future__ import annotations
 
 import logging
-import traceback
 from time import time_ns
 from typing import Any
 
@@ -26,6 +25,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from ._stacktrace import stacktrace
 
 log = logging.getLogger("exporter.tracing")
 
@@ -112,13 +113,14 @@ class QuickSpan(trace.Span, ReadableSpan):
 
     def record_exception(self, exception: BaseException, attributes: Any = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
-        """An ``exception`` event with the semantic-convention attributes."""
+        """An ``exception`` event with the semantic-convention attributes; the stack trace is
+        the stdlib's text without its position markers (see ``_stacktrace``)."""
         kind = type(exception)
         module = kind.__module__
         found = {
             "exception.type": kind.__qualname__ if module in (None, "builtins") else f"{module}.{kind.__qualname__}",
             "exception.message": str(exception),
-            "exception.stacktrace": "".join(traceback.format_exception(kind, exception, exception.__traceback__)),
+            "exception.stacktrace": stacktrace(exception),
             "exception.escaped": str(escaped),
         }
         if attributes:
