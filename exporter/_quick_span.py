@@ -33,7 +33,7 @@ log = logging.getLogger("exporter.tracing")
 _INTERNAL = SpanKind.INTERNAL
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags.SAMPLED
-_RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag (SDK >= 1.40)
+_RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag (0 in SDKs without it)
 _FLAGS = tuple(TraceFlags(bits) for bits in range(4))  # the four combinations of the two, made once
 _get_current_span = trace.get_current_span
 # Samplers whose decision needs no call: always on, or on unless a parent says otherwise.
@@ -150,7 +150,7 @@ class QuickSpans:
         self.scope = InstrumentationScope(name, version)
         self.limits = SpanLimits()  # the provider's own, from the same OTEL_SPAN_* defaults
         processor = self._chain = tracer.span_processor
-        self._on_ending = getattr(processor, "_on_ending", None)  # SDK >= 1.39
+        self._on_ending = getattr(processor, "_on_ending", None)  # a hook of newer SDKs
         self._alone = getattr(processor, "_span_processors", None)  # SynchronousMultiSpanProcessor's
         self._own = own if self._alone == (own,) else None
         random_ids = getattr(self.ids, "is_trace_id_random", None)
