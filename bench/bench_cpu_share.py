@@ -1,6 +1,6 @@
 """The CPU the features add to a bot, as a share of one core (the design document: "+2-3 %").
 
-    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging] [--verbose]
+    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging] [--env NAME=VALUE] [--verbose]
 
 A child process runs the simulated bot's workload (the demo's mix: downloads, uploads, API
 calls, slow jobs, in asyncio) for a fixed wall time at a fixed rate: at load 1, 50 profiled
@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,14 @@ API_METHODS = ("getUpdates", "sendMessage", "sendDocument", "getFile", "editMess
 PROFILER = {"ENABLE_PROFILER": "1"}
 LOGGING = {"ENABLE_ENHANCED_LOGGING": "1", "LOG_CONSOLE": "0"}
 MODES = ("off", "on", "plain", "profiler", "logging", "logging+shipping", "profiler+spans", "profiler+scrapes")
+# The breakdown: each part is the CPU of a mode less that of its base mode.
+PARTS = {
+    "profiler": ("profiler", "off"),
+    "logging to files": ("logging", "off"),
+    "shipping to Elasticsearch": ("logging+shipping", "logging"),
+    "spans to the Collector": ("profiler+spans", "profiler"),
+    "scrapes of /metrics": ("profiler+scrapes", "profiler"),
+}
 
 
 # ---------------------------------------------------------------------------------- the child
@@ -232,10 +241,11 @@ def _scrape_while(child: subprocess.Popen, port: int, counter: list[int]) -> Non
         time.sleep(0.05)
 
 
-def run_child(mode: str, load: int, seconds: float, services: tuple[str, str]) -> dict:
+def run_child(mode: str, load: int, seconds: float, services: tuple[str, str],
+              extra: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="opsstack-cpu-") as work:
         port = _free_port()
-        env = _environment(mode, Path(work), *services, port)
+        env = {**_environment(mode, Path(work), *services, port), **(extra or {})}
         child = subprocess.Popen(
             [sys.executable, __file__, "--child", "--rate", str(OPERATIONS_PER_SECOND * load),
              "--seconds", str(seconds)],
@@ -283,9 +293,11 @@ def share(cpu: float, base: float, wall: float) -> float:
 def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dict]:
     best: dict[str, dict] = {}
     modes = [mode for mode in MODES if mode in options.modes]
+    cpus: dict[str, list[float]] = {}
 
     def run(mode: str) -> None:
-        result = run_child(mode, load, options.seconds, services)
+        result = run_child(mode, load, options.seconds, services, options.env)
+        cpus.setdefault(mode, []).append(result["cpu"])
         if options.verbose:
             threads = ", ".join(f"{name} {cpu:.3f}" for name, cpu in
                                 sorted(result["threads"].items(), key=lambda item: -item[1]) if cpu >= 0.0005)
@@ -294,6 +306,7 @@ def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dic
                   f" shipped {result['shipped']}; by thread: {threads or 'not known'})", flush=True)
         if mode not in best or result["cpu"] < best[mode]["cpu"]:
             best[mode] = result
+        best[mode]["cpus"] = sorted(cpus[mode])
 
     for _ in range(options.rounds):  # every mode each round, interleaved: the least CPU of each kept
         for mode in modes:
@@ -301,12 +314,35 @@ def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dic
     return best
 
 
+def report_some(load: int, best: dict[str, dict], seconds: float) -> bool:
+    """The runs of a ``--modes`` subset: each mode's CPU share, and the parts whose two modes ran
+    (no total: not every mode ran)."""
+    print(f"load {load}: modes {', '.join(best)} (least CPU of each)")
+    for mode, result in best.items():
+        cpus = result["cpus"]
+        print(f"  {mode:<18} {100 * result['cpu'] / seconds:6.2f} % of a core ({result['operations']} operations,"
+              f" shipped {result['shipped']}; CPU s min {cpus[0]:.3f} median {statistics.median(cpus):.3f}"
+              f" max {cpus[-1]:.3f})")
+    for name, value in _parts(best, seconds).items():
+        print(f"    {name:<52} {value:5.2f} %")
+    if "plain" in best and "off" in best:
+        print(f"    {'plain (stdlib FileHandler, for comparison)':<52} "
+              f"{share(best['plain']['cpu'], best['off']['cpu'], seconds):5.2f} %")
+    return True
+
+
+def _parts(best: dict[str, dict], wall: float) -> dict[str, float]:
+    """The parts whose two modes were run: share of one core each."""
+    return {name: share(best[mode]["cpu"], best[base]["cpu"], wall)
+            for name, (mode, base) in PARTS.items() if mode in best and base in best}
+
+
 def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     """Every run does the same scheduled work (``seconds`` of it at the load's rate; a busy run
     may take a little longer to finish it): CPU differences per scheduled second."""
     wall = seconds
     if set(MODES) - set(best):  # --modes: only the parts measured, no total
-        return _report_parts(load, best, wall)
+        return report_some(load, best, wall)
     off, on = best["off"], best["on"]
     parts = _parts(best, wall)
     total = share(on["cpu"], off["cpu"], wall)
@@ -328,33 +364,6 @@ def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     return goal is None or total <= goal
 
 
-# Each part of the breakdown: its name, the mode with it, the mode without it.
-PARTS = (("profiler", "profiler", "off"), ("logging to files", "logging", "off"),
-         ("shipping to Elasticsearch", "logging+shipping", "logging"),
-         ("spans to the Collector", "profiler+spans", "profiler"),
-         ("scrapes of /metrics", "profiler+scrapes", "profiler"))
-
-
-def _parts(best: dict[str, dict], wall: float) -> dict[str, float]:
-    """The parts whose two modes were run: share of one core each."""
-    return {name: share(best[with_]["cpu"], best[without]["cpu"], wall)
-            for name, with_, without in PARTS if with_ in best and without in best}
-
-
-def _report_parts(load: int, best: dict[str, dict], wall: float) -> bool:
-    """The report of a run of some modes only (``--modes``): each mode's CPU, and the parts."""
-    print(f"load {load}: modes {', '.join(best)} (no total: not every mode run)")
-    for mode, result in best.items():
-        print(f"    {mode:<18} {100 * result['cpu'] / wall:6.2f} % of a core (least of the rounds;"
-              f" {result['lines']} lines, shipped {result['shipped']})")
-    for name, value in _parts(best, wall).items():
-        print(f"    {name:<52} {value:5.2f} %")
-    if "plain" in best and "off" in best:
-        print(f"    {'plain (stdlib FileHandler, for comparison)':<52} "
-              f"{share(best['plain']['cpu'], best['off']['cpu'], wall):5.2f} %")
-    return True
-
-
 def _modes(text: str) -> list[str]:
     modes = [mode.strip() for mode in text.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in MODES]
@@ -371,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", type=_modes, default=list(MODES),
                         help=f"modes to run, comma-separated (default: all: {','.join(MODES)});"
                              " with some only, only the parts measured are reported")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every mode's child, over the mode's own (repeatable; to "
+                             "compare a setting such as OTEL_BSP_SCHEDULE_DELAY, one run each)")
     parser.add_argument("--verbose", action="store_true", help="print every run")
     parser.add_argument("--elasticsearch-url", help="a running node (default: start one)")
     parser.add_argument("--otlp-url", help="a running Collector's OTLP/HTTP endpoint (default: start one)")
@@ -385,8 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"--loads: expected whole numbers separated by commas, got {options.loads!r}", file=sys.stderr)
         return 2
+    if any("=" not in pair for pair in options.env):
+        print(f"--env: expected NAME=VALUE, got {options.env}", file=sys.stderr)
+        return 2
+    options.env = dict(pair.split("=", 1) for pair in options.env)
     print(f"machine: {os.cpu_count()} cores; {options.seconds:.0f} s per run after {WARM_UP:.0f} s "
-          f"of warm-up; Elasticsearch and the Collector are separate processes (not counted)")
+          f"of warm-up; Elasticsearch and the Collector are separate processes (not counted)"
+          + "".join(f"; {name}={value}" for name, value in options.env.items()))
     with tempfile.TemporaryDirectory(prefix="opsstack-cpu-services-") as temp, _services(options, Path(temp)) as urls:
         for load in loads:
             report(load, measure_load(load, options, urls), options.seconds)

@@ -51,6 +51,7 @@ SEMCONV = {
 }
 
 _tracer: Any = None  # the SDK tracer while tracing is on, else None (read on the hot path)
+_quick: Any = None  # the _quick_span.QuickSpans of _tracer: the profiler's and record_span's spans
 _provider: Any = None
 _lock = threading.Lock()
 _api: Any = None  # (trace module, context module, Status, StatusCode) once set up
@@ -132,13 +133,12 @@ def _mark_error(current: Any, exc: BaseException) -> None:
 
 
 def start_operation_span(name: str) -> Any:
-    """The profiler's span for one block: ``(span, context token)``; made current."""
-    tracer = _tracer
-    if tracer is None:
+    """The profiler's span for one block: ``(span, context token)``; made current. A QuickSpan
+    (see ``_quick_span``): one per profiled operation, so its cost is the bot's."""
+    quick = _quick
+    if quick is None:
         return None
-    trace, context, _status, _code = _api
-    current = tracer.start_span(name, attributes={"code.function.name": name})
-    return current, context.attach(trace.set_span_in_context(current))
+    return quick.start_current(name, {"code.function.name": name})
 
 
 def end_operation_span(started: Any, exc: BaseException | None) -> str | None:
@@ -159,13 +159,13 @@ def end_operation_span(started: Any, exc: BaseException | None) -> str | None:
 def record_span(name: str, duration: float | None, *, failed: bool = False, **attributes: Any) -> None:
     """A span for work that already finished (a custom event such as a download): it ends now
     and began ``duration`` seconds ago, as a child of the current span. No-op while off."""
-    tracer = _tracer
-    if tracer is None:
+    quick = _quick
+    if quick is None:
         return
     try:
         end = time.time_ns()
         start = end - int(max(0.0, duration or 0.0) * 1e9)
-        current = tracer.start_span(name, attributes=_attributes(attributes), start_time=start)
+        current = quick.start(name, _attributes(attributes), start_time=start)
         if failed:
             _trace, _context, status, status_code = _api
             current.set_status(status(status_code.ERROR))
@@ -308,12 +308,15 @@ def _compacting(batch: Any) -> Any:
     """
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+    from ._quick_span import QuickSpan
+
     class CompactingSpanProcessor(SpanProcessor):
         def on_start(self, span: Any, parent_context: Any = None) -> None:
             batch.on_start(span, parent_context=parent_context)
 
-        def on_end(self, span: Any) -> None:
-            if not (span.dropped_attributes or span.dropped_events or span.dropped_links):
+        def on_end(self, span: Any) -> None:  # a QuickSpan is compact already
+            if type(span) is not QuickSpan and not (span.dropped_attributes or span.dropped_events
+                                                    or span.dropped_links):
                 span = ReadableSpan(
                     name=span.name, context=span.context, parent=span.parent, resource=span.resource,
                     attributes=span.attributes.copy(), events=span.events, links=span.links, kind=span.kind,
@@ -355,7 +358,7 @@ def _resource(attributes: dict[str, str]) -> Any:
 def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
     """Start tracing from ``settings.tracing`` (``load_settings()`` when None); the provider, or
     None when tracing is off. ``span_exporter`` replaces the OTLP exporter (tests)."""
-    global _tracer, _provider, _api
+    global _tracer, _provider, _api, _quick
     if settings is None:
         from .config import load_settings
 
@@ -372,6 +375,7 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
     from opentelemetry.trace import Status, StatusCode
 
     from . import __version__
+    from ._quick_span import QuickSpans
 
     with _lock:
         if _provider is not None:
@@ -380,14 +384,17 @@ def setup(settings: Any = None, *, span_exporter: Any = None) -> Any:
         made = TracerProvider(sampler=_sampler(config.sampler, config.sampler_arg), resource=resource,
                               shutdown_on_exit=False)
         exporter = span_exporter if span_exporter is not None else _span_exporter(config)
-        made.add_span_processor(_compacting(BatchSpanProcessor(
+        batch = BatchSpanProcessor(
             exporter, max_queue_size=config.max_queue_size,
             max_export_batch_size=min(config.max_export_batch_size, config.max_queue_size),
             schedule_delay_millis=config.schedule_delay_ms,
-            export_timeout_millis=config.timeout_ms)))
+            export_timeout_millis=config.timeout_ms)
+        compacting = _compacting(batch)
+        made.add_span_processor(compacting)
         _api = (trace, context, Status, StatusCode)
         _provider = made
         _tracer = made.get_tracer("exporter", __version__)
+        _quick = QuickSpans(_tracer, "exporter", __version__, config.sampler, own=compacting)
         registered = _register_globally(trace, made)
     atexit.register(shutdown)
     log.info("tracing on: %s over OTLP %s to %s (%s)", config.service_name, config.protocol,
@@ -407,9 +414,9 @@ def force_flush(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
 def shutdown(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
     """Flush and stop the provider in at most ``timeout`` seconds; True when it finished in time.
     Spans still unsent then are dropped (the exporter counts them). Safe to call twice."""
-    global _tracer, _provider
+    global _tracer, _provider, _quick
     with _lock:
-        current, _provider, _tracer = _provider, None, None
+        current, _provider, _tracer, _quick = _provider, None, None, None
     if current is None:
         return True
     try:
