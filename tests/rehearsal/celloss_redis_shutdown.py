@@ -22,11 +22,8 @@ import sys
 import tempfile
 import time
 
+from tests.harness.base import free_port
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cmd(sock, *args: str) -> None:
@@ -36,7 +33,7 @@ def _cmd(sock, *args: str) -> None:
 def main(trials: int, take: str = "brpop") -> dict:
     """``brpop``: kombu's take; ``blmove``: exporter.integrations.celery_redis's, into list ``t``
     (a message still in ``t`` after the restart is not lost: the next consumer returns it)."""
-    work, port = tempfile.mkdtemp(prefix="celloss-shutdown-"), _free_port()
+    work, port = tempfile.mkdtemp(prefix="celloss-shutdown-"), free_port()
 
     def start():
         proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", work,

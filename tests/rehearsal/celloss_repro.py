@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,13 +34,10 @@ import threading
 import time
 from pathlib import Path
 
+from tests.harness.base import free_port
+
 HERE = Path(__file__).resolve().parent
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pings(port: int) -> bool:
