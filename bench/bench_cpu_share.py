@@ -23,7 +23,9 @@ and a busy machine then gave negative shares). The breakdown: profiler, logging 
 (profiler + /metrics scraped, less profiler); "the rest" is what ``on`` costs beyond their sum
 (alerts, backups and recovery switched on, the features together). For comparison, ``plain``: no
 feature, the bot writing its own three lines per operation itself with a stdlib ``FileHandler``
-(plain text; the event line is opsstack's). ``--modes`` runs only the modes named (each mode's CPU
+(plain text; the event line is opsstack's); and ``records``: no feature, the root logger at INFO
+with a handler that drops every record, what stdlib ``logging`` costs before any handler formats
+or writes a line (the part of the logging figure no handler can save). ``--modes`` runs only the modes named (each mode's CPU
 and the parts of the breakdown whose two modes ran are printed, no total). ``--verbose`` prints every
 run with its CPU by thread (the bot's ``MainThread``, ``opsstack-log-writer``, ``es-log-shipper``...).
 
@@ -60,7 +62,9 @@ API_METHODS = ("getUpdates", "sendMessage", "sendDocument", "getFile", "editMess
 # Features by mode (environment of the child); every mode keeps the bot's workload the same.
 PROFILER = {"ENABLE_PROFILER": "1"}
 LOGGING = {"ENABLE_ENHANCED_LOGGING": "1", "LOG_CONSOLE": "0"}
-MODES = ("off", "on", "plain", "profiler", "logging", "logging+shipping", "profiler+spans", "profiler+scrapes")
+MODES = ("off", "on", "plain", "records", "profiler", "logging", "logging+shipping", "profiler+spans", "profiler+scrapes")
+# Modes that are not opsstack's, printed beside the breakdown.
+COMPARISONS = {"plain": "plain (stdlib FileHandler)", "records": "records only (stdlib, dropped)"}
 # The breakdown: each part is the CPU of a mode less that of its base mode.
 PARTS = {
     "profiler": ("profiler", "off"),
@@ -179,6 +183,14 @@ def _thread_cpu() -> dict[str, float]:
     return cpu
 
 
+class _Dropping(logging.Handler):
+    """Takes every record and does nothing with it: what stdlib ``logging`` costs a bot that
+    logs at INFO before any handler formats or writes a line."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        return True
+
+
 def _bot(rate: float, seconds: float) -> dict:
     """Start what the environment turns on, run the workload, stop; the CPU of the window."""
     from exporter import runtime
@@ -189,6 +201,9 @@ def _bot(rate: float, seconds: float) -> dict:
         handler = logging.FileHandler(os.environ["BENCH_PLAIN_LOG"])
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+    elif os.environ.get("BENCH_RECORDS_ONLY"):  # the bot's lines made into records, then dropped
+        logging.getLogger().addHandler(_Dropping())
         logging.getLogger().setLevel(logging.INFO)
     result = asyncio.run(Bot().measure(rate, seconds))
     shipping = logger_manager.get_log_stats().get("shipping") if logger_manager.enabled else None
@@ -212,6 +227,7 @@ def _environment(mode: str, work: Path, es_url: str, otlp_url: str, port: int) -
     features = {
         "off": {},
         "plain": {"BENCH_PLAIN_LOG": str(work / "plain.log")},
+        "records": {"BENCH_RECORDS_ONLY": "1"},
         "on": {**PROFILER, **LOGGING, **shipping, **spans, **scrapes, "ENABLE_ALERT_SYSTEM": "1",
                "ENABLE_BACKUP_SYSTEM": "1", "ENABLE_RECOVERY_MANAGER": "1"},
         "profiler": PROFILER,
@@ -325,9 +341,9 @@ def report_some(load: int, best: dict[str, dict], seconds: float) -> bool:
               f" max {cpus[-1]:.3f})")
     for name, value in _parts(best, seconds).items():
         print(f"    {name:<52} {value:5.2f} %")
-    if "plain" in best and "off" in best:
-        print(f"    {'plain (stdlib FileHandler, for comparison)':<52} "
-              f"{share(best['plain']['cpu'], best['off']['cpu'], seconds):5.2f} %")
+    for mode, text in COMPARISONS.items():
+        if mode in best and "off" in best:
+            print(f"    {text + ', for comparison':<52} {share(best[mode]['cpu'], best['off']['cpu'], seconds):5.2f} %")
     return True
 
 
@@ -358,9 +374,13 @@ def report(load: int, best: dict[str, dict], seconds: float) -> bool:
           f"{wall:.0f} s; {on['shipped']} lines shipped)  {verdict}")
     for name, value in parts.items():
         print(f"    {name:<52} {value:5.2f} %")
+    records = share(best["records"]["cpu"], off["cpu"], wall)
     print(f"  for comparison, the bot writing its own three lines per operation as plain text (stdlib "
           f"FileHandler; the fourth, the event, is opsstack's): {plain:.2f} %; everything on costs "
           f"{total - plain:.2f} % more than that")
+    print(f"  and the bot's lines made into stdlib records at INFO and dropped by a handler that "
+          f"does nothing (no formatting, no file): {records:.2f} %, the part of any logging that "
+          f"happens before a handler")
     return goal is None or total <= goal
 
 

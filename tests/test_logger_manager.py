@@ -292,6 +292,35 @@ def test_record_whose_message_cannot_be_built_still_gives_a_line():
 # --------------------------------------------------------------------------- custom events and metrics
 
 
+def test_every_event_names_the_bots_line_and_uses_the_bots_record_factory(manager, log_dir):
+    """An event's record is made by the manager, not by ``Logger.log``: its log.origin must
+    still be the line that called the event method, and a bot's own factory must make it."""
+    made = []
+    standard = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = standard(*args, **kwargs)
+        made.append(record.name)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        here = sys._getframe().f_lineno
+        manager.log_download("d", "a.zip", 1, 1.0, 1.0, "completed")
+        manager.log_upload("u", "b.zip", 1, 1.0, 1.0, "completed")
+        manager.log_api_call("sendMessage", 0.05, "success", 200)
+        manager.log_event("backup.create", "success", "backup done")
+    finally:
+        logging.setLogRecordFactory(standard)
+    manager.flush()
+    lines = read_lines(log_dir / "bot.json")
+    assert [line["log"]["origin"]["file"]["line"] for line in lines] == [here + 1, here + 2, here + 3, here + 4]
+    assert {line["log"]["origin"]["function"] for line in lines} == {
+        "test_every_event_names_the_bots_line_and_uses_the_bots_record_factory"}
+    assert {line["log"]["origin"]["file"]["name"] for line in lines} == {"test_logger_manager.py"}
+    assert made == ["exporter.events"] * 4
+
+
 def test_custom_events_update_metrics_and_stats(manager, log_dir, metrics):
     manager.log_download("download_1", "a.zip", 1000, 2.0, 500.0, "completed")
     manager.log_download("download_2", "b.zip", 50, 1.0, 50.0, "failed")
