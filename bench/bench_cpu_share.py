@@ -1,6 +1,6 @@
 """The CPU the features add to a bot, as a share of one core (the design document: "+2-3 %").
 
-    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 2] [--loads 1,10] [--modes off,logging] [--env NAME=VALUE] [--verbose]
+    .venv/bin/python bench/bench_cpu_share.py [--seconds 15] [--rounds 3] [--loads 1,10] [--modes off,logging] [--env NAME=VALUE] [--verbose]
 
 A child process runs the simulated bot's workload (the demo's mix: downloads, uploads, API
 calls, slow jobs, in asyncio) for a fixed wall time at a fixed rate: at load 1, 50 profiled
@@ -323,6 +323,7 @@ def measure_load(load: int, options, services: tuple[str, str]) -> dict[str, dic
         if mode not in best or result["cpu"] < best[mode]["cpu"]:
             best[mode] = result
         best[mode]["cpus"] = sorted(cpus[mode])
+        best[mode]["by_round"] = list(cpus[mode])
 
     for _ in range(options.rounds):  # every mode each round, interleaved: the least CPU of each kept
         for mode in modes:
@@ -372,6 +373,9 @@ def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     plain = share(best["plain"]["cpu"], off["cpu"], wall)
     print(f"  features add {total:5.2f} % of one core ({on['cpu']:.2f} - {off['cpu']:.2f} CPU s over "
           f"{wall:.0f} s; {on['shipped']} lines shipped)  {verdict}")
+    rounds = sorted(share(with_, without, wall) for with_, without in zip(on["by_round"], off["by_round"]))
+    print(f"  each round's on less its off: min {rounds[0]:.2f} median {statistics.median(rounds):.2f} "
+          f"max {rounds[-1]:.2f} % ({len(rounds)} rounds)")
     for name, value in parts.items():
         print(f"    {name:<52} {value:5.2f} %")
     records = share(best["records"]["cpu"], off["cpu"], wall)
@@ -395,7 +399,7 @@ def _modes(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured wall time per run")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode per load, least CPU kept")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each mode per load, least CPU kept")
     parser.add_argument("--loads", default="1,10", help="multiples of 50 operations/s, comma-separated")
     parser.add_argument("--modes", type=_modes, default=list(MODES),
                         help=f"modes to run, comma-separated (default: all: {','.join(MODES)});"
