@@ -128,7 +128,7 @@ def main() -> int:
         print(f"baseline MultiProcessCollector  median {base * 1000:8.1f} ms")
         print(f"FoldingCollector, first scrape  {first[0] * 1000:8.1f} ms (folds {args.dead} dead workers' files)")
         print(f"FoldingCollector, after         median {mine * 1000:8.1f} ms ({left} files left)")
-        print(f"ratio {mine / base:.3f}x (goal <= 0.2: {'ok' if mine / base <= 0.2 else 'MISSED'}); "
+        print(f"ratio {mine / base:.3f}x (goal <= 0.2: {'OK' if mine / base <= 0.2 else 'MISSED'}); "
               f"same totals: {same}")
         return 0 if same else 1
     finally:

@@ -94,9 +94,9 @@ def main() -> int:
     scrape_ratio, loop_ratio = flood_p99 / idle_p99, flood_loop / idle_loop
     print(f"normal scrape p99: idle {idle_p99 * 1000:.1f} ms, {args.clients}-client flood "
           f"{flood_p99 * 1000:.1f} ms, ratio {scrape_ratio:.2f}x (goal <= 5: "
-          f"{'ok' if scrape_ratio <= 5 else 'MISSED'})")
+          f"{'OK' if scrape_ratio <= 5 else 'MISSED'})")
     print(f"bot loop median: idle {idle_loop * 1e6:.0f} us, flood {flood_loop * 1e6:.0f} us, "
-          f"ratio {loop_ratio:.2f}x (goal <= 1.5: {'ok' if loop_ratio <= 1.5 else 'MISSED'}); "
+          f"ratio {loop_ratio:.2f}x (goal <= 1.5: {'OK' if loop_ratio <= 1.5 else 'MISSED'}); "
           f"connections refused: {server._server.refused}")
     return 0
 
