@@ -29,6 +29,11 @@ or writes a line (the part of the logging figure no handler can save). ``--modes
 and the parts of the breakdown whose two modes ran are printed, no total). ``--verbose`` prints every
 run with its CPU by thread (the bot's ``MainThread``, ``opsstack-log-writer``, ``es-log-shipper``...).
 
+First, in a child of its own, what one stdlib ``log.info`` costs (its record dropped by a handler
+that does nothing): in a tight loop, and as the first call after 20 ms asleep, the spacing of load
+1's operations. The second is what a bot pays: between its calls other threads and processes run,
+and the call's path is no longer in the caches, the TLB or the branch predictors.
+
 Goals (issue 19): at most 0.5 % of a core at load 1, at most 3 % at load 10.
 """
 from __future__ import annotations
@@ -189,6 +194,30 @@ class _Dropping(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> bool:
         return True
+
+
+def cold_call_cost(gap: float, calls: int = 200) -> tuple[float, float]:
+    """Microseconds of this thread's CPU for one stdlib ``log.info`` whose record a handler
+    drops: the median in a tight loop, and the median of a call made after ``gap`` seconds
+    asleep, as the bot's calls are (other threads and processes run meanwhile and the caches,
+    the TLB and the branch predictors forget the call's path). Run in a child of its own."""
+    root, log = logging.getLogger(), logging.getLogger("bot.worker")
+    root.addHandler(_Dropping())
+    root.setLevel(logging.INFO)
+
+    def one(number: int) -> int:
+        started = time.thread_time_ns()
+        log.info("%s %s: started", "download", number)
+        return time.thread_time_ns() - started
+
+    for number in range(calls):
+        one(number)
+    tight = statistics.median(one(number) for number in range(calls * 5))
+    after_gap = []
+    for number in range(calls):
+        time.sleep(gap)
+        after_gap.append(one(number))
+    return tight / 1000, statistics.median(after_gap) / 1000
 
 
 def _bot(rate: float, seconds: float) -> dict:
@@ -388,6 +417,19 @@ def report(load: int, best: dict[str, dict], seconds: float) -> bool:
     return goal is None or total <= goal
 
 
+def report_cold_calls() -> None:
+    """What one stdlib logging call costs the bot at load 1's spacing, against the goal's budget."""
+    gap = 1.0 / OPERATIONS_PER_SECOND
+    out = subprocess.run([sys.executable, __file__, "--child", "--cold-gap", str(gap)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    tight, cold = json.loads(out.strip().splitlines()[-1])
+    budget = GOALS[1] / 100 / OPERATIONS_PER_SECOND * 1e6
+    print(f"one stdlib log.info whose record a handler drops: {tight:.1f} us of CPU in a tight loop, "
+          f"{cold:.1f} us as the first call after {1000 * gap:.0f} ms asleep (the spacing of load 1's "
+          f"operations: {cold / tight:.0f}x); the 0.5 % goal at load 1 leaves {budget:.0f} us an "
+          f"operation for everything, and an operation makes four lines")
+
+
 def _modes(text: str) -> list[str]:
     modes = [mode.strip() for mode in text.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in MODES]
@@ -412,9 +454,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otlp-url", help="a running Collector's OTLP/HTTP endpoint (default: start one)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--cold-gap", type=float, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.child:
-        print(json.dumps(_bot(options.rate, options.seconds)), flush=True)
+        if options.cold_gap:
+            print(json.dumps(cold_call_cost(options.cold_gap)), flush=True)
+        else:
+            print(json.dumps(_bot(options.rate, options.seconds)), flush=True)
         return 0
     try:
         loads = [int(value) for value in options.loads.split(",")]
@@ -428,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} cores; {options.seconds:.0f} s per run after {WARM_UP:.0f} s "
           f"of warm-up; Elasticsearch and the Collector are separate processes (not counted)"
           + "".join(f"; {name}={value}" for name, value in options.env.items()))
+    report_cold_calls()
     with tempfile.TemporaryDirectory(prefix="opsstack-cpu-services-") as temp, _services(options, Path(temp)) as urls:
         for load in loads:
             report(load, measure_load(load, options, urls), options.seconds)
