@@ -61,6 +61,9 @@ def _number(value: Any) -> float | None:
 
 def transfer(direction: str, task_id: Any, filename: Any, size_bytes: Any, duration: Any, speed: Any,
              status: Any) -> tuple[int, str, dict[str, Any]]:
+    """A download's or an upload's fields. Each field is set only when it has a value, in one
+    function: the bot calls this once an operation, with its caches cold, where every further
+    call made costs."""
     outcome = outcome_of(status)
     fields: dict[str, Any] = {
         "event.kind": "event",
@@ -68,20 +71,36 @@ def transfer(direction: str, task_id: Any, filename: Any, size_bytes: Any, durat
         "event.type": _CREATION if direction == "download" else _ACCESS,
         "event.action": direction,
         "event.outcome": outcome,
-        "event.duration": nanoseconds(duration),
-        "file.name": None if filename is None else str(filename),
-        "file.size": int(size_bytes) if _number(size_bytes) is not None else None,
-        "labels.task_id": None if task_id is None else str(task_id),
-        "labels.status": None if status is None else str(status),
-        "bot.speed_bytes_per_second": None if _number(speed) is None else float(speed),
     }
-    name = fields["file.name"]
+    seconds = duration if _plainly_finite(duration) else _number(duration)
+    if seconds is not None:
+        fields["event.duration"] = int(round(seconds * 1_000_000_000))
+    name = None if filename is None else str(filename)
+    if name is not None:
+        fields["file.name"] = name
+    size = size_bytes if _plainly_finite(size_bytes) else _number(size_bytes)
+    if size is not None:
+        fields["file.size"] = int(size)
+    if task_id is not None:
+        fields["labels.task_id"] = str(task_id)
+    if status is not None:
+        fields["labels.status"] = str(status)
+    rate = speed if _plainly_finite(speed) else _number(speed)
+    if rate is not None:
+        fields["bot.speed_bytes_per_second"] = float(rate)
     if name and "." in name.rstrip(".") and not name.startswith("."):
         fields["file.extension"] = name.rsplit(".", 1)[1].lower()
-    seconds = f"{duration:.3f} s" if _number(duration) is not None else "unknown time"
-    message = f"{direction} {status}: {filename} ({size_bytes} bytes in {seconds})"
+    when = f"{duration:.3f} s" if seconds is not None else "unknown time"
+    message = f"{direction} {status}: {filename} ({size_bytes} bytes in {when})"
     level = logging.WARNING if outcome == "failure" else logging.INFO
-    return level, message, _present(fields)
+    return level, message, fields
+
+
+def _plainly_finite(value: Any) -> bool:
+    """The common case of :func:`_number`, decided without a call: an exact int, or a float
+    that is neither NaN nor infinite."""
+    kind = value.__class__
+    return kind is int or (kind is float and value - value == 0.0)
 
 
 def api_call(method: Any, duration: Any, status: Any, status_code: Any = None, *, url: Any = None,
