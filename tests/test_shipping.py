@@ -121,6 +121,24 @@ def test_the_spool_limit_holds_for_every_process_sharing_its_directory(tmp_path)
     assert sum(count for _, count in dropped) > 500
 
 
+def test_the_spool_counts_other_processes_segments_as_they_are_now(tmp_path):
+    """Sizes of the other processes' segments are remembered per (name, inode): one rewritten
+    in place (a purge replaces the file) or replayed and removed must count as it is now."""
+    from exporter._files import replace_file
+    from exporter.sinks.spool import Spool
+
+    ours, theirs = (Spool(tmp_path / "spool", 1_000_000, lambda level, count: None) for _ in range(2))
+    ours.open()
+    theirs.open()
+    for round_ in range(3):
+        theirs.append([(logging.INFO, f"line {round_}", b"x" * 1000)])
+    segments = sorted((tmp_path / "spool").glob("*.spool"))
+    assert ours._others_size() == sum(path.stat().st_size for path in segments) > 3000
+    replace_file(segments[0], b"y" * 10)  # rewritten smaller, under the same name
+    segments[1].unlink()  # replayed by its process
+    assert ours._others_size() == 10 + segments[2].stat().st_size
+
+
 def test_close_keeps_its_deadline_with_elasticsearch_down_and_spools_everything(tmp_path):
     metrics = Metrics()
     sink = ElasticsearchSink(_settings(tmp_path, _closed_port_url()), metrics)

@@ -30,6 +30,7 @@ class Spool:
         self._on_drop = on_drop  # (levelno, count)
         self._lock = threading.Lock()
         self._segments: list[tuple[Path, int, float]] = []  # (path, size, created)
+        self._other_sizes: dict[tuple[str, int], int] = {}  # other processes' segments: (name, inode) -> bytes
         self._counter = 0
         self._opened = False
         self.generation = 0  # changes when segments are rewritten (a reader's copy is stale then)
@@ -93,17 +94,26 @@ class Spool:
             return len(levels)
 
     def _others_size(self) -> int:
-        """Bytes of the segments other processes on this directory wrote (not in this list)."""
+        """Bytes of the segments other processes on this directory wrote (not in this list).
+
+        A segment is written once, atomically, and rewritten only by replacing it (a new
+        inode), so its size is taken once per (name, inode): an append during a long outage
+        lists the directory but stats only the segments new since the last one."""
         own = {path.name for path, _, _ in self._segments}
-        total = 0
+        known, seen = self._other_sizes, {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 if entry.name.endswith(".spool") and entry.name not in own:
-                    try:
-                        total += entry.stat().st_size
-                    except FileNotFoundError:  # replayed and removed meanwhile
-                        pass
-        return total
+                    key = (entry.name, entry.inode())
+                    size = known.get(key)
+                    if size is None:
+                        try:
+                            size = entry.stat().st_size
+                        except FileNotFoundError:  # replayed and removed meanwhile
+                            continue
+                    seen[key] = size
+        self._other_sizes = seen
+        return sum(seen.values())
 
     def _fit(self, encoded: list[tuple[int, bytes]], others: int) -> list[tuple[int, bytes]]:
         """What of ``encoded`` fits once full: DEBUG/INFO go first, new ones before old ones
