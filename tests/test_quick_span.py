@@ -174,3 +174,56 @@ def test_a_processor_the_bot_adds_later_sees_them_too(exported):
         pass
     assert sorted(_finished(exported)) == ["after", "before"]
     assert [span.name for span in added.get_finished_spans()] == ["after"]
+
+
+def _nest_and_check(profiler) -> None:
+    """Nested blocks under an SDK span and around another: each block's span is current inside
+    it, parented by what was current, and the context after it is the very one before it."""
+    from opentelemetry import context, trace
+
+    before = context.get_current()
+    with tracing.span("request"):
+        outer_context = context.get_current()
+        with profiler.profile_sync("outer"):
+            outer = trace.get_current_span()
+            with profiler.profile_sync("inner"):
+                assert trace.get_current_span().get_span_context().trace_id == outer.get_span_context().trace_id
+                with tracing.span("chunk"):
+                    pass
+            assert trace.get_current_span() is outer
+        assert context.get_current() is outer_context
+    assert context.get_current() is before
+
+
+def test_spans_nest_and_the_context_comes_back_the_same(exported):
+    """Blocks nested with SDK spans, and blocks of two asyncio tasks at once: each parent is
+    what was current, and each task sees its own span after the other ran."""
+    import asyncio
+
+    profiler = _profiler()
+    _nest_and_check(profiler)
+
+    async def task(name: str) -> tuple[int, int]:
+        from opentelemetry import trace
+
+        async with profiler.profile_async(name):
+            mine = trace.get_current_span().get_span_context().span_id
+            await asyncio.sleep(0.01)  # the other task runs its block meanwhile
+            return mine, trace.get_current_span().get_span_context().span_id
+
+    async def both() -> list:
+        return await asyncio.gather(task("a"), task("b"))
+
+    for mine, after_switch in asyncio.run(both()):
+        assert mine == after_switch
+    spans = _finished(exported)
+    request, outer, inner, chunk = spans["request"], spans["outer"], spans["inner"], spans["chunk"]
+    assert outer.parent.span_id == request.context.span_id and inner.parent.span_id == outer.context.span_id
+    assert chunk.parent.span_id == inner.context.span_id
+    assert len({span.context.trace_id for span in (request, outer, inner, chunk)}) == 1
+    assert spans["a"].parent is None and spans["b"].parent is None
+    assert spans["a"].context.trace_id != spans["b"].context.trace_id
+    for span in spans.values():
+        assert span.context.is_valid and span.context.trace_state is not None
+        assert 0 < span.context.span_id < 2**64 and 0 < span.context.trace_id < 2**128
+
