@@ -457,3 +457,36 @@ def test_a_flood_of_scrapes_renders_once_a_second(monkeypatch):
         assert scrape(served.url)[0] != bodies[-1]
     finally:
         served.close()
+
+
+def test_an_idle_endpoint_sleeps_until_a_scrape_and_closes_at_once():
+    """No scrape, no wake-up of the serving thread (it used to wake five times a second to look
+    for a shutdown request); a scrape is served at once, close() ends it at once, twice is fine."""
+    from exporter.exposition.server import MetricsServer
+
+    served = MetricsServer(busy_metrics().registry)
+    try:
+        task = Path(f"/proc/self/task/{served._thread.native_id}/status")
+
+        def wake_ups() -> int:
+            return int(task.read_text().split("voluntary_ctxt_switches:")[1].split()[0])
+
+        assert "bot_downloads_total" in scrape(served.url)[0]
+        time.sleep(0.2)
+        before = wake_ups()
+        time.sleep(1.5)
+        assert wake_ups() - before <= 1
+        assert "bot_downloads_total" in scrape(served.url)[0]
+    finally:
+        started = time.monotonic()
+        served.close()
+        served.close()
+    assert time.monotonic() - started < 0.5 and not served._thread.is_alive()
+    with pytest.raises(OSError):
+        socket_to(served.port)
+
+
+def socket_to(port: int) -> None:
+    import socket
+
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()

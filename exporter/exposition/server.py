@@ -6,6 +6,8 @@ import gzip
 import hmac
 import logging
 import os
+import selectors
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -133,7 +135,30 @@ class _Server(ThreadingHTTPServer):
         self._render_lock = threading.Lock()
         self._bodies: dict[tuple[str, bool], tuple[float, bytes, str]] = {}
         self._workers: Any = None
+        # stop() writes a byte to end serving; made first: a failed bind calls server_close()
+        self._wake_reader, self._wake_writer = socket.socketpair()
         super().__init__(address, _Handler)
+
+    def serve_until_stopped(self) -> None:
+        """Serve until :meth:`stop`, asleep in ``select`` while no one connects (where
+        ``serve_forever`` wakes every ``poll_interval`` to look for a shutdown request)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if any(key.fileobj is self._wake_reader for key, _ in ready):
+                    return
+                self._handle_request_noblock()
+
+    def stop(self) -> None:
+        """End :meth:`serve_until_stopped` (returns at once; join the serving thread)."""
+        self._wake_writer.send(b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -200,8 +225,9 @@ class MetricsServer:
         self._server = _Server((addr, port), registry, credentials, on_scrape, multiprocess)
         self.addr = addr
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="opsstack-metrics", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_until_stopped, name="opsstack-metrics",
+                                        daemon=True)
+        self._closed = False
         self._thread.start()
 
     @property
@@ -210,9 +236,12 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._closed:
+            return
+        self._closed = True
+        self._server.stop()
         self._thread.join(timeout=2)
+        self._server.server_close()
 
 
 def start_metrics_server(settings: Any, metrics: Any, *, registry: Any = None) -> MetricsServer:
