@@ -42,8 +42,9 @@ services-up: services-prepare
 services-down:
 	$(BIN)/python -m tests.harness down
 
+## Every benchmark of bench/, one after another; the output also goes to bench/results/bench-<time>.txt.
 bench: install-test
-	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
+	bench/run_all.sh $(BIN)/python
 
 ## The production rehearsal (issue 18): the installed wheel as the bot under load and faults for
 ## REHEARSAL_MINUTES (default 60); the report goes to bench/results/. Needs root (a tmpfs).
