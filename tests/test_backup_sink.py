@@ -1,3 +1,4 @@
+import errno
 import fcntl
 import hashlib
 import os
@@ -79,6 +80,24 @@ def test_a_short_unaligned_write_goes_on_through_the_page_cache(tmp_path, monkey
     os.close(fd)
     assert (tmp_path / "a").read_bytes() == data
     assert calls[:2] == [STAGE, STAGE - 1000]
+
+
+def test_a_device_refusing_the_alignment_gets_buffered_writes(tmp_path, monkeypatch):
+    fd, out = direct_sink(tmp_path / "a")
+    real_write, refused = os.write, []
+
+    def strict(target, view):
+        if fcntl.fcntl(target, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(len(view))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(target, view)
+
+    monkeypatch.setattr(sink.os, "write", strict)
+    data = os.urandom(3 * STAGE + 5)
+    out.write(data)
+    out.close()
+    os.close(fd)
+    assert (tmp_path / "a").read_bytes() == data and refused == [STAGE]
 
 
 def test_a_write_error_of_the_thread_reaches_the_caller(tmp_path):

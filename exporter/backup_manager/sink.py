@@ -9,7 +9,9 @@ staging buffers that a thread of its own writes straight to the disk, past the p
 the page cache, 300 MB of archive cost 0.11-0.63 s of CPU to write and fsync (the kernel copying
 them, and allocating pages that a busy VM had to find first), with ``O_DIRECT`` 0.02 s and a
 third of the wall time, and nothing is left to write back at the end. The last few bytes (less
-than a block) are written without ``O_DIRECT``, then ``fsync`` makes it all durable.
+than a block) are written without ``O_DIRECT``, then ``fsync`` makes it all durable. A write
+refused for its alignment (EINVAL: a device with larger blocks) or cut short off a block
+boundary turns ``O_DIRECT`` off for the rest of the file.
 
 :class:`BufferedSink` (elsewhere: tmpfs, other systems) writes through the page cache; every
 SYNC_EVERY bytes a thread calls ``fdatasync``, so the disk works while the CPU compresses and
@@ -17,6 +19,7 @@ the final ``fsync`` waits for only the last few megabytes.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import mmap
@@ -119,6 +122,7 @@ class DirectSink(_Sink):
     def __init__(self, fd: int, cancel: threading.Event | None, flags: int) -> None:
         super().__init__(fd, cancel)
         self._flags = flags
+        self._direct = True
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(STAGES):
             self._free.put(mmap.mmap(-1, STAGE))
@@ -158,13 +162,20 @@ class DirectSink(_Sink):
         with memoryview(stage) as view:
             done = 0
             while done < length:
-                n = os.write(self._fd, view[done:length])
+                try:
+                    n = os.write(self._fd, view[done:length])
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL or not self._direct:
+                        raise
+                    self._buffered()  # blocks larger than ALIGN: the page cache after all
+                    continue
                 if done + n < length and (done + n) % ALIGN:
                     self._buffered()  # a short write (the disk filling up) leaves the rest unaligned
                 done += n
 
     def _buffered(self) -> None:
         fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+        self._direct = False
 
     def stop(self) -> None:
         """Stop the writing thread once it wrote every full stage (safe to call twice)."""
