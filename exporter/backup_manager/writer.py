@@ -1,7 +1,7 @@
 """Write one backup: walk the sources (:mod:`.sources`), stream them through tar, zstd/gzip and
 AES-GCM (:mod:`.tarstream`) to a temp file (:mod:`.sink`), hashing every file and the archive
-on the way; then fsync, write the manifest, and rename the archive into place last. Any failure (disk full,
-Ctrl-C, a source that vanished) removes every temp file and the manifest."""
+on the way; then fsync, write the manifest, and rename the archive into place last. Any
+failure (disk full, Ctrl-C, a source that vanished) removes every temp file and the manifest."""
 from __future__ import annotations
 
 import errno
