@@ -38,7 +38,8 @@ def sealed(pieces: list[bytes]) -> bytes:
     def work(parity: int) -> None:
         seal = sealer.for_thread()
         for number in range(parity, len(pieces), 2):
-            out[number] = seal(number, memoryview(pieces[number]), number == len(pieces) - 1)
+            field, data = seal(number, memoryview(pieces[number]), number == len(pieces) - 1)
+            out[number] = field, bytes(data)  # a view of the thread's buffer, reused next time
     threads = [threading.Thread(target=work, args=(p,)) for p in (0, 1)]
     for thread in threads:
         thread.start()

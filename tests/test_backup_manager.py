@@ -193,16 +193,15 @@ def test_disk_full_leaves_nothing_and_keeps_older_backups(tmp_path, monkeypatch)
     manager.create_backup_sync([str(source)], "old")
     before = sorted(os.listdir(manager.backup_dir))
 
-    from exporter.backup_manager import writer
+    from exporter.backup_manager import sink
 
-    real_write = writer._Sink.write
+    for kind in (sink.BufferedSink, sink.DirectSink):
+        def full_disk(self, data, real_write=kind.write):
+            if self.size + len(data) > 50_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(self, data)
 
-    def full_disk(self, data):
-        if self.size + len(data) > 50_000:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, data)
-
-    monkeypatch.setattr(writer._Sink, "write", full_disk)
+        monkeypatch.setattr(kind, "write", full_disk)
     with pytest.raises(BackupError, match="disk full"):
         manager.create_backup_sync([str(source)], "new")
     monkeypatch.undo()

@@ -89,7 +89,7 @@ def _take_compressor(zstandard, level: int):
         return zstandard.ZstdCompressor(level=level, write_checksum=False)
 
 
-Seal = Callable[[int, Any, bool], tuple[bytes, bytes]]  # frame number, plaintext, final
+Seal = Callable[[int, Any, bool], tuple[bytes, Any]]  # frame number, plaintext, final
 
 
 def _codec(compression: str, level: int | None) -> Callable[[], tuple[Callable, Callable, Callable]]:

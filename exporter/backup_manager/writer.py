@@ -1,14 +1,12 @@
 """Write one backup: walk the sources (:mod:`.sources`), stream them through tar, zstd/gzip and
-AES-GCM (:mod:`.tarstream`) to a temp file, hashing every file and the archive on the way; then
-fsync, write the manifest, and rename the archive into place last. Any failure (disk full,
-Ctrl-C, a source that vanished) removes every temp file and the manifest."""
+AES-GCM (:mod:`.tarstream`) to a temp file (:mod:`.sink`), hashing every file and the archive
+on the way; then fsync, write the manifest, and rename the archive into place last. Any
+failure (disk full, Ctrl-C, a source that vanished) removes every temp file and the manifest."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import queue
 import sqlite3
 import stat
 import threading
@@ -21,19 +19,15 @@ from .. import __version__
 from .._files import fsync_directory, replace_file
 from ..errors import BackupError
 from .catalog import ARCHIVE_SUFFIX, ENCRYPTED_FORMAT_VERSION, FORMAT_VERSION, TEMP_MARKER, manifest_path
+from .sink import BackupCancelled, BufferedSink, DirectSink, open_sink
 from .sources import Entry, plan_sources, walk
 from .tarstream import DIRTYPE, REGTYPE, SYMTYPE, Seal, TarStream, tar_header
 
-SYNC_EVERY = 32 << 20  # bytes written between two fdatasync calls
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
 Progress = Callable[[int, int, int, int], None]  # files done, files total, bytes done, bytes total
-
-
-class BackupCancelled(BackupError):
-    """The backup was cancelled; nothing of it is left behind."""
 
 
 def archive_name(name: str, compression: str, encrypted: bool) -> str:
@@ -63,62 +57,6 @@ def snapshot_sqlite(source: str, target: Path) -> None:
             dst.close()
     finally:
         src.close()
-
-
-class _Sink:
-    """The bottom of the stack: the temp file. ``write`` (called by the stream's workers,
-    one at a time, in the archive's order) hashes the archive bytes and writes them at once,
-    while they are still in the CPU's cache: handing them to a thread of their own cost 0.3 s of CPU more per 300 MB of
-    archive (the bytes read back from memory), and CPU is what a busy machine lacks. Every
-    SYNC_EVERY bytes a thread calls ``fdatasync``, so the disk works while the CPU
-    compresses and the final ``fsync`` waits for only the last few megabytes."""
-
-    def __init__(self, fd: int, cancel: threading.Event | None) -> None:
-        self._fd = fd
-        self._cancel = cancel
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-        self._synced = 0
-        self._error: OSError | None = None
-        self._syncs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._sync, name="backup-sync", daemon=True)
-        self._thread.start()
-
-    def _sync(self) -> None:
-        while self._syncs.get():
-            if self._error is None:
-                try:
-                    os.fdatasync(self._fd)
-                except OSError as exc:  # raised by the next write() or close()
-                    self._error = exc
-
-    def write(self, data) -> int:
-        if self._cancel is not None and self._cancel.is_set():
-            raise BackupCancelled("backup cancelled")
-        if self._error is not None:
-            raise self._error
-        self.sha256.update(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        self.size += len(data)
-        if self.size - self._synced >= SYNC_EVERY:
-            self._synced = self.size
-            self._syncs.put(True)
-        return len(data)
-
-    def stop(self) -> None:
-        """Stop the sync thread (safe to call twice)."""
-        if self._thread.is_alive():
-            self._syncs.put(False)
-            self._thread.join()
-
-    def close(self) -> None:
-        """Everything on disk: raise what the sync thread met, fsync."""
-        self.stop()
-        if self._error is not None:
-            raise self._error
-        os.fsync(self._fd)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -175,7 +113,7 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
     fd = -1
     try:
         fd = os.open(tmp_archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        sink = _Sink(fd, cancel)
+        sink = open_sink(fd, cancel)
         stream = TarStream(sink, compression, level, threads, seal=_sealing(sink, key))
         records = _archive_entries(stream, entries, backup_dir, name, temps, tally, cancel)
         sink.close()
@@ -206,7 +144,7 @@ def write_backup(*, backup_dir: Path, name: str, source_paths: Iterable[str | os
             _unlink_quietly(path)
 
 
-def _sealing(sink: _Sink, key: bytes | None) -> Callable[[], Seal] | None:
+def _sealing(sink: BufferedSink | DirectSink, key: bytes | None) -> Callable[[], Seal] | None:
     """With a key: the encryption header written, the factory of the stream's frame sealers."""
     if key is None:
         return None
