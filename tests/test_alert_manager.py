@@ -766,6 +766,33 @@ def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monke
     assert [a.repeat_count for a in read_history(make_settings(tmp_path), clock=clock).query()] == [20]
 
 
+def test_the_persisting_loop_sleeps_while_nothing_changes(tmp_path, metrics):
+    """No timer while nothing changes (five ticks a second were most of the worker's CPU in a bot
+    raising an alert every few seconds); a change then, even a repeat folded on the caller's
+    thread (which wakes nothing else), is written at the next tick."""
+    clock = Clock()
+    manager = manager_with(metrics, clock=clock)
+    manager.enable(make_settings(tmp_path, ALERT_DEDUP_WINDOW=3600))
+    history, ticks = manager._state.history, []
+    oversized = history.oversized
+    history.oversized = lambda: ticks.append(time.monotonic()) or oversized()
+    path = tmp_path / "state" / "alerts.jsonl"
+    try:
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+        wait_until(lambda: ticks, what="the tick after the alert")
+        time.sleep(0.5)
+        settled = len(ticks)
+        time.sleep(1.0)
+        assert len(ticks) == settled, "ticks while nothing changed"
+        clock.now += 1
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+        wait_until(lambda: '"repeat_count":2,' in path.read_text(), what="the repeat in the history")
+        time.sleep(0.5)
+        assert 1 <= len(ticks) - settled <= 2
+    finally:
+        manager.disable()
+
+
 def test_producers_resolve_their_alerts_when_the_condition_clears(tmp_path, metrics):
     """A failed backup is resolved by the next success of the same action, an integrity failure
     by a passing check of the same path, each notified once as resolved; a firing alert is never

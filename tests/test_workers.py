@@ -150,7 +150,10 @@ def test_alert_persistence_reports_a_failure_and_goes_on(alerts):
     manager = alerts()
     history = manager._state.history
     history.oversized = checks = failing(1, history.oversized)
-    wait_until(lambda: len(checks.calls) >= 3)  # a tick every 0.2 s
+    for number in range(3):  # each alert wakes the persisting loop for a tick
+        manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "title", f"message {number}",
+                                   task_id=str(number))
+        wait_until(lambda: len(checks.calls) > number)
     assert errors(manager.metrics, "alert_persistence") == 1
 
 

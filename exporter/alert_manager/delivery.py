@@ -115,9 +115,15 @@ class Outbox:
         self.path = path
         self.lanes: dict[str, ChannelLane] = {}
         self.dirty = False
+        self.on_change: Callable[[], None] = lambda: None  # told by mark() (the persisting loop's wake-up)
         self._lines: dict[str, tuple[Job, int, float, str]] = {}  # job id: (job, attempts, next_at, line)
         self._in_file: dict[str, str] | None = None  # job id: its last line in the file (None: not known)
         self._file_lines = 0
+
+    def mark(self) -> None:
+        """A lane's jobs changed: to be saved."""
+        self.dirty = True
+        self.on_change()
 
     def pending(self) -> int:
         return sum(len(lane.jobs) for lane in self.lanes.values())
@@ -222,7 +228,7 @@ class ChannelLane:
                                 self.name, self.dropped)
                     self.last_drop_log = now
         self.jobs.append(job)
-        self.outbox.dirty = True
+        self.outbox.mark()
         self.metrics.alert_delivery_queue.set(self.outbox.pending())
         self.wakeup.set()
 
@@ -291,7 +297,7 @@ class ChannelLane:
         now = self.clock()
         if self.max_age and now - job.created > self.max_age:
             self.jobs.popleft()
-            self.outbox.dirty = True
+            self.outbox.mark()
             self.metrics.alert_notifications.labels(self.name, "dropped").inc()
             return
         delay = max(job.next_at - now, await self.limiter.delay())
@@ -313,7 +319,7 @@ class ChannelLane:
         if ok is not False:
             if self.jobs and self.jobs[0] is job:
                 self.jobs.popleft()
-            self.outbox.dirty = True
+            self.outbox.mark()
             if ok:
                 self.delivered += 1
                 self.metrics.alert_notifications.labels(self.name, "success").inc()
