@@ -2,8 +2,8 @@
 
 A channel lane keeps its jobs in order, sends the head with a timeout, retries it with
 exponential backoff while the channel fails, and waits for its rate limit. Pending jobs of
-every channel make up the outbox, which is persisted (temp file, fsync, replace) so a restart
-loses nothing. Lanes are bounded: when one is full its oldest waiting job is dropped and
+every channel make up the outbox, which is persisted (a journal, each new job fsynced) so a
+restart loses nothing. Lanes are bounded: when one is full its oldest waiting job is dropped and
 counted (``bot_alert_notifications_total{outcome="dropped"}``).
 """
 from __future__ import annotations
@@ -100,8 +100,13 @@ class Outbox:
 
     The file is a journal: a save appends the line of each job that is new or changed since
     the last save (its ``attempts`` or ``next_at``, the fields delivery updates) and a
-    ``{"done": id}`` line for each job gone, then fsyncs; :meth:`load` replays it (a job keeps
-    the place of its first line). Rewriting the whole outbox at every save (temp file, two
+    ``{"done": id}`` line for each job gone; :meth:`load` replays it (a job keeps the place of
+    its first line). A save that adds a job fsyncs: a notification, once saved, survives a crash
+    of the machine. One that only marks jobs done or changes their retry state does not (an
+    fsync cost the worker about as much as the rest of an alert): its lines are in the file for
+    a restart after the process is killed, and on the disk with the next fsync or the kernel's
+    write-back; a machine crash before that sends a delivered notification again or retries a
+    job sooner, a duplicate rather than a loss. Rewriting the whole outbox at every save (temp file, two
     fsyncs, rename) was most of the CPU an alert cost: a rate-limited channel holds up to its
     lane's size of jobs, written whole every ``PERSIST_INTERVAL`` while alerts arrive. The file
     is rewritten (atomically) when it holds more than :data:`JOURNAL_SLACK` lines past one per
@@ -160,12 +165,13 @@ class Outbox:
             self._rewrite(now)
         else:
             added = [line[3] for job_id, line in now.items() if in_file.get(job_id) is not line[3]]
+            new_jobs = any(job_id not in in_file for job_id in now)
             added += ['{"done":%s}\n' % _quote(job_id) for job_id in in_file.keys() - now.keys()]
             if self._file_lines + len(added) > len(now) + JOURNAL_SLACK:
                 self._rewrite(now)
             elif added:
                 self._in_file = None  # unknown until the append is on disk
-                _append_synced(self.path, "".join(added).encode("utf-8"))
+                _append(self.path, "".join(added).encode("utf-8"), sync=new_jobs)
                 self._in_file = {job_id: line[3] for job_id, line in now.items()}
                 self._file_lines += len(added)
         self._lines = now
@@ -178,13 +184,15 @@ class Outbox:
         self._file_lines = len(now)
 
 
-def _append_synced(path: Path, data: bytes) -> None:
+def _append(path: Path, data: bytes, sync: bool) -> None:
+    """Append ``data`` to ``path``; with ``sync``, on the disk before returning."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
