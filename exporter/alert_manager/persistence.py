@@ -14,6 +14,8 @@ from ..metrics import worker_failed
 from .model import Alert, AlertSeverity
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..config import Settings
     from ..metrics import Metrics
     from .delivery import Job, Outbox
@@ -43,7 +45,8 @@ class AlertState:
         self.by_fingerprint = {a.fingerprint: a.id for a in store.alerts.values() if not a.resolved}
         self.dirty: set[str] = set()
         self._asleep = False  # run() waits for a change (read and set under store.lock)
-        self._wakeup: Callable[[], None] | None = None  # wakes run() from any thread, once it runs
+        self._changed: asyncio.Event | None = None  # what run() waits on, once it runs
+        self._wakeup: Callable[[], None] | None = None  # sets it from another thread
         outbox.on_change = self._outbox_changed
 
     @classmethod
@@ -81,11 +84,11 @@ class AlertState:
             self._wakeup()
 
     def _outbox_changed(self) -> None:
-        """``outbox.mark()``, on the worker's loop: wake :meth:`run` if it sleeps."""
-        with self.store.lock:
-            if self._asleep:
-                self._asleep = False
-                self._wakeup()
+        """``outbox.mark()``, on the worker's loop: wake :meth:`run` if it sleeps, directly (no
+        lock: only this thread sets ``_asleep``; a :meth:`mark` meanwhile at most wakes it twice)."""
+        if self._asleep:
+            self._asleep = False
+            self._changed.set()
 
     def _sleep_unless_changed(self) -> bool:
         """True, and :meth:`mark` or ``outbox.mark()`` will wake :meth:`run`, when nothing is to be written."""
@@ -136,7 +139,7 @@ class AlertState:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        changed = asyncio.Event()
+        changed = self._changed = asyncio.Event()
         self._wakeup = lambda: loop.call_soon_threadsafe(changed.set)
         last_prune = time.monotonic()
         while True:
