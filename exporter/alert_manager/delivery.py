@@ -224,6 +224,10 @@ class ChannelLane:
         self.stopping = False  # checked as well as cancellation: wait_for may swallow a cancel (3.11)
 
     def put(self, job: Job) -> None:
+        """Queue ``job``; wake the lane's task only when its head changed (it was empty, or its
+        head was dropped): a job queued behind a head waiting for its time changes nothing for
+        it (waking it restarted its wait at every alert while a rate limit held the lane)."""
+        head = self.jobs[0] if self.jobs else None
         if len(self.jobs) >= self.max_jobs:
             victim = 1 if self.in_flight and len(self.jobs) > 1 else 0
             if not (self.in_flight and len(self.jobs) == 1):
@@ -238,7 +242,8 @@ class ChannelLane:
         self.jobs.append(job)
         self.outbox.mark()
         self.metrics.alert_delivery_queue.set(self.outbox.pending())
-        self.wakeup.set()
+        if self.jobs[0] is not head:
+            self.wakeup.set()
 
     def backoff(self, attempts: int) -> float:
         """The wait before the next try: exponential, capped, with jitter (between half of it

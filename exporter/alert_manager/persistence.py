@@ -160,10 +160,11 @@ class AlertState:
                 worker_failed(self.metrics, "alert_persistence", log, "saving the alert state")
             if self._sleep_unless_changed():
                 changed.clear()
+                prune = loop.call_later(max(0.0, last_prune + PRUNE_INTERVAL - time.monotonic()), changed.set)
                 try:
-                    await asyncio.wait_for(changed.wait(), max(0.0, last_prune + PRUNE_INTERVAL - time.monotonic()))
-                except asyncio.TimeoutError:  # time to prune
-                    pass
+                    await changed.wait()
+                finally:
+                    prune.cancel()
 
     def close(self) -> None:
         self.history.close()
