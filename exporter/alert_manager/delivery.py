@@ -103,11 +103,11 @@ class Outbox:
     ``{"done": id}`` line for each job gone; :meth:`load` replays it (a job keeps the place of
     its first line). A save that adds a job fsyncs: a notification, once saved, survives a crash
     of the machine. One that only marks jobs done or changes their retry state does not (an
-    fsync cost the worker about as much as the rest of an alert): its lines are in the file for
+    fsync costs the worker about as much as the rest of an alert): its lines are in the file for
     a restart after the process is killed, and on the disk with the next fsync or the kernel's
     write-back; a machine crash before that sends a delivered notification again or retries a
-    job sooner, a duplicate rather than a loss. Rewriting the whole outbox at every save (temp file, two
-    fsyncs, rename) was most of the CPU an alert cost: a rate-limited channel holds up to its
+    job sooner, a duplicate rather than a loss. Rewriting the whole outbox at every save (temp
+    file, two fsyncs, rename) was most of the CPU an alert cost: a rate-limited channel holds up to its
     lane's size of jobs, written whole every ``PERSIST_INTERVAL`` while alerts arrive. The file
     is rewritten (atomically) when it holds more than :data:`JOURNAL_SLACK` lines past one per
     pending job, at the first save after :meth:`load`, and with ``compact`` (on the way out).

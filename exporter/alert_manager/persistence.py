@@ -44,7 +44,7 @@ class AlertState:
         self.clock = clock
         self.by_fingerprint = {a.fingerprint: a.id for a in store.alerts.values() if not a.resolved}
         self.dirty: set[str] = set()
-        self._asleep = False  # run() waits for a change (read and set under store.lock)
+        self._asleep = False  # run() waits for a change (set True under store.lock, by run() only)
         self._changed: asyncio.Event | None = None  # what run() waits on, once it runs
         self._wakeup: Callable[[], None] | None = None  # sets it from another thread
         outbox.on_change = self._outbox_changed
