@@ -164,8 +164,12 @@ class Outbox:
         if in_file is None or compact:
             self._rewrite(now)
         else:
-            added = [line[3] for job_id, line in now.items() if in_file.get(job_id) is not line[3]]
-            new_jobs = any(job_id not in in_file for job_id in now)
+            added, new_jobs = [], False
+            for job_id, line in now.items():
+                before = in_file.get(job_id)
+                if before is not line[3]:
+                    added.append(line[3])
+                    new_jobs = new_jobs or before is None
             added += ['{"done":%s}\n' % _quote(job_id) for job_id in in_file.keys() - now.keys()]
             if self._file_lines + len(added) > len(now) + JOURNAL_SLACK:
                 self._rewrite(now)
