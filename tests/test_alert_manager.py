@@ -419,6 +419,45 @@ def test_the_outbox_encodes_again_only_the_jobs_that_changed(tmp_path, monkeypat
     assert encoded == [3] and saved() == [(1, 1, 5.5), (2, 0, 0.0), (3, 0, 0.25)]
 
 
+def test_the_outbox_fsyncs_a_save_that_adds_a_job_only(tmp_path, monkeypatch):
+    """A new job is on the disk when the save returns; a delivery (a done line) or a failed
+    attempt (its retry state) is written without an fsync: lost only to a machine crash, which
+    then sends a notification again rather than losing one."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from exporter.alert_manager import delivery
+
+    path = tmp_path / "alert_outbox.jsonl"
+    outbox = delivery.Outbox(path)
+    lane = SimpleNamespace(jobs=deque(delivery.Job(channel="log", kind="firing", alert={"n": index},
+                                                   created=1.0) for index in range(2)))
+    outbox.lanes["log"] = lane
+    synced = []
+    real_fsync = delivery.os.fsync
+    monkeypatch.setattr(delivery.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+
+    def saved() -> list[tuple[int, int]]:
+        return [(job.alert["n"], job.attempts) for job in delivery.Outbox(path).load()]
+
+    outbox.save()  # the first save rewrites the file (replace_file fsyncs on its own)
+    outbox.save()
+    assert saved() == [(0, 0), (1, 0)]
+    lane.jobs.append(delivery.Job(channel="log", kind="firing", alert={"n": 2}, created=2.0))
+    synced.clear()
+    outbox.save()
+    assert len(synced) == 1 and saved() == [(0, 0), (1, 0), (2, 0)]
+    lane.jobs.popleft()  # delivered
+    lane.jobs[0].attempts = 1  # failed once
+    synced.clear()
+    outbox.save()
+    assert synced == [] and saved() == [(1, 1), (2, 0)]
+    lane.jobs.popleft()
+    lane.jobs.append(delivery.Job(channel="log", kind="firing", alert={"n": 3}, created=3.0))
+    outbox.save()  # a job done and one added: synced, the done line with it
+    assert len(synced) == 1 and saved() == [(2, 0), (3, 0)]
+
+
 # --------------------------------------------------------------------------- history and queries
 
 
@@ -764,6 +803,33 @@ def test_history_file_is_compacted_while_repeats_append(tmp_path, metrics, monke
     finally:
         manager.disable()
     assert [a.repeat_count for a in read_history(make_settings(tmp_path), clock=clock).query()] == [20]
+
+
+def test_the_persisting_loop_sleeps_while_nothing_changes(tmp_path, metrics):
+    """No timer while nothing changes (five ticks a second were most of the worker's CPU in a bot
+    raising an alert every few seconds); a change then, even a repeat folded on the caller's
+    thread (which wakes nothing else), is written at the next tick."""
+    clock = Clock()
+    manager = manager_with(metrics, clock=clock)
+    manager.enable(make_settings(tmp_path, ALERT_DEDUP_WINDOW=3600))
+    history, ticks = manager._state.history, []
+    oversized = history.oversized
+    history.oversized = lambda: ticks.append(time.monotonic()) or oversized()
+    path = tmp_path / "state" / "alerts.jsonl"
+    try:
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+        wait_until(lambda: ticks, what="the tick after the alert")
+        time.sleep(0.5)
+        settled = len(ticks)
+        time.sleep(1.0)
+        assert len(ticks) == settled, "ticks while nothing changed"
+        clock.now += 1
+        manager.trigger_alert_sync(AlertType.API_ERROR, AlertSeverity.MEDIUM, "API", "502")
+        wait_until(lambda: '"repeat_count":2,' in path.read_text(), what="the repeat in the history")
+        time.sleep(0.5)
+        assert 1 <= len(ticks) - settled <= 2
+    finally:
+        manager.disable()
 
 
 def test_producers_resolve_their_alerts_when_the_condition_clears(tmp_path, metrics):

@@ -150,7 +150,10 @@ def test_alert_persistence_reports_a_failure_and_goes_on(alerts):
     manager = alerts()
     history = manager._state.history
     history.oversized = checks = failing(1, history.oversized)
-    wait_until(lambda: len(checks.calls) >= 3)  # a tick every 0.2 s
+    for number in range(3):  # each alert wakes the persisting loop for a tick
+        manager.trigger_alert_sync(AlertType.CUSTOM, AlertSeverity.LOW, "title", f"message {number}",
+                                   task_id=str(number))
+        wait_until(lambda: len(checks.calls) > number)
     assert errors(manager.metrics, "alert_persistence") == 1
 
 
@@ -166,7 +169,7 @@ def test_the_alert_loop_starts_its_io_threads_up_front_and_never_more():
     worker = LoopThread("test-loop").start()
     try:
         assert len(io_threads()) == IO_THREADS
-        before = threading.active_count()
+        before = io_threads()  # this loop's own: an earlier test's threads may end meanwhile
 
         async def overlapping_calls():
             import asyncio
@@ -174,7 +177,7 @@ def test_the_alert_loop_starts_its_io_threads_up_front_and_never_more():
             await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(3 * IO_THREADS)))
 
         worker.run(overlapping_calls(), timeout=10)
-        assert threading.active_count() == before
+        assert io_threads() == before
     finally:
         worker.stop(timeout=5)
     wait_until(lambda: not io_threads(), 5, "the loop's io threads to end after stop()")

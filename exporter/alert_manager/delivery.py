@@ -2,8 +2,8 @@
 
 A channel lane keeps its jobs in order, sends the head with a timeout, retries it with
 exponential backoff while the channel fails, and waits for its rate limit. Pending jobs of
-every channel make up the outbox, which is persisted (temp file, fsync, replace) so a restart
-loses nothing. Lanes are bounded: when one is full its oldest waiting job is dropped and
+every channel make up the outbox, which is persisted (a journal, each new job fsynced) so a
+restart loses nothing. Lanes are bounded: when one is full its oldest waiting job is dropped and
 counted (``bot_alert_notifications_total{outcome="dropped"}``).
 """
 from __future__ import annotations
@@ -100,9 +100,14 @@ class Outbox:
 
     The file is a journal: a save appends the line of each job that is new or changed since
     the last save (its ``attempts`` or ``next_at``, the fields delivery updates) and a
-    ``{"done": id}`` line for each job gone, then fsyncs; :meth:`load` replays it (a job keeps
-    the place of its first line). Rewriting the whole outbox at every save (temp file, two
-    fsyncs, rename) was most of the CPU an alert cost: a rate-limited channel holds up to its
+    ``{"done": id}`` line for each job gone; :meth:`load` replays it (a job keeps the place of
+    its first line). A save that adds a job fsyncs: a notification, once saved, survives a crash
+    of the machine. One that only marks jobs done or changes their retry state does not (an
+    fsync costs the worker about as much as the rest of an alert): its lines are in the file for
+    a restart after the process is killed, and on the disk with the next fsync or the kernel's
+    write-back; a machine crash before that sends a delivered notification again or retries a
+    job sooner, a duplicate rather than a loss. Rewriting the whole outbox at every save (temp
+    file, two fsyncs, rename) was most of the CPU an alert cost: a rate-limited channel holds up to its
     lane's size of jobs, written whole every ``PERSIST_INTERVAL`` while alerts arrive. The file
     is rewritten (atomically) when it holds more than :data:`JOURNAL_SLACK` lines past one per
     pending job, at the first save after :meth:`load`, and with ``compact`` (on the way out).
@@ -115,9 +120,15 @@ class Outbox:
         self.path = path
         self.lanes: dict[str, ChannelLane] = {}
         self.dirty = False
+        self.on_change: Callable[[], None] = lambda: None  # told by mark() (the persisting loop's wake-up)
         self._lines: dict[str, tuple[Job, int, float, str]] = {}  # job id: (job, attempts, next_at, line)
         self._in_file: dict[str, str] | None = None  # job id: its last line in the file (None: not known)
         self._file_lines = 0
+
+    def mark(self) -> None:
+        """A lane's jobs changed: to be saved."""
+        self.dirty = True
+        self.on_change()
 
     def pending(self) -> int:
         return sum(len(lane.jobs) for lane in self.lanes.values())
@@ -153,13 +164,18 @@ class Outbox:
         if in_file is None or compact:
             self._rewrite(now)
         else:
-            added = [line[3] for job_id, line in now.items() if in_file.get(job_id) is not line[3]]
+            added, new_jobs = [], False
+            for job_id, line in now.items():
+                before = in_file.get(job_id)
+                if before is not line[3]:
+                    added.append(line[3])
+                    new_jobs = new_jobs or before is None
             added += ['{"done":%s}\n' % _quote(job_id) for job_id in in_file.keys() - now.keys()]
             if self._file_lines + len(added) > len(now) + JOURNAL_SLACK:
                 self._rewrite(now)
             elif added:
                 self._in_file = None  # unknown until the append is on disk
-                _append_synced(self.path, "".join(added).encode("utf-8"))
+                _append(self.path, "".join(added).encode("utf-8"), sync=new_jobs)
                 self._in_file = {job_id: line[3] for job_id, line in now.items()}
                 self._file_lines += len(added)
         self._lines = now
@@ -172,13 +188,15 @@ class Outbox:
         self._file_lines = len(now)
 
 
-def _append_synced(path: Path, data: bytes) -> None:
+def _append(path: Path, data: bytes, sync: bool) -> None:
+    """Append ``data`` to ``path``; with ``sync``, on the disk before returning."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -210,6 +228,10 @@ class ChannelLane:
         self.stopping = False  # checked as well as cancellation: wait_for may swallow a cancel (3.11)
 
     def put(self, job: Job) -> None:
+        """Queue ``job``; wake the lane's task only when its head changed (it was empty, or its
+        head was dropped): a job queued behind a head waiting for its time changes nothing for
+        it (waking it restarted its wait at every alert while a rate limit held the lane)."""
+        head = self.jobs[0] if self.jobs else None
         if len(self.jobs) >= self.max_jobs:
             victim = 1 if self.in_flight and len(self.jobs) > 1 else 0
             if not (self.in_flight and len(self.jobs) == 1):
@@ -222,9 +244,10 @@ class ChannelLane:
                                 self.name, self.dropped)
                     self.last_drop_log = now
         self.jobs.append(job)
-        self.outbox.dirty = True
+        self.outbox.mark()
         self.metrics.alert_delivery_queue.set(self.outbox.pending())
-        self.wakeup.set()
+        if self.jobs[0] is not head:
+            self.wakeup.set()
 
     def backoff(self, attempts: int) -> float:
         """The wait before the next try: exponential, capped, with jitter (between half of it
@@ -291,7 +314,7 @@ class ChannelLane:
         now = self.clock()
         if self.max_age and now - job.created > self.max_age:
             self.jobs.popleft()
-            self.outbox.dirty = True
+            self.outbox.mark()
             self.metrics.alert_notifications.labels(self.name, "dropped").inc()
             return
         delay = max(job.next_at - now, await self.limiter.delay())
@@ -313,7 +336,7 @@ class ChannelLane:
         if ok is not False:
             if self.jobs and self.jobs[0] is job:
                 self.jobs.popleft()
-            self.outbox.dirty = True
+            self.outbox.mark()
             if ok:
                 self.delivered += 1
                 self.metrics.alert_notifications.labels(self.name, "success").inc()

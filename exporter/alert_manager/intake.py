@@ -68,7 +68,7 @@ class Intake:
             metrics.alerts_active.labels(existing.severity.value).dec()
             metrics.alerts_active.labels(severity.value).inc()
             existing.severity = severity
-        self.state.dirty.add(existing.id)
+        self.state.mark(existing.id)
         if not escalated and now - notified < self.window:
             metrics.alerts_deduplicated.labels(existing.type.value).inc()
             return False
@@ -83,7 +83,7 @@ class Intake:
             if not evicted.resolved:
                 metrics.alerts_active.labels(evicted.severity.value).dec()
         state.by_fingerprint[alert.fingerprint] = alert.id
-        state.dirty.add(alert.id)
+        state.mark(alert.id)
         metrics.alerts_active.labels(alert.severity.value).inc()
 
     def resolve(self, key: str) -> Alert | None:
@@ -112,7 +112,7 @@ class Intake:
         alert.resolved_at = self.clock()
         self.state.by_fingerprint.pop(alert.fingerprint, None)
         self.metrics.alerts_active.labels(alert.severity.value).dec()
-        self.state.dirty.add(alert.id)
+        self.state.mark(alert.id)
         return alert.copy()
 
     def _enqueue(self, kind: str, alert: Alert) -> None:

@@ -1,6 +1,6 @@
 """What the alert manager keeps: the alerts (in memory, appended to the history file), the index
 of unresolved alerts by fingerprint, the outbox of notifications not yet delivered, and the
-loop that writes them every 0.2 s, prunes hourly and compacts the history."""
+loop that writes them at most every 0.2 s while they change, prunes hourly and compacts the history."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,8 @@ from ..metrics import worker_failed
 from .model import Alert, AlertSeverity
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..config import Settings
     from ..metrics import Metrics
     from .delivery import Job, Outbox
@@ -29,8 +31,9 @@ PRUNE_INTERVAL = 3600.0  # seconds between two prunes of alerts past ALERT_RETEN
 class AlertState:
     """The alerts, their index and the outbox, read from ``STATE_DIR`` by :meth:`open`.
 
-    Who changes an alert holds ``store.lock`` and adds its id to :attr:`dirty`; :meth:`write_history`
-    appends those to the history file."""
+    Who changes an alert holds ``store.lock`` and calls :meth:`mark` with its id; :meth:`write_history`
+    appends those to the history file. A lane that changes the outbox calls ``outbox.mark()``.
+    Either wakes :meth:`run` when it sleeps for want of changes."""
 
     def __init__(self, store: AlertStore, history: HistoryFile, outbox: Outbox, metrics: Metrics,
                  clock: Callable[[], float]) -> None:
@@ -41,6 +44,10 @@ class AlertState:
         self.clock = clock
         self.by_fingerprint = {a.fingerprint: a.id for a in store.alerts.values() if not a.resolved}
         self.dirty: set[str] = set()
+        self._asleep = False  # run() waits for a change (set True under store.lock, by run() only)
+        self._changed: asyncio.Event | None = None  # what run() waits on, once it runs
+        self._wakeup: Callable[[], None] | None = None  # sets it from another thread
+        outbox.on_change = self._outbox_changed
 
     @classmethod
     def open(cls, settings: Settings, metrics: Metrics, clock: Callable[[], float],
@@ -68,6 +75,26 @@ class AlertState:
         """Drop the fingerprint entry of ``alert``, gone from the store (the caller holds its lock)."""
         if self.by_fingerprint.get(alert.fingerprint) == alert.id:
             del self.by_fingerprint[alert.fingerprint]
+
+    def mark(self, alert_id: str) -> None:
+        """Have the alert ``alert_id`` appended to the history (the caller holds ``store.lock``)."""
+        self.dirty.add(alert_id)
+        if self._asleep:
+            self._asleep = False
+            self._wakeup()
+
+    def _outbox_changed(self) -> None:
+        """``outbox.mark()``, on the worker's loop: wake :meth:`run` if it sleeps, directly (no
+        lock: only this thread sets ``_asleep``; a :meth:`mark` meanwhile at most wakes it twice)."""
+        if self._asleep:
+            self._asleep = False
+            self._changed.set()
+
+    def _sleep_unless_changed(self) -> bool:
+        """True, and :meth:`mark` or ``outbox.mark()`` will wake :meth:`run`, when nothing is to be written."""
+        with self.store.lock:
+            self._asleep = not self.dirty and not self.outbox.dirty
+            return self._asleep
 
     def write_history(self) -> None:
         """Append the alerts changed since the last call."""
@@ -105,9 +132,15 @@ class AlertState:
         self.outbox.save(compact=True)
 
     async def run(self) -> None:
-        """Every 0.2 s: append changed alerts, save the outbox if it changed, prune hourly."""
+        """While alerts or the outbox change: every 0.2 s, append the changed alerts and save the
+        outbox if it changed. While nothing changes it sleeps until something does (a timer five
+        times a second was most of the worker's CPU in a bot raising an alert every few seconds),
+        waking to prune hourly."""
         import asyncio
 
+        loop = asyncio.get_running_loop()
+        changed = self._changed = asyncio.Event()
+        self._wakeup = lambda: loop.call_soon_threadsafe(changed.set)
         last_prune = time.monotonic()
         while True:
             await asyncio.sleep(PERSIST_INTERVAL)
@@ -125,6 +158,13 @@ class AlertState:
                 log.warning("alert state could not be written: %s", exc)
             except Exception:  # task boundary: report, keep persisting
                 worker_failed(self.metrics, "alert_persistence", log, "saving the alert state")
+            if self._sleep_unless_changed():
+                changed.clear()
+                prune = loop.call_later(max(0.0, last_prune + PRUNE_INTERVAL - time.monotonic()), changed.set)
+                try:
+                    await changed.wait()
+                finally:
+                    prune.cancel()
 
     def close(self) -> None:
         self.history.close()
