@@ -315,14 +315,14 @@ def test_a_proxy_in_the_environment_keeps_the_sdks_transport_which_honours_it(mo
 def test_the_schedule_delay_is_the_standard_variable():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    assert _tracing_from({}).schedule_delay_ms == 5000  # the SDK's
+    assert _tracing_from({}).schedule_delay_ms == 1000
     exported = InMemorySpanExporter()
     tracing.setup(default_settings().replace(ENABLE_TRACING=True, OTEL_BSP_SCHEDULE_DELAY="20"),
                   span_exporter=exported)
     try:
         with tracing.span("quick"):
             pass
-        # No flush: the batch processor exports on its own after 20 ms, long before the default 5 s.
+        # No flush: the batch processor exports on its own after 20 ms, long before the default 1 s.
         deadline = time.monotonic() + 0.8
         while not exported.get_finished_spans() and time.monotonic() < deadline:
             time.sleep(0.01)
