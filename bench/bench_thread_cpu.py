@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,37 +43,43 @@ def _thread_cpu(name: str) -> float:
     return total
 
 
-async def _alerts(rate: float, seconds: float) -> int:
-    from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
-
+async def _paced(rate: float, seconds: float, step: Any) -> int:
+    """Call ``step(count)`` (it returns how many items it made) ``rate`` times a second for
+    ``seconds`` of the loop's clock; the items made."""
     loop, count = asyncio.get_running_loop(), 0
     due = loop.time()
     until = due + seconds
     while due < until:
         await asyncio.sleep(max(0.0, due - loop.time()))
-        await alert_manager.trigger_alert(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Download failed",
-                                          "peer reset the connection during download", task_id=f"download_{count}")
-        count += 1
+        count += await step(count)
         due += 1.0 / rate
     return count
+
+
+async def _alerts(rate: float, seconds: float) -> int:
+    from exporter.alert_manager import AlertSeverity, AlertType, alert_manager
+
+    async def one(count: int) -> int:
+        await alert_manager.trigger_alert(AlertType.DOWNLOAD_FAILED, AlertSeverity.HIGH, "Download failed",
+                                          "peer reset the connection during download", task_id=f"download_{count}")
+        return 1
+
+    return await _paced(rate, seconds, one)
 
 
 async def _spans(rate: float, seconds: float) -> int:
     from exporter import tracing
 
-    loop, count = asyncio.get_running_loop(), 0
-    due = loop.time()
-    until = due + seconds
-    while due < until:
-        await asyncio.sleep(max(0.0, due - loop.time()))
+    async def one(count: int) -> int:
         started = tracing.start_operation_span("download")
+        made = 1
         if count % 2:  # a transfer's own span inside its operation, as log_download records it
             tracing.record_span("download", 0.03, file_name=f"{count}.mp4", size_bytes=123456, task_id=f"d{count}")
-            count += 1
+            made = 2
         tracing.end_operation_span(started, None)
-        count += 1
-        due += 1.0 / rate
-    return count
+        return made
+
+    return await _paced(rate, seconds, one)
 
 
 def _child(what: str, rate: float, seconds: float) -> dict:
