@@ -39,6 +39,13 @@ def replace_file(path: Path, data: bytes, *, temp: Path | None = None) -> None:
     fsync_directory(path.parent)
 
 
+def write_all(fd: int, data) -> None:
+    """Write all of ``data`` (bytes or a buffer) to ``fd``, short writes too."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def fsync_directory(path: str | os.PathLike) -> None:
     """Make the renames and creations in directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)

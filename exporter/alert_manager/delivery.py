@@ -22,6 +22,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any
 
+from .._files import write_all
 from ..errors import AlertError, DeliveryError
 from ..metrics import Metrics, worker_failed
 from ..ports import Channel
@@ -192,9 +193,7 @@ def _append(path: Path, data: bytes, sync: bool) -> None:
     """Append ``data`` to ``path``; with ``sync``, on the disk before returning."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
     finally:

@@ -27,6 +27,7 @@ import os
 import queue
 import threading
 
+from .._files import write_all
 from ..errors import BackupError
 
 SYNC_EVERY = 32 << 20  # BufferedSink: bytes written between two fdatasync calls
@@ -92,9 +93,7 @@ class BufferedSink(_Sink):
     def write(self, data) -> int:
         self._check()
         self.sha256.update(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        write_all(self._fd, data)
         self.size += len(data)
         if self.size - self._synced >= SYNC_EVERY:
             self._synced = self.size
@@ -195,8 +194,6 @@ class DirectSink(_Sink):
         if self._filled > whole:
             self._buffered()
             with memoryview(self._stage) as view:
-                tail = view[whole:self._filled]
-                while tail:
-                    tail = tail[os.write(self._fd, tail):]
+                write_all(self._fd, view[whole:self._filled])
         self._stage = None
         os.fsync(self._fd)
