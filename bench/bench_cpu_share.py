@@ -44,7 +44,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.harness.base import free_port  # noqa: E402
 
 OPERATIONS_PER_SECOND = 50  # at load 1; each makes 4 log lines
 SCRAPE_INTERVAL = 15.0
@@ -159,16 +160,16 @@ class Bot:
         await self.drive(rate, loop.time() + WARM_UP)
         self.counts = dict.fromkeys(self.counts, 0)
         print("window", flush=True)  # the parent scrapes from here on
-        threads = _thread_cpu()
+        threads = thread_cpu()
         before, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         await self.drive(rate, loop.time() + seconds)
         after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
-        threads = {name: cpu - threads.get(name, 0.0) for name, cpu in _thread_cpu().items()}
+        threads = {name: cpu - threads.get(name, 0.0) for name, cpu in thread_cpu().items()}
         return {"cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
                 "wall": wall, "threads": threads, **self.counts}
 
 
-def _thread_cpu() -> dict[str, float]:
+def thread_cpu() -> dict[str, float]:
     """CPU seconds of this process's threads so far, by thread name (Linux's per-thread
     ``schedstat``; empty elsewhere): which thread the features' CPU is spent on, the bot's own
     (the logging call itself) or a worker's."""
@@ -243,12 +244,6 @@ def _bot(rate: float, seconds: float) -> dict:
 
 
 # ---------------------------------------------------------------------------------- the parent
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _environment(mode: str, work: Path, es_url: str, otlp_url: str, port: int) -> dict[str, str]:
     shipping = {"ELASTICSEARCH_URL": es_url}
     spans = {"ENABLE_TRACING": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url}
@@ -289,7 +284,7 @@ def _scrape_while(child: subprocess.Popen, port: int, counter: list[int]) -> Non
 def run_child(mode: str, load: int, seconds: float, services: tuple[str, str],
               extra: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="opsstack-cpu-") as work:
-        port = _free_port()
+        port = free_port()
         env = {**_environment(mode, Path(work), *services, port), **(extra or {})}
         child = subprocess.Popen(
             [sys.executable, __file__, "--child", "--rate", str(OPERATIONS_PER_SECOND * load),

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,17 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_cpu_share import thread_cpu  # noqa: E402 - this folder is on the path of a script run from it
+
 THREADS = {"alerts": "opsstack-alerts", "spans": "OtelBatchSpanRecordProcessor"}
-
-
-def _thread_cpu(name: str) -> float:
-    """CPU seconds so far of this process's threads named ``name``."""
-    ids = {thread.native_id for thread in threading.enumerate() if thread.name == name}
-    total = 0.0
-    for native_id in ids:
-        with open(f"/proc/self/task/{native_id}/schedstat") as handle:
-            total += int(handle.read().split()[0]) / 1e9
-    return total
 
 
 async def _paced(rate: float, seconds: float, step: Any) -> int:
@@ -90,13 +81,13 @@ def _child(what: str, rate: float, seconds: float) -> dict:
     time.sleep(2.0)  # warm-up: the first alert loads hashlib, the first export connects
     asyncio.run((_alerts if what == "alerts" else _spans)(rate, 2.0))
     time.sleep(1.5)
-    idle = _thread_cpu(name)
+    idle = thread_cpu().get(name, 0.0)
     time.sleep(seconds)
-    idle = _thread_cpu(name) - idle
-    busy = _thread_cpu(name)
+    idle = thread_cpu().get(name, 0.0) - idle
+    busy = thread_cpu().get(name, 0.0)
     count = asyncio.run((_alerts if what == "alerts" else _spans)(rate, seconds))
     time.sleep(1.5)  # the last export or persist tick of the window
-    busy = _thread_cpu(name) - busy
+    busy = thread_cpu().get(name, 0.0) - busy
     handle.stop()
     return {"what": what, "count": count, "busy": busy, "idle": idle}
 
